@@ -1,0 +1,124 @@
+"""What every dataset reader provides, and the image dataset built from readers.
+
+A *source* (registered in DATASETS) is one dataset on disk. It parses its official layout
+and returns lists of Record for the splits it has; ``read(record)`` decodes one image.
+``ImageDataset`` merges the records of one or more sources (relabelling identities so that
+sources never share a label) and applies the transforms.
+"""
+import os
+import random
+from collections import namedtuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ...utils.errors import DataError
+from ...utils.registry import Registry
+
+DATASETS = Registry("dataset")
+
+# key: the image path (or a reader-specific key, e.g. a RecordIO offset); pid: identity/class id
+# as on disk (-1 junk, 0 distractor where the dataset defines them); camid: camera (0 if none).
+Record = namedtuple("Record", "key pid camid")
+
+
+class DatasetSource:
+    """One dataset on disk. Subclasses set ``protocol`` and implement the splits they have.
+
+    protocol: how its test split is evaluated -- "reid" (query/gallery with cameras),
+    "vehicleid" (gallery sampled per identity), "verification" (image pairs),
+    "recall_at_k" (every test image queries all others), or None (training only).
+    """
+    protocol = None
+
+    def __init__(self, root):
+        if not os.path.isdir(root):
+            raise DataError(f"{type(self).__name__}: dataset root not found: {root}")
+        self.root = root
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def _missing(self, split):
+        raise DataError(f"{self.name} ({self.root}) has no '{split}' split")
+
+    def train(self):
+        return self._missing("train")
+
+    def query(self):
+        return self._missing("query")
+
+    def gallery(self):
+        return self._missing("gallery")
+
+    def test(self):
+        """All test images, for protocols that split them themselves (vehicleid, recall_at_k)."""
+        return self._missing("test")
+
+    def read(self, record):
+        """Decode one image as RGB. A corrupt or missing file is an error, never skipped."""
+        try:
+            with Image.open(record.key) as im:
+                return im.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"{self.name}: image file missing: {record.key}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"{self.name}: cannot decode image {record.key}: {e}") from None
+
+
+def build_source(cfg, data_root, where="dataset"):
+    """Build a source from ``{name, root, ...}`` with ``root`` relative to ``data_root``."""
+    cfg = dict(cfg)
+    if "root" in cfg and not os.path.isabs(cfg["root"]):
+        cfg["root"] = os.path.join(data_root, cfg["root"])
+    return DATASETS.build(cfg, where=where)
+
+
+def sample_seed(index):
+    """An index is an int or ``(int, seed)``; the seed drives this sample's augmentation."""
+    if isinstance(index, (tuple, list)):
+        return int(index[0]), int(index[1])
+    return int(index), None
+
+
+class ImageDataset:
+    """Records of one or more sources; item -> (CHW float32 image, label, camid).
+
+    relabel=True maps each (source, pid) to a label in 0..num_classes-1, disjoint across
+    sources (training). relabel=False keeps on-disk pids (evaluation).
+    """
+
+    def __init__(self, parts, transform=None, relabel=True):
+        self.transform = transform
+        self.sources, self.records, owner = [], [], []
+        for source, records in parts:
+            if not records:
+                raise DataError(f"{source.name} ({source.root}): split is empty")
+            owner.extend([len(self.sources)] * len(records))
+            self.sources.append(source)
+            self.records.extend(records)
+        self.owner = np.asarray(owner, dtype=np.int64)
+        pids = np.asarray([r.pid for r in self.records], dtype=np.int64)
+        if relabel:
+            pairs = np.stack([self.owner, pids], 1)
+            _, self.labels = np.unique(pairs, axis=0, return_inverse=True)
+            self.labels = self.labels.reshape(-1).astype(np.int64)
+        else:
+            self.labels = pids
+        self.cameras = np.asarray([r.camid for r in self.records], dtype=np.int64)
+        self.num_classes = int(self.labels.max()) + 1 if relabel else len(np.unique(pids))
+
+    def __len__(self):
+        return len(self.records)
+
+    def load(self, i, rng=None):
+        img = self.sources[self.owner[i]].read(self.records[i])
+        if self.transform is not None:
+            img = self.transform(img, rng or random.Random())
+        return img
+
+    def __getitem__(self, index):
+        i, seed = sample_seed(index)
+        rng = random.Random(seed) if seed is not None else random.Random()
+        return self.load(i, rng), self.labels[i], self.cameras[i]

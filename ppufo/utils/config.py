@@ -1,0 +1,213 @@
+"""YAML config: load, ``-o Section.key=value`` overrides, schema validation.
+
+Sections with a fixed shape (Global, Tasks.<task>, DataLoader, Loss, ...) are checked here
+against SCHEMA. Sections that name a registered class (Arch, Optimizer, ...) are checked by
+the registry that builds them, against the class signature.
+"""
+import argparse
+import copy
+import os
+
+import yaml
+
+from .errors import ConfigError
+
+REQUIRED = object()
+
+
+class Field:
+    def __init__(self, types, default=REQUIRED, choices=None, doc=""):
+        self.types = types if isinstance(types, tuple) else (types,)
+        self.default = default
+        self.choices = choices
+        self.doc = doc
+
+    def check(self, value, path):
+        if value is None and type(None) in self.types:
+            return value
+        if float in self.types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool))
+                 for t in self.types)
+        if not ok:
+            names = "/".join("null" if t is type(None) else t.__name__ for t in self.types)
+            raise ConfigError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(self.choices)}")
+        return value
+
+
+class MapOf:
+    """A mapping from user-chosen names (e.g. task names) to entries of one schema."""
+
+    def __init__(self, schema):
+        self.schema = schema
+
+
+OPT_STR = (str, type(None))
+
+GLOBAL = {
+    "device": Field(str, "cpu", doc="cpu | gpu | gpu:N | xpu | npu"),
+    "seed": Field(int, 42),
+    "data_root": Field(str, "./data", doc="dataset roots in Tasks are relative to this"),
+    "output_dir": Field(str, "./output"),
+    "max_iters": Field(int, 1000),
+    "log_interval": Field(int, 10),
+    "eval_interval": Field(int, 0, doc="0 = no eval during training"),
+    "save_interval": Field(int, 1000, doc="iterations between iter_<n> checkpoints; 0 = only latest"),
+    "pretrained_model": Field(OPT_STR, None),
+    "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
+    "image_shape": Field(list, [3, 224, 224], doc="[C, H, W] of every training image"),
+    "use_visualdl": Field(bool, True),
+    "amp": Field(bool, False, doc="automatic mixed precision (GPU only)"),
+    "generate_demo_data": Field(bool, False, doc="create missing demo data with tools/make_demo_data"),
+}
+
+TASK = {
+    "datasets": Field(list, doc="training datasets: [{name, root, ...}], merged with disjoint labels"),
+    "batch_size": Field(int, doc="images of this task in every global batch"),
+    "sampler": Field(dict, {"name": "PKSampler", "num_instances": 4}),
+    "neck": Field(dict, {"name": "BNNeck"}),
+    "head": Field(dict),
+    "loss": Field(list, doc="[{LossName: {weight: w, ...}}]"),
+    "lr_mult": Field(float, 1.0, doc="LR multiplier for this task's own parameters"),
+    "test_sets": Field(list, [], doc="evaluation sets: [{name, root, ...}]"),
+}
+
+SCHEMA = {
+    "Global": GLOBAL,
+    "Arch": dict,
+    "Tasks": MapOf(TASK),
+    "Loss": {"task_weights": Field(dict, {}, doc="task -> weight in the total loss (default 1)")},
+    "Optimizer": dict,
+    "DataLoader": {
+        "Train": {
+            "batch_sampler": Field(dict, {"name": "HeterogeneousBatchSampler"}),
+            "num_workers": Field(int, 2),
+            "transforms": Field(list, []),
+        },
+        "Eval": {
+            "batch_size": Field(int, 64),
+            "num_workers": Field(int, 2),
+            "transforms": Field(list, []),
+        },
+    },
+    "Metric": dict,
+}
+
+
+def register_section(name, schema):
+    """Let a feature (export, supernet, search, ...) declare its own config section."""
+    SCHEMA[name] = schema
+
+
+def _validate(node, schema, path):
+    if schema is dict:
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {node!r}")
+        return node
+    if isinstance(schema, Field):
+        if node is REQUIRED:
+            raise ConfigError(f"{path}: required key is missing")
+        return schema.check(node, path)
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(node).__name__} {node!r}")
+    if isinstance(schema, MapOf):
+        if not node:
+            raise ConfigError(f"{path}: needs at least one entry")
+        return {k: _validate(v, schema.schema, f"{path}.{k}") for k, v in node.items()}
+    unknown = sorted(set(node) - set(schema))
+    if unknown:
+        raise ConfigError(f"{path or 'top level'}: unknown key(s) {unknown}; allowed: {sorted(schema)}")
+    out = {}
+    for key, sub in schema.items():
+        sub_path = f"{path}.{key}" if path else key
+        if key in node:
+            out[key] = _validate(node[key], sub, sub_path)
+        elif isinstance(sub, Field):
+            out[key] = _validate(copy.deepcopy(sub.default), sub, sub_path)
+        elif isinstance(sub, dict) and sub is not dict:
+            out[key] = _validate({}, sub, sub_path)
+    return out
+
+
+def validate(cfg):
+    """Fill defaults and check every fixed-shape section; returns a new dict."""
+    out = _validate(cfg, SCHEMA, "")
+    weights = out["Loss"]["task_weights"]
+    bad = sorted(set(weights) - set(out.get("Tasks", {})))
+    if bad:
+        raise ConfigError(f"Loss.task_weights: unknown task(s) {bad}; tasks: {sorted(out.get('Tasks', {}))}")
+    return out
+
+
+def parse_value(text):
+    """Type an override value: YAML scalars and lists (ints, floats, bools, null, [..])."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" as a string
+        except ValueError:
+            return value
+    return value
+
+
+def apply_override(cfg, item):
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected Section.key=value")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[:i + 1])
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise ConfigError(f"override '{key}': {where} is not an index of a list of {len(node)}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': {'.'.join(parts[:i])} is not a mapping or list")
+        if last:
+            node[part] = parse_value(text)
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}  # validation rejects it if the schema has no such key
+            node = node[part]
+    return cfg
+
+
+def load_config(path, overrides=()):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides:
+        apply_override(cfg, item)
+    try:
+        return validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def dump_config(cfg, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+
+
+def parse_args(description="ppufo"):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("-c", "--config", required=True, help="YAML config file")
+    p.add_argument("-o", "--override", action="append", nargs="+", default=[],
+                   help="Section.key=value (repeatable)")
+    args = p.parse_args()
+    args.override = [o for group in args.override for o in group]
+    return args

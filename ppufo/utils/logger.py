@@ -1,0 +1,35 @@
+"""Rank-aware logger: rank 0 logs to stdout and <output_dir>/<name>.log; other ranks stay quiet."""
+import logging
+import os
+import sys
+
+_LOGGER = logging.getLogger("ppufo")
+
+
+def rank():
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def world_size():
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def init_logger(log_file=None, level=logging.INFO):
+    _LOGGER.handlers.clear()
+    _LOGGER.propagate = False
+    _LOGGER.setLevel(level if rank() == 0 else logging.ERROR)
+    fmt = logging.Formatter("[%(asctime)s] ppufo %(levelname)s: %(message)s", "%Y/%m/%d %H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if log_file and rank() == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    for h in handlers:
+        h.setFormatter(fmt)
+        _LOGGER.addHandler(h)
+    return _LOGGER
+
+
+def get_logger():
+    if not _LOGGER.handlers:
+        init_logger()
+    return _LOGGER
