@@ -1,0 +1,1 @@
+from .multitask import ARCHS, MultiTaskModel, build_model  # noqa: F401

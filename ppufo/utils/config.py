@@ -45,6 +45,7 @@ class MapOf:
 
 
 OPT_STR = (str, type(None))
+CHIPS = ("cpu_x86", "gpu", "gpu_trt_fp16", "gpu_trt_int8", "xpu", "npu", "arm", "onnx")
 
 GLOBAL = {
     "device": Field(str, "cpu", doc="cpu | gpu | gpu:N | xpu | npu"),
@@ -92,7 +93,16 @@ SCHEMA = {
             "transforms": Field(list, []),
         },
     },
-    "Metric": dict,
+    "Metric": {
+        "chunk_size": Field(int, 256, doc="queries per block when ranking"),
+        "use_faiss": Field(bool, False, doc="exact faiss inner-product search"),
+        "ufo_compat": Field(bool, False, doc="reproduce the UFO reference's eval choices"),
+    },
+    "Export": {
+        "save_dir": Field(str, "./inference", doc="one sub-folder per task when exporting several"),
+        "task": Field(str, "all", doc="a task name, or 'all'"),
+        "chip": Field(str, "cpu_x86", choices=CHIPS, doc="deploy target recorded in inference.yml"),
+    },
 }
 
 
@@ -107,8 +117,6 @@ def _validate(node, schema, path):
             raise ConfigError(f"{path}: expected a mapping, got {node!r}")
         return node
     if isinstance(schema, Field):
-        if node is REQUIRED:
-            raise ConfigError(f"{path}: required key is missing")
         return schema.check(node, path)
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(node).__name__} {node!r}")
@@ -125,6 +133,8 @@ def _validate(node, schema, path):
         if key in node:
             out[key] = _validate(node[key], sub, sub_path)
         elif isinstance(sub, Field):
+            if sub.default is REQUIRED:
+                raise ConfigError(f"{sub_path}: required key is missing ({sub.doc or sub.types[0].__name__})")
             out[key] = _validate(copy.deepcopy(sub.default), sub, sub_path)
         elif isinstance(sub, dict) and sub is not dict:
             out[key] = _validate({}, sub, sub_path)
@@ -203,8 +213,10 @@ def dump_config(cfg, path):
         yaml.safe_dump(cfg, f, sort_keys=False)
 
 
-def parse_args(description="ppufo"):
+def parse_args(description="ppufo", extra=None):
     p = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(p)
     p.add_argument("-c", "--config", required=True, help="YAML config file")
     p.add_argument("-o", "--override", action="append", nargs="+", default=[],
                    help="Section.key=value (repeatable)")

@@ -1,0 +1,179 @@
+"""Plain ViT (pre-LN, CLS token), parameter names and shapes as PaddleClas's VisionTransformer."""
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from ...utils.errors import ConfigError
+from . import BACKBONES
+
+
+def _pair(x):
+    return [int(x), int(x)] if isinstance(x, (int, float)) else [int(v) for v in x]
+
+
+class DropPath(nn.Layer):
+    """Per-sample stochastic depth; survivors rescaled by 1/keep."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = paddle.floor(keep + paddle.rand([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype))
+        return x / keep * mask
+
+
+class Mlp(nn.Layer):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Layer):
+    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, head_dim=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        inner = self.num_heads * self.head_dim
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * inner, bias_attr=None if qkv_bias else False)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(inner, dim)
+
+    def forward(self, x):
+        n = x.shape[1]
+        qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)
+        out = paddle.matmul(self.attn_drop(attn), v).transpose([0, 2, 1, 3])
+        return self.proj(out.reshape([-1, n, self.num_heads * self.head_dim]))
+
+
+class Block(nn.Layer):
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, attn_drop=0.0, drop_path=0.0,
+                 epsilon=1e-6, mlp_hidden=None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, epsilon=epsilon)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, epsilon=epsilon)
+        self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Layer):
+    def __init__(self, patch_size, in_chans, dim):
+        super().__init__()
+        self.proj = nn.Conv2D(in_chans, dim, patch_size, stride=patch_size)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose([0, 2, 1])
+
+
+def resize_pos_embed(pos, old_grid, new_grid):
+    """[1, 1+h*w, C] -> [1, 1+H*W, C], bicubic on the grid, CLS row kept."""
+    if list(old_grid) == list(new_grid):
+        return pos
+    cls, grid = pos[:, :1], pos[:, 1:]
+    c = grid.shape[-1]
+    grid = grid.reshape([1, old_grid[0], old_grid[1], c]).transpose([0, 3, 1, 2])
+    grid = F.interpolate(grid, size=list(new_grid), mode="bicubic", align_corners=False)
+    return paddle.concat([cls, grid.transpose([0, 2, 3, 1]).reshape([1, -1, c])], axis=1)
+
+
+class VisionTransformer(nn.Layer):
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
+                 mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 epsilon=1e-6):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
+        self.img_size, self.patch_size = _pair(img_size), patch_size
+        self.grid = [s // patch_size for s in self.img_size]
+        self.out_dim = self.embed_dim = embed_dim
+        self.depth, self.num_heads, self.mlp_ratio = depth, num_heads, mlp_ratio
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        init = nn.initializer.TruncatedNormal(std=0.02)
+        self.pos_embed = self.create_parameter([1, 1 + self.grid[0] * self.grid[1], embed_dim],
+                                               default_initializer=init)
+        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=init)
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = np.linspace(0, drop_path_rate, depth)
+        self.blocks = nn.LayerList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, attn_drop_rate,
+                                          float(r), epsilon) for r in rates])
+        self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
+        for m in self.sublayers():
+            if isinstance(m, nn.Linear):
+                init(m.weight)
+                if m.bias is not None:
+                    nn.initializer.Constant(0.0)(m.bias)
+
+    def embed_tokens(self, x):
+        grid = [x.shape[2] // self.patch_size, x.shape[3] // self.patch_size]
+        x = self.patch_embed(x)
+        pos = resize_pos_embed(self.pos_embed, self.grid, grid)
+        x = paddle.concat([self.cls_token.expand([x.shape[0], -1, -1]).astype(x.dtype), x], axis=1)
+        return self.pos_drop(x + pos)
+
+    def forward(self, x):
+        x = self.embed_tokens(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)[:, 0]
+
+    def forward_flops(self, img_hw=None):
+        """Forward FLOPs per image (2 x multiply-adds of matmuls and the patch conv)."""
+        h, w = _pair(img_hw) if img_hw else self.img_size
+        t = (h // self.patch_size) * (w // self.patch_size)
+        n, c = t + 1, self.embed_dim
+        patch = t * 3 * self.patch_size ** 2 * c
+        per_block = 0
+        for blk in self.blocks:
+            inner = blk.attn.num_heads * blk.attn.head_dim
+            hidden = blk.mlp.fc1.weight.shape[1]
+            per_block += n * c * 3 * inner + 2 * n * n * inner + n * inner * c + 2 * n * c * hidden
+        return 2 * (patch + per_block)
+
+    def load_pretrained(self, state):
+        """Load a (PaddleClas) ViT state dict or .pdparams path; classifier dropped, pos-embed resized."""
+        if isinstance(state, str):
+            state = paddle.load(state)
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        pos = state.get("pos_embed")
+        if pos is not None and list(pos.shape) != list(self.pos_embed.shape):
+            side = int(round((pos.shape[1] - 1) ** 0.5))
+            state["pos_embed"] = resize_pos_embed(paddle.to_tensor(pos), [side, side], self.grid)
+        own = self.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        bad = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
+        if missing or unexpected or bad:
+            raise ConfigError(f"ViT weights: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                              f"shape mismatch {bad[:5]}")
+        self.set_state_dict(state)
+
+
+def _factory(name, dim, depth, heads):
+    def build(**kwargs):
+        cfg = dict(embed_dim=dim, depth=depth, num_heads=heads, patch_size=16)
+        cfg.update(kwargs)
+        return VisionTransformer(**cfg)
+    build.__name__ = name
+    BACKBONES.register(build, name=name)
+
+
+for _name, _dim, _depth, _heads in [("ViT_tiny_patch16", 192, 12, 3), ("ViT_small_patch16", 384, 12, 6),
+                                    ("ViT_base_patch16", 768, 12, 12), ("ViT_large_patch16", 1024, 24, 16),
+                                    ("ViT_huge_patch16", 1280, 32, 16)]:
+    _factory(_name, _dim, _depth, _heads)

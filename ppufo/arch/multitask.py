@@ -1,0 +1,95 @@
+"""All-in-One model: one backbone pass over the mixed batch, one neck + classifier per task."""
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from ..utils.errors import ConfigError
+from ..utils.registry import Registry
+from .backbone import build_backbone
+from .head import HEADS, NECKS
+
+ARCHS = Registry("arch")
+
+
+class TaskHead(nn.Layer):
+    """BN neck -> embedding (the retrieval feature); margin classifier for training."""
+
+    def __init__(self, neck, classifier):
+        super().__init__()
+        self.neck = neck
+        self.classifier = classifier
+
+    def forward(self, feat, label=None):
+        emb = self.neck(feat)
+        return {"feat": feat, "embedding": emb, "logits": self.classifier(emb, label)}
+
+
+@ARCHS.register
+class MultiTaskModel(nn.Layer):
+    def __init__(self, backbone, heads):
+        super().__init__()
+        self.backbone = backbone
+        self.task_names = list(heads)
+        self.heads = nn.LayerDict(heads)
+
+    def forward(self, images, task_sizes, labels=None):
+        """images: the mixed batch, tasks contiguous in ``task_sizes`` order ([(task, n), ...]).
+        Returns {task: {"feat", "embedding", "logits"}} for tasks with n > 0."""
+        feats = self.backbone(images)
+        names = [t for t, n in task_sizes]
+        sizes = [n for t, n in task_sizes]
+        parts = paddle.split(feats, sizes) if len(sizes) > 1 else [feats]
+        label_parts = (paddle.split(labels, sizes) if len(sizes) > 1 else [labels]) \
+            if labels is not None else [None] * len(sizes)
+        return {t: self.heads[t](f, y) for t, f, y, n in zip(names, parts, label_parts, sizes) if n > 0}
+
+    def embed(self, images, task, normalize=True):
+        """Retrieval feature of ``task`` for a batch of that task's images."""
+        if task not in self.task_names:
+            raise ConfigError(f"unknown task '{task}'; model tasks: {self.task_names}")
+        emb = self.heads[task].neck(self.backbone(images))
+        return F.normalize(emb, axis=1) if normalize else emb
+
+    def task_parameters(self, task):
+        return self.heads[task].parameters()
+
+    def shared_parameters(self):
+        return self.backbone.parameters()
+
+
+def build_model(config, num_classes):
+    """Build the Arch section for the tasks in ``config["Tasks"]``.
+
+    num_classes: {task: number of training identities/classes}.
+    """
+    arch = dict(config["Arch"])
+    name = arch.pop("name", None)
+    if name is None:
+        raise ConfigError("Arch: missing 'name' (known: %s)" % ", ".join(ARCHS.names()))
+    cls = ARCHS.get(name)
+    backbone_cfg = arch.pop("Backbone", None)
+    if backbone_cfg is None:
+        raise ConfigError("Arch.Backbone: missing (e.g. {name: ViT_base_patch16})")
+    if arch:
+        raise ConfigError(f"Arch: unknown key(s) {sorted(arch)}; allowed: ['name', 'Backbone']")
+    image_hw = list(config["Global"]["image_shape"][1:])
+    backbone = build_backbone(backbone_cfg, img_size=image_hw)
+    heads = {}
+    for task, tcfg in config["Tasks"].items():
+        neck = NECKS.build(tcfg["neck"], where=f"Tasks.{task}.neck", in_dim=backbone.out_dim)
+        clf = HEADS.build(tcfg["head"], where=f"Tasks.{task}.head", in_dim=neck.out_dim,
+                          num_classes=num_classes[task])
+        heads[task] = TaskHead(neck, clf)
+    return cls(backbone, heads)
+
+
+def num_classes_from_state(state, tasks):
+    """Classifier sizes stored in a checkpoint, so eval/export need not parse training sets."""
+    out = {}
+    for t in tasks:
+        key = f"heads.{t}.classifier.weight"
+        if key not in state:
+            raise ConfigError(f"checkpoint has no classifier for task '{t}' ({key}); "
+                              f"tasks in it: {sorted({k.split('.')[1] for k in state if k.startswith('heads.')})}")
+        out[t] = int(state[key].shape[-1])
+    return out

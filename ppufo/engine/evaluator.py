@@ -1,0 +1,133 @@
+"""Evaluate a multi-task model on every configured test set with that set's own protocol."""
+import json
+import os
+import time
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from ..data.datasets import build_source
+from ..data.datasets.base import ImageDataset
+from ..data.loader import build_eval_loader, eval_transforms
+from ..metric import METRICS, PROTOCOL_METRIC, headline, main_score
+from ..utils.errors import ConfigError
+from ..utils.logger import get_logger
+
+EVAL_KEYS = ("metric", "alias", "flip_test")
+
+
+class TestSet:
+    def __init__(self, task, label, source, metric, flip):
+        self.task, self.label, self.source, self.metric, self.flip = task, label, source, metric, flip
+
+
+def set_label(cfg):
+    if cfg.get("alias"):
+        return cfg["alias"]
+    if cfg.get("set_name"):
+        return cfg["set_name"]
+    if cfg.get("test_size"):
+        return f"{cfg['name']}-{cfg['test_size']}"
+    return cfg["name"]
+
+
+def build_test_sets(config, only=None):
+    """Test sets from Tasks.<task>.test_sets; ``only`` limits them by label or task name."""
+    out = []
+    mcfg = config.get("Metric", {})
+    for task, tcfg in config["Tasks"].items():
+        for i, entry in enumerate(tcfg["test_sets"]):
+            where = f"Tasks.{task}.test_sets.{i}"
+            label = set_label(entry)
+            if only and label not in only and task not in only:
+                continue
+            source = build_source({k: v for k, v in entry.items() if k not in EVAL_KEYS},
+                                  config["Global"]["data_root"], where=where)
+            if source.protocol not in PROTOCOL_METRIC:
+                raise ConfigError(f"{where}: {source.name} has no test protocol")
+            metric_cfg = dict(entry.get("metric") or {"name": PROTOCOL_METRIC[source.protocol]})
+            metric = METRICS.build(metric_cfg, where=f"{where}.metric", **mcfg)
+            flip = entry.get("flip_test", source.protocol == "verification")
+            out.append(TestSet(task, label, source, metric, bool(flip)))
+    if only:
+        found = {s.label for s in out} | {s.task for s in out}
+        missing = sorted(set(only) - found)
+        if missing:
+            raise ConfigError(f"eval: unknown test set(s) {missing}; configured: "
+                              f"{sorted({s.label for s in build_test_sets(config)})}")
+    return out
+
+
+class Evaluator:
+    def __init__(self, config, model, only=None):
+        self.cfg = config
+        self.model = model
+        self.sets = build_test_sets(config, only)
+        self.transform = eval_transforms(config)
+        self.log = get_logger()
+
+    @property
+    def has_sets(self):
+        return bool(self.sets)
+
+    @paddle.no_grad()
+    def extract(self, records, ts, desc):
+        ds = ImageDataset([(ts.source, records)], transform=self.transform, relabel=False)
+        feats = []
+        for imgs, _, _ in tqdm(build_eval_loader(ds, self.cfg), desc=desc, leave=False,
+                               disable=None):
+            f = self.model.embed(imgs, ts.task, normalize=False)
+            if ts.flip:
+                f = f + self.model.embed(paddle.flip(imgs, axis=[3]), ts.task, normalize=False)
+            feats.append(paddle.nn.functional.normalize(f, axis=1).numpy())
+        return np.concatenate(feats).astype(np.float32), ds
+
+    def run_set(self, ts):
+        src, desc = ts.source, f"{ts.task}/{ts.label}"
+        if src.protocol == "reid":
+            qf, q = self.extract(src.query(), ts, desc + " query")
+            gf, g = self.extract(src.gallery(), ts, desc + " gallery")
+            return ts.metric(qf, gf, q.labels, g.labels, q.cameras, g.cameras)
+        if src.protocol == "verification":
+            records, issame = src.pairs()
+            f, _ = self.extract(records, ts, desc)
+            return ts.metric(f, issame)
+        f, ds = self.extract(src.test(), ts, desc)  # vehicleid, recall_at_k
+        return ts.metric(f, ds.labels)
+
+    def evaluate(self, tag="eval"):
+        was_training = self.model.training
+        self.model.eval()
+        results = []
+        try:
+            for ts in self.sets:
+                t = time.time()
+                res = self.run_set(ts)
+                results.append({"task": ts.task, "set": ts.label, "protocol": ts.source.protocol,
+                                "headline": headline(res), "score": main_score(res),
+                                "seconds": round(time.time() - t, 2), **res})
+        finally:
+            if was_training:
+                self.model.train()
+        scores = [r["score"] for r in results if r["score"] is not None]
+        summary = {"tag": tag, "score": float(np.mean(scores)) if scores else None, "sets": results}
+        self.log.info(f"[Eval][{tag}]\n" + format_table(results)
+                      + (f"\nmean score: {summary['score']:.4f}" if scores else ""))
+        out_dir = self.cfg["Global"]["output_dir"]
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, f"eval_{tag}.json"), "w") as fh:
+            json.dump(summary, fh, indent=1, default=float)
+        return summary
+
+
+def format_table(results):
+    rows = [("task", "test set", "result", "details")]
+    for r in results:
+        details = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in r.items()
+                            if k not in ("task", "set", "protocol", "headline", "score", "seconds"))
+        rows.append((r["task"], r["set"], r["headline"], details))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3]
+                     for row in rows)

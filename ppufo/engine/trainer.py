@@ -1,0 +1,183 @@
+"""Iteration-based multi-task trainer (All-in-One; the supernet trainer builds on it)."""
+import os
+import time
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+from ..arch import build_model
+from ..data.demo_setup import ensure_demo_data
+from ..data.loader import build_train_loader
+from ..loss import build_loss
+from ..optimizer import build_optimizer
+from ..utils.checkpoint import load_checkpoint, load_weights, read_states, save_checkpoint
+from ..utils.config import dump_config
+from ..utils.device import set_device
+from ..utils.logger import get_logger, init_logger
+
+
+def format_eta(seconds):
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Trainer:
+    def __init__(self, config):
+        self.cfg = config
+        g = config["Global"]
+        self.world_size = dist.get_world_size()
+        self.rank = dist.get_rank()
+        set_device(g["device"])
+        if self.world_size > 1:
+            dist.init_parallel_env()
+        self.output_dir = g["output_dir"]
+        os.makedirs(self.output_dir, exist_ok=True)
+        self.log = init_logger(os.path.join(self.output_dir, "train.log"))
+        if self.rank == 0:
+            dump_config(config, os.path.join(self.output_dir, "config.yaml"))
+        self.log.info("config:\n" + _describe(config))
+        ensure_demo_data(config)
+        paddle.seed(g["seed"])  # same initial weights on every rank and every run
+        np.random.seed(g["seed"])
+
+        self.start_iter, self.best = 0, {"score": None, "iteration": None}
+        if g["checkpoints"]:
+            states = read_states(g["checkpoints"])
+            self.start_iter = int(states["iteration"])
+            self.best = states.get("best", self.best)
+        self.loader, self.task_sets = build_train_loader(config, self.rank, self.world_size,
+                                                         self.start_iter)
+        self.tasks = list(self.task_sets)
+        self.model = build_model(config, {t: d.num_classes for t, d in self.task_sets.items()})
+        self.losses = {t: build_loss(config["Tasks"][t]["loss"], where=f"Tasks.{t}.loss")
+                       for t in self.tasks}
+        self.task_weights = {t: float(config["Loss"]["task_weights"].get(t, 1.0)) for t in self.tasks}
+        groups = [{"params": list(self.model.shared_parameters()), "lr_mult": 1.0}]
+        groups += [{"params": list(self.model.task_parameters(t)),
+                    "lr_mult": config["Tasks"][t]["lr_mult"]} for t in self.tasks]
+        self.optimizer, self.lr = build_optimizer(config["Optimizer"], groups, g["max_iters"], model=self.model)
+        if g["pretrained_model"] and not g["checkpoints"]:
+            load_weights(self.model, g["pretrained_model"])
+            self.log.info(f"loaded pretrained weights {g['pretrained_model']}")
+        if g["checkpoints"]:
+            load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr)
+            self.log.info(f"resumed from {g['checkpoints']} at iteration {self.start_iter}")
+        self.net = self.model
+        if self.world_size > 1:
+            self.net = paddle.DataParallel(self.model, find_unused_parameters=True)
+        self.amp = g["amp"] and g["device"].startswith("gpu")
+        if g["amp"] and not self.amp:
+            self.log.warning("Global.amp is ignored on %s (mixed precision needs a GPU)", g["device"])
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if self.amp else None
+        self.vdl = None
+        if g["use_visualdl"] and self.rank == 0:
+            from visualdl import LogWriter
+            self.vdl = LogWriter(logdir=os.path.join(self.output_dir, "vdl"))
+        self.evaluator = None
+
+    # one optimisation step on a collated batch (images, labels, camids, task_ids)
+    def train_step(self, batch, iteration):
+        images, labels, _, task_ids = batch
+        counts = np.bincount(task_ids.numpy(), minlength=len(self.tasks))
+        sizes = [(t, int(n)) for t, n in zip(self.tasks, counts)]
+        paddle.seed(self.cfg["Global"]["seed"] + 7919 * iteration + self.rank)  # drop path per step
+        with paddle.amp.auto_cast(enable=self.amp):
+            outs = self.net(images, sizes, labels)
+            parts, total = {}, 0.0
+            for t, out in outs.items():
+                terms = self.losses[t](out, labels_of(labels, sizes, t))
+                parts[t] = terms
+                total = total + self.task_weights[t] * terms["loss"]
+        if self.amp:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        self.lr.step()
+        stats = {"loss": float(total)}
+        for t, terms in parts.items():
+            for k, v in terms.items():
+                stats[f"{t}/{k}"] = float(v)
+        return stats
+
+    def save(self, name, iteration):
+        if self.rank != 0:
+            return
+        save_checkpoint(os.path.join(self.output_dir, name), self.model, self.optimizer, self.lr,
+                        {"iteration": iteration, "best": self.best})
+
+    def evaluate(self, iteration):
+        if self.evaluator is None:
+            from .evaluator import Evaluator
+            self.evaluator = Evaluator(self.cfg, self.model)
+        if not self.evaluator.has_sets:
+            return None
+        result = self.evaluator.evaluate(tag=f"iter_{iteration}")
+        if self.rank == 0 and result["score"] is not None:
+            if self.vdl:
+                self.vdl.add_scalar("eval/score", result["score"], iteration)
+            if self.best["score"] is None or result["score"] > self.best["score"]:
+                self.best = {"score": result["score"], "iteration": iteration}
+                self.save("best_model", iteration)
+                self.log.info(f"new best score {result['score']:.4f} at iteration {iteration}")
+        return result
+
+    def train(self):
+        g = self.cfg["Global"]
+        max_iters, start = g["max_iters"], self.start_iter
+        self.model.train()
+        self.log.info(f"training {self.tasks} from iteration {start} to {max_iters} "
+                      f"on {self.world_size} process(es), per-step images per rank: "
+                      f"{self.loader.batch_sampler.task_counts}")
+        t0 = time.time()
+        seen, window_t, window_n, it = 0, time.time(), 0, start
+        for it, batch in enumerate(self.loader, start=start + 1):
+            stats = self.train_step(batch, it)
+            n = int(batch[0].shape[0])
+            seen += n
+            window_n += n
+            if not np.isfinite(stats["loss"]):
+                raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
+            if it % g["log_interval"] == 0 or it == max_iters:
+                dt = time.time() - window_t
+                ips = window_n * self.world_size / max(dt, 1e-9)
+                eta = (time.time() - t0) / (it - start) * (max_iters - it)
+                per_task = ", ".join(f"{t}: {stats[f'{t}/loss']:.4f}" for t in self.tasks
+                                     if f"{t}/loss" in stats)
+                self.log.info(f"[Train][Iter: {it}/{max_iters}] lr: {self.lr.last_lr:.5f}, "
+                              f"loss: {stats['loss']:.4f} ({per_task}), ips: {ips:.1f} images/s, "
+                              f"eta: {format_eta(eta)}")
+                if self.vdl:
+                    self.vdl.add_scalar("train/lr", self.lr.last_lr, it)
+                    self.vdl.add_scalar("train/ips", ips, it)
+                    for k, v in stats.items():
+                        self.vdl.add_scalar(f"train/{k}", v, it)
+                window_t, window_n = time.time(), 0
+            if g["save_interval"] and it % g["save_interval"] == 0 and it < max_iters:
+                self.save(f"iter_{it}", it)
+                self.save("latest", it)
+            if g["eval_interval"] and it % g["eval_interval"] == 0 and it < max_iters:
+                self.evaluate(it)
+                self.model.train()
+        self.save("latest", it)
+        self.log.info(f"training done: {it - start} iterations, {seen * self.world_size} images "
+                      f"in {format_eta(time.time() - t0)}; checkpoint {self.output_dir}/latest")
+        return it
+
+
+def labels_of(labels, sizes, task):
+    start = 0
+    for t, n in sizes:
+        if t == task:
+            return labels[start:start + n]
+        start += n
+    raise KeyError(task)
+
+
+def _describe(config):
+    import yaml
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None).rstrip()

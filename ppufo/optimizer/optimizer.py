@@ -1,0 +1,192 @@
+"""Optimizers from the ``Optimizer`` config section.
+
+    Optimizer:
+      name: SGD            # SGD | Momentum (same thing: paddle Momentum; momentum 0 = plain SGD) | AdamW
+      momentum: 0.9
+      nesterov: false
+      weight_decay: 1.0e-4 # coupled L2 for SGD/Momentum, decoupled for AdamW
+      no_weight_decay: []  # substrings of parameter names exempt from decay
+      clip_grad: {name: per_tensor, max_norm: 5.0}   # or global, or null
+      lr: {name: WarmupCosine, learning_rate: 0.2, warmup_ratio: 0.1, eta_min: 0.004}
+
+Per-group LR multipliers use Paddle parameter groups: a group's ``learning_rate`` is a
+multiplier of the scheduler's LR (``Optimizer._create_param_lr``). Paddle overwrites each
+parameter's ParamAttr ``learning_rate`` with its group's value, so the multiplier given here
+is ``lr_mult * ParamAttr learning_rate`` (remembered from the first build).
+Paddle clips each parameter group on its own; global-norm clipping over all groups is
+therefore done here, in ``step()``, before the update.
+"""
+import paddle
+
+from ..utils.errors import ConfigError
+from ..utils.registry import Registry
+from .lr import build_lr
+
+OPTIMIZERS = Registry("optimizer")
+
+COMMON_KEYS = ["name", "lr", "weight_decay", "no_weight_decay", "clip_grad"]
+INJECTED = ("learning_rate", "parameters", "weight_decay", "grad_clip")
+CLIP_KINDS = ("per_tensor", "global")
+
+
+@paddle.no_grad()
+def clip_grad_global_norm_(params, max_norm):
+    """Scale all gradients in place so that their joint L2 norm is at most ``max_norm``
+    (same rule as paddle.nn.ClipGradByGlobalNorm). Returns the norm before clipping."""
+    grads = [p.grad for p in params
+             if not p.stop_gradient and p.grad is not None and getattr(p, "need_clip", True)]
+    if not grads:
+        return None
+    norm = float(paddle.sqrt(paddle.add_n([paddle.sum(paddle.square(g.astype("float32"))) for g in grads])))
+    if norm > max_norm:
+        for g in grads:
+            g.scale_(max_norm / norm)
+    return norm
+
+
+class GlobalClipMixin:
+    """Adds global-norm clipping across all parameter groups to a paddle optimizer."""
+    global_clip_norm = None
+    last_grad_norm = None
+
+    def step(self):
+        if self.global_clip_norm is not None:
+            params = [p for g in self._param_groups for p in (g["params"] if isinstance(g, dict) else [g])]
+            self.last_grad_norm = clip_grad_global_norm_(params, self.global_clip_norm)
+        super().step()
+
+
+class MomentumOptimizer(GlobalClipMixin, paddle.optimizer.Momentum):
+    pass
+
+
+class AdamWOptimizer(GlobalClipMixin, paddle.optimizer.AdamW):
+    pass
+
+
+def _num(value, key, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (low is not None and value < low) or (high is not None and value > high):
+        rng = f" in [{low}, {high}]" if high is not None else (f" >= {low}" if low is not None else "")
+        raise ConfigError(f"{key}: expected a number{rng}, got {value!r}")
+    return float(value)
+
+
+@OPTIMIZERS.register
+def SGD(learning_rate, parameters, weight_decay, grad_clip, momentum=0.9, nesterov=False):
+    """SGD with (optionally Nesterov) momentum and coupled L2 decay: v = mu*v + g + wd*p;
+    p -= lr * v. The UFO reference uses momentum 0."""
+    momentum = _num(momentum, "momentum", 0.0, 1.0)
+    if not isinstance(nesterov, bool):
+        raise ConfigError(f"nesterov: expected true/false, got {nesterov!r}")
+    return MomentumOptimizer(learning_rate=learning_rate, momentum=momentum, parameters=parameters,
+                             use_nesterov=nesterov, weight_decay=weight_decay, grad_clip=grad_clip)
+
+
+OPTIMIZERS.register(SGD, name="Momentum")
+
+
+@OPTIMIZERS.register
+def AdamW(learning_rate, parameters, weight_decay, grad_clip, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """AdamW with decoupled decay (p -= lr * wd * p)."""
+    return AdamWOptimizer(learning_rate=learning_rate, parameters=parameters,
+                          beta1=_num(beta1, "beta1", 0.0, 1.0), beta2=_num(beta2, "beta2", 0.0, 1.0),
+                          epsilon=_num(epsilon, "epsilon", 0.0), weight_decay=weight_decay,
+                          grad_clip=grad_clip)
+
+
+def _accepted(fn):
+    import inspect
+    extra = [n for n in inspect.signature(fn).parameters if n not in INJECTED]
+    return COMMON_KEYS + extra
+
+
+def build_clip(cfg, where="Optimizer.clip_grad"):
+    """``null`` | ``{name: per_tensor|global, max_norm}`` -> (paddle per-tensor clip or None,
+    global max norm or None)."""
+    if cfg is None:
+        return None, None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: expected null or {{name: per_tensor|global, max_norm: 5.0}}, got {cfg!r}")
+    unknown = sorted(set(cfg) - {"name", "max_norm"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; accepted: ['name', 'max_norm']")
+    kind = cfg.get("name", "per_tensor")
+    if kind not in CLIP_KINDS:
+        raise ConfigError(f"{where}.name: expected one of {list(CLIP_KINDS)}, got {kind!r}")
+    max_norm = _num(cfg.get("max_norm", 5.0), f"{where}.max_norm", 0.0)
+    if max_norm <= 0:
+        raise ConfigError(f"{where}.max_norm: expected a number > 0, got {max_norm!r}")
+    if kind == "per_tensor":
+        return paddle.nn.ClipGradByNorm(max_norm), None
+    return None, max_norm
+
+
+def make_param_groups(param_groups, weight_decay, no_weight_decay=(), model=None):
+    """Regroup ``[{"params": [...], "lr_mult": m}]`` into Paddle groups keyed by (effective LR
+    multiplier, decayed or not). ``params`` items are parameters or ``(name, parameter)``;
+    names for ``no_weight_decay`` come from there, from ``model.named_parameters()`` or
+    else the parameter's own ``.name``."""
+    if isinstance(param_groups, (list, tuple)) and param_groups and not isinstance(param_groups[0], dict):
+        param_groups = [{"params": list(param_groups)}]
+    if not isinstance(param_groups, (list, tuple)) or not param_groups:
+        raise ValueError("build_optimizer: param_groups must be a non-empty list of {'params': [...], 'lr_mult': m}")
+    names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+    merged, seen = {}, {}
+    for i, group in enumerate(param_groups):
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError(f"param_groups[{i}]: expected {{'params': [...], 'lr_mult': m}}, got {type(group).__name__}")
+        extra = sorted(set(group) - {"params", "lr_mult"})
+        if extra:
+            raise ValueError(f"param_groups[{i}]: unknown key(s) {extra}; accepted: ['params', 'lr_mult']")
+        mult = _num(group.get("lr_mult", 1.0), f"param_groups[{i}].lr_mult", 0.0)
+        for item in group["params"]:
+            name, p = item if isinstance(item, tuple) else (names.get(id(item)), item)
+            label = name or p.name
+            if id(p) in seen:
+                raise ValueError(f"parameter {label} is in param_groups[{seen[id(p)]}] and param_groups[{i}]")
+            seen[id(p)] = i
+            attr_lr = getattr(p, "_ppufo_attr_lr", None)
+            if attr_lr is None:  # the ParamAttr multiplier, before any optimizer overwrote it
+                attr_lr = float(p.optimize_attr.get("learning_rate", 1.0))
+                p._ppufo_attr_lr = attr_lr
+            decay = not any(s in label or s in p.name for s in no_weight_decay)
+            merged.setdefault((mult * attr_lr, decay), []).append(p)
+    if not merged:
+        raise ValueError("build_optimizer: no parameters to optimise")
+    return [{"params": ps, "learning_rate": m, "weight_decay": weight_decay if decay else 0.0}
+            for (m, decay), ps in merged.items()]
+
+
+def build_optimizer(cfg, param_groups, max_iters, model=None, where="Optimizer"):
+    """Optimizer section + ``[{"params": [...], "lr_mult": m}]`` -> (optimizer, lr_scheduler).
+    The scheduler is stepped once per iteration by the caller."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: expected a mapping with name, lr, ..., got {cfg!r}")
+    cfg = dict(cfg)
+    name = cfg.pop("name", "SGD")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"{where}.name: unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS.names())}")
+    factory = OPTIMIZERS.get(name)
+    accepted = _accepted(factory)
+    unknown = sorted(set(cfg) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {name}; accepted: {accepted}")
+    if cfg.get("lr") is None:
+        raise ConfigError(f"{where}.lr: missing; e.g. {{name: WarmupCosine, learning_rate: 0.2, warmup_ratio: 0.1}}")
+    scheduler = build_lr(cfg.pop("lr"), max_iters, where=f"{where}.lr")
+    weight_decay = _num(cfg.pop("weight_decay", 1e-4), f"{where}.weight_decay", 0.0)
+    no_wd = cfg.pop("no_weight_decay", None) or []
+    if isinstance(no_wd, str):
+        no_wd = no_wd.split()  # PaddleClas style: whitespace-separated
+    if not isinstance(no_wd, (list, tuple)) or not all(isinstance(s, str) and s for s in no_wd):
+        raise ConfigError(f"{where}.no_weight_decay: expected a list of parameter-name substrings, got {no_wd!r}")
+    per_tensor, global_norm = build_clip(cfg.pop("clip_grad", None), f"{where}.clip_grad")
+    groups = make_param_groups(param_groups, weight_decay, no_wd, model)
+    try:
+        opt = factory(learning_rate=scheduler, parameters=groups, weight_decay=weight_decay,
+                      grad_clip=per_tensor, **cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}.{e}") from None
+    opt.global_clip_norm = global_norm
+    return opt, scheduler

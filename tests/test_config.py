@@ -1,0 +1,83 @@
+import pytest
+import yaml
+
+from ppufo.utils.config import apply_override, load_config, parse_value, validate
+from ppufo.utils.errors import ConfigError
+
+
+def minimal():
+    return {
+        "Global": {"max_iters": 5},
+        "Arch": {"name": "MultiTaskModel", "Backbone": {"name": "ViT_tiny_patch16"}},
+        "Tasks": {"person": {"datasets": [{"name": "Market1501", "root": "m"}], "batch_size": 16,
+                             "head": {"name": "CosFace"}, "loss": [{"CELoss": {}}]}},
+    }
+
+
+def write(tmp_path, cfg):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return str(p)
+
+
+def test_defaults_filled_and_typed_overrides(tmp_path):
+    cfg = load_config(write(tmp_path, minimal()), [
+        "Global.seed=7", "Global.image_shape=[3, 64, 32]", "Global.use_visualdl=false",
+        "Global.checkpoints=null", "Tasks.person.datasets.0.root=other", "Optimizer.lr.learning_rate=1e-3",
+        "Tasks.person.lr_mult=2"])
+    g = cfg["Global"]
+    assert g["seed"] == 7 and g["image_shape"] == [3, 64, 32] and g["use_visualdl"] is False
+    assert g["checkpoints"] is None and g["data_root"] == "./data"  # default filled
+    assert cfg["Tasks"]["person"]["datasets"][0]["root"] == "other"
+    assert cfg["Optimizer"]["lr"]["learning_rate"] == pytest.approx(1e-3)  # "1e-3" typed as float
+    assert cfg["Tasks"]["person"]["lr_mult"] == 2.0 and isinstance(cfg["Tasks"]["person"]["lr_mult"], float)
+    assert cfg["Tasks"]["person"]["sampler"] == {"name": "PKSampler", "num_instances": 4}
+    assert cfg["DataLoader"]["Train"]["num_workers"] == 2
+    assert cfg["Metric"]["use_faiss"] is False
+
+
+@pytest.mark.parametrize("override, message", [
+    ("Global.foo=1", "Global: unknown key(s) ['foo']; allowed: ['amp'"),
+    ("Global.max_iters=1.5", "Global.max_iters: expected int, got float 1.5"),
+    ("Global.use_visualdl=3", "Global.use_visualdl: expected bool"),
+    ("Tasks.person.batchsize=3", "Tasks.person: unknown key(s) ['batchsize']"),
+    ("Bogus.x=1", "top level: unknown key(s) ['Bogus']"),
+    ("Loss.task_weights={face: 1}", "Loss.task_weights: unknown task(s) ['face']"),
+    ("Tasks.person.datasets.3.root=x", "not an index of a list of 1"),
+    ("Global.max_iters", "expected Section.key=value"),
+])
+def test_rejections_name_the_key(tmp_path, override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, minimal()), [override])
+    assert message in str(e.value)
+    assert "c.yaml" in str(e.value) or "override" in str(e.value)
+
+
+def test_missing_required_task_key(tmp_path):
+    cfg = minimal()
+    del cfg["Tasks"]["person"]["head"]
+    with pytest.raises(ConfigError, match=r"Tasks.person.head: required key is missing"):
+        validate(cfg)
+
+
+def test_parse_value_types():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
+    assert parse_value("null") is None and parse_value("[1, 2]") == [1, 2]
+    assert parse_value("ViT_base") == "ViT_base" and parse_value("2e-4") == pytest.approx(2e-4)
+
+
+def test_value_may_contain_equals():
+    cfg = apply_override({"Global": {}}, "Global.output_dir=a=b")
+    assert cfg["Global"]["output_dir"] == "a=b"
+
+
+def test_shipped_configs_validate():
+    for path in ["configs/quickstart.yaml", "configs/ufo_vitl.yaml"]:
+        cfg = load_config(path)
+        assert set(cfg["Tasks"]) == {"face", "person", "vehicle", "product"}
+    paper = load_config("configs/ufo_vitl.yaml")
+    assert paper["Global"]["image_shape"] == [3, 384, 384] and paper["Global"]["max_iters"] == 100000
+    assert [paper["Tasks"][t]["batch_size"] for t in ("face", "person", "vehicle", "product")] == [1024, 512, 512, 512]
+    assert paper["Optimizer"]["lr"]["learning_rate"] == 0.2
+    assert paper["Arch"]["Backbone"] == {"name": "ViT_large_patch16", "drop_path_rate": 0.2}
+    assert sum(len(t["test_sets"]) for t in paper["Tasks"].values()) == 13

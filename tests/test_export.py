@@ -1,0 +1,60 @@
+"""Exported Paddle Inference models give the training code's features."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+from ppufo.engine.exporter import export_model
+from ppufo.engine.trainer import Trainer
+from ppufo.utils.errors import ConfigError
+
+sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
+from predictor import FeaturePredictor, model_format  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root, tmp_path_factory):
+    from conftest import tiny_config
+    out = tmp_path_factory.mktemp("export")
+    trainer = Trainer(tiny_config(demo_root, out, ["Global.max_iters=2"]))
+    trainer.train()
+    trainer.model.eval()
+    return trainer, out
+
+
+def test_export_matches_dygraph(trained):
+    trainer, out = trained
+    save = out / "pir"
+    # the real tool, in its own process (legacy export needs FLAGS_enable_pir_api=0 at import)
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "export_model.py"), "-c", str(out / "config.yaml"),
+           "-o", f"Global.pretrained_model={out / 'latest'}", f"Export.save_dir={save}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(save)) == ["face", "person", "product", "vehicle"]
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype("float32")
+    for task in ("person", "face"):
+        d = str(save / task)
+        assert model_format(d) == "pir"
+        ref = trainer.model.embed(paddle.to_tensor(x), task).numpy()
+        for mkldnn in (False, True):
+            got = FeaturePredictor(d, enable_mkldnn=mkldnn, cpu_threads=1)(x)
+            assert got.shape == (3, 128)
+            assert np.abs(got - ref).max() <= 1e-4, (task, mkldnn, np.abs(got - ref).max())
+
+
+def test_export_rejects_unknown_task_and_bad_input_shape(trained):
+    trainer, out = trained
+    cfg = dict(trainer.cfg)
+    cfg["Export"] = {"save_dir": str(out / "x"), "task": "cat", "chip": "cpu_x86"}
+    with pytest.raises(ConfigError, match="Export.task=cat"):
+        export_model(trainer.model, cfg)
+    cfg["Export"]["task"] = "person"
+    d = export_model(trainer.model, cfg)["person"][0]
+    with pytest.raises(ValueError, match=r"expected \[N, 3, 32, 32\]"):
+        FeaturePredictor(d)(np.zeros((1, 3, 64, 64), np.float32))
+    with pytest.raises(FileNotFoundError, match="inference.pdiparams"):
+        model_format(str(out))
