@@ -28,7 +28,7 @@ def evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, topk=(1, 5, 10), c
         hits_before = np.cumsum(match, axis=1)
         first = np.where(match, rank, np.iinfo(np.int64).max).min(1)
         cmc_sum += (has[:, None] & (first[:, None] <= np.arange(max_k))).sum(0)
-        prec = np.where(match, hits_before / (rank + 1.0), 0.0)
+        prec = np.where(match, hits_before / np.maximum(rank + 1.0, 1.0), 0.0)
         ap = prec.sum(1) / np.maximum(n_pos, 1)
         last = np.where(match, rank, -1).max(1)
         ap_sum += ap[has].sum()
