@@ -24,7 +24,8 @@ def tiny_config(demo_root, output_dir, overrides=()):
     """The quickstart config shrunk to run a step in well under a second."""
     from ppufo.utils.config import load_config
     base = ["Global.data_root=" + demo_root, "Global.output_dir=" + str(output_dir),
-            "Global.generate_demo_data=false", "Global.image_shape=[3,32,32]", "Global.max_iters=4",
+            "Global.generate_demo_data=false", "Global.image_shape=[3,32,32]",
+            "DataLoader.Train.transforms.0.Resize.size=[32,32]", "Global.max_iters=4",
             "Global.log_interval=1", "Global.use_visualdl=false", "Arch.Backbone.depth=2",
             "DataLoader.Train.num_workers=0", "DataLoader.Eval.num_workers=0",
             "Tasks.face.batch_size=8", "Tasks.person.batch_size=8", "Tasks.vehicle.batch_size=8",

@@ -93,6 +93,7 @@ def test_training_run_writes_checkpoint_config_and_log(make_config, tmp_path):
     ("Tasks.person.head.name=Nope", ConfigError, "unknown head 'Nope'"),
     ("Tasks.person.datasets=[]", ConfigError, "Tasks.person.datasets: empty"),
     ("Global.data_root=/nonexistent/demo", DataError, "Global.data_root not found"),
+    ("DataLoader.Train.transforms.0.Resize.size=[48,48]", ConfigError, r"shape \[3, 48, 48\], but Global.image_shape is \[3, 32, 32\]"),
 ])
 def test_bad_input_stops_before_training(make_config, override, error, message):
     with pytest.raises(error, match=message):
@@ -105,13 +106,15 @@ def test_corrupt_image_is_an_error_naming_the_file(make_config, demo_root, tmp_p
     shutil.copytree(os.path.join(demo_root, "market1501"), root / "market1501")
     for name in ["veri776", "sop", "ms1m", "faces_val"]:
         os.symlink(os.path.join(demo_root, name), root / name)
-    victim = sorted((root / "market1501" / "bounding_box_train").iterdir())[0]
-    victim.write_bytes(b"not a jpeg")
+    files = sorted((root / "market1501" / "bounding_box_train").iterdir())
+    files[5].write_bytes(b"not a jpeg")
     trainer = Trainer(make_config("Global.data_root=" + str(root)))
     ds = trainer.task_sets["person"]
-    idx = [r.key for r in ds.records].index(str(victim))
-    with pytest.raises(DataError, match=victim.name):
-        ds[idx]
+    with pytest.raises(DataError, match=files[5].name):
+        ds[[r.key for r in ds.records].index(str(files[5]))]
+    files[0].write_bytes(b"")  # the first image is decoded before training starts
+    with pytest.raises(DataError, match=files[0].name):
+        Trainer(make_config("Global.data_root=" + str(root)))
 
 
 @pytest.mark.slow

@@ -69,11 +69,23 @@ def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     """Returns (loader, {task: ImageDataset}). Each batch: (images, labels, camids, task_ids),
     tasks contiguous in config order."""
     task_sets = build_task_train_sets(config, train_transforms(config))
+    check_sample_shape(config, task_sets)
     batch_sampler = build_batch_sampler(config, task_sets, rank, world_size, start_iter)
     loader = paddle.io.DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler,
                                   num_workers=config["DataLoader"]["Train"]["num_workers"],
                                   use_shared_memory=False)
     return loader, task_sets
+
+
+def check_sample_shape(config, task_sets):
+    """The backbone runs once on all tasks' images, so every transformed image must have
+    Global.image_shape; catch a mismatched Resize before training starts."""
+    want = list(config["Global"]["image_shape"])
+    for task, ds in task_sets.items():
+        got = list(ds[(0, 0)][0].shape)
+        if got != want:
+            raise ConfigError(f"DataLoader.Train.transforms give {task} images of shape {got}, but "
+                              f"Global.image_shape is {want}; make the Resize/RandomCrop sizes match")
 
 
 def build_eval_loader(dataset, config):
