@@ -27,7 +27,10 @@ def PaddleClasBackbone(model="ResNet50", pretrained=None, img_size=None, **model
     if not hasattr(pc, model):
         names = sorted(n for n in dir(pc) if n[:1].isupper())
         raise ConfigError(f"Arch.Backbone.model={model!r}: not a PaddleClas backbone; e.g. {names[:8]}")
-    net = getattr(pc, model)(pretrained=False, class_num=0, **model_kwargs)
+    net = getattr(pc, model)(pretrained=False, **model_kwargs)
+    for head in ("fc", "head", "out"):  # drop the classifier: features, not logits
+        if isinstance(getattr(net, head, None), nn.Linear):
+            setattr(net, head, nn.Identity())
     if pretrained:
         if not os.path.isfile(pretrained):
             raise ConfigError(f"Arch.Backbone.pretrained: {pretrained} not found (local files only)")

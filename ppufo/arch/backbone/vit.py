@@ -173,7 +173,8 @@ def _factory(name, dim, depth, heads):
     BACKBONES.register(build, name=name)
 
 
-for _name, _dim, _depth, _heads in [("ViT_tiny_patch16", 192, 12, 3), ("ViT_small_patch16", 384, 12, 6),
-                                    ("ViT_base_patch16", 768, 12, 12), ("ViT_large_patch16", 1024, 24, 16),
-                                    ("ViT_huge_patch16", 1280, 32, 16)]:
+PRESETS = {"ViT_tiny_patch16": (192, 12, 3), "ViT_small_patch16": (384, 12, 6),
+           "ViT_base_patch16": (768, 12, 12), "ViT_large_patch16": (1024, 24, 16),
+           "ViT_huge_patch16": (1280, 32, 16)}  # (embed dim, depth, heads)
+for _name, (_dim, _depth, _heads) in PRESETS.items():
     _factory(_name, _dim, _depth, _heads)

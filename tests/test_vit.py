@@ -1,0 +1,84 @@
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from ppufo.arch.backbone import BACKBONES, build_backbone
+from ppufo.utils.errors import ConfigError
+
+VARIANTS = {"ViT_tiny_patch16": (192, 12, 3), "ViT_small_patch16": (384, 12, 6),
+            "ViT_base_patch16": (768, 12, 12), "ViT_large_patch16": (1024, 24, 16),
+            "ViT_huge_patch16": (1280, 32, 16)}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_variant_shapes(name):
+    dim, depth, heads = VARIANTS[name]
+    m = build_backbone({"name": name, "depth": 1}, img_size=[32, 48])
+    assert (m.out_dim, m.num_heads, len(m.blocks)) == (dim, heads, 1)
+    from ppufo.arch.backbone.vit import PRESETS
+    assert PRESETS[name] == (dim, depth, heads)  # the paper's presets (ViT-L: 24 blocks, 16 heads)
+    assert m.blocks[0].mlp.fc1.weight.shape == [dim, 4 * dim]
+    assert m.pos_embed.shape == [1, 1 + 2 * 3, dim]
+    assert m(paddle.randn([2, 3, 32, 48])).shape == [2, dim]
+
+
+def test_vit_base_parameter_count():
+    m = build_backbone({"name": "ViT_base_patch16"})
+    d, n = 768, 197
+    per_block = 4 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    expected = 3 * 16 * 16 * d + d + n * d + d + 12 * per_block + 2 * d
+    assert sum(int(np.prod(p.shape)) for p in m.parameters()) == expected == 85_798_656
+    # 2 x MACs: patch conv + per block (qkv, attention QK^T and AV, proj, MLP)
+    assert m.forward_flops() == 2 * (196 * 768 * 768 + 12 * (n * d * 3 * d + 2 * n * n * d + n * d * d + 8 * n * d * d))
+
+
+def test_paddleclas_vit_base_weights_give_the_same_features():
+    from paddleclas.ppcls.arch.backbone.model_zoo.vision_transformer import ViT_base_patch16_224
+    paddle.seed(0)
+    theirs = ViT_base_patch16_224(pretrained=False)
+    theirs.eval()
+    ours = build_backbone({"name": "ViT_base_patch16"})
+    ours.load_pretrained(theirs.state_dict())
+    ours.eval()
+    x = paddle.randn([2, 3, 224, 224])
+    np.testing.assert_allclose(ours(x).numpy(), theirs.forward_features(x).numpy(), atol=1e-5, rtol=0)
+
+
+def test_position_embedding_interpolation():
+    paddle.seed(1)
+    small = build_backbone({"name": "ViT_tiny_patch16", "depth": 2}, img_size=[32, 32])
+    small.eval()
+    big = build_backbone({"name": "ViT_tiny_patch16", "depth": 2}, img_size=[64, 64])
+    big.load_pretrained(small.state_dict())
+    big.eval()
+    x = paddle.randn([1, 3, 64, 64])
+    # running the 32-built model at 64 interpolates on the fly, like loading resized weights
+    np.testing.assert_allclose(small(x).numpy(), big(x).numpy(), atol=1e-5)
+    with pytest.raises(ConfigError, match="missing"):
+        big.load_pretrained({k: v for k, v in small.state_dict().items() if k != "norm.weight"})
+
+
+def test_drop_path_is_random_only_in_training():
+    m = build_backbone({"name": "ViT_tiny_patch16", "depth": 4, "drop_path_rate": 0.5}, img_size=[32, 32])
+    x = paddle.randn([4, 3, 32, 32])
+    m.eval()
+    np.testing.assert_array_equal(m(x).numpy(), m(x).numpy())
+    m.train()
+    assert not np.allclose(m(x).numpy(), m(x).numpy())
+    rates = [b.drop_path.p for b in m.blocks]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.5) and rates == sorted(rates)
+
+
+def test_paddleclas_is_imported_lazily_and_resnet50_builds():
+    code = "import sys, ppufo.arch; print('paddleclas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("False"), out.stderr[-500:]
+    r = build_backbone({"name": "ResNet50"}, img_size=[64, 64])
+    assert r.out_dim == 2048 and r(paddle.randn([2, 3, 64, 64])).shape == [2, 2048]
+    with pytest.raises(ConfigError, match="unknown backbone 'ViT_gigantic'; known: .*ViT_base_patch16"):
+        BACKBONES.get("ViT_gigantic")
+    with pytest.raises(ConfigError, match="not a PaddleClas backbone"):
+        build_backbone({"name": "PaddleClasBackbone", "model": "NoSuchNet"})
