@@ -58,3 +58,34 @@ def test_export_rejects_unknown_task_and_bad_input_shape(trained):
         FeaturePredictor(d)(np.zeros((1, 3, 64, 64), np.float32))
     with pytest.raises(FileNotFoundError, match="inference.pdiparams"):
         model_format(str(out))
+
+
+def test_gallery_search_finds_the_right_identity(trained, demo_root, tmp_path):
+    """Export the person model, index the demo Market1501 gallery, query with the query set."""
+    trainer, out = trained
+    from gallery import GalleryIndex
+    from predict_rec import ImageError, Recognizer, load_image
+    from ppufo.data.datasets import DATASETS
+    cfg = dict(trainer.cfg)
+    cfg["Export"] = {"save_dir": str(tmp_path / "inf"), "task": "person", "chip": "cpu_x86"}
+    d = export_model(trainer.model, cfg)["person"][0]
+    rec = Recognizer(d)
+    src = DATASETS.build({"name": "Market1501", "root": os.path.join(demo_root, "market1501")})
+    gallery = [r for r in src.gallery() if r.pid > 0]
+    index = GalleryIndex(rec.features([r.key for r in gallery]), [str(r.pid) for r in gallery],
+                         [r.key for r in gallery])
+    index.save(str(tmp_path / "idx"))
+    index = GalleryIndex.load(str(tmp_path / "idx"))
+    # a gallery image queried against the index finds itself first with score ~1
+    hit = index.search(rec.features([gallery[3].key]), k=3)[0]
+    assert hit[0]["path"] == gallery[3].key and hit[0]["score"] > 0.999 and hit[0]["label"] == str(gallery[3].pid)
+    queries = src.query()
+    top = index.search(rec.features([q.key for q in queries]), k=5)
+    acc = np.mean([any(h["label"] == str(q.pid) for h in t) for q, t in zip(queries, top)])
+    assert acc > 5 / 16  # above chance for a 2-step model (16 identities, top-5)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="cannot decode image .*bad.jpg"):
+        load_image(str(bad))
+    with pytest.raises(ImageError, match="image not found"):
+        load_image(str(tmp_path / "missing.jpg"))
