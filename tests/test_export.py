@@ -89,3 +89,38 @@ def test_gallery_search_finds_the_right_identity(trained, demo_root, tmp_path):
         load_image(str(bad))
     with pytest.raises(ImageError, match="image not found"):
         load_image(str(tmp_path / "missing.jpg"))
+
+
+def test_http_service_answers_a_real_request(trained, demo_root, tmp_path):
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+    sys.path.insert(0, os.path.join(ROOT, "deploy", "serving"))
+    from gallery import GalleryIndex
+    from predict_rec import Recognizer
+    from server import serve
+    trainer, out = trained
+    cfg = dict(trainer.cfg)
+    cfg["Export"] = {"save_dir": str(tmp_path / "inf"), "task": "person", "chip": "cpu_x86"}
+    d = export_model(trainer.model, cfg)["person"][0]
+    root = os.path.join(demo_root, "market1501", "bounding_box_test")
+    files = [os.path.join(root, n) for n in sorted(os.listdir(root)) if not n.startswith(("0000", "-1"))][:12]
+    rec = Recognizer(d)
+    GalleryIndex(rec.features(files), [os.path.basename(f)[:4] for f in files], files).save(str(tmp_path / "idx"))
+    server = serve(d, str(tmp_path / "idx"), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with open(files[5], "rb") as f:
+            req = urllib.request.Request(url + "/predict?topk=3", data=f.read(), method="POST")
+        body = json.load(urllib.request.urlopen(req, timeout=60))
+        assert body["feature_dim"] == 128 and len(body["feature"]) == 128
+        assert body["top"][0]["path"] == files[5] and body["top"][0]["score"] > 0.999 and len(body["top"]) == 3
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(url + "/predict", data=b"junk", method="POST"), timeout=60)
+        assert e.value.code == 400 and "cannot decode image" in json.load(e.value)["error"]
+        assert json.load(urllib.request.urlopen(url + "/health", timeout=60))["gallery"] == 12
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -50,11 +50,14 @@ class Recognizer:
         self.batch_size = batch_size
 
     def features(self, sources):
+        """Features of image paths (or bytes), decoded one batch at a time."""
         out = []
         for s in range(0, len(sources), self.batch_size):
-            batch = [self.transform(load_image(x), random.Random(0)) for x in sources[s:s + self.batch_size]]
-            out.append(self.predictor(np.stack(batch)))
+            out.append(self.features_of_images([load_image(x) for x in sources[s:s + self.batch_size]]))
         return np.concatenate(out) if out else np.zeros((0, self.predictor.info["feature_dim"]), np.float32)
+
+    def features_of_images(self, images):
+        return self.predictor(np.stack([self.transform(im, random.Random(0)) for im in images]))
 
 
 def image_list(path):
