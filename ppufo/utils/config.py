@@ -106,11 +106,6 @@ SCHEMA = {
 }
 
 
-def register_section(name, schema):
-    """Let a feature (export, supernet, search, ...) declare its own config section."""
-    SCHEMA[name] = schema
-
-
 def _validate(node, schema, path):
     if schema is dict:
         if not isinstance(node, dict):
