@@ -1,24 +1,42 @@
-"""Stanford Online Products: Ebay_train.txt / Ebay_test.txt (header then id class super path)."""
+"""Stanford Online Products (SOP) in the official layout.
+
+``Stanford_Online_Products/``: Ebay_train.txt and Ebay_test.txt, header
+``image_id class_id super_class_id path`` then one line per image
+(``1 1 1 bicycle_final/111085122871_0.JPG``), paths relative to the root.
+Records: key = absolute image path, pid = class_id, camid = 0 (no cameras).
+"""
 import os
 
-from ...utils.errors import DataError
-from .base import DATASETS, DatasetSource, Record
-from .layout import existing, read_lines
+from .base import DATASETS, Record
+from .image_list import FileSource, listed_image, read_rows, to_int
+
+HEADER = ("image_id", "class_id", "super_class_id", "path")
 
 
 @DATASETS.register
-class SOP(DatasetSource):
+class SOP(FileSource):
+    """protocol "recall_at_k": ``test()`` returns every test image; each queries all others."""
     protocol = "recall_at_k"
+    splits = ("train", "test")
 
     def _list(self, name):
         path = os.path.join(self.root, name)
-        rows = read_lines(path, 4, self.name)
-        if rows[0] != ["image_id", "class_id", "super_class_id", "path"]:
-            raise DataError(f"{path}: expected the header 'image_id class_id super_class_id path'")
-        return [Record(existing(os.path.join(self.root, p), path), int(c), 0) for _, c, _, p in rows[1:]]
+        out = []
+        self.super_classes = getattr(self, "super_classes", {})
+        for n, (_, cls, sup, rel) in read_rows(path, 4, self.name, header=HEADER, fmt=" ".join(HEADER)):
+            pid = to_int(cls, path, n, "class_id")
+            self.super_classes[pid] = to_int(sup, path, n, "super_class_id")
+            out.append(Record(listed_image(os.path.join(self.root, rel), path, n), pid, 0))
+        return out
 
-    def train(self):
+    def _load_train(self):
         return self._list("Ebay_train.txt")
 
-    def test(self):
+    def _load_test(self):
         return self._list("Ebay_test.txt")
+
+    def train(self):
+        return self._split("train")
+
+    def test(self):
+        return self._split("test")
