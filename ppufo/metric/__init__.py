@@ -1,36 +1,72 @@
-"""METRIC registry: one metric per test protocol, on numpy features."""
-import numpy as np
+"""METRICS registry: one metric per test protocol, on numpy features -> flat dict of floats.
 
+The evaluator picks ``PROTOCOL_METRIC[dataset.protocol]`` unless a test set names a metric,
+and injects the ``Metric`` config section (chunk_size, use_faiss, ufo_compat, ...) into the
+metrics that accept those keys. Ranking ties go by lower gallery index everywhere (search.py).
+"""
+from ..utils.errors import ConfigError
 from ..utils.registry import Registry
 from .recall import evaluate_recall_at_k
 from .reid import evaluate_reid
-from .verification import evaluate_verification
+from .rerank import average_query_expansion, k_reciprocal_rerank
+from .search import topk_search
 from .vehicleid import evaluate_vehicleid
+from .verification import evaluate_verification
 
 METRICS = Registry("metric")
 
 
+def _ints(values, name, where):
+    try:
+        out = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.{name}: expected a list of positive integers, got {values!r}")
+    if not out or min(out) < 1:
+        raise ConfigError(f"{where}.{name}: expected a list of positive integers, got {values!r}")
+    return out
+
+
 @METRICS.register
 class ReIDMetric:
-    def __init__(self, topk=(1, 5, 10), chunk_size=256):
-        self.topk, self.chunk_size = tuple(topk), chunk_size
+    """Market1501 rule: mAP, mINP, CMC rank-k (see reid.py). query_expansion (AQE) and
+    re_ranking (k-reciprocal, memory O(Nq*Ng + N*k1^2)) are applied in that order."""
+
+    def __init__(self, topk=(1, 5, 10), chunk_size=256, use_faiss=False, re_ranking=False,
+                 query_expansion=False, k1=20, k2=6, lambda_value=0.3, qe_k=5, qe_alpha=3.0):
+        self.topk = _ints(topk, "topk", "ReIDMetric")
+        self.chunk_size, self.use_faiss = int(chunk_size), bool(use_faiss)
+        self.re_ranking, self.query_expansion = bool(re_ranking), bool(query_expansion)
+        self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
+        self.qe_k, self.qe_alpha = qe_k, qe_alpha
 
     def __call__(self, qf, gf, q_pids, g_pids, q_camids, g_camids):
-        return evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, self.topk, self.chunk_size)
+        if self.query_expansion:
+            qf, gf = average_query_expansion(qf, gf, self.qe_k, self.qe_alpha, self.chunk_size)
+        scores = None
+        if self.re_ranking:
+            scores = -k_reciprocal_rerank(qf, gf, self.k1, self.k2, self.lambda_value, self.chunk_size)
+        return evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, self.topk, self.chunk_size,
+                             use_faiss=self.use_faiss, scores=scores)
 
 
 @METRICS.register
 class VehicleIDMetric:
-    def __init__(self, repeats=10, seed=0, topk=(1, 5), chunk_size=256, ufo_compat=False):
-        # the reference draws the gallery once: ufo_compat keeps a single draw
-        self.repeats, self.seed, self.topk, self.chunk = (1 if ufo_compat else repeats), seed, tuple(topk), chunk_size
+    """One random gallery image per id, seeded repeats; ufo_compat = a single draw."""
+
+    def __init__(self, repeats=10, seed=0, topk=(1, 5), ufo_compat=False, chunk_size=256):
+        self.topk = _ints(topk, "topk", "VehicleIDMetric")
+        self.repeats, self.seed, self.ufo_compat = repeats, seed, bool(ufo_compat)
+        self.chunk_size = int(chunk_size)
 
     def __call__(self, features, pids):
-        return evaluate_vehicleid(features, np.asarray(pids), self.repeats, self.seed, self.topk, self.chunk)
+        return evaluate_vehicleid(features, pids, self.repeats, self.seed, self.topk,
+                                  self.chunk_size, self.ufo_compat)
 
 
 @METRICS.register
 class VerificationMetric:
+    """insightface 10-fold verification accuracy (squared L2, thresholds 0..4 step 0.01)."""
+
     def __init__(self, nrof_folds=10):
         self.nrof_folds = nrof_folds
 
@@ -40,12 +76,19 @@ class VerificationMetric:
 
 @METRICS.register
 class RecallAtK:
-    def __init__(self, ks=(1, 10, 100, 1000), chunk_size=256, use_faiss=False, ufo_compat=False):
-        self.ks, self.chunk, self.faiss = tuple(ks), chunk_size, use_faiss
-        self.exclude = "first_hit" if ufo_compat else "self"
+    """Recall@K, each item querying all others; ufo_compat switches exclude to "first_hit"."""
+
+    def __init__(self, ks=(1, 10, 100, 1000), use_faiss=False, exclude="self", chunk_size=256,
+                 ufo_compat=False):
+        self.ks = _ints(ks, "ks", "RecallAtK")
+        if exclude not in ("self", "first_hit"):
+            raise ConfigError(f"RecallAtK.exclude: {exclude!r}; expected 'self' or 'first_hit'")
+        self.use_faiss, self.chunk_size = bool(use_faiss), int(chunk_size)
+        self.exclude = "first_hit" if ufo_compat else exclude
 
     def __call__(self, features, labels):
-        return evaluate_recall_at_k(features, np.asarray(labels), self.ks, self.chunk, self.faiss, self.exclude)
+        return evaluate_recall_at_k(features, labels, self.ks, self.chunk_size, self.use_faiss,
+                                    self.exclude)
 
 
 PROTOCOL_METRIC = {"reid": "ReIDMetric", "vehicleid": "VehicleIDMetric",
@@ -53,16 +96,26 @@ PROTOCOL_METRIC = {"reid": "ReIDMetric", "vehicleid": "VehicleIDMetric",
 
 
 def main_score(result):
-    """The number a paper table leads with: rank-1, verification accuracy, or Recall@1."""
-    for key in ("rank1", "accuracy", "recall@1"):
+    """The number a paper table leads with (rank-1, verification accuracy or Recall@1), or None."""
+    for key in ("rank1", "accuracy_mean", "recall@1"):
         if key in result:
             return float(result[key])
     return None
 
 
 def headline(result):
-    if "mAP" in result:
+    """The paper-table cell in %: "rank1/mAP" (ReID, VehicleID), accuracy (faces), R@1 (SOP);
+    "n/a" for a result without those keys."""
+    if "rank1" in result and "mAP" in result:
         return f"{100 * result['rank1']:.2f}/{100 * result['mAP']:.2f}"
-    if "accuracy" in result:
-        return f"{100 * result['accuracy']:.2f}±{100 * result['accuracy_std']:.2f}"
-    return f"R@1 {100 * result['recall@1']:.2f}"
+    if "accuracy_mean" in result:
+        return f"{100 * result['accuracy_mean']:.2f}"
+    if "recall@1" in result:
+        return f"{100 * result['recall@1']:.2f}"
+    return "n/a"
+
+
+__all__ = ["METRICS", "PROTOCOL_METRIC", "ReIDMetric", "VehicleIDMetric", "VerificationMetric",
+           "RecallAtK", "average_query_expansion", "evaluate_recall_at_k", "evaluate_reid",
+           "evaluate_vehicleid", "evaluate_verification", "headline", "k_reciprocal_rerank",
+           "main_score", "topk_search"]
