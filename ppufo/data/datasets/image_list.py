@@ -130,6 +130,23 @@ class FileSource(DatasetSource):
         self.found = {}          # which alternative file/folder names were used
         self._cache = {}
 
+    def _get(self, split):
+        if split not in self.splits:
+            return getattr(super(), split)()  # the base class's "no such split" error
+        return self._split(split)
+
+    def train(self):
+        return self._get("train")
+
+    def query(self):
+        return self._get("query")
+
+    def gallery(self):
+        return self._get("gallery")
+
+    def test(self):
+        return self._get("test")
+
     def _split(self, split):
         if split not in self._cache:
             self.skipped.pop(split, None)
@@ -213,9 +230,6 @@ class ImageList(FileSource):
             out.append(Record(listed_image(os.path.join(self.root, parts[0]), self.list_file, n), label, cam))
         return out
 
-    def train(self):
-        return self._split("train")
-
 
 @DATASETS.register
 class ImageFolder(FileSource):
@@ -248,5 +262,3 @@ class ImageFolder(FileSource):
         self._skip("train", "empty identity folders", empty, self.root)
         return out
 
-    def train(self):
-        return self._split("train")

@@ -40,15 +40,6 @@ class _FolderReID(FileSource):
     def _load_gallery(self):
         return self._scan("gallery", True)
 
-    def train(self):
-        return self._split("train")
-
-    def query(self):
-        return self._split("query")
-
-    def gallery(self):
-        return self._split("gallery")
-
 
 @DATASETS.register
 class Market1501(_FolderReID):
@@ -122,8 +113,4 @@ class MSMT17(FileSource):
     def val(self):
         return self._split("val")
 
-    def query(self):
-        return self._split("query")
 
-    def gallery(self):
-        return self._split("gallery")

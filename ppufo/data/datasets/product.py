@@ -35,8 +35,4 @@ class SOP(FileSource):
     def _load_test(self):
         return self._list("Ebay_test.txt")
 
-    def train(self):
-        return self._split("train")
 
-    def test(self):
-        return self._split("test")

@@ -42,15 +42,6 @@ class VeRi776(FileSource):
     def _load_gallery(self):
         return self._list("image_test", "name_test.txt")
 
-    def train(self):
-        return self._split("train")
-
-    def query(self):
-        return self._split("query")
-
-    def gallery(self):
-        return self._split("gallery")
-
 
 @DATASETS.register
 class VehicleID(FileSource):
@@ -85,12 +76,6 @@ class VehicleID(FileSource):
 
     def _load_test(self):
         return self._list(f"test_list_{self.test_size}.txt")
-
-    def train(self):
-        return self._split("train")
-
-    def test(self):
-        return self._split("test")
 
 
 @DATASETS.register
@@ -168,12 +153,4 @@ class VeRiWild(FileSource):
         n = self.test_size
         return self._list("gallery", (f"test_{n}.txt", f"test_{n}_id.txt"))
 
-    def train(self):
-        return self._split("train")
-
-    def query(self):
-        return self._split("query")
-
-    def gallery(self):
-        return self._split("gallery")
 
