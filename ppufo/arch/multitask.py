@@ -35,19 +35,24 @@ class MultiTaskModel(nn.Layer):
     def forward(self, images, task_sizes, labels=None):
         """images: the mixed batch, tasks contiguous in ``task_sizes`` order ([(task, n), ...]).
         Returns {task: {"feat", "embedding", "logits"}} for tasks with n > 0."""
-        feats = self.backbone(images)
         names = [t for t, n in task_sizes]
         sizes = [n for t, n in task_sizes]
-        parts = paddle.split(feats, sizes) if len(sizes) > 1 else [feats]
+        parts = self.backbone_features(images, task_sizes)
         label_parts = (paddle.split(labels, sizes) if len(sizes) > 1 else [labels]) \
             if labels is not None else [None] * len(sizes)
         return {t: self.heads[t](f, y) for t, f, y, n in zip(names, parts, label_parts, sizes) if n > 0}
+
+    def backbone_features(self, images, task_sizes):
+        """Per-task slices of the backbone feature: one pass over the whole mixed batch."""
+        feats = self.backbone(images)
+        return paddle.split(feats, [n for _, n in task_sizes]) if len(task_sizes) > 1 else [feats]
 
     def embed(self, images, task, normalize=True):
         """Retrieval feature of ``task`` for a batch of that task's images."""
         if task not in self.task_names:
             raise ConfigError(f"unknown task '{task}'; model tasks: {self.task_names}")
-        emb = self.heads[task].neck(self.backbone(images))
+        feat, = self.backbone_features(images, [(task, images.shape[0])])
+        emb = self.heads[task].neck(feat)
         return F.normalize(emb, axis=1) if normalize else emb
 
     def task_parameters(self, task):
@@ -73,7 +78,7 @@ def build_model(config, num_classes):
     if arch:
         raise ConfigError(f"Arch: unknown key(s) {sorted(arch)}; allowed: ['name', 'Backbone']")
     image_hw = list(config["Global"]["image_shape"][1:])
-    backbone = build_backbone(backbone_cfg, img_size=image_hw)
+    backbone = build_backbone(backbone_cfg, img_size=image_hw, tasks=list(config["Tasks"]))
     heads = {}
     for task, tcfg in config["Tasks"].items():
         neck = NECKS.build(tcfg["neck"], where=f"Tasks.{task}.neck", in_dim=backbone.out_dim)
@@ -93,3 +98,23 @@ def num_classes_from_state(state, tasks):
                               f"tasks in it: {sorted({k.split('.')[1] for k in state if k.startswith('heads.')})}")
         out[t] = int(state[key].shape[-1])
     return out
+
+
+def load_trained_model(config):
+    """The model of ``config`` with the weights of Global.pretrained_model, in eval mode; a
+    supernet is set to Supernet.eval_subnet."""
+    import os
+
+    from ..utils.checkpoint import load_weights, strip_prefix
+    path = config["Global"]["pretrained_model"]
+    if not path:
+        raise ConfigError("Global.pretrained_model: required (a checkpoint prefix, e.g. output/quickstart/latest)")
+    path = strip_prefix(path) + ".pdparams"
+    if not os.path.isfile(path):
+        raise ConfigError(f"Global.pretrained_model: {path} not found")
+    model = build_model(config, num_classes_from_state(paddle.load(path), list(config["Tasks"])))
+    load_weights(model, path, strict=True)
+    if hasattr(model, "set_subnets"):
+        model.set_subnets(model.space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet"))
+    model.eval()
+    return model

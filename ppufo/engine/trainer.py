@@ -76,33 +76,43 @@ class Trainer:
             self.vdl = LogWriter(logdir=os.path.join(self.output_dir, "vdl"))
         self.evaluator = None
 
-    # one optimisation step on a collated batch (images, labels, camids, task_ids)
-    def train_step(self, batch, iteration):
-        images, labels, _, task_ids = batch
+    def task_sizes(self, task_ids):
         counts = np.bincount(task_ids.numpy(), minlength=len(self.tasks))
-        sizes = [(t, int(n)) for t, n in zip(self.tasks, counts)]
-        paddle.seed(self.cfg["Global"]["seed"] + 7919 * iteration + self.rank)  # drop path per step
+        return [(t, int(n)) for t, n in zip(self.tasks, counts)]
+
+    def forward_losses(self, images, labels, sizes):
+        """(total weighted loss, {task: loss terms}, {task: model outputs}) of one forward."""
         with paddle.amp.auto_cast(enable=self.amp):
             outs = self.net(images, sizes, labels)
             parts, total = {}, 0.0
             for t, out in outs.items():
-                terms = self.losses[t](out, labels_of(labels, sizes, t))
-                parts[t] = terms
-                total = total + self.task_weights[t] * terms["loss"]
+                parts[t] = self.losses[t](out, labels_of(labels, sizes, t))
+                total = total + self.task_weights[t] * parts[t]["loss"]
+        return total, parts, outs
+
+    def backward(self, loss):
+        (self.scaler.scale(loss) if self.amp else loss).backward()
+
+    def apply_step(self):
         if self.amp:
-            self.scaler.scale(total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            total.backward()
             self.optimizer.step()
         self.optimizer.clear_grad()
         self.lr.step()
-        stats = {"loss": float(total)}
-        for t, terms in parts.items():
-            for k, v in terms.items():
-                stats[f"{t}/{k}"] = float(v)
-        return stats
+
+    def seed_step(self, iteration):
+        paddle.seed(self.cfg["Global"]["seed"] + 7919 * iteration + self.rank)  # drop path per step
+
+    # one optimisation step on a collated batch (images, labels, camids, task_ids)
+    def train_step(self, batch, iteration):
+        images, labels, _, task_ids = batch
+        self.seed_step(iteration)
+        total, parts, _ = self.forward_losses(images, labels, self.task_sizes(task_ids))
+        self.backward(total)
+        self.apply_step()
+        return step_stats(total, parts)
 
     def save(self, name, iteration):
         if self.rank != 0:
@@ -167,6 +177,23 @@ class Trainer:
         self.log.info(f"training done: {it - start} iterations, {seen * self.world_size} images "
                       f"in {format_eta(time.time() - t0)}; checkpoint {self.output_dir}/latest")
         return it
+
+
+def step_stats(total, parts, prefix=""):
+    """{"loss": total, "<task>/<term>": value} as floats."""
+    stats = {prefix + "loss": float(total)}
+    for t, terms in parts.items():
+        for k, v in terms.items():
+            stats[f"{prefix}{t}/{k}"] = float(v)
+    return stats
+
+
+def build_trainer(config):
+    """The supernet trainer for a supernet Arch, else the All-in-One trainer."""
+    if config["Arch"].get("name") == "SupernetMultiTaskModel":
+        from .supernet_trainer import SupernetTrainer
+        return SupernetTrainer(config)
+    return Trainer(config)
 
 
 def labels_of(labels, sizes, task):

@@ -98,6 +98,17 @@ SCHEMA = {
         "use_faiss": Field(bool, False, doc="exact faiss inner-product search"),
         "ufo_compat": Field(bool, False, doc="reproduce the UFO reference's eval choices"),
     },
+    "Supernet": {
+        "sandwich": Field(list, ["largest", "random", "smallest"],
+                          doc="subnets trained each step, in order: largest | smallest | random"),
+        "distill_weight": Field(float, 0.0, doc="in-place distillation from the largest subnet (0 = off)"),
+        "eval_subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file"),
+    },
+    "Extract": {
+        "task": Field(str, "", doc="task(s) to keep, comma-separated"),
+        "subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file (e.g. from search)"),
+        "save_dir": Field(str, "./output/extracted"),
+    },
     "Export": {
         "save_dir": Field(str, "./inference", doc="one sub-folder per task when exporting several"),
         "task": Field(str, "all", doc="a task name, or 'all'"),

@@ -32,16 +32,16 @@ class Registry:
 
     def build(self, cfg, where="", **injected):
         """Build from ``{"name": ..., **kwargs}``; ``injected`` fills arguments the config
-        does not set (e.g. num_classes) and is passed only if the callable accepts it."""
+        does not set (e.g. num_classes) and is passed only to a callable that names it (never
+        through ``**kwargs``, which may forward to third-party constructors)."""
         where = where or self.kind
         if not isinstance(cfg, dict) or "name" not in cfg:
             raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {cfg!r}")
         kwargs = {k: v for k, v in cfg.items() if k != "name"}
         obj = self.get(cfg["name"])
         params = inspect.signature(obj).parameters
-        takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
         for k, v in injected.items():
-            if k not in kwargs and (takes_any or k in params):
+            if k not in kwargs and k in params and params[k].kind != params[k].VAR_KEYWORD:
                 kwargs[k] = v
         check_kwargs(obj, kwargs, f"{where} ({cfg['name']})")
         return obj(**kwargs)

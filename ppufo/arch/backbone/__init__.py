@@ -8,4 +8,4 @@ def build_backbone(cfg, **injected):
     return BACKBONES.build(cfg, where="Arch.Backbone", **injected)
 
 
-from . import paddleclas_backbones, vit  # noqa: E402,F401
+from . import paddleclas_backbones, vit, vit_super  # noqa: E402,F401

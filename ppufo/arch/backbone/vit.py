@@ -60,10 +60,10 @@ class Attention(nn.Layer):
 
 class Block(nn.Layer):
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, attn_drop=0.0, drop_path=0.0,
-                 epsilon=1e-6, mlp_hidden=None):
+                 epsilon=1e-6, mlp_hidden=None, head_dim=None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, epsilon=epsilon)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, head_dim)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, epsilon=epsilon)
         self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio))
@@ -93,17 +93,50 @@ def resize_pos_embed(pos, old_grid, new_grid):
     return paddle.concat([cls, grid.transpose([0, 2, 3, 1]).reshape([1, -1, c])], axis=1)
 
 
+def vit_param_count(embed_dim, patch_size, num_patches, blocks, in_chans=3, qkv_bias=True):
+    """Parameters of a ViT whose blocks are [(attention width heads*head_dim, MLP hidden)]."""
+    c = embed_dim
+    total = in_chans * patch_size ** 2 * c + c + (num_patches + 1) * c + c + 2 * c  # patch, pos, cls, norm
+    for inner, hidden in blocks:
+        total += 4 * c + (c + qkv_bias) * 3 * inner + inner * c + c + c * hidden + hidden + hidden * c + c
+    return total
+
+
+def vit_flops(embed_dim, patch_size, num_patches, blocks, in_chans=3):
+    """Forward FLOPs per image: 2 x multiply-adds of the patch conv and every block's matmuls."""
+    n, c = num_patches + 1, embed_dim
+    total = num_patches * in_chans * patch_size ** 2 * c
+    for inner, hidden in blocks:
+        total += n * c * 3 * inner + 2 * n * n * inner + n * inner * c + 2 * n * c * hidden
+    return 2 * total
+
+
+def _per_block(values, depth, name):
+    if values is None:
+        return None
+    if len(values) != depth:
+        raise ConfigError(f"Arch.Backbone.{name}: {len(values)} entries for depth {depth}; expected one per block")
+    return [int(v) for v in values]
+
+
 class VisionTransformer(nn.Layer):
+    """block_heads / block_mlp_hidden give per-block widths (extracted subnets); head_dim
+    defaults to embed_dim // num_heads."""
+
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
                  mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 epsilon=1e-6):
+                 epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None):
         super().__init__()
-        if embed_dim % num_heads:
+        if head_dim is None and embed_dim % num_heads:
             raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
         self.img_size, self.patch_size = _pair(img_size), patch_size
         self.grid = [s // patch_size for s in self.img_size]
         self.out_dim = self.embed_dim = embed_dim
         self.depth, self.num_heads, self.mlp_ratio = depth, num_heads, mlp_ratio
+        self.in_chans, self.qkv_bias = in_chans, qkv_bias
+        head_dim = head_dim or embed_dim // num_heads
+        heads = _per_block(block_heads, depth, "block_heads") or [num_heads] * depth
+        hidden = _per_block(block_mlp_hidden, depth, "block_mlp_hidden") or [int(embed_dim * mlp_ratio)] * depth
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         init = nn.initializer.TruncatedNormal(std=0.02)
         self.pos_embed = self.create_parameter([1, 1 + self.grid[0] * self.grid[1], embed_dim],
@@ -111,8 +144,9 @@ class VisionTransformer(nn.Layer):
         self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=init)
         self.pos_drop = nn.Dropout(drop_rate)
         rates = np.linspace(0, drop_path_rate, depth)
-        self.blocks = nn.LayerList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, attn_drop_rate,
-                                          float(r), epsilon) for r in rates])
+        self.blocks = nn.LayerList([Block(embed_dim, h, mlp_ratio, qkv_bias, attn_drop_rate, float(r),
+                                          epsilon, mlp_hidden=m, head_dim=head_dim)
+                                    for r, h, m in zip(rates, heads, hidden)])
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
         for m in self.sublayers():
             if isinstance(m, nn.Linear):
@@ -133,18 +167,15 @@ class VisionTransformer(nn.Layer):
             x = blk(x)
         return self.norm(x)[:, 0]
 
+    def block_widths(self):
+        """[(attention width, MLP hidden)] per block."""
+        return [(b.attn.num_heads * b.attn.head_dim, b.mlp.fc1.weight.shape[1]) for b in self.blocks]
+
     def forward_flops(self, img_hw=None):
         """Forward FLOPs per image (2 x multiply-adds of matmuls and the patch conv)."""
         h, w = _pair(img_hw) if img_hw else self.img_size
         t = (h // self.patch_size) * (w // self.patch_size)
-        n, c = t + 1, self.embed_dim
-        patch = t * 3 * self.patch_size ** 2 * c
-        per_block = 0
-        for blk in self.blocks:
-            inner = blk.attn.num_heads * blk.attn.head_dim
-            hidden = blk.mlp.fc1.weight.shape[1]
-            per_block += n * c * 3 * inner + 2 * n * n * inner + n * inner * c + 2 * n * c * hidden
-        return 2 * (patch + per_block)
+        return vit_flops(self.embed_dim, self.patch_size, t, self.block_widths(), self.in_chans)
 
     def load_pretrained(self, state):
         """Load a (PaddleClas) ViT state dict or .pdparams path; classifier dropped, pos-embed resized."""
@@ -165,12 +196,15 @@ class VisionTransformer(nn.Layer):
 
 
 def _factory(name, dim, depth, heads):
-    def build(**kwargs):
-        cfg = dict(embed_dim=dim, depth=depth, num_heads=heads, patch_size=16)
+    def build(img_size=224, **kwargs):
+        cfg = dict(embed_dim=dim, depth=depth, num_heads=heads, patch_size=16, img_size=img_size)
         cfg.update(kwargs)
         return VisionTransformer(**cfg)
     build.__name__ = name
     BACKBONES.register(build, name=name)
+
+
+BACKBONES.register(VisionTransformer)  # every argument explicit (extracted subnets)
 
 
 PRESETS = {"ViT_tiny_patch16": (192, 12, 3), "ViT_small_patch16": (384, 12, 6),

@@ -1,0 +1,171 @@
+"""ViT supernet for One-for-All: elastic heads and depth, multi-path FFN with elastic width.
+
+Elastic widths are PaddleSlim OFA ``SuperLinear`` layers: called with ``channel=c`` they use
+the first c output columns, and they always use the first rows matching the input width, so a
+subnet is the leading slice of every weight. q, k and v are separate layers so that h heads
+are the first h * head_dim columns of each (a fused qkv would interleave them).
+"""
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from ...utils.errors import ConfigError
+from . import BACKBONES
+from .vit import DropPath, PatchEmbed, _pair, resize_pos_embed
+
+
+def _super_linear(in_dim, out_dim, bias=True):
+    from paddleslim.nas.ofa.layers import SuperLinear  # imported when a supernet is built
+    return SuperLinear(in_dim, out_dim, bias_attr=None if bias else False)
+
+
+class SuperAttention(nn.Layer):
+    def __init__(self, dim, max_heads, head_dim, qkv_bias=True):
+        super().__init__()
+        self.head_dim, self.scale = head_dim, head_dim ** -0.5
+        inner = max_heads * head_dim
+        self.q = _super_linear(dim, inner, qkv_bias)
+        self.k = _super_linear(dim, inner, qkv_bias)
+        self.v = _super_linear(dim, inner, qkv_bias)
+        self.proj = _super_linear(inner, dim)
+
+    def forward(self, x, heads):
+        b, n, c = x.shape[0], x.shape[1], heads * self.head_dim
+        q, k, v = (f(x, channel=c).reshape([b, n, heads, self.head_dim]).transpose([0, 2, 1, 3])
+                   for f in (self.q, self.k, self.v))
+        attn = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)
+        out = paddle.matmul(attn, v).transpose([0, 2, 1, 3]).reshape([b, n, c])
+        return self.proj(out)  # proj uses its first c input rows
+
+
+class SuperMlp(nn.Layer):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = _super_linear(dim, hidden)
+        self.fc2 = _super_linear(hidden, dim)
+
+    def forward(self, x, hidden):
+        return self.fc2(F.gelu(self.fc1(x, channel=hidden)))
+
+
+class MultiPathFFN(nn.Layer):
+    """One shared FFN, one FFN per task, and per task a learned mixing logit a:
+    mix = sigmoid(a) * shared + (1 - sigmoid(a)) * task."""
+
+    def __init__(self, dim, hidden, tasks):
+        super().__init__()
+        self.tasks = list(tasks)
+        self.shared = SuperMlp(dim, hidden)
+        self.task = nn.LayerDict({t: SuperMlp(dim, hidden) for t in self.tasks})
+        self.mix_logit = nn.ParameterList([self.create_parameter(
+            [1], default_initializer=nn.initializer.Constant(0.0)) for _ in self.tasks])
+
+    def mix_weight(self, task):
+        return F.sigmoid(self.mix_logit[self.tasks.index(task)])
+
+    def forward(self, x, task, path, hidden):
+        if path == "shared":
+            return self.shared(x, hidden)
+        if path == "task":
+            return self.task[task](x, hidden)
+        a = self.mix_weight(task)
+        return a * self.shared(x, hidden) + (1.0 - a) * self.task[task](x, hidden)
+
+
+class SuperBlock(nn.Layer):
+    def __init__(self, dim, max_heads, head_dim, hidden, tasks, qkv_bias, drop_path, epsilon):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, epsilon=epsilon)
+        self.attn = SuperAttention(dim, max_heads, head_dim, qkv_bias)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, epsilon=epsilon)
+        self.ffn = MultiPathFFN(dim, hidden, tasks)
+
+    def forward(self, x, task, heads, path, hidden):
+        x = x + self.drop_path(self.attn(self.norm1(x), heads))
+        return x + self.drop_path(self.ffn(self.norm2(x), task, path, hidden))
+
+
+@BACKBONES.register
+class ViTSupernet(nn.Layer):
+    """The largest ViT of the space plus per-task FFNs; ``forward(x, task, subnet)``.
+
+    depths / heads / ffn_ratios: the choices of the search space (ffn_ratios are fractions of
+    embed_dim * mlp_ratio). ``tasks`` is injected from the config's Tasks section.
+    """
+
+    def __init__(self, tasks, img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12,
+                 num_heads=3, head_dim=None, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.0,
+                 epsilon=1e-6, depths=None, heads=None, ffn_ratios=(0.5, 0.75, 1.0),
+                 paths=("shared", "task", "mix")):
+        super().__init__()
+        from ...nas.space import SearchSpace
+        if not tasks:
+            raise ConfigError("ViTSupernet: needs at least one task")
+        self.tasks = list(tasks)
+        self.img_size, self.patch_size = _pair(img_size), patch_size
+        self.grid = [s // patch_size for s in self.img_size]
+        self.out_dim = self.embed_dim = embed_dim
+        head_dim = head_dim or embed_dim // num_heads
+        self.space = SearchSpace(embed_dim, depth, num_heads, head_dim, mlp_ratio,
+                                 depths or [depth], heads or [num_heads], ffn_ratios, paths,
+                                 patch_size, self.img_size, in_chans, qkv_bias)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        init = nn.initializer.TruncatedNormal(std=0.02)
+        self.pos_embed = self.create_parameter([1, 1 + self.grid[0] * self.grid[1], embed_dim],
+                                               default_initializer=init)
+        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=init)
+        rates = np.linspace(0, drop_path_rate, depth)
+        self.blocks = nn.LayerList([SuperBlock(embed_dim, num_heads, head_dim, self.space.full_hidden,
+                                               self.tasks, qkv_bias, float(r), epsilon) for r in rates])
+        self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
+        for m in self.sublayers():
+            if isinstance(m, nn.Linear):
+                init(m.weight)
+                if m.bias is not None:
+                    nn.initializer.Constant(0.0)(m.bias)
+
+    def forward(self, x, task, subnet):
+        if task not in self.tasks:
+            raise ConfigError(f"ViTSupernet: unknown task '{task}'; tasks: {self.tasks}")
+        grid = [x.shape[2] // self.patch_size, x.shape[3] // self.patch_size]
+        x = self.patch_embed(x)
+        x = paddle.concat([self.cls_token.expand([x.shape[0], -1, -1]).astype(x.dtype), x], axis=1)
+        x = x + resize_pos_embed(self.pos_embed, self.grid, grid)
+        for i in range(subnet.depth):
+            x = self.blocks[i](x, task, subnet.heads[i], subnet.paths[i], self.space.hidden(subnet.ratios[i]))
+        return self.norm(x)[:, 0]
+
+    def load_plain_vit(self, state):
+        """Initialise from a plain ViT state dict (e.g. an All-in-One checkpoint's backbone):
+        qkv is split into q/k/v and each block's MLP is copied into every FFN path."""
+        state = {k: paddle.to_tensor(v) if not isinstance(v, paddle.Tensor) else v for k, v in state.items()}
+        need = ["pos_embed"] + [f"blocks.{i}.{n}" for i in range(len(self.blocks))
+                                for n in ("attn.qkv.weight", "attn.qkv.bias", "mlp.fc1.weight")]
+        missing = [k for k in need if k not in state]
+        if missing:
+            raise ConfigError(f"ViTSupernet.load_plain_vit: not a plain ViT state of depth "
+                              f"{len(self.blocks)} (missing {missing[:3]})")
+        own, out = self.state_dict(), {}
+        for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "norm.weight", "norm.bias"):
+            out[k] = state[k]
+        out["pos_embed"] = resize_pos_embed(state["pos_embed"], [int(round((state["pos_embed"].shape[1] - 1) ** 0.5))] * 2,
+                                            self.grid)
+        for i in range(len(self.blocks)):
+            p = f"blocks.{i}."
+            for n in ("norm1", "norm2"):
+                out[p + n + ".weight"], out[p + n + ".bias"] = state[p + n + ".weight"], state[p + n + ".bias"]
+            for part, w, b in zip("qkv", paddle.split(state[p + "attn.qkv.weight"], 3, axis=1),
+                                  paddle.split(state[p + "attn.qkv.bias"], 3)):
+                out[p + f"attn.{part}.weight"], out[p + f"attn.{part}.bias"] = w, b
+            for n in ("weight", "bias"):
+                out[p + "attn.proj." + n] = state[p + "attn.proj." + n]
+            for ffn in ["ffn.shared"] + [f"ffn.task.{t}" for t in self.tasks]:
+                for fc in ("fc1", "fc2"):
+                    for n in ("weight", "bias"):
+                        out[f"{p}{ffn}.{fc}.{n}"] = state[f"{p}mlp.{fc}.{n}"]
+        bad = [k for k, v in out.items() if list(v.shape) != list(own[k].shape)]
+        if bad:
+            raise ConfigError(f"ViTSupernet.load_plain_vit: shape mismatch for {bad[:5]}")
+        self.set_state_dict(out)

@@ -1,0 +1,36 @@
+"""One-for-All model: the ViT supernet + one head per task, each task on its own active subnet.
+
+The mixed batch is split by task and each slice runs the backbone on that task's subnet (a
+task's FFN path only exists for that task). The backbone has no batch statistics, so this
+equals one pass over the mixed batch whenever the subnets coincide.
+"""
+from ..utils.errors import ConfigError
+from .multitask import ARCHS, MultiTaskModel
+
+
+@ARCHS.register
+class SupernetMultiTaskModel(MultiTaskModel):
+    def __init__(self, backbone, heads):
+        if not hasattr(backbone, "space"):
+            raise ConfigError(f"Arch: SupernetMultiTaskModel needs a supernet backbone (ViTSupernet), "
+                              f"got {type(backbone).__name__}")
+        super().__init__(backbone, heads)
+        self.space = backbone.space
+        largest = self.space.largest()
+        self.subnets = {t: largest for t in self.task_names}
+
+    def set_subnets(self, subnets):
+        """{task: Subnet} (a Subnet applies to every task); each is checked against the space."""
+        if not isinstance(subnets, dict):
+            subnets = {t: subnets for t in self.task_names}
+        for t, s in subnets.items():
+            if t not in self.task_names:
+                raise ConfigError(f"unknown task '{t}'; model tasks: {self.task_names}")
+            self.subnets[t] = self.space.validate(s, where=f"subnet of task '{t}'")
+
+    def backbone_features(self, images, task_sizes):
+        out, start = [], 0
+        for t, n in task_sizes:
+            out.append(self.backbone(images[start:start + n], t, self.subnets[t]))
+            start += n
+        return out

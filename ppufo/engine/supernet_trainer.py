@@ -1,0 +1,65 @@
+"""Supernet training: the All-in-One loop, each step summing gradients of several subnets.
+
+Sandwich rule: every step trains the subnets listed in Supernet.sandwich (largest, smallest,
+random ...) on the same mixed batch, each task on its own subnet, then takes one optimiser
+step. Random subnets are drawn per task from a generator seeded by (seed, iteration), so every
+rank trains the same subnets and a resumed run draws what the uninterrupted one would have.
+"""
+import numpy as np
+import paddle.nn.functional as F
+
+from ..utils.errors import ConfigError
+from .trainer import Trainer, step_stats
+
+KINDS = ("largest", "smallest", "random")
+
+
+class SupernetTrainer(Trainer):
+    def __init__(self, config):
+        sc = config["Supernet"]
+        bad = [k for k in sc["sandwich"] if k not in KINDS]
+        if bad or not sc["sandwich"]:
+            raise ConfigError(f"Supernet.sandwich: {sc['sandwich']}; expected a non-empty list of {list(KINDS)}")
+        if sc["distill_weight"] and sc["sandwich"][0] != "largest":
+            raise ConfigError("Supernet.distill_weight > 0 needs 'largest' first in Supernet.sandwich "
+                              "(it is the teacher of the other subnets)")
+        super().__init__(config)
+        self.space = self.model.space
+        self.sandwich, self.distill_weight = list(sc["sandwich"]), float(sc["distill_weight"])
+        self.log.info(f"supernet search space: {self.space.describe()}; sandwich {self.sandwich}")
+
+    def pick(self, kind, rng):
+        return self.space.sample(rng) if kind == "random" else getattr(self.space, kind)()
+
+    def train_step(self, batch, iteration):
+        images, labels, _, task_ids = batch
+        sizes = self.task_sizes(task_ids)
+        rng = np.random.RandomState((self.cfg["Global"]["seed"] * 1_000_003 + iteration) % 2 ** 32)
+        stats, teacher, summed = {}, None, 0.0
+        for i, kind in enumerate(self.sandwich):
+            self.model.set_subnets({t: self.pick(kind, rng) for t in self.tasks})
+            self.seed_step(iteration * len(self.sandwich) + i)
+            total, parts, outs = self.forward_losses(images, labels, sizes)
+            if teacher is not None and self.distill_weight:
+                d = sum(distill_loss(outs[t]["embedding"], teacher[t]) for t in outs)
+                parts["distill"] = {"loss": d}
+                total = total + self.distill_weight * d
+            if kind == "largest" and teacher is None:
+                teacher = {t: o["embedding"].detach() for t, o in outs.items()}
+            self.backward(total)
+            summed += float(total)
+            stats.update(step_stats(total, parts, prefix=f"{kind}{i}/"))
+            if i == 0:
+                stats.update(step_stats(total, parts))
+        self.apply_step()
+        stats["loss"] = summed
+        return stats
+
+    def evaluate(self, iteration):
+        self.model.set_subnets(self.space.resolve(self.cfg["Supernet"]["eval_subnet"], "Supernet.eval_subnet"))
+        return super().evaluate(iteration)  # the next train_step sets its own subnets
+
+
+def distill_loss(student, teacher):
+    """1 - cosine similarity to the largest subnet's embedding, averaged over the batch."""
+    return (1.0 - F.cosine_similarity(student, teacher, axis=1)).mean()
