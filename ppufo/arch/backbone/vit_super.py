@@ -93,12 +93,13 @@ class ViTSupernet(nn.Layer):
 
     depths / heads / ffn_ratios: the choices of the search space (ffn_ratios are fractions of
     embed_dim * mlp_ratio). ``tasks`` is injected from the config's Tasks section.
+    pretrained: a plain ViT .pdparams, or an All-in-One checkpoint (its backbone.* part).
     """
 
     def __init__(self, tasks, img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12,
                  num_heads=3, head_dim=None, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.0,
                  epsilon=1e-6, depths=None, heads=None, ffn_ratios=(0.5, 0.75, 1.0),
-                 paths=("shared", "task", "mix")):
+                 paths=("shared", "task", "mix"), pretrained=None):
         super().__init__()
         from ...nas.space import SearchSpace
         if not tasks:
@@ -125,6 +126,8 @@ class ViTSupernet(nn.Layer):
                 init(m.weight)
                 if m.bias is not None:
                     nn.initializer.Constant(0.0)(m.bias)
+        if pretrained:
+            self.load_plain_vit(_backbone_state(pretrained))
 
     def forward(self, x, task, subnet):
         if task not in self.tasks:
@@ -169,3 +172,13 @@ class ViTSupernet(nn.Layer):
         if bad:
             raise ConfigError(f"ViTSupernet.load_plain_vit: shape mismatch for {bad[:5]}")
         self.set_state_dict(out)
+
+
+def _backbone_state(path):
+    import os
+    path = path if path.endswith(".pdparams") else path + ".pdparams"
+    if not os.path.isfile(path):
+        raise ConfigError(f"Arch.Backbone.pretrained: {path} not found")
+    state = paddle.load(path)
+    inner = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return inner or state
