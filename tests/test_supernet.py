@@ -192,3 +192,17 @@ def test_supernet_initialised_from_a_plain_vit_reproduces_it():
                                    atol=1e-5)
     with pytest.raises(ConfigError, match="not a plain ViT state"):
         net.load_plain_vit({"pos_embed": plain.pos_embed})
+
+
+def test_supernet_resume_trains_the_same_subnets_with_the_same_losses(demo_root, tmp_path):
+    from ppufo.engine.trainer import build_trainer
+
+    from test_trainer import losses_of
+    cfg = lambda out, *extra: tiny_supernet_config(demo_root, out, "Global.max_iters=3", *extra)  # noqa: E731
+    uninterrupted = losses_of(build_trainer(cfg(tmp_path / "full")), 3)
+    first = build_trainer(cfg(tmp_path / "resumed"))
+    losses_of(first, 2)
+    first.save("latest", 2)
+    resumed = build_trainer(cfg(tmp_path / "resumed", f"Global.checkpoints={tmp_path}/resumed/out/latest"))
+    assert resumed.start_iter == 2
+    np.testing.assert_allclose(losses_of(resumed, 1), uninterrupted[2:], rtol=1e-5)
