@@ -30,7 +30,7 @@ class SupernetMultiTaskModel(MultiTaskModel):
 
     def backbone_features(self, images, task_sizes):
         out, start = [], 0
-        for t, n in task_sizes:
-            out.append(self.backbone(images[start:start + n], t, self.subnets[t]))
+        for t, n in task_sizes:  # a task with no images this step is skipped by forward()
+            out.append(self.backbone(images[start:start + n], t, self.subnets[t]) if n else None)
             start += n
         return out
