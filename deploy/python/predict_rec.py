@@ -1,8 +1,13 @@
-"""Features, gallery indexing and search with an exported ppufo model (Paddle Inference).
+"""Features, gallery indexing and search with an exported ppufo model (Paddle Inference or ONNX Runtime).
 
+python deploy/python/predict_rec.py -c deploy/configs/inference_rec.yaml -o Global.model_dir=inference/quickstart/person \
+    -o Global.infer_imgs=query.jpg                      # one deploy YAML per chip under deploy/configs/
 python deploy/python/predict_rec.py --model_dir inference/quickstart/person --images query.jpg
 python deploy/python/predict_rec.py --model_dir ... --build_index gallery_folder_or_list --index_dir index/person
 python deploy/python/predict_rec.py --model_dir ... --index_dir index/person --images queries/ --topk 5
+
+The flags are shorthands for deploy-config keys (--model_dir = Global.model_dir, ...); they
+override the -c file, and -o overrides both.
 """
 import argparse
 import json
@@ -17,8 +22,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
+from deploy_config import load_deploy_config, predictor_kwargs  # noqa: E402
 from gallery import GalleryIndex, list_gallery  # noqa: E402
-from predictor import FeaturePredictor  # noqa: E402
+from predictor import FeaturePredictor, OnnxPredictor  # noqa: E402
+from ppufo.utils.errors import ConfigError  # noqa: E402
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -41,13 +48,27 @@ def load_image(source):
 
 
 class Recognizer:
-    """Exported model + the eval preprocessing recorded in its inference.yml."""
+    """Exported model + the eval preprocessing recorded in its inference.yml (or ``transform_ops``)."""
 
-    def __init__(self, model_dir, batch_size=8, **predictor_kwargs):
+    def __init__(self, model_dir, batch_size=8, transform_ops=None, use_onnx=False, **predictor_kwargs):
         from ppufo.data.transforms import build_transforms
-        self.predictor = FeaturePredictor(model_dir, max_batch_size=batch_size, **predictor_kwargs)
-        self.transform = build_transforms(self.predictor.info["transforms"], where="inference.yml")
+        if use_onnx:
+            self.predictor = OnnxPredictor(model_dir, **predictor_kwargs)
+        else:
+            self.predictor = FeaturePredictor(model_dir, max_batch_size=batch_size, **predictor_kwargs)
+        where = "PreProcess.transform_ops" if transform_ops is not None else "inference.yml"
+        ops = transform_ops if transform_ops is not None else self.predictor.info["transforms"]
+        self.transform = build_transforms(ops, where=where)
         self.batch_size = batch_size
+
+    @classmethod
+    def from_config(cls, cfg):
+        """From a validated deploy config (deploy_config.load_deploy_config)."""
+        g = cfg["Global"]
+        if not g["model_dir"]:
+            raise ConfigError("Global.model_dir: required (the folder written by tools/export_model.py)")
+        return cls(g["model_dir"], g["batch_size"], cfg["PreProcess"]["transform_ops"],
+                   g["use_onnx"], **predictor_kwargs(cfg))
 
     def features(self, sources):
         """Features of image paths (or bytes), decoded one batch at a time."""
@@ -66,38 +87,72 @@ def image_list(path):
     return [path]
 
 
-def main():
+# shorthand flag -> deploy-config key (kept from before deploy YAMLs existed)
+FLAGS = {"model_dir": "Global.model_dir", "images": "Global.infer_imgs", "device": "Global.device",
+         "enable_mkldnn": "Global.enable_mkldnn", "cpu_threads": "Global.cpu_num_threads",
+         "batch_size": "Global.batch_size", "build_index": "IndexProcess.data_file",
+         "index_dir": "IndexProcess.index_dir", "topk": "IndexProcess.return_k",
+         "save_features": "Global.save_features"}
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("-c", "--config", help="deploy YAML, e.g. deploy/configs/inference_rec.yaml")
+    p.add_argument("-o", "--override", action="append", nargs="+", default=[],
+                   help="Section.key=value (repeatable), e.g. Global.infer_imgs=query.jpg")
+    p.add_argument("--model_dir")
     p.add_argument("--images", help="an image or a folder of images")
     p.add_argument("--build_index", help="gallery folder (<label>/<img>) or list file (path label)")
     p.add_argument("--index_dir", help="where the gallery index is (or is written)")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--enable_mkldnn", type=int, default=1)
-    p.add_argument("--cpu_threads", type=int, default=2)
-    p.add_argument("--batch_size", type=int, default=8)
-    a = p.parse_args()
+    p.add_argument("--topk", type=int)
+    p.add_argument("--device")
+    p.add_argument("--enable_mkldnn", type=int, choices=(0, 1))
+    p.add_argument("--cpu_threads", type=int)
+    p.add_argument("--batch_size", type=int)
+    p.add_argument("--save_features", help=".npz file for the features and image paths")
+    a = p.parse_args(argv)
+    flags = [f"{key}={json.dumps(bool(v) if name == 'enable_mkldnn' else v)}"
+             for name, key in FLAGS.items() if (v := getattr(a, name)) is not None]
+    return a.config, flags + [o for group in a.override for o in group]
+
+
+def run(cfg):
+    """Build the gallery index and/or embed (and search) the images that ``cfg`` names."""
+    g, idx = cfg["Global"], cfg["IndexProcess"]
+    if not (idx["data_file"] or g["infer_imgs"]):
+        raise ConfigError("nothing to do: set Global.infer_imgs (--images) and/or "
+                          "IndexProcess.data_file (--build_index)")
+    if idx["data_file"] and not idx["index_dir"]:
+        raise ConfigError("IndexProcess.data_file (--build_index) needs IndexProcess.index_dir (--index_dir)")
+    rec = Recognizer.from_config(cfg)
+    if idx["data_file"]:
+        paths, labels = list_gallery(idx["data_file"])
+        GalleryIndex(rec.features(paths), labels, paths).save(idx["index_dir"])
+        print(f"indexed {len(paths)} gallery images ({len(set(labels))} labels) -> {idx['index_dir']}")
+    if not g["infer_imgs"]:
+        return
+    files = image_list(g["infer_imgs"])
+    if not files:
+        raise FileNotFoundError(f"Global.infer_imgs: no {'/'.join(IMG_EXT)} images in {g['infer_imgs']}")
+    feats = rec.features(files)
+    if g["save_features"]:
+        os.makedirs(os.path.dirname(os.path.abspath(g["save_features"])), exist_ok=True)
+        np.savez(g["save_features"], features=feats, paths=np.array(files))
+        print(f"saved {len(files)} features -> {g['save_features']}")
+    if idx["index_dir"]:
+        hits = GalleryIndex.load(idx["index_dir"]).search(feats, idx["return_k"])
+        for f, h in zip(files, hits):
+            print(json.dumps({"image": f, "top": h}))
+    else:
+        for f, v in zip(files, feats):
+            print(f"{f}: feature dim {len(v)}, first values {[round(float(t), 4) for t in v[:4]]}")
+
+
+def main(argv=None):
     try:
-        rec = Recognizer(a.model_dir, a.batch_size, device=a.device, enable_mkldnn=bool(a.enable_mkldnn),
-                         cpu_threads=a.cpu_threads)
-        if a.build_index:
-            if not a.index_dir:
-                sys.exit("error: --build_index needs --index_dir")
-            paths, labels = list_gallery(a.build_index)
-            GalleryIndex(rec.features(paths), labels, paths).save(a.index_dir)
-            print(f"indexed {len(paths)} gallery images ({len(set(labels))} labels) -> {a.index_dir}")
-        if a.images:
-            files = image_list(a.images)
-            feats = rec.features(files)
-            if a.index_dir:
-                hits = GalleryIndex.load(a.index_dir).search(feats, a.topk)
-                for f, h in zip(files, hits):
-                    print(json.dumps({"image": f, "top": h}))
-            else:
-                for f, v in zip(files, feats):
-                    print(f"{f}: feature dim {len(v)}, first values {np.round(v[:4], 4).tolist()}")
-    except (ImageError, FileNotFoundError, ValueError) as e:
+        path, overrides = parse_args(argv)
+        run(load_deploy_config(path, overrides))
+    except (ImageError, FileNotFoundError, ValueError, ImportError) as e:  # ConfigError is a ValueError
         sys.exit(f"error: {e}")
 
 
