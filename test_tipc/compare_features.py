@@ -1,0 +1,68 @@
+"""TIPC check: features saved by predict_rec.py (Global.save_features) vs the training code's.
+
+python test_tipc/compare_features.py -c <run>/config.yaml -o Global.pretrained_model=<run>/latest \
+    --task person --features <run>/infer_mkldnn_True.npz [--atol 1e-4]
+
+The dygraph side rebuilds the model the way tools/export_model.py does and preprocesses the
+same images with the training code's eval transforms, so a preprocessing mismatch in the
+deploy path fails here too. Prints one line; exit code 1 when max |diff| > atol.
+"""
+import os
+import random
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import numpy as np  # noqa: E402
+
+from ppufo.utils.config import load_config, parse_args  # noqa: E402
+from ppufo.utils.errors import ConfigError  # noqa: E402
+
+
+def dygraph_features(config, task, paths, batch_size=16):
+    import paddle
+    from PIL import Image
+
+    from export_model import load_trained
+    from ppufo.data.loader import eval_transforms
+    paddle.set_device("cpu")
+    model = load_trained(config)
+    if task not in model.task_names:
+        raise ConfigError(f"--task {task}: not a task of this model; tasks: {model.task_names}")
+    tf = eval_transforms(config)
+    out = []
+    with paddle.no_grad():
+        for s in range(0, len(paths), batch_size):
+            x = np.stack([tf(Image.open(p).convert("RGB"), random.Random(0)) for p in paths[s:s + batch_size]])
+            out.append(model.embed(paddle.to_tensor(x), task).numpy())
+    return np.concatenate(out)
+
+
+def main():
+    def extra(p):
+        p.add_argument("--task", required=True)
+        p.add_argument("--features", required=True, help=".npz written by predict_rec.py (features, paths)")
+        p.add_argument("--atol", type=float, default=1e-4)
+    a = parse_args("compare inference features with dygraph", extra)
+    try:
+        config = load_config(a.config, a.override)
+        if not os.path.isfile(a.features):
+            raise FileNotFoundError(f"--features {a.features} not found (Global.save_features of predict_rec.py)")
+        saved = np.load(a.features)
+        paths = [str(p) for p in saved["paths"]]
+        ref = dygraph_features(config, a.task, paths)
+    except (ConfigError, FileNotFoundError, KeyError) as e:
+        sys.exit(f"error: {e}")
+    if saved["features"].shape != ref.shape:
+        sys.exit(f"error: {a.features} holds features {saved['features'].shape}, dygraph gives {ref.shape}")
+    diff = float(np.abs(saved["features"] - ref).max())
+    ok = diff <= a.atol
+    print(f"{'PASS' if ok else 'FAIL'}: {len(paths)} images, max |inference - dygraph| = {diff:.2e} "
+          f"(atol {a.atol:g}) for {a.features}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
