@@ -119,38 +119,25 @@ def _per_block(values, depth, name):
     return [int(v) for v in values]
 
 
-class VisionTransformer(nn.Layer):
-    """block_heads / block_mlp_hidden give per-block widths (extracted subnets); head_dim
-    defaults to embed_dim // num_heads."""
+class ViTStem(nn.Layer):
+    """Patch embedding, CLS token, position embedding and weight init, shared by the plain ViT
+    and the supernet (same parameter names, so weights move between them)."""
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
-                 mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None):
-        super().__init__()
-        if head_dim is None and embed_dim % num_heads:
-            raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
+    def _init_stem(self, img_size, patch_size, in_chans, embed_dim, drop_rate=0.0):
         self.img_size, self.patch_size = _pair(img_size), patch_size
         self.grid = [s // patch_size for s in self.img_size]
         self.out_dim = self.embed_dim = embed_dim
-        self.depth, self.num_heads, self.mlp_ratio = depth, num_heads, mlp_ratio
-        self.in_chans, self.qkv_bias = in_chans, qkv_bias
-        head_dim = head_dim or embed_dim // num_heads
-        heads = _per_block(block_heads, depth, "block_heads") or [num_heads] * depth
-        hidden = _per_block(block_mlp_hidden, depth, "block_mlp_hidden") or [int(embed_dim * mlp_ratio)] * depth
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        init = nn.initializer.TruncatedNormal(std=0.02)
+        self._init = nn.initializer.TruncatedNormal(std=0.02)
         self.pos_embed = self.create_parameter([1, 1 + self.grid[0] * self.grid[1], embed_dim],
-                                               default_initializer=init)
-        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=init)
+                                               default_initializer=self._init)
+        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=self._init)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = np.linspace(0, drop_path_rate, depth)
-        self.blocks = nn.LayerList([Block(embed_dim, h, mlp_ratio, qkv_bias, attn_drop_rate, float(r),
-                                          epsilon, mlp_hidden=m, head_dim=head_dim)
-                                    for r, h, m in zip(rates, heads, hidden)])
-        self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
+
+    def _init_linears(self):
         for m in self.sublayers():
             if isinstance(m, nn.Linear):
-                init(m.weight)
+                self._init(m.weight)
                 if m.bias is not None:
                     nn.initializer.Constant(0.0)(m.bias)
 
@@ -160,6 +147,30 @@ class VisionTransformer(nn.Layer):
         pos = resize_pos_embed(self.pos_embed, self.grid, grid)
         x = paddle.concat([self.cls_token.expand([x.shape[0], -1, -1]).astype(x.dtype), x], axis=1)
         return self.pos_drop(x + pos)
+
+
+class VisionTransformer(ViTStem):
+    """block_heads / block_mlp_hidden give per-block widths (extracted subnets); head_dim
+    defaults to embed_dim // num_heads."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
+                 mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None):
+        super().__init__()
+        if head_dim is None and embed_dim % num_heads:
+            raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
+        self._init_stem(img_size, patch_size, in_chans, embed_dim, drop_rate)
+        self.depth, self.num_heads, self.mlp_ratio = depth, num_heads, mlp_ratio
+        self.in_chans, self.qkv_bias = in_chans, qkv_bias
+        head_dim = head_dim or embed_dim // num_heads
+        heads = _per_block(block_heads, depth, "block_heads") or [num_heads] * depth
+        hidden = _per_block(block_mlp_hidden, depth, "block_mlp_hidden") or [int(embed_dim * mlp_ratio)] * depth
+        rates = np.linspace(0, drop_path_rate, depth)
+        self.blocks = nn.LayerList([Block(embed_dim, h, mlp_ratio, qkv_bias, attn_drop_rate, float(r),
+                                          epsilon, mlp_hidden=m, head_dim=head_dim)
+                                    for r, h, m in zip(rates, heads, hidden)])
+        self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
+        self._init_linears()
 
     def forward(self, x):
         x = self.embed_tokens(x)

@@ -12,7 +12,7 @@ import paddle.nn.functional as F
 
 from ...utils.errors import ConfigError
 from . import BACKBONES
-from .vit import DropPath, PatchEmbed, _pair, resize_pos_embed
+from .vit import DropPath, ViTStem, resize_pos_embed
 
 
 def _super_linear(in_dim, out_dim, bias=True):
@@ -88,7 +88,7 @@ class SuperBlock(nn.Layer):
 
 
 @BACKBONES.register
-class ViTSupernet(nn.Layer):
+class ViTSupernet(ViTStem):
     """The largest ViT of the space plus per-task FFNs; ``forward(x, task, subnet)``.
 
     depths / heads / ffn_ratios: the choices of the search space (ffn_ratios are fractions of
@@ -105,37 +105,23 @@ class ViTSupernet(nn.Layer):
         if not tasks:
             raise ConfigError("ViTSupernet: needs at least one task")
         self.tasks = list(tasks)
-        self.img_size, self.patch_size = _pair(img_size), patch_size
-        self.grid = [s // patch_size for s in self.img_size]
-        self.out_dim = self.embed_dim = embed_dim
+        self._init_stem(img_size, patch_size, in_chans, embed_dim)
         head_dim = head_dim or embed_dim // num_heads
         self.space = SearchSpace(embed_dim, depth, num_heads, head_dim, mlp_ratio,
                                  depths or [depth], heads or [num_heads], ffn_ratios, paths,
                                  patch_size, self.img_size, in_chans, qkv_bias)
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        init = nn.initializer.TruncatedNormal(std=0.02)
-        self.pos_embed = self.create_parameter([1, 1 + self.grid[0] * self.grid[1], embed_dim],
-                                               default_initializer=init)
-        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=init)
         rates = np.linspace(0, drop_path_rate, depth)
         self.blocks = nn.LayerList([SuperBlock(embed_dim, num_heads, head_dim, self.space.full_hidden,
                                                self.tasks, qkv_bias, float(r), epsilon) for r in rates])
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
-        for m in self.sublayers():
-            if isinstance(m, nn.Linear):
-                init(m.weight)
-                if m.bias is not None:
-                    nn.initializer.Constant(0.0)(m.bias)
+        self._init_linears()
         if pretrained:
             self.load_plain_vit(_backbone_state(pretrained))
 
     def forward(self, x, task, subnet):
         if task not in self.tasks:
             raise ConfigError(f"ViTSupernet: unknown task '{task}'; tasks: {self.tasks}")
-        grid = [x.shape[2] // self.patch_size, x.shape[3] // self.patch_size]
-        x = self.patch_embed(x)
-        x = paddle.concat([self.cls_token.expand([x.shape[0], -1, -1]).astype(x.dtype), x], axis=1)
-        x = x + resize_pos_embed(self.pos_embed, self.grid, grid)
+        x = self.embed_tokens(x)
         for i in range(subnet.depth):
             x = self.blocks[i](x, task, subnet.heads[i], subnet.paths[i], self.space.hidden(subnet.ratios[i]))
         return self.norm(x)[:, 0]
