@@ -9,6 +9,7 @@ sys.path.insert(0, ROOT)
 os.chdir(ROOT)  # configs and tools use paths relative to the repo root
 
 QUICK_SETS = ["market1501", "veri776", "sop", "ms1m", "faces_val"]
+EVAL_ONLY_SETS = ["dukemtmc", "msmt17", "vehicleid", "veriwild"]  # quickstart test sets only
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +19,17 @@ def demo_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("demo"))
     write_all(root, seed=0, sets=QUICK_SETS)
     return root
+
+
+@pytest.fixture(scope="session")
+def full_demo_root(demo_root, tmp_path_factory):
+    """demo_root plus the sets the quickstart only evaluates on (all 13 test protocols)."""
+    from ppufo.data.demo import write_all
+    root = tmp_path_factory.mktemp("demo_full")
+    for name in QUICK_SETS:
+        os.symlink(os.path.join(demo_root, name), root / name)
+    write_all(str(root), seed=0, sets=EVAL_ONLY_SETS)
+    return str(root)
 
 
 def tiny_config(demo_root, output_dir, overrides=()):

@@ -107,10 +107,18 @@ def test_quickstart_sets_read_back(demo_root):
     """The session demo (conftest) includes the face sets written through demo_face."""
     ms1m = DATASETS.build({"name": "MS1MRecordIO", "root": os.path.join(demo_root, "ms1m")})
     assert len(ms1m.train()) == 400 and len({r.pid for r in ms1m.train()}) == 40
-    for name in ("lfw", "cfp_fp", "agedb_30"):
-        records, issame = DATASETS.build({"name": "FaceVerificationBin", "root": os.path.join(demo_root, "faces_val"),
-                                          "set_name": name}).pairs()
-        assert len(records) == 400 and len(issame) == 200
+    assert sorted(os.listdir(os.path.join(demo_root, "faces_val"))) == [
+        "agedb_30.bin", "calfw.bin", "cfp_ff.bin", "cfp_fp.bin", "cplfw.bin", "lfw.bin"]
+    firsts = set()
+    for name, pairs in [("lfw", 120), ("cplfw", 120), ("calfw", 120), ("cfp_ff", 140), ("cfp_fp", 140),
+                        ("agedb_30", 120)]:
+        src = DATASETS.build({"name": "FaceVerificationBin", "root": os.path.join(demo_root, "faces_val"),
+                              "set_name": name})
+        records, issame = src.pairs()
+        assert len(records) == 2 * pairs and len(issame) == pairs and int(issame.sum()) == pairs // 2
+        assert src.read(records[-1]).size == (112, 112)
+        firsts.add(src._load()[0][0])
+    assert len(firsts) == 6  # six different sets, not one file copied
     m = DATASETS.build({"name": "Market1501", "root": os.path.join(demo_root, "market1501")})
     assert m.summary()["gallery"] == {"images": 100, "ids": 17, "cameras": 6, "skipped": 4}
 
