@@ -7,11 +7,8 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-import paddle  # noqa: E402
-
-from ppufo.arch.multitask import build_model, num_classes_from_state  # noqa: E402
+from ppufo.arch.multitask import load_trained_model  # noqa: E402
 from ppufo.engine.evaluator import Evaluator  # noqa: E402
-from ppufo.utils.checkpoint import load_weights, strip_prefix  # noqa: E402
 from ppufo.utils.config import load_config, parse_args  # noqa: E402
 from ppufo.utils.device import set_device  # noqa: E402
 from ppufo.utils.errors import ConfigError, DataError  # noqa: E402
@@ -24,17 +21,9 @@ def main():
     try:
         config = load_config(args.config, args.override)
         g = config["Global"]
-        if not g["pretrained_model"]:
-            raise ConfigError("Global.pretrained_model: required for eval (a checkpoint prefix, "
-                              "e.g. output/quickstart/latest)")
         set_device(g["device"])
         init_logger(os.path.join(g["output_dir"], "eval.log"))
-        path = strip_prefix(g["pretrained_model"]) + ".pdparams"
-        if not os.path.isfile(path):
-            raise ConfigError(f"Global.pretrained_model: {path} not found")
-        state = paddle.load(path)
-        model = build_model(config, num_classes_from_state(state, list(config["Tasks"])))
-        load_weights(model, path, strict=True)
+        model = load_trained_model(config)
         only = [s for s in args.sets.split(",") if s]
         Evaluator(config, model, only=only).evaluate(tag="eval")
     except (ConfigError, DataError) as e:

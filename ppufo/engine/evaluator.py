@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ..data.datasets import build_source
+from ..data.datasets import DATASETS, build_source
 from ..data.datasets.base import ImageDataset
 from ..data.loader import build_eval_loader, eval_transforms
 from ..metric import METRICS, PROTOCOL_METRIC, headline, main_score
@@ -55,8 +55,14 @@ def build_test_sets(config, only=None):
         missing = sorted(set(only) - found)
         if missing:
             raise ConfigError(f"eval: unknown test set(s) {missing}; configured: "
-                              f"{sorted({s.label for s in build_test_sets(config)})}")
+                              f"{list(configured_labels(config))}")
     return out
+
+
+def configured_labels(config):
+    """{label: protocol} of every configured test set, from the config (no dataset opened)."""
+    return {set_label(e): DATASETS.get(e["name"]).protocol if e["name"] in DATASETS
+            else None for t in config["Tasks"].values() for e in t["test_sets"]}
 
 
 class Evaluator:
@@ -104,16 +110,20 @@ class Evaluator:
             for ts in self.sets:
                 t = time.time()
                 res = self.run_set(ts)
-                results.append({"task": ts.task, "set": ts.label, "protocol": ts.source.protocol,
-                                "headline": headline(res), "score": main_score(res),
-                                "seconds": round(time.time() - t, 2), **res})
+                results.append({"task": ts.task, "set": ts.label, "dataset": ts.source.name,
+                                "protocol": ts.source.protocol, "headline": headline(res),
+                                "score": main_score(res), "seconds": round(time.time() - t, 2),
+                                **res})
         finally:
             if was_training:
                 self.model.train()
         scores = [r["score"] for r in results if r["score"] is not None]
-        summary = {"tag": tag, "score": float(np.mean(scores)) if scores else None, "sets": results}
+        summary = {"tag": tag, "score": float(np.mean(scores)) if scores else None,
+                   "paper_row": paper_row(results), "sets": results}
         self.log.info(f"[Eval][{tag}]\n" + format_table(results)
-                      + (f"\nmean score: {summary['score']:.4f}" if scores else ""))
+                      + (f"\nmean score: {summary['score']:.4f}" if scores else "")
+                      + "\npaper table (UFO column order; ReID rank1/mAP, faces accuracy, SOP R@1):\n"
+                      + format_paper_row(summary["paper_row"]))
         out_dir = self.cfg["Global"]["output_dir"]
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, f"eval_{tag}.json"), "w") as fh:
@@ -126,8 +136,36 @@ def format_table(results):
     for r in results:
         details = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in r.items()
-                            if k not in ("task", "set", "protocol", "headline", "score", "seconds"))
+                            if k not in ("task", "set", "dataset", "protocol", "headline", "score",
+                                         "seconds"))
         rows.append((r["task"], r["set"], r["headline"], details))
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3]
                      for row in rows)
+
+
+# dataset (source name) -> column of the UFO paper tables, in the paper's order
+PAPER_COLUMNS = {"FaceVerificationBin[calfw]": "CALFW", "FaceVerificationBin[cplfw]": "CPLFW",
+                 "FaceVerificationBin[lfw]": "LFW", "FaceVerificationBin[cfp_ff]": "CFP-FF",
+                 "FaceVerificationBin[cfp_fp]": "CFP-FP", "FaceVerificationBin[agedb_30]": "AgeDB-30",
+                 "Market1501": "Market1501", "DukeMTMC": "DukeMTMC", "MSMT17": "MSMT17",
+                 "VeRi776": "VeRi-776", "VehicleID": "VehicleID", "VeRiWild": "VeRi-Wild", "SOP": "SOP"}
+
+
+def paper_row(results):
+    """{column: headline cell} in the paper's column order, "-" for sets not evaluated; other
+    sets (or a second set of a filled column) follow under their own label."""
+    row = dict.fromkeys(PAPER_COLUMNS.values(), "-")
+    for r in results:
+        col = PAPER_COLUMNS.get(r["dataset"])
+        if col is None or row[col] != "-":
+            col = r["set"] if r["set"] not in row else f"{r['task']}/{r['set']}"
+        row[col] = r["headline"]
+    return row
+
+
+def format_paper_row(row):
+    """Two lines of a markdown table: the column names and the cells, padded to align."""
+    widths = [max(len(k), len(v)) for k, v in row.items()]
+    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+                     for cells in (list(row), list(row.values())))
