@@ -127,22 +127,11 @@ def _chunk_stats(sim, q_pids, q_cams, gallery, skip):
     return valid, first, ap, inp
 
 
-def evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, topk=(1, 5, 10), chunk_size=256,
-                  use_faiss=False, scores=None, junk_pid=-1, distractor_pid=0):
-    """ReID metrics -> dict(mAP, mINP, rank<k> for k in topk, num_queries, num_valid_queries).
-
-    qf [Nq, D], gf [Ng, D]: features ranked by inner product (L2-normalise for cosine).
-    scores: optional precomputed [Nq, Ng] similarity (higher = closer; pass -distmat for a
-    distance such as the re-ranked one), then qf/gf may be None. use_faiss: scores come from
-    faiss (exact IndexFlatIP, all Ng neighbours per query; slower, same ranking rule).
-    junk_pid / distractor_pid: None disables the rule. Averages are over valid queries;
-    raises DataError if there is none.
-    """
-    where = "evaluate_reid"
+def reid_query_stats(qf, gf, q_pids, g_pids, q_camids, g_camids, chunk_size=256, use_faiss=False,
+                     scores=None, junk_pid=-1, distractor_pid=0, where="reid_query_stats"):
+    """Per query, under the rule of evaluate_reid (same arguments): (valid [Nq] bool, rank of
+    the first true match [Nq] int, AP [Nq], INP [Nq]); 0 where not valid."""
     check_chunk(chunk_size, where)
-    topk = tuple(int(k) for k in topk)
-    if not topk or min(topk) < 1:
-        raise ConfigError(f"{where}: topk must be positive ranks, got {topk}")
     if scores is None:
         qf, gf = as_features(qf, "qf", where), as_features(gf, "gf", where)
         check_dims(qf, gf, where)
@@ -176,7 +165,6 @@ def evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, topk=(1, 5, 10), c
     else:
         chunks = score_chunks(qf, gf if keep.all() else gf[keep], chunk_size)
 
-    max_k = max(topk)
     valid = np.zeros(nq, bool)
     first = np.zeros(nq, np.int64)
     ap, inp = np.zeros(nq), np.zeros(nq)
@@ -184,6 +172,27 @@ def evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, topk=(1, 5, 10), c
         sl = slice(s, s + len(sim))
         valid[sl], first[sl], ap[sl], inp[sl] = _chunk_stats(sim, q_pids[sl], q_camids[sl],
                                                              gallery, skip[sl])
+    return valid, first, ap, inp
+
+
+def evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, topk=(1, 5, 10), chunk_size=256,
+                  use_faiss=False, scores=None, junk_pid=-1, distractor_pid=0):
+    """ReID metrics -> dict(mAP, mINP, rank<k> for k in topk, num_queries, num_valid_queries).
+
+    qf [Nq, D], gf [Ng, D]: features ranked by inner product (L2-normalise for cosine).
+    scores: optional precomputed [Nq, Ng] similarity (higher = closer; pass -distmat for a
+    distance such as the re-ranked one), then qf/gf may be None. use_faiss: scores come from
+    faiss (exact IndexFlatIP, all Ng neighbours per query; slower, same ranking rule).
+    junk_pid / distractor_pid: None disables the rule. Averages are over valid queries;
+    raises DataError if there is none.
+    """
+    where = "evaluate_reid"
+    topk = tuple(int(k) for k in topk)
+    if not topk or min(topk) < 1:
+        raise ConfigError(f"{where}: topk must be positive ranks, got {topk}")
+    valid, first, ap, inp = reid_query_stats(qf, gf, q_pids, g_pids, q_camids, g_camids, chunk_size,
+                                             use_faiss, scores, junk_pid, distractor_pid, where)
+    nq, max_k = len(valid), max(topk)
     n_valid = int(valid.sum())
     if n_valid == 0:
         raise DataError(f"{where}: none of the {nq} queries has a valid match in the gallery "
