@@ -137,12 +137,40 @@ def test_cli_writes_reports_and_refuses_to_overwrite(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "train 180 imgs/30 ids/1 cams; test 120 imgs/20 ids/1 cams" in text
     assert "train 192 imgs/24 ids/8 cams; query 16 imgs/16 ids/" in text
-    assert "wrote 2 demo set(s)" in text and sorted(os.listdir(out)) == ["sop", "veri776"]
+    assert "wrote 2 demo set(s)" in text and sorted(os.listdir(out)) == [".ppufo_demo.json", "sop", "veri776"]
+    assert demo.written_sets(str(out)) == {"sop": 2, "veri776": 2}
     with pytest.raises(SystemExit) as e:
         cli.main(["--root", str(out), "--sets", "sop"])
     assert e.value.code == 2 and "not empty; pass --overwrite" in capsys.readouterr().err
     assert cli.main(["--root", str(out), "--sets", "sop", "--overwrite"]) == 0
-    assert sorted(os.listdir(out)) == ["sop"]
+    assert sorted(os.listdir(out)) == [".ppufo_demo.json", "sop"] and demo.written_sets(str(out)) == {"sop": 0}
     with pytest.raises(SystemExit):
         cli.main(["--root", str(tmp_path / "x"), "--sets", "market1501,nope"])
     assert "unknown set(s) ['nope']" in capsys.readouterr().err
+
+
+def test_demo_setup_writes_only_missing_sets_and_refuses_stale_folders(tmp_path, monkeypatch):
+    from ppufo.data import demo
+    from ppufo.data.demo_setup import ensure_demo_data
+    from ppufo.utils.errors import DataError
+    calls = []
+
+    def fake(name):
+        def write(root, seed):
+            calls.append(name)
+            os.makedirs(root)
+            open(os.path.join(root, "x.txt"), "w").close()
+        return write
+    monkeypatch.setattr(demo, "WRITERS", {n: fake(n) for n in ("a", "b", "c")})
+    cfg = {"Global": {"data_root": str(tmp_path / "demo"), "generate_demo_data": True, "seed": 3}}
+    demo.write_all(cfg["Global"]["data_root"], seed=3, sets=["a"])
+    assert ensure_demo_data(cfg) == ["b", "c"] and calls == ["a", "b", "c"]
+    assert demo.written_sets(cfg["Global"]["data_root"]) == {"a": 3, "b": 3, "c": 3}
+    assert ensure_demo_data(cfg) == [] and len(calls) == 3  # complete: nothing rewritten
+    os.makedirs(tmp_path / "old" / "b")  # a set folder no manifest vouches for (older or interrupted write)
+    cfg["Global"]["data_root"] = str(tmp_path / "old")
+    with pytest.raises(DataError, match=r"demo set folder\(s\) \['b'\] are not listed as complete"):
+        ensure_demo_data(cfg)
+    cfg["Global"].update(generate_demo_data=False, data_root=str(tmp_path / "none"))
+    with pytest.raises(DataError, match="Global.data_root not found or empty"):
+        ensure_demo_data(cfg)

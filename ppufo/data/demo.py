@@ -19,6 +19,7 @@ Writers (``write_market1501`` ... ``write_sop``) produce the official folder str
 file-name patterns and list files with small default sizes; ``write_all`` writes every demo
 set (face sets through ``demo_face``). Everything is deterministic given ``seed``.
 """
+import json
 import os
 import time
 
@@ -599,8 +600,30 @@ READERS = {"market1501": "Market1501", "dukemtmc": "DukeMTMC", "msmt17": "MSMT17
            "vehicleid": "VehicleID", "veriwild": "VeRiWild", "sop": "SOP", "faces_folder": "ImageFolder"}
 
 
+MANIFEST = ".ppufo_demo.json"  # beside the set folders, so no reader ever lists it
+
+
+def written_sets(root):
+    """{set: seed} of the demo sets completely written into ``root`` (from its manifest)."""
+    try:
+        with open(os.path.join(root, MANIFEST)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def _record_written(root, name, seed):
+    done = written_sets(root)
+    done[name] = seed
+    tmp = os.path.join(root, MANIFEST + f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(done, f)
+    os.replace(tmp, os.path.join(root, MANIFEST))
+
+
 def write_all(root, seed=0, sets=None):
-    """Write the demo sets (default: all of WRITERS) into ``root/<set>``.
+    """Write the demo sets (default: all of WRITERS) into ``root/<set>``; each finished set is
+    recorded in ``root/.ppufo_demo.json``, so an interrupted or older write is detectable.
 
     Returns {set: {"path", "seconds", "info"}} in writing order (iterating gives the names).
     """
@@ -613,5 +636,6 @@ def write_all(root, seed=0, sets=None):
         t = time.time()
         path = os.path.join(root, name)
         info = WRITERS[name](path, seed)
+        _record_written(root, name, seed)
         out[name] = {"path": path, "seconds": round(time.time() - t, 2), "info": info}
     return out
