@@ -47,3 +47,13 @@ function status_check() {
         echo "Run failed with command - ${model_name} - ${run_command} - ${log_path}" | tee -a "${run_log}"
     fi
 }
+
+# exits with the usage line unless $2 is a txt file and $3 a supported MODE
+function func_check_args() {
+    local script=$1 filename=$2 mode=$3
+    local modes="lite_train_lite_infer whole_train_whole_infer"
+    if [ ! -f "$filename" ] || [[ " $modes " != *" $mode "* ]]; then
+        echo "usage: bash $script <train_infer_python.txt> <MODE>; MODE one of: $modes" >&2
+        exit 2
+    fi
+}

@@ -5,15 +5,11 @@
 # written (training ends with an eval on every configured test set); TIPC_DEMO_SETS=a,b picks
 # fewer. An existing complete root is reused.
 set -eo pipefail
-cd "$(dirname "$0")/.."
-FILENAME=$1
+FILENAME=${1:+$(readlink -m "$1")}  # before cd: a relative path means the caller's folder
 MODE=$2
-MODES="lite_train_lite_infer whole_train_whole_infer"
-if [ ! -f "$FILENAME" ] || [[ " $MODES " != *" $MODE "* ]]; then
-    echo "usage: bash test_tipc/prepare.sh <train_infer_python.txt> <MODE>; MODE one of: $MODES" >&2
-    exit 2
-fi
+cd "$(dirname "$0")/.."
 source test_tipc/common_func.sh
+func_check_args test_tipc/prepare.sh "$FILENAME" "$MODE"
 python=$(func_parser_value "$(sed -n 3p "$FILENAME")")
 norm_train=$(grep -m1 '^norm_train:' "$FILENAME" || true)
 root=$(grep -o 'Global.data_root=[^ ]*' <<< "$norm_train" | head -1 | cut -d= -f2)

@@ -8,16 +8,11 @@
 # Results: test_tipc/output/<model_name>/<MODE>/results_python.log ("Run successfully/failed
 # with command - ..." per step) and one log per step beside it (TIPC_OUTPUT=dir moves them).
 set -f  # values such as [3,32,32] are not globs
+FILENAME=${1:+$(readlink -m "$1")}  # before cd: a relative path means the caller's folder
+MODE=$2
 cd "$(dirname "$0")/.."
 source test_tipc/common_func.sh
-
-FILENAME=$1
-MODE=$2
-MODES="lite_train_lite_infer whole_train_whole_infer"
-if [ ! -f "$FILENAME" ] || [[ " $MODES " != *" $MODE "* ]]; then
-    echo "usage: bash $0 <train_infer_python.txt> <MODE>; MODE one of: $MODES" >&2
-    exit 2
-fi
+func_check_args test_tipc/test_train_inference_python.sh "$FILENAME" "$MODE"
 mapfile -t lines < "$FILENAME"
 
 # the format is positional: check the keys we read are where they must be
