@@ -1,0 +1,191 @@
+"""GP-NAS performance predictor on subnet encodings, built on ``paddleslim.nas.GPNAS``.
+
+PaddleSlim's GPNAS is Bayesian linear regression plus a Gaussian-process correction:
+``get_initial_mean`` fits the prior weights w0 by least squares, ``get_initial_cov`` sets their
+prior covariance (hp_cov * I), ``get_posterior_mean`` updates w with the kernel matrix of the
+encodings as the observation covariance (m_flag 2: the closed-form posterior; m_flag 1: a
+Woodbury-style update), ``get_predict`` is the linear mean x.w and ``get_predict_jiont`` adds
+the GP correction K(x, X) K(X, X)^-1 (y - X.w). Kernels (c_flag): 1 = 0.5 exp(-|d|^2 / 16)
+(RBF), 2 = exp(-|d| / 12) (exponential). We follow PaddleSlim's GP-NAS demo: prior mean from
+one half of the samples, posterior from the other half, joint prediction from all of them.
+
+GPNAS used raw misbehaves on our encodings, so ``fit`` normalises first (measured on the
+demo supernet, see benchmark/gpnas_quality.py):
+- its kernel length scales are fixed (16 and 12) while our encodings are in [0, 1], so every
+  pair of subnets looks alike and K(X, X) is near-singular; columns are standardised and scaled
+  so that the median distance between training encodings equals the kernel's length scale;
+- columns that never vary over the training set (e.g. the always-active first blocks) only
+  add singular directions and are dropped;
+- the prior covariance (0.01 * I) assumes unit-scale targets, so targets (ms, mAP) are
+  standardised and predictions mapped back;
+- the jitter hp_mat (1e-7) doubles as the observation noise: right for latency, too small for
+  accuracy measured on a finite validation set, so ``noise`` is chosen from a small grid by
+  5-fold cross-validated error on the training samples.
+"""
+import functools
+
+import numpy as np
+
+from ..utils.errors import ConfigError
+
+LENGTH_SCALE = {1: 4.0, 2: 12.0}  # the distance at which GPNAS's kernel (c_flag) has decayed
+NOISE_GRID = (1e-7, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+PRIOR_GRID = (1e-2, 1e-1, 1.0, 10.0)
+HP_GRID = tuple((n, c) for n in NOISE_GRID for c in PRIOR_GRID)
+MIN_SAMPLES = 4
+
+
+def kendall_tau(a, b):
+    """Kendall rank correlation (tau-b, ties handled); nan if either side is constant."""
+    from scipy.stats import kendalltau
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if len(a) != len(b):
+        raise ValueError(f"kendall_tau: {len(a)} vs {len(b)} values")
+    return float(kendalltau(a, b).correlation)
+
+
+def rmse(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def quality(predicted, measured):
+    """{"tau", "rmse", "n"} of predictions against measurements of the same subnets."""
+    return {"tau": kendall_tau(predicted, measured), "rmse": rmse(predicted, measured), "n": int(len(measured))}
+
+
+@functools.lru_cache(maxsize=None)
+def _gpnas_class():
+    """GPNAS with its kernel matrices vectorised: the same _get_corelation formulas, but
+    PaddleSlim builds them entry by entry in Python (seconds for a few thousand candidates)."""
+    import warnings
+    with warnings.catch_warnings():  # paddleslim's imports emit deprecation noise
+        warnings.simplefilter("ignore")
+        from paddleslim.nas import GPNAS
+
+    class VectorisedGPNAS(GPNAS):
+        def _get_cor_mat_joint(self, X, X_train):
+            X, X_train = np.asarray(X, np.float64), np.asarray(X_train, np.float64)
+            sq = np.maximum((X * X).sum(1)[:, None] + (X_train * X_train).sum(1)[None]
+                            - 2.0 * X @ X_train.T, 0.0)
+            if self.c_flag == 1:
+                return np.asmatrix(0.5 * np.exp(-sq / 16))
+            return np.asmatrix(np.exp(-np.sqrt(sq) / 12))
+
+        def _get_cor_mat(self, X):
+            return self._get_cor_mat_joint(X, X)
+
+    return VectorisedGPNAS
+
+
+FEATURES = ("summary", "encoding", "both")
+
+
+def subnet_features(space, subnets, kind="summary"):
+    """Predictor inputs. "encoding": ``space.encode`` (block by block). "summary": the encoding's
+    blocks summed (depth, total heads, total ratio, count of each FFN path) plus the total MLP
+    hidden width (the mix path counts twice): position-free, 7 numbers, which 20-40 samples can
+    fit where the 37-long encoding leaves a linear mean underdetermined. "both": the two joined."""
+    if kind not in FEATURES:
+        raise ConfigError(f"Search.features={kind!r}; expected one of {list(FEATURES)}")
+    rows = []
+    for s in subnets:
+        v = space.encode(s)
+        summary = np.append(v[1:].reshape(space.max_depth, 6).sum(0),
+                            sum(m for _, m in space.block_widths(s)) / (2.0 * space.full_hidden)) / space.max_depth
+        rows.append({"encoding": v, "summary": summary, "both": np.concatenate([v, summary])}[kind])
+    return np.array(rows, np.float64).reshape(len(rows), -1)
+
+
+class GPNASPredictor:
+    """Fit on (encoding, measured value) pairs; ``predict`` the value of unseen encodings."""
+
+    def __init__(self, c_flag=2, m_flag=2, hp=None):
+        if c_flag not in LENGTH_SCALE or m_flag not in (1, 2):
+            raise ConfigError(f"GPNASPredictor: c_flag {c_flag} / m_flag {m_flag}; both must be 1 or 2")
+        self.c_flag, self.m_flag, self.fixed_hp = c_flag, m_flag, hp
+        self.gp = None
+
+    # -- normalisation -------------------------------------------------------------------------
+    def _features(self, X):
+        return (np.asarray(X, np.float64)[:, self.keep] - self.mu) / self.sigma * self.scale
+
+    def _fit_normalisation(self, X, y):
+        self.keep = np.flatnonzero(X.std(0) > 1e-12)
+        if not len(self.keep):
+            raise ValueError("GPNASPredictor.fit: every training encoding is the same")
+        Xk = X[:, self.keep]
+        self.mu, self.sigma, self.scale = Xk.mean(0), Xk.std(0), 1.0
+        Z = self._features(X)
+        d = np.sqrt(((Z[:, None] - Z[None]) ** 2).sum(-1))[np.triu_indices(len(Z), 1)]
+        self.scale = LENGTH_SCALE[self.c_flag] / max(float(np.median(d)), 1e-12)
+        self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
+
+    # -- GPNAS -----------------------------------------------------------------------------
+    def _gpnas(self, Z, t, hp):
+        gp = _gpnas_class()(c_flag=self.c_flag, m_flag=self.m_flag)
+        gp.hp_mat, gp.hp_cov = hp
+        gp.get_initial_mean(Z[0::2], t[0::2])
+        gp.get_initial_cov(Z)
+        gp.get_posterior_mean(Z[1::2], t[1::2])
+        return gp
+
+    @staticmethod
+    def _joint(gp, Zq, Z, t):
+        return np.asarray(gp.get_predict_jiont(Zq, Z, t)).ravel()
+
+    def _quiet(self, fn, *args):
+        """GPNAS works in np.matrix (deprecated by numpy: silenced) and inverts matrices of a few
+        dozen rows, where threaded BLAS only adds overhead: on this 2-core machine, shared, one
+        fit took 12 s with OpenBLAS's default threads and 0.23 s with one."""
+        import warnings
+        from contextlib import nullcontext
+        try:
+            from threadpoolctl import threadpool_limits  # installed with paddleslim (via scikit-learn)
+            limit = threadpool_limits(1, user_api="blas")
+        except ImportError:
+            limit = nullcontext()
+        with warnings.catch_warnings(), limit:
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            return fn(*args)
+
+    def _cv_error(self, Z, t, hp, folds=5):
+        err = []
+        for k in range(folds):
+            m = np.arange(len(Z)) % folds != k
+            gp = self._gpnas(Z[m], t[m], hp)
+            err.append(self._joint(gp, Z[~m], Z[m], t[m]) - t[~m])
+        return float(np.mean(np.square(np.concatenate(err))))
+
+    def fit(self, X, y):
+        return self._quiet(self._fit, X, y)
+
+    def predict(self, X):
+        return self._quiet(self._predict, X)
+
+    def _fit(self, X, y):
+        X, y = np.asarray(X, np.float64), np.asarray(y, np.float64).ravel()
+        if X.ndim != 2 or len(X) != len(y):
+            raise ValueError(f"GPNASPredictor.fit: X {X.shape} and y {y.shape} do not pair up")
+        if len(X) < MIN_SAMPLES:
+            raise ValueError(f"GPNASPredictor.fit: {len(X)} samples; needs at least {MIN_SAMPLES}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("GPNASPredictor.fit: targets contain nan/inf")
+        self._fit_normalisation(X, y)
+        self.Z, self.t = self._features(X), (y - self.y_mean) / self.y_std
+        if self.fixed_hp is not None:
+            self.hp = tuple(self.fixed_hp)
+        else:
+            losses = {hp: self._cv_error(self.Z, self.t, hp) for hp in HP_GRID}
+            self.hp = min(losses, key=losses.get)
+        self.gp = self._gpnas(self.Z, self.t, self.hp)
+        return self
+
+    def _predict(self, X):
+        if self.gp is None:
+            raise RuntimeError("GPNASPredictor.predict before fit")
+        X = np.asarray(X, np.float64)
+        out = []
+        for i in range(0, len(X), 512):  # GPNAS builds its kernel matrices in Python loops
+            out.append(self._joint(self.gp, self._features(X[i:i + 512]), self.Z, self.t))
+        return np.concatenate(out) * self.y_std + self.y_mean if out else np.zeros(0)
