@@ -1,0 +1,259 @@
+"""Subnet latency on a chip: measured with Paddle Inference where the chip is present, composed
+from its per-layer table (latency_table.py) where it is not.
+
+A measurement is what a user deploys: the subnet is extracted to a plain ViT, exported with the
+exporter into a temporary folder, loaded with deploy/python/predictor.py's FeaturePredictor and
+timed at the configured batch size: warm-up runs, then the median of the timed runs.
+"""
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from ..utils.errors import ConfigError
+from .latency_table import ROOT, geometry, load_table, required_entries
+
+# FeaturePredictor options per chip; gpu_trt_int8 needs calibration data, onnx another runtime:
+# both take their latency from a table
+CHIP_OPTIONS = {
+    "cpu_x86": {"device": "cpu", "enable_mkldnn": True},
+    "arm": {"device": "cpu", "enable_mkldnn": False},
+    "gpu": {"device": "gpu"},
+    "gpu_trt_fp16": {"device": "gpu", "use_tensorrt": True, "precision": "fp16"},
+    "xpu": {"device": "xpu"},
+    "npu": {"device": "npu"},
+}
+
+
+def chip_present(chip):
+    """Whether ``chip`` can be timed on this machine with this Paddle build."""
+    import paddle
+    if chip == "cpu_x86":
+        return platform.machine().lower() in ("x86_64", "amd64", "i686")
+    if chip == "arm":
+        return platform.machine().lower() in ("aarch64", "arm64")
+    if chip in ("gpu", "gpu_trt_fp16"):
+        return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if chip == "xpu":
+        return paddle.device.is_compiled_with_xpu()
+    if chip == "npu":
+        return "npu" in paddle.device.get_all_custom_device_type()
+    return False
+
+
+def feature_predictor(model_dir, chip, cpu_threads):
+    sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
+    from predictor import FeaturePredictor
+    opts = dict(CHIP_OPTIONS[chip])
+    if opts["device"] == "cpu":
+        opts["cpu_threads"] = cpu_threads
+    return FeaturePredictor(model_dir, **opts)
+
+
+TIMERS = {"wall": time.perf_counter, "thread_cpu": time.thread_time}
+
+
+def check_timer(timer, cpu_threads):
+    if timer not in TIMERS:
+        raise ConfigError(f"Search.timer={timer!r}; expected one of {sorted(TIMERS)}")
+    if timer == "thread_cpu" and cpu_threads != 1:
+        raise ConfigError(f"Search.timer=thread_cpu counts the calling thread only: it needs Search.cpu_threads=1, "
+                          f"got {cpu_threads}")
+
+
+def time_exported(model_dir, chip, batch_size, warmup, repeats, cpu_threads=1, timer="wall"):
+    """Median ms of ``repeats`` runs after ``warmup`` runs of the exported model in ``model_dir``.
+
+    timer "wall" is the latency a user sees. "thread_cpu" is the CPU time of the calling thread,
+    where a 1-thread CPU predictor does all its work: the same number on an idle machine, but
+    it leaves out the time other processes hold the core, which on a shared machine varies
+    2-3x from one second to the next (measured here: the largest demo subnet's wall median
+    6.0-16.9 ms over 8 rounds, its thread CPU median 4.9-5.5 ms)."""
+    check_timer(timer, cpu_threads)
+    clock = TIMERS[timer]
+    pred = feature_predictor(model_dir, chip, cpu_threads)
+    x = np.random.RandomState(0).rand(batch_size, *pred.info["image_shape"]).astype("float32")
+    for _ in range(warmup):
+        pred(x)
+    times = []
+    for _ in range(repeats):
+        t = clock()
+        pred(x)
+        times.append(clock() - t)
+    return 1e3 * float(np.median(times))
+
+
+class MeasuredLatency:
+    """subnet -> ms: extract from the supernet, export, time with Paddle Inference."""
+
+    def __init__(self, config, supernet, task, chip, batch_size=1, warmup=10, repeats=50, cpu_threads=1,
+                 timer="wall"):
+        check_timer(timer, cpu_threads)
+        if chip not in CHIP_OPTIONS:
+            raise ConfigError(f"Search.chip={chip}: cannot be timed with Paddle Inference here; "
+                              f"use Search.latency=table (deploy/chips/{chip}.json)")
+        self.config, self.supernet, self.task, self.chip = config, supernet, task, chip
+        self.batch_size, self.warmup, self.repeats, self.cpu_threads = batch_size, warmup, repeats, cpu_threads
+        self.timer, self.measured = timer, True
+        self.source = (f"Paddle Inference on this machine ({chip}, {cpu_threads} thread(s)), batch {batch_size}, "
+                       f"median {timer} time of {repeats} runs")
+
+    def __call__(self, subnet):
+        import paddle
+
+        from ..engine.exporter import export_task
+        from .extract import extract
+        _, model = extract(self.config, self.supernet, [self.task], subnet)
+        d = tempfile.mkdtemp(prefix="ppufo_latency_")
+        try:
+            with paddle.no_grad():
+                export_task(model, self.task, self.config, d)
+            return time_exported(d, self.chip, self.batch_size, self.warmup, self.repeats, self.cpu_threads,
+                                 self.timer)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class TableLatency:
+    """subnet -> ms composed from deploy/chips/<chip>.json."""
+
+    def __init__(self, chip, space, image_shape, batch_size, path=None):
+        self.table = load_table(chip, space, image_shape, batch_size, path)
+        self.measured = self.table.measured
+        how = "measured" if self.measured else "PLACEHOLDER estimate, not measured"
+        self.source = f"latency table {self.table.where} ({how})"
+
+    def __call__(self, subnet):
+        return self.table.latency(subnet)
+
+
+def build_latency(search, config, supernet, task):
+    """The latency source of Search.latency: measure, table, or auto (measure if the chip is here)."""
+    mode, chip = search["latency"], search["chip"]
+    if mode == "auto":
+        mode = "measure" if chip in CHIP_OPTIONS and chip_present(chip) else "table"
+    if mode == "measure":
+        if not chip_present(chip):
+            raise ConfigError(f"Search.latency=measure: chip {chip} is not present on this machine; "
+                              f"use Search.latency=table")
+        return MeasuredLatency(config, supernet, task, chip, search["batch_size"], search["warmup"],
+                               search["repeats"], search["cpu_threads"], search["timer"])
+    return TableLatency(chip, supernet.space, config["Global"]["image_shape"], search["batch_size"],
+                        search["latency_table"])
+
+
+# -- building a table ---------------------------------------------------------------------------
+def _probe(model, task, ops):
+    """A feature model running ``ops`` (token -> token layers) between the depth-0 ViT's
+    embedding and its final norm + neck: the exported model minus its blocks, plus ``ops``."""
+    import paddle.nn as nn
+    import paddle.nn.functional as F
+
+    class Probe(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.vit, self.neck, self.ops = model.backbone, model.heads[task].neck, nn.LayerList(ops)
+
+        def forward(self, x):
+            t = self.vit.embed_tokens(x)
+            for op in self.ops:
+                t = op(t)
+            return F.normalize(self.neck(self.vit.norm(t)[:, 0]), axis=1)
+
+    return Probe()
+
+
+def _residual(norm, layer):
+    import paddle.nn as nn
+
+    class Residual(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.layer = norm, layer
+
+        def forward(self, t):
+            return t + self.layer(self.norm(t))
+
+    return Residual()
+
+
+def measure_table(config, space, task, chip, batch_size, warmup, repeats, cpu_threads=1, copies=4,
+                  timer="wall", progress=None):
+    """Table entries timed with Paddle Inference: the stem alone, and each op as the extra time
+    of ``copies`` stacked copies over the stem (which cancels the per-run overhead)."""
+    import paddle
+    import paddle.nn as nn
+
+    from ..arch.backbone.vit import Attention, Mlp
+    from ..arch.multitask import build_model
+    from .extract import extracted_config
+    paddle.seed(0)
+    empty = space.uniform(space.depths[0], space.heads[0], space.paths[0], space.ratios[0])
+    cfg = extracted_config(config, [task], empty, space)
+    cfg["Arch"]["Backbone"].update(depth=0, block_heads=None, block_mlp_hidden=None)
+    model = build_model(cfg, {task: 2})
+    model.eval()
+    c, h, w = config["Global"]["image_shape"]
+    eps = cfg["Arch"]["Backbone"].get("epsilon", 1e-6)
+
+    def timed(layer):
+        layer.eval()
+        d = tempfile.mkdtemp(prefix="ppufo_table_")
+        try:
+            static = paddle.jit.to_static(layer, input_spec=[paddle.static.InputSpec([None, c, h, w], "float32", "x")],
+                                          full_graph=True)
+            paddle.jit.save(static, os.path.join(d, "inference"))
+            with open(os.path.join(d, "inference.yml"), "w") as f:
+                f.write(f"image_shape: [{c}, {h}, {w}]\n")
+            return time_exported(d, chip, batch_size, warmup, repeats, cpu_threads, timer)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    need = required_entries(space)
+    jobs = [("stem", None)] + [("attention", n) for n in need["attention"]] + [("ffn", n) for n in need["ffn"]]
+    bar = progress(total=len(jobs), desc=f"latency table {chip}") if progress else None
+    stem = timed(_probe(model, task, []))
+    out = {"stem": stem, "attention": {}, "ffn": {}}
+    for op, n in jobs[1:]:
+        if op == "attention":
+            layers = [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps),
+                                Attention(space.embed_dim, n, space.qkv_bias, head_dim=space.head_dim))
+                      for _ in range(copies)]
+        else:
+            layers = [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps), Mlp(space.embed_dim, n))
+                      for _ in range(copies)]
+        # floor at 1 us: on a noisy machine a tiny op can time below zero after the subtraction
+        out[op][str(n)] = round(max((timed(_probe(model, task, layers)) - stem) / copies, 1e-3), 4)
+        if bar:
+            bar.update()
+    out["stem"] = round(stem, 4)
+    if bar:
+        bar.update()
+        bar.close()
+    return out
+
+
+def estimate_table(space, image_shape, batch_size, gflops, overhead_ms):
+    """Placeholder entries for a chip not at hand: FLOPs / assumed throughput + a per-kernel
+    launch overhead. Not a measurement; the table's provenance says so."""
+    from ..arch.backbone.vit import vit_flops
+    c, h, w = image_shape
+    n = (h // space.patch_size) * (w // space.patch_size)
+
+    def ms(blocks):
+        return batch_size * vit_flops(space.embed_dim, space.patch_size, n, blocks, c) / (gflops * 1e6)
+
+    base = ms([])
+    need = required_entries(space)
+    return {"stem": round(base + 4 * overhead_ms, 4),
+            "attention": {str(k): round(ms([(k * space.head_dim, 0)]) - base + 4 * overhead_ms, 4)
+                          for k in need["attention"]},
+            "ffn": {str(m): round(ms([(0, m)]) - base + 2 * overhead_ms, 4) for m in need["ffn"]}}
+
+
+def table_entry(entries, space, image_shape, batch_size, provenance):
+    return {"geometry": geometry(space, image_shape, batch_size), "provenance": provenance, **entries}
