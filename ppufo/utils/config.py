@@ -109,6 +109,36 @@ SCHEMA = {
         "subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file (e.g. from search)"),
         "save_dir": Field(str, "./output/extracted"),
     },
+    "Search": {
+        "task": Field(str, "", doc="task(s) to search a subnet for, comma-separated ('' = every task)"),
+        "chip": Field(str, "cpu_x86", choices=CHIPS, doc="deploy target the budget applies to"),
+        "budget_type": Field(str, "latency_ms", choices=("latency_ms", "params", "flops")),
+        "budget": Field((float, type(None)), None,
+                        doc="required to search: ms per batch, backbone parameters, or FLOPs per image"),
+        "latency": Field(str, "auto", choices=("auto", "measure", "table"),
+                         doc="measure with Paddle Inference, compose deploy/chips/<chip>.json, or "
+                             "auto: measure if the chip is present"),
+        "latency_table": Field(OPT_STR, None, doc="table file; null = deploy/chips/<chip>.json"),
+        "batch_size": Field(int, 1, doc="batch size latency is measured/tabled at"),
+        "warmup": Field(int, 10, doc="untimed runs before timing"),
+        "repeats": Field(int, 30, doc="timed runs; latency is their median"),
+        "cpu_threads": Field(int, 1, doc="Paddle Inference CPU threads when measuring"),
+        "timer": Field(str, "wall", choices=("wall", "thread_cpu"),
+                       doc="wall clock, or the CPU time of the 1-thread predictor (steadier on a shared machine)"),
+        "metric": Field(str, "score", doc="validation result key (mAP, rank1, accuracy_mean, recall@1) "
+                                          "or score (the headline number)"),
+        "val_sets": Field((dict, type(None)), None, doc="{task: [test_sets entries]} to validate on; "
+                                                        "null (or a task left out) = the task's test_sets"),
+        "features": Field(str, "encoding", choices=("summary", "encoding", "both"),
+                          doc="GP-NAS inputs of the accuracy predictors (latency always uses summary; "
+                              "see ppufo/nas/predictor.py)"),
+        "num_samples": Field(int, 40, doc="subnets measured to fit the predictors"),
+        "num_candidates": Field(int, 5000, doc="random subnets ranked by the predictors"),
+        "num_verify": Field(int, 5, doc="top predicted candidates measured before choosing"),
+        "seed": Field(int, 0),
+        "cache_dir": Field(str, "./output/search/cache", doc="measurements (JSON lines) for resuming"),
+        "save_dir": Field(str, "./output/search", doc="<task>_<chip>.json + Pareto PNG"),
+    },
     "Export": {
         "save_dir": Field(str, "./inference", doc="one sub-folder per task when exporting several"),
         "task": Field(str, "all", doc="a task name, or 'all'"),

@@ -1,0 +1,67 @@
+"""A subnet's accuracy: its metric on the task's validation sets, evaluated through the supernet
+with inherited weights (no retraining), by the Evaluator.
+
+Validation sets are Search.val_sets (test-set entries, e.g. MSMT17's list_val split or sets
+carved from identities the supernet never trained on); when null, the task's own test_sets
+stand in, which is what the demo does (its supernet trains on the train split only, but then
+the search selects on the sets it is later reported on: say so when publishing numbers).
+"""
+import copy
+import logging
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..utils.errors import ConfigError
+
+
+@contextmanager
+def quiet_logger():
+    """The Evaluator logs a full table per call; a search makes hundreds of calls."""
+    log = logging.getLogger("ppufo")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+class SubnetAccuracy:
+    """subnet -> mean of ``metric`` over ``task``'s validation sets ("score" = the paper's headline
+    number: rank-1, verification accuracy or Recall@1)."""
+
+    def __init__(self, config, supernet, task, metric="score", val_sets=None, output_dir=None):
+        from ..engine.evaluator import Evaluator
+        if task not in config["Tasks"]:
+            raise ConfigError(f"Search.task: {task!r} is not a task of this config; tasks: {list(config['Tasks'])}")
+        cfg = copy.deepcopy(config)
+        if val_sets is not None:
+            if not isinstance(val_sets, list) or not val_sets:
+                raise ConfigError(f"Search.val_sets: expected a non-empty list of test-set entries, got {val_sets!r}")
+            cfg["Tasks"][task]["test_sets"] = copy.deepcopy(val_sets)
+        elif not cfg["Tasks"][task]["test_sets"]:
+            raise ConfigError(f"Search: task {task} has no Search.val_sets and no test_sets to evaluate on")
+        if output_dir:
+            cfg["Global"]["output_dir"] = output_dir
+        self.supernet, self.task, self.metric = supernet, task, metric
+        self.evaluator = Evaluator(cfg, supernet, only=[task])
+        self.sets = [s.label for s in self.evaluator.sets]
+
+    def value(self, result):
+        if self.metric == "score":
+            v = result["score"]
+        elif self.metric in result:
+            v = result[self.metric]
+        else:
+            keys = sorted(k for k, x in result.items() if isinstance(x, float))
+            raise ConfigError(f"Search.metric={self.metric}: set {result['set']} reports {keys} (or use 'score')")
+        if v is None:
+            raise ConfigError(f"Search.metric={self.metric}: set {result['set']} has no headline score")
+        return float(v)
+
+    def __call__(self, subnet):
+        self.supernet.set_subnets({self.task: subnet})
+        with quiet_logger():
+            res = self.evaluator.evaluate(tag=f"search_{self.task}")
+        return float(np.mean([self.value(r) for r in res["sets"]]))

@@ -1,0 +1,78 @@
+"""Measurements cached on disk as JSON lines keyed by the subnet encoding, so an interrupted
+search resumes without measuring anything twice.
+
+The first line records what the file measures (checkpoint, metric, chip, batch size ...); a
+file written for something else is refused rather than mixed in.
+"""
+import json
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from ..utils.errors import ConfigError
+
+
+def subnet_key(space, subnet):
+    return ",".join(f"{v:.6g}" for v in space.encode(subnet))
+
+
+class MeasureCache:
+    def __init__(self, path, context):
+        self.path, self.context, self.values = path, dict(context), {}
+        if os.path.isfile(path) and os.path.getsize(path):
+            self._read()
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(json.dumps({"context": self.context}) + "\n")
+
+    def _read(self):
+        with open(self.path) as f:
+            lines = f.read().split("\n")
+        try:
+            head = json.loads(lines[0])["context"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{self.path}:1: not a measurement cache header ({lines[0][:80]!r})") from None
+        if head != json.loads(json.dumps(self.context)):
+            raise ConfigError(f"{self.path}: measured for {head}, but this search measures {self.context}; "
+                              f"use another Search.cache_dir or delete the file")
+        for i, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                self.values[rec["key"]] = float(rec["value"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                if i == len(lines):  # the last write was cut short: drop it, measure it again
+                    with open(self.path, "w") as f:
+                        f.write("\n".join(lines[:-1]) + "\n")
+                    continue
+                raise ConfigError(f"{self.path}:{i}: malformed record {line[:80]!r}") from None
+
+    def __len__(self):
+        return len(self.values)
+
+    def get(self, key):
+        return self.values.get(key)
+
+    def add(self, key, subnet, value, seconds):
+        self.values[key] = float(value)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"key": key, "subnet": subnet.to_dict(), "value": float(value),
+                                "seconds": round(seconds, 3)}) + "\n")
+            f.flush()
+
+
+def measure(space, subnets, fn, cache, desc):
+    """fn(subnet) for every subnet not yet in ``cache`` (progress bar); values of all, in order."""
+    keys = [subnet_key(space, s) for s in subnets]
+    todo = {k: s for k, s in zip(keys, subnets) if cache.get(k) is None}
+    for k, s in tqdm(todo.items(), desc=desc, disable=None if todo else True):
+        t = time.time()
+        value = float(fn(s))
+        if not np.isfinite(value):
+            raise ValueError(f"{desc}: measured {value} for subnet {s.to_json()}")
+        cache.add(k, s, value, time.time() - t)
+    return np.array([cache.get(k) for k in keys], np.float64)

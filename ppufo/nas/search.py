@@ -1,0 +1,138 @@
+"""Budgeted subnet search per chip: measure a sample, fit GP-NAS, rank, verify, choose.
+
+1. Sample Search.num_samples distinct subnets (the largest and smallest first, so the fit spans
+   the space) and measure them: accuracy per task, and latency when the budget is in ms.
+2. Fit one GP-NAS predictor for each task's accuracy (on Search.features) and one for the chip's
+   latency (on the position-free summary; a latency table is itself an exact model and is used
+   as is; params and FLOPs are computed exactly).
+3. Predict Search.num_candidates random subnets (the whole space if it is that small), keep
+   those predicted within budget, verify the Search.num_verify best by measuring them.
+4. Choose, per task, the most accurate MEASURED subnet whose MEASURED cost is within budget.
+"""
+import numpy as np
+
+from ..utils.errors import ConfigError
+from .cache import measure, subnet_key
+from .predictor import GPNASPredictor, quality, subnet_features
+
+BUDGETS = ("latency_ms", "params", "flops")
+# every block of a ViT sees the same tokens, so latency does not depend on where a choice sits
+LATENCY_FEATURES = "summary"
+
+
+def sample_subnets(space, n, rng, extremes=True):
+    """``n`` distinct subnets; the largest and smallest first when ``extremes``."""
+    out, seen = [], set()
+    pool = [space.largest(), space.smallest()] if extremes else []
+    n = min(n, space.size())
+    while len(out) < n:
+        s = pool.pop(0) if pool else space.sample(rng)
+        k = subnet_key(space, s)
+        if k not in seen:
+            seen.add(k)
+            out.append(s)
+    return out
+
+
+class Measure:
+    """A measurement function with its cache and a label for progress bars."""
+
+    def __init__(self, fn, cache, label):
+        self.fn, self.cache, self.label = fn, cache, label
+
+    def __call__(self, space, subnets):
+        return measure(space, subnets, self.fn, self.cache, self.label)
+
+
+class BudgetedSearch:
+    """accuracy: {task: Measure}; latency: a Measure (needed for a latency_ms budget), or an exact
+    callable (a latency table) when ``latency_exact``."""
+
+    def __init__(self, space, accuracy, budget_type, budget, latency=None, latency_exact=False,
+                 num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="encoding", log=print):
+        if budget_type not in BUDGETS:
+            raise ConfigError(f"Search.budget_type={budget_type!r}; expected one of {list(BUDGETS)}")
+        if not budget or budget <= 0:
+            raise ConfigError(f"Search.budget={budget!r}: expected a positive number "
+                              f"({'ms' if budget_type == 'latency_ms' else budget_type})")
+        if budget_type == "latency_ms" and latency is None:
+            raise ConfigError("Search.budget_type=latency_ms needs a latency source (Search.latency)")
+        if num_samples < 4 or num_verify < 1 or num_candidates < 1:
+            raise ConfigError(f"Search: num_samples {num_samples} (>= 4), num_verify {num_verify} (>= 1), "
+                              f"num_candidates {num_candidates} (>= 1)")
+        self.space, self.accuracy, self.latency, self.latency_exact = space, accuracy, latency, latency_exact
+        self.budget_type, self.budget, self.features = budget_type, float(budget), features
+        self.num_samples, self.num_candidates, self.num_verify = num_samples, num_candidates, num_verify
+        self.rng, self.log = np.random.RandomState(seed), log
+
+    # -- costs ---------------------------------------------------------------------------------
+    def measured_cost(self, subnets):
+        if self.budget_type == "params":
+            return np.array([self.space.params(s) for s in subnets], np.float64)
+        if self.budget_type == "flops":
+            return np.array([self.space.flops(s) for s in subnets], np.float64)
+        if self.latency_exact:
+            return np.array([self.latency(s) for s in subnets], np.float64)
+        return self.latency(self.space, subnets)
+
+    def X(self, subnets, kind=None):
+        return subnet_features(self.space, subnets, kind or self.features)
+
+    # -- the search -----------------------------------------------------------------------------
+    def run(self):
+        sp = self.space
+        samples = sample_subnets(sp, self.num_samples, self.rng)
+        cost = self.measured_cost(samples)
+        acc = {t: m(sp, samples) for t, m in self.accuracy.items()}
+        predictors = {t: GPNASPredictor().fit(self.X(samples), a) for t, a in acc.items()}
+        cost_model = None
+        if self.budget_type == "latency_ms" and not self.latency_exact:
+            cost_model = GPNASPredictor().fit(self.X(samples, LATENCY_FEATURES), cost)
+        if sp.size() <= self.num_candidates:
+            candidates = sample_subnets(sp, sp.size(), self.rng, extremes=False)
+        else:
+            candidates = sample_subnets(sp, self.num_candidates, self.rng)
+        Xc = self.X(candidates)
+        pred_cost = (cost_model.predict(self.X(candidates, LATENCY_FEATURES)) if cost_model is not None
+                     else self.measured_cost(candidates))
+        results = {}
+        for task, predictor in predictors.items():
+            pred_acc = predictor.predict(Xc)
+            results[task] = self._choose(task, samples, acc[task], cost, candidates, pred_acc, pred_cost,
+                                         predictor, cost_model)
+        return results
+
+    def _choose(self, task, samples, sample_acc, sample_cost, candidates, pred_acc, pred_cost, predictor, cost_model):
+        sp = self.space
+        keys = [subnet_key(sp, s) for s in candidates]
+        sampled = {subnet_key(sp, s) for s in samples}
+        order = [i for i in np.argsort(-pred_acc, kind="stable")
+                 if pred_cost[i] <= self.budget and keys[i] not in sampled]
+        verify = [candidates[i] for i in order[:self.num_verify]]
+        self.log(f"[{task}] {int(np.sum(pred_cost <= self.budget))} of {len(candidates)} candidates predicted "
+                 f"within {self.budget_type} <= {self.budget:g}; verifying the {len(verify)} predicted best")
+        v_acc = self.accuracy[task](sp, verify) if verify else np.zeros(0)
+        v_cost = self.measured_cost(verify) if verify else np.zeros(0)
+        pool = list(zip(samples, sample_acc, sample_cost)) + list(zip(verify, v_acc, v_cost))
+        within = [(s, a, c) for s, a, c in pool if c <= self.budget]
+        if not within:
+            lowest = min(c for _, _, c in pool)
+            raise ConfigError(f"Search.budget: no measured subnet of {task} is within {self.budget_type} <= "
+                              f"{self.budget:g} (the cheapest measured costs {lowest:.4g}); raise the budget")
+        best = max(within, key=lambda r: r[1])
+        Xb = self.X([best[0]])
+        held_out = quality(predictor.predict(self.X(verify)), v_acc) if len(verify) >= 2 else None
+        return {
+            "task": task, "subnet": best[0],
+            "predicted": {"accuracy": float(predictor.predict(Xb)[0]),
+                          self.budget_type: float(cost_model.predict(self.X([best[0]], LATENCY_FEATURES))[0])
+                          if cost_model is not None
+                          else float(self.measured_cost([best[0]])[0])},
+            "measured": {"accuracy": float(best[1]), self.budget_type: float(best[2])},
+            "verified": [{"subnet": s.to_dict(), "predicted_accuracy": float(p), "accuracy": float(a),
+                          self.budget_type: float(c)}
+                         for s, p, a, c in zip(verify, predictor.predict(self.X(verify)) if verify else [], v_acc, v_cost)],
+            "verify_quality": held_out,
+            "points": {"measured": [(float(c), float(a)) for _, a, c in pool],
+                       "predicted": [(float(c), float(a)) for c, a in zip(pred_cost, pred_acc)]},
+        }
