@@ -80,3 +80,23 @@ def test_supernet_starts_from_an_all_in_one_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="pretrained: .*nowhere.pdparams not found"):
         build_backbone({"name": "ViTSupernet", "embed_dim": 48, "depth": 3, "num_heads": 3,
                         "pretrained": str(tmp_path / "nowhere")}, img_size=[32, 32], tasks=["person"])
+
+
+@pytest.mark.slow
+def test_tipc_chain_for_an_extracted_subnet(demo_root, tmp_path):
+    """train supernet -> eval -> extract (pre_export) -> export -> Paddle Inference -> compare."""
+    txt = tmp_path / "train_infer_python.txt"
+    with open(f"{ROOT}/test_tipc/configs/ufo_supernet_subnet_tiny/train_infer_python.txt") as f:
+        txt.write_text(f.read().replace("./data/tipc_demo", demo_root))
+    proc = subprocess.run(["bash", "test_tipc/test_train_inference_python.sh", str(txt), "lite_train_lite_infer"],
+                          cwd=ROOT, env=dict(os.environ, TIPC_OUTPUT=str(tmp_path / "out")),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "out" / "ufo_supernet_subnet_tiny" / "lite_train_lite_infer"
+    lines = (out / "results_python.log").read_text().splitlines()
+    assert [line.split(" - ")[2].split()[1] for line in lines] == \
+        ["tools/train.py", "tools/eval.py", "tools/extract_subnet.py", "tools/export_model.py"] + \
+        ["deploy/python/predict_rec.py", "test_tipc/compare_features.py"] * 2
+    assert all(line.startswith("Run successfully") for line in lines)
+    diffs = [float(p.read_text().split("max |inference - dygraph| = ")[1].split()[0]) for p in out.glob("compare_*.log")]
+    assert len(diffs) == 2 and max(diffs) <= 1e-4
