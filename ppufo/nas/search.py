@@ -113,6 +113,9 @@ class BudgetedSearch:
                  f"within {self.budget_type} <= {self.budget:g}; verifying the {len(verify)} predicted best")
         v_acc = self.accuracy[task](sp, verify) if verify else np.zeros(0)
         v_cost = self.measured_cost(verify) if verify else np.zeros(0)
+        v_pred = predictor.predict(self.X(verify)) if verify else np.zeros(0)
+        for p, a, c in zip(v_pred, v_acc, v_cost):
+            self.log(f"[{task}] verified: predicted accuracy {p:.4f}, measured {a:.4f}, {self.budget_type} {c:.4g}")
         pool = list(zip(samples, sample_acc, sample_cost)) + list(zip(verify, v_acc, v_cost))
         within = [(s, a, c) for s, a, c in pool if c <= self.budget]
         if not within:
@@ -120,19 +123,18 @@ class BudgetedSearch:
             raise ConfigError(f"Search.budget: no measured subnet of {task} is within {self.budget_type} <= "
                               f"{self.budget:g} (the cheapest measured costs {lowest:.4g}); raise the budget")
         best = max(within, key=lambda r: r[1])
-        Xb = self.X([best[0]])
-        held_out = quality(predictor.predict(self.X(verify)), v_acc) if len(verify) >= 2 else None
+        if cost_model is not None:
+            best_cost = float(cost_model.predict(self.X([best[0]], LATENCY_FEATURES))[0])
+        else:
+            best_cost = float(self.measured_cost([best[0]])[0])
         return {
             "task": task, "subnet": best[0],
-            "predicted": {"accuracy": float(predictor.predict(Xb)[0]),
-                          self.budget_type: float(cost_model.predict(self.X([best[0]], LATENCY_FEATURES))[0])
-                          if cost_model is not None
-                          else float(self.measured_cost([best[0]])[0])},
+            "predicted": {"accuracy": float(predictor.predict(self.X([best[0]]))[0]), self.budget_type: best_cost},
             "measured": {"accuracy": float(best[1]), self.budget_type: float(best[2])},
             "verified": [{"subnet": s.to_dict(), "predicted_accuracy": float(p), "accuracy": float(a),
-                          self.budget_type: float(c)}
-                         for s, p, a, c in zip(verify, predictor.predict(self.X(verify)) if verify else [], v_acc, v_cost)],
-            "verify_quality": held_out,
+                          self.budget_type: float(c)} for s, p, a, c in zip(verify, v_pred, v_acc, v_cost)],
+            # the verified are the top of the ranking, unseen by the fit: a held-out check
+            "verify_quality": quality(v_pred, v_acc) if len(verify) >= 2 else None,
             "points": {"measured": [(float(c), float(a)) for _, a, c in pool],
                        "predicted": [(float(c), float(a)) for c, a in zip(pred_cost, pred_acc)]},
         }
