@@ -31,6 +31,7 @@ def smooth_summary(v):
     return np.tanh(0.3 * t[1] + 0.2 * t[2] + 0.1 * t[5] - 1.5) + 0.2 * np.sin(t[0])
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # GPNAS uses np.matrix
 def test_vectorised_kernels_equal_paddleslims_loops():
     from paddleslim.nas import GPNAS
     rng = np.random.RandomState(0)
