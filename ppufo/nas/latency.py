@@ -69,10 +69,12 @@ def time_exported(model_dir, chip, batch_size, warmup, repeats, cpu_threads=1, t
     """Median ms of ``repeats`` runs after ``warmup`` runs of the exported model in ``model_dir``.
 
     timer "wall" is the latency a user sees. "thread_cpu" is the CPU time of the calling thread,
-    where a 1-thread CPU predictor does all its work: the same number on an idle machine, but
-    it leaves out the time other processes hold the core, which on a shared machine varies
-    2-3x from one second to the next (measured here: the largest demo subnet's wall median
-    6.0-16.9 ms over 8 rounds, its thread CPU median 4.9-5.5 ms)."""
+    where a 1-thread CPU predictor does all its work. On an idle machine it gives the same
+    number, but it leaves out the time other processes hold the core. On a shared machine that
+    time varies 2-3x from one second to the next. Measured here on the largest demo subnet, 30
+    runs per round: the wall median ranged 6.0-16.9 ms over 8 rounds, and the thread CPU median
+    4.9-5.5 ms over 6 later rounds. It still moves ~10-20% with the load (caches, the core's
+    sibling thread)."""
     check_timer(timer, cpu_threads)
     clock = TIMERS[timer]
     pred = feature_predictor(model_dir, chip, cpu_threads)
