@@ -1,10 +1,18 @@
-"""Inference latency of the same model in dygraph vs Paddle Inference (CPU, oneDNN), one run.
+"""Inference latency of the same model: dygraph vs Paddle Inference (oneDNN) vs ONNX Runtime, one run.
 
-python benchmark/infer_speed.py [--repeats 10]
-Last line: the ViT-B/16 224 batch-1 ratio. ONNX Runtime is not measured: paddle2onnx is not in
-the pinned stack.
+python benchmark/infer_speed.py [--repeats 10] [--threads 2]
+Every side gets the same number of CPU threads (default: all cores this process may use).
+Paddle's dygraph runs its math on ONE thread unless told otherwise (measured: one busy thread),
+so it is given ``--threads`` through paddle.base.core.set_num_threads (Paddle 3.3.1 has no public
+call for it); each row reports how many threads actually did the work, and also times dygraph on
+one thread (Paddle's default) with the ratios against it.
+Calls are interleaved (dygraph, Paddle Inference, ONNX Runtime, dygraph, ...) so background load
+hits every side alike. Ratios use the best of the timed runs after warm-up (on a shared machine the
+best run is the one that got its cores; medians are printed beside them).
+Last line: the ViT-B/16 224 batch-1 ratio.
 """
 import argparse
+import glob
 import os
 import sys
 import tempfile
@@ -20,49 +28,109 @@ import paddle  # noqa: E402
 from ppufo.arch import build_model  # noqa: E402
 from ppufo.engine.exporter import export_task  # noqa: E402
 from ppufo.utils.config import load_config  # noqa: E402
-from predictor import FeaturePredictor  # noqa: E402
+from predictor import FeaturePredictor, OnnxPredictor  # noqa: E402
 
 
-def median_time(fn, x, repeats):
-    fn(x)
-    times = []
-    for _ in range(repeats):
+def thread_ticks():
+    """CPU ticks used so far by each thread of this process (Linux /proc; {} elsewhere)."""
+    out = {}
+    for path in glob.glob("/proc/self/task/*/stat"):
+        try:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[path.split("/")[4]] = int(fields[11]) + int(fields[12])  # utime + stime
+    return out
+
+
+class Side:
+    def __init__(self, name, fn):
+        self.name, self.fn, self.times, self.ticks = name, fn, [], {}
+
+    def timed_call(self, x):
+        before = thread_ticks()
         t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        self.fn(x)
+        self.times.append(time.perf_counter() - t)
+        for k, v in thread_ticks().items():
+            self.ticks[k] = self.ticks.get(k, 0) + v - before.get(k, 0)
+
+    def threads(self):
+        """Threads that did at least a quarter of the busiest thread's work ('?' without /proc)."""
+        top = max(self.ticks.values(), default=0)
+        return sum(v >= top / 4 for v in self.ticks.values()) if top >= 8 else "?"
 
 
-def compare(label, overrides, batches, repeats):
+def measure(sides, x, repeats, warmup=3):
+    for s in sides:
+        for _ in range(warmup):  # oneDNN / ORT build their kernels for a new shape on the first calls
+            s.fn(x)
+    for _ in range(repeats):
+        for s in sides:
+            s.timed_call(x)
+    return [float(np.min(s.times)) for s in sides], [float(np.median(s.times)) for s in sides]
+
+
+def compare(label, overrides, batches, repeats, threads):
     cfg = load_config(os.path.join(ROOT, "configs", "quickstart.yaml"), overrides)
+    paddle.seed(0)
     model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
     model.eval()
     d = tempfile.mkdtemp()
     export_task(model, "person", cfg, d)
-    pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=2, max_batch_size=max(batches))
+    pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=threads, max_batch_size=max(batches))
+    onnx = None
+    try:
+        from onnx_export import export_onnx
+        export_onnx(d)
+        onnx = OnnxPredictor(d, cpu_threads=threads)
+    except ImportError as e:
+        print(f"ONNX Runtime not measured: {e}")
     c, h, w = cfg["Global"]["image_shape"]
     ratios = {}
     for b in batches:
         x = np.random.default_rng(0).standard_normal((b, c, h, w)).astype("float32")
-        with paddle.no_grad():
-            dy = median_time(lambda a: model.embed(paddle.to_tensor(a), "person").numpy(), x, repeats)
-            diff = np.abs(model.embed(paddle.to_tensor(x), "person").numpy() - pred(x)).max()
-        pi = median_time(pred, x, repeats)
-        ratios[b] = dy / pi
-        print(f"{label} b{b}: dygraph {dy * 1e3:8.1f} ms, Paddle Inference (oneDNN) {pi * 1e3:8.1f} ms, "
-              f"{dy / pi:.2f}x, max |diff| {diff:.1e}")
+
+        def dygraph_on(n):
+            def run(a):
+                # a Paddle Inference run leaves the math library at one thread (measured): set it per call
+                paddle.base.core.set_num_threads(n)
+                with paddle.no_grad():
+                    return model.embed(paddle.to_tensor(a), "person").numpy()
+            return run
+
+        ref = dygraph_on(threads)(x)
+        # dygraph on 1 thread is Paddle's default, and the faster choice for tiny models
+        sides = [Side("dygraph", dygraph_on(threads)), Side("dygraph 1-thread", dygraph_on(1)),
+                 Side("Paddle Inference (oneDNN)", pred)]
+        diffs = [np.abs(pred(x) - ref).max()]
+        if onnx is not None:
+            sides.append(Side("ONNX Runtime", onnx))
+            diffs.append(np.abs(onnx(x) - ref).max())
+        times, medians = measure(sides, x, repeats)
+        ratios[b] = times[0] / times[2]
+        cols = [f"{s.name} {t * 1e3:.1f} ms (median {m * 1e3:.0f}) [{s.threads()} thr]"
+                for s, t, m in zip(sides, times, medians)]
+        speedups = [f"{s.name} {times[0] / t:.2f}x ({times[1] / t:.2f}x vs 1-thread)" for s, t in
+                    zip(sides[2:], times[2:])]
+        print(f"{label} b{b}: " + ", ".join(cols) + "; vs dygraph: " + ", ".join(speedups)
+              + "; max |diff| " + " / ".join(f"{v:.1e}" for v in diffs), flush=True)
     return ratios
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count())
     a = p.parse_args()
     paddle.set_device("cpu")
-    compare("quickstart ViT-Ti (6 blocks, 64x64)", [], (1, 8), a.repeats)
+    compare("quickstart ViT-Ti (6 blocks, 64x64)", [], (1, 8), a.repeats, a.threads)
     vitb = compare("ViT-B/16 224", ["Global.image_shape=[3,224,224]", "Arch.Backbone.name=ViT_base_patch16",
-                                     "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"], (1, 8), a.repeats)
-    print(f"{vitb[1]:.1f}x Paddle Inference vs dygraph (ViT-B/16 224, b1, oneDNN)")
+                                     "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"], (1, 8),
+                   a.repeats, a.threads)
+    print(f"{vitb[1]:.1f}x Paddle Inference vs dygraph (ViT-B/16 224, b1, oneDNN, {a.threads} threads each)")
 
 
 if __name__ == "__main__":
