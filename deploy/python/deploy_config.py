@@ -6,11 +6,9 @@ PaddleClas layout (``Global``, ``PreProcess``, ``IndexProcess``) with ppufo's ke
 import os
 import sys
 
-import yaml
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
-from ppufo.utils.config import Field, _validate, apply_override  # noqa: E402  (imports no paddle)
+from ppufo.utils.config import Field, _validate, apply_override, load_config  # noqa: E402  (no paddle)
 from ppufo.utils.errors import ConfigError  # noqa: E402
 
 OPT_STR = (str, type(None))
@@ -95,23 +93,17 @@ def validate_deploy(cfg):
 
 def load_deploy_config(path=None, overrides=()):
     """The deploy config at ``path`` (None: all defaults) with overrides; errors name the file."""
-    cfg, where = {}, "deploy config"
     if path is not None:
-        where = path
         if not os.path.isfile(path):
             raise ConfigError(f"deploy config not found: {path}")
-        with open(path) as f:
-            try:
-                cfg = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        return load_config(path, overrides, validator=validate_deploy)
+    cfg = {}
     try:
-        if isinstance(cfg, dict):
-            for item in overrides:
-                apply_override(cfg, item)
+        for item in overrides:
+            apply_override(cfg, item)
         return validate_deploy(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"deploy config: {e}") from None
 
 
 def predictor_kwargs(cfg):

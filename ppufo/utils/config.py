@@ -225,7 +225,9 @@ def apply_override(cfg, item):
     return cfg
 
 
-def load_config(path, overrides=()):
+def load_config(path, overrides=(), validator=None):
+    """Read ``path``, apply overrides, validate; errors name the file. ``validator`` defaults to the
+    training schema (deploy YAMLs pass their own)."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     with open(path) as f:
@@ -238,7 +240,7 @@ def load_config(path, overrides=()):
     for item in overrides:
         apply_override(cfg, item)
     try:
-        return validate(cfg)
+        return (validator or validate)(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
