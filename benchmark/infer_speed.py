@@ -119,6 +119,46 @@ def compare(label, overrides, batches, repeats, threads):
     return ratios
 
 
+def compare_subnets(repeats, threads):
+    """Full supernet path vs extracted subnets, each exported to Paddle Inference, on the
+    reference's ViT-B/16 supernet (depth 10-12, heads 10-12, FFN 0.75-1.0) at 224, batch 1."""
+    from ppufo.nas.extract import extract
+    cfg = load_config(os.path.join(ROOT, "configs", "supernet_quickstart.yaml"), [
+        "Global.image_shape=[3,224,224]", "DataLoader.Train.transforms=[]", "Arch.Backbone.embed_dim=768",
+        "Arch.Backbone.depth=12", "Arch.Backbone.num_heads=12", "Arch.Backbone.depths=[10,11,12]",
+        "Arch.Backbone.heads=[10,11,12]", "Arch.Backbone.ffn_ratios=[0.75,0.875,1.0]"])
+    paddle.seed(0)
+    supernet = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
+    supernet.eval()
+    sp = supernet.space
+    subnets = {"full path (largest, mix)": sp.largest(), "ViT-B (task path, full)": sp.uniform(12, 12, "task", 1.0),
+               "smallest subnet": sp.smallest()}
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
+
+    def supernet_path(a):
+        paddle.base.core.set_num_threads(threads)
+        with paddle.no_grad():
+            return supernet.embed(paddle.to_tensor(a), "person").numpy()
+
+    supernet.set_subnets(sp.largest())
+    sides, diffs = [Side("supernet full path, dygraph", supernet_path)], []
+    for name, sub in subnets.items():
+        plain_cfg, plain = extract(cfg, supernet, ["person"], sub)
+        d = tempfile.mkdtemp()
+        export_task(plain, "person", plain_cfg, d)
+        pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=threads, max_batch_size=1)
+        supernet.set_subnets(sub)
+        diffs.append(float(np.abs(pred(x) - supernet_path(x)).max()))
+        sides.append(Side(f"{name} {sp.params(sub) / 1e6:.1f}M", pred))
+    supernet.set_subnets(sp.largest())
+    times, _ = measure(sides, x, repeats)
+    print("ViT-B/16 supernet b1: " + ", ".join(f"{s.name} {t * 1e3:.1f} ms" for s, t in zip(sides, times))
+          + f"; max |diff| vs the supernet path {max(diffs):.1e}")
+    print(f"extracted subnets (Paddle Inference): smallest {times[1] / times[3]:.2f}x faster than the full path, "
+          f"{times[2] / times[3]:.2f}x faster than ViT-B; full path {times[0] / times[1]:.2f}x faster than "
+          f"running it in the supernet (dygraph)", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=10)
@@ -127,6 +167,7 @@ def main():
     a = p.parse_args()
     paddle.set_device("cpu")
     compare("quickstart ViT-Ti (6 blocks, 64x64)", [], (1, 8), a.repeats, a.threads)
+    compare_subnets(a.repeats, a.threads)
     vitb = compare("ViT-B/16 224", ["Global.image_shape=[3,224,224]", "Arch.Backbone.name=ViT_base_patch16",
                                      "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"], (1, 8),
                    a.repeats, a.threads)
