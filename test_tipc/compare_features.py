@@ -3,7 +3,7 @@
 python test_tipc/compare_features.py -c <run>/config.yaml -o Global.pretrained_model=<run>/latest \
     --task person --features <run>/infer_mkldnn_True.npz [--atol 1e-4]
 
-The dygraph side rebuilds the model the way tools/export_model.py does and preprocesses the
+The dygraph side loads the model the way tools/export_model.py does and preprocesses the
 same images with the training code's eval transforms, so a preprocessing mismatch in the
 deploy path fails here too. Prints one line; exit code 1 when max |diff| > atol.
 """
@@ -13,7 +13,6 @@ import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import numpy as np  # noqa: E402
 
@@ -25,10 +24,10 @@ def dygraph_features(config, task, paths, batch_size=16):
     import paddle
     from PIL import Image
 
-    from export_model import load_trained
+    from ppufo.arch.multitask import load_trained_model
     from ppufo.data.loader import eval_transforms
     paddle.set_device("cpu")
-    model = load_trained(config)
+    model = load_trained_model(config)
     if task not in model.task_names:
         raise ConfigError(f"--task {task}: not a task of this model; tasks: {model.task_names}")
     tf = eval_transforms(config)

@@ -55,6 +55,9 @@ def test_train_extract_then_eval_export_and_finetune_the_subnet(demo_root, tmp_p
     log = run("eval.py", str(out_dir / "config.yaml"), f"Global.data_root={demo_root}")
     assert "Market1501" in log and "lfw" not in log
     run("export_model.py", str(out_dir / "config.yaml"), f"Export.save_dir={tmp_path}/inference")
+    refused = subprocess.run([sys.executable, "tools/export_model.py", "-c", cfg, "-o", *base,
+                              f"Global.pretrained_model={tmp_path}/super/latest"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 1 and "extract a subnet first" in refused.stderr
     assert sorted(os.listdir(tmp_path / "inference")) == ["inference.json", "inference.pdiparams", "inference.yml"]
     # fine-tuning starts from the extracted weights (Global.pretrained_model in its config)
     log = run("train.py", str(out_dir / "config.yaml"), f"Global.data_root={demo_root}",

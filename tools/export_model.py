@@ -12,25 +12,6 @@ from ppufo.utils.config import load_config, parse_args  # noqa: E402  (imports n
 from ppufo.utils.errors import ConfigError  # noqa: E402
 
 
-def load_trained(config):
-    import paddle
-
-    from ppufo.arch.multitask import build_model, num_classes_from_state
-    from ppufo.utils.checkpoint import load_weights, strip_prefix
-
-    """Model of ``config`` with the weights of Global.pretrained_model."""
-    g = config["Global"]
-    if not g["pretrained_model"]:
-        raise ConfigError("Global.pretrained_model: required (a checkpoint prefix, e.g. output/quickstart/latest)")
-    path = strip_prefix(g["pretrained_model"]) + ".pdparams"
-    if not os.path.isfile(path):
-        raise ConfigError(f"Global.pretrained_model: {path} not found")
-    model = build_model(config, num_classes_from_state(paddle.load(path), list(config["Tasks"])))
-    load_weights(model, path, strict=True)
-    model.eval()
-    return model
-
-
 def main():
     args = parse_args("ppufo export")
     try:
@@ -39,11 +20,15 @@ def main():
         sys.exit(f"error: {e}")
     import paddle
 
+    from ppufo.arch.multitask import load_trained_model
     from ppufo.engine.exporter import export_model
     from ppufo.utils.logger import get_logger
     try:
+        if config["Arch"].get("name") == "SupernetMultiTaskModel":
+            raise ConfigError(f"{args.config}: a supernet is not exported whole; extract a subnet first "
+                              f"(tools/extract_subnet.py) and export its config.yaml")
         paddle.set_device("cpu")  # export is device independent
-        written = export_model(load_trained(config), config)
+        written = export_model(load_trained_model(config), config)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     for task, (d, files) in written.items():
