@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from ppufo.utils.config import load_config, parse_args  # noqa: E402
+from ppufo.utils.config import cli_config  # noqa: E402
 from ppufo.utils.errors import ConfigError  # noqa: E402
 
 
@@ -42,11 +42,7 @@ def extra(p):
 
 
 def main():
-    args = parse_args("ppufo latency table", extra=extra)
-    try:
-        config = load_config(args.config, args.override)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    args, config = cli_config("ppufo latency table", extra=extra)
     import paddle
     from tqdm import tqdm
 

@@ -8,16 +8,12 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from ppufo.utils.config import load_config, parse_args  # noqa: E402  (imports no paddle)
+from ppufo.utils.config import cli_config  # noqa: E402  (imports no paddle)
 from ppufo.utils.errors import ConfigError  # noqa: E402
 
 
 def main():
-    args = parse_args("ppufo export")
-    try:
-        config = load_config(args.config, args.override)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    args, config = cli_config("ppufo export")
     import paddle
 
     from ppufo.arch.multitask import load_trained_model

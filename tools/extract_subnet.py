@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from ppufo.utils.config import load_config, parse_args  # noqa: E402
+from ppufo.utils.config import cli_config  # noqa: E402
 from ppufo.utils.errors import ConfigError, DataError  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -39,12 +39,8 @@ def side_by_side(config, supernet, model, tasks, rows):
 
 
 def main():
-    args = parse_args("ppufo subnet extraction", extra=lambda p: p.add_argument(
+    args, config = cli_config("ppufo subnet extraction", extra=lambda p: p.add_argument(
         "--eval", action="store_true", help="evaluate the supernet path and the subnet side by side"))
-    try:
-        config = load_config(args.config, args.override)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
     from ppufo.arch.multitask import load_trained_model
     from ppufo.nas.extract import extract, max_feature_diff
     from ppufo.utils.checkpoint import save_checkpoint

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from ppufo.utils.config import load_config, parse_args  # noqa: E402
+from ppufo.utils.config import cli_config  # noqa: E402
 from ppufo.utils.errors import ConfigError, DataError  # noqa: E402
 
 
@@ -82,11 +82,7 @@ def write_result(config, space, res, save_dir):
 
 
 def main():
-    args = parse_args("ppufo GP-NAS subnet search")
-    try:
-        config = load_config(args.config, args.override)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    args, config = cli_config("ppufo GP-NAS subnet search")
     from ppufo.arch.multitask import load_trained_model
     from ppufo.utils.device import set_device
     from ppufo.utils.logger import init_logger

@@ -261,3 +261,13 @@ def parse_args(description="ppufo", extra=None):
     args = p.parse_args()
     args.override = [o for group in args.override for o in group]
     return args
+
+
+def cli_config(description, extra=None):
+    """(args, config) for a tool's main(); a config error exits with its message (status 1)."""
+    import sys
+    args = parse_args(description, extra)
+    try:
+        return args, load_config(args.config, args.override)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
