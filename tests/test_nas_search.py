@@ -306,3 +306,65 @@ def test_search_tool_writes_a_choice_that_extracts_and_exports(demo_root, tmp_pa
     assert 0 < ms < 1000
     with pytest.raises(ConfigError, match="thread_cpu counts the calling thread only"):
         MeasuredLatency(cfg, supernet, "person", "cpu_x86", cpu_threads=2, timer="thread_cpu")
+
+
+class DriftingMachine:
+    """A virtual clock whose core slows down 3x over the measurement, and predictors costing
+    ``base`` virtual ms each at full speed: what a shared machine does to sequential timing."""
+
+    def __init__(self, bases, total):
+        self.now, self.total, self.order = 0.0, total, []
+        self.preds = [self.predictor(i, b) for i, b in enumerate(bases)]
+
+    def predictor(self, i, base):
+        def run(x):
+            self.order.append(i)
+            self.now += base * (1 + 2 * min(1.0, self.now / self.total)) / 1e3
+        return run
+
+    def clock(self):
+        return self.now
+
+
+def test_interleaved_timing_ranks_subnets_through_drift_that_fools_sequential_timing():
+    from ppufo.nas.latency import time_interleaved
+    bases = [1.0, 1.2, 1.4, 1.6, 1.8, 2.0]  # true order; the slow-down reverses sequential timing
+    total = 30 * sum(bases) / 1e3 * 2
+    seq = DriftingMachine(bases[::-1], total)  # timed slowest first, as bad luck would have it
+    sequential = [time_interleaved([p], None, 0, 30, 1, seq.clock)[0] for p in seq.preds][::-1]
+    assert kendall_tau(sequential, bases) < 0  # the drift beats a 2x real difference
+    m = DriftingMachine(bases, total)
+    ms = time_interleaved(m.preds, None, 2, 30, 10, m.clock, seed=0)
+    assert list(np.argsort(ms)) == list(range(6))  # the true order
+    assert len(m.order) == 6 * (2 + 30)  # warm-up + 10 passes of bursts of 3, per predictor
+    passes = [m.order[12 + 18 * k:12 + 18 * (k + 1)] for k in range(10)]
+    assert all(sorted(set(p)) == list(range(6)) and len(p) == 18 for p in passes)  # every pass visits all
+    assert len({tuple(p[::3]) for p in passes}) > 1  # in a fresh order
+
+
+class Grouped(Counted):
+    """A measurement taking subnets in groups, as MeasuredLatency does."""
+    group = 4
+
+    def __init__(self, fn):
+        super().__init__(fn)
+        self.groups = []
+
+    def measure_many(self, subnets):
+        self.groups.append(len(subnets))
+        return [self(s) for s in subnets]
+
+
+def test_grouped_measurements_are_cached_per_subnet_and_resume(tmp_path):
+    from ppufo.nas.cache import measure
+    sp = space()
+    subnets = sample_subnets(sp, 10, np.random.RandomState(0))
+    lat = fake_latency(sp)
+    first = Grouped(lat)
+    cache = MeasureCache(str(tmp_path / "lat.jsonl"), {"m": 1})
+    np.testing.assert_allclose(measure(sp, subnets[:6], first, cache, "lat"), [lat(s) for s in subnets[:6]])
+    assert first.groups == [4, 2]
+    second = Grouped(lat)
+    values = measure(sp, subnets, second, MeasureCache(str(tmp_path / "lat.jsonl"), {"m": 1}), "lat")
+    np.testing.assert_allclose(values, [lat(s) for s in subnets])
+    assert second.groups == [4] and len(second.calls) == 4  # only the 4 not cached

@@ -66,13 +66,22 @@ class MeasureCache:
 
 
 def measure(space, subnets, fn, cache, desc):
-    """fn(subnet) for every subnet not yet in ``cache`` (progress bar); values of all, in order."""
+    """fn(subnet) for every subnet not yet in ``cache`` (progress bar); values of all, in order.
+    A ``fn`` with ``measure_many`` and ``group`` (MeasuredLatency) gets up to ``group`` subnets
+    per call, measured together; each is cached as soon as its call returns."""
     keys = [subnet_key(space, s) for s in subnets]
-    todo = {k: s for k, s in zip(keys, subnets) if cache.get(k) is None}
-    for k, s in tqdm(todo.items(), desc=desc, disable=None if todo else True):
-        t = time.time()
-        value = float(fn(s))
-        if not np.isfinite(value):
-            raise ValueError(f"{desc}: measured {value} for subnet {s.to_json()}")
-        cache.add(k, s, value, time.time() - t)
+    todo = list({k: s for k, s in zip(keys, subnets) if cache.get(k) is None}.items())
+    many = getattr(fn, "measure_many", None)
+    group = max(1, getattr(fn, "group", 1)) if many else 1
+    with tqdm(total=len(todo), desc=desc, disable=None if todo else True) as bar:
+        for i in range(0, len(todo), group):
+            chunk = todo[i:i + group]
+            t = time.time()
+            values = many([s for _, s in chunk]) if many else [fn(chunk[0][1])]
+            seconds = (time.time() - t) / len(chunk)
+            for (k, s), value in zip(chunk, values):
+                if not np.isfinite(value):
+                    raise ValueError(f"{desc}: measured {value} for subnet {s.to_json()}")
+                cache.add(k, s, float(value), seconds)
+            bar.update(len(chunk))
     return np.array([cache.get(k) for k in keys], np.float64)

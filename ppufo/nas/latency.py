@@ -65,6 +65,32 @@ def check_timer(timer, cpu_threads):
                           f"got {cpu_threads}")
 
 
+def time_interleaved(predictors, x, warmup, repeats, rounds=1, timer="wall", seed=None):
+    """Median ms of each predictor over ``repeats`` timed runs on ``x``, after ``warmup`` runs.
+
+    The runs are spread over ``rounds`` passes; each pass times a burst of every predictor in a
+    fresh random order. On a shared machine the speed of the core drifts over seconds (other
+    jobs, caches, the sibling thread), so subnets timed one after the other are ranked partly by
+    when they ran; interleaved, every subnet sees the same drift (benchmark/gpnas_quality.py
+    measures the gain). The order is fresh per call (``seed`` None), so two measurements do not
+    share an ordering bias. ``timer`` may also be a clock function."""
+    clock = TIMERS[timer] if isinstance(timer, str) else timer
+    for pred in predictors:
+        for _ in range(warmup):
+            pred(x)
+    burst = max(1, -(-repeats // max(1, rounds)))
+    times = [[] for _ in predictors]
+    rng = np.random.RandomState(seed)
+    for _ in range(max(1, rounds)):
+        for i in rng.permutation(len(predictors)):
+            pred = predictors[i]
+            for _ in range(burst):
+                t = clock()
+                pred(x)
+                times[i].append(clock() - t)
+    return [1e3 * float(np.median(t)) for t in times]
+
+
 def time_exported(model_dir, chip, batch_size, warmup, repeats, cpu_threads=1, timer="wall"):
     """Median ms of ``repeats`` runs after ``warmup`` runs of the exported model in ``model_dir``.
 
@@ -76,48 +102,56 @@ def time_exported(model_dir, chip, batch_size, warmup, repeats, cpu_threads=1, t
     4.9-5.5 ms over 6 later rounds. It still moves ~10-20% with the load (caches, the core's
     sibling thread)."""
     check_timer(timer, cpu_threads)
-    clock = TIMERS[timer]
     pred = feature_predictor(model_dir, chip, cpu_threads)
-    x = np.random.RandomState(0).rand(batch_size, *pred.info["image_shape"]).astype("float32")
-    for _ in range(warmup):
-        pred(x)
-    times = []
-    for _ in range(repeats):
-        t = clock()
-        pred(x)
-        times.append(clock() - t)
-    return 1e3 * float(np.median(times))
+    return time_interleaved([pred], batch_input(pred, batch_size), warmup, repeats, 1, timer)[0]
+
+
+def batch_input(pred, batch_size):
+    return np.random.RandomState(0).rand(batch_size, *pred.info["image_shape"]).astype("float32")
 
 
 class MeasuredLatency:
-    """subnet -> ms: extract from the supernet, export, time with Paddle Inference."""
+    """subnet -> ms: extract from the supernet, export, time with Paddle Inference.
+
+    ``measure_many`` times up to ``group`` subnets together, interleaved over ``rounds`` passes
+    (time_interleaved); ppufo.nas.cache.measure uses it for the subnets it has not cached."""
 
     def __init__(self, config, supernet, task, chip, batch_size=1, warmup=10, repeats=50, cpu_threads=1,
-                 timer="wall"):
+                 timer="wall", rounds=1, group=1):
         check_timer(timer, cpu_threads)
         if chip not in CHIP_OPTIONS:
             raise ConfigError(f"Search.chip={chip}: cannot be timed with Paddle Inference here; "
                               f"use Search.latency=table (deploy/chips/{chip}.json)")
+        if rounds < 1 or group < 1 or repeats < 1:
+            raise ConfigError(f"Search: repeats {repeats}, rounds {rounds} and interleave {group} must be >= 1")
         self.config, self.supernet, self.task, self.chip = config, supernet, task, chip
         self.batch_size, self.warmup, self.repeats, self.cpu_threads = batch_size, warmup, repeats, cpu_threads
-        self.timer, self.measured = timer, True
+        self.timer, self.rounds, self.group, self.measured = timer, rounds, group, True
+        how = f", interleaved in groups of {group} over {rounds} passes" if group > 1 or rounds > 1 else ""
         self.source = (f"Paddle Inference on this machine ({chip}, {cpu_threads} thread(s)), batch {batch_size}, "
-                       f"median {timer} time of {repeats} runs")
+                       f"median {timer} time of {repeats} runs{how}")
 
     def __call__(self, subnet):
+        return self.measure_many([subnet])[0]
+
+    def measure_many(self, subnets):
         import paddle
 
         from ..engine.exporter import export_task
         from .extract import extract
-        _, model = extract(self.config, self.supernet, [self.task], subnet)
-        d = tempfile.mkdtemp(prefix="ppufo_latency_")
+        dirs = []
         try:
-            with paddle.no_grad():
-                export_task(model, self.task, self.config, d)
-            return time_exported(d, self.chip, self.batch_size, self.warmup, self.repeats, self.cpu_threads,
-                                 self.timer)
+            for subnet in subnets:
+                _, model = extract(self.config, self.supernet, [self.task], subnet)
+                dirs.append(tempfile.mkdtemp(prefix="ppufo_latency_"))
+                with paddle.no_grad():
+                    export_task(model, self.task, self.config, dirs[-1])
+            preds = [feature_predictor(d, self.chip, self.cpu_threads) for d in dirs]
+            x = batch_input(preds[0], self.batch_size)
+            return time_interleaved(preds, x, self.warmup, self.repeats, self.rounds, self.timer)
         finally:
-            shutil.rmtree(d, ignore_errors=True)
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 class TableLatency:
@@ -143,7 +177,8 @@ def build_latency(search, config, supernet, task):
             raise ConfigError(f"Search.latency=measure: chip {chip} is not present on this machine; "
                               f"use Search.latency=table")
         return MeasuredLatency(config, supernet, task, chip, search["batch_size"], search["warmup"],
-                               search["repeats"], search["cpu_threads"], search["timer"])
+                               search["repeats"], search["cpu_threads"], search["timer"], search["rounds"],
+                               search["interleave"])
     return TableLatency(chip, supernet.space, config["Global"]["image_shape"], search["batch_size"],
                         search["latency_table"])
 

@@ -122,6 +122,9 @@ SCHEMA = {
         "batch_size": Field(int, 1, doc="batch size latency is measured/tabled at"),
         "warmup": Field(int, 10, doc="untimed runs before timing"),
         "repeats": Field(int, 30, doc="timed runs; latency is their median"),
+        "rounds": Field(int, 10, doc="passes the timed runs are spread over, interleaving the subnets "
+                                     "of a group (steadier ranking on a shared machine)"),
+        "interleave": Field(int, 8, doc="subnets exported and timed together, interleaved"),
         "cpu_threads": Field(int, 1, doc="Paddle Inference CPU threads when measuring"),
         "timer": Field(str, "wall", choices=("wall", "thread_cpu"),
                        doc="wall clock, or the CPU time of the 1-thread predictor (steadier on a shared machine)"),
