@@ -368,3 +368,16 @@ def test_grouped_measurements_are_cached_per_subnet_and_resume(tmp_path):
     values = measure(sp, subnets, second, MeasureCache(str(tmp_path / "lat.jsonl"), {"m": 1}), "lat")
     np.testing.assert_allclose(values, [lat(s) for s in subnets])
     assert second.groups == [4] and len(second.calls) == 4  # only the 4 not cached
+
+
+def test_latency_is_the_configured_quantile_of_the_runs():
+    from ppufo.nas.latency import MeasuredLatency, time_interleaved
+    costs = iter([5.0, 1.0, 2.0, 9.0, 3.0] * 2)
+    now = [0.0]
+
+    def pred(x):
+        now[0] += next(costs) / 1e3
+    one = [time_interleaved([pred], None, 0, 5, 1, lambda: now[0], quantile=q)[0] for q in (0.5, 0.0)]
+    np.testing.assert_allclose(one, [3.0, 1.0])  # median and minimum of 5, 1, 2, 9, 3 ms
+    with pytest.raises(ConfigError, match="Search.quantile=1.5"):
+        MeasuredLatency({}, None, "person", "cpu_x86", quantile=1.5)

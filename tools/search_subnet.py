@@ -55,7 +55,8 @@ def build_search(config, supernet, tasks, log):
             latency, exact = src, True
         else:
             ctx = {"measure": "latency", "chip": s["chip"], "warmup": s["warmup"], "repeats": s["repeats"],
-                   "rounds": s["rounds"], "interleave": s["interleave"], "cpu_threads": s["cpu_threads"], "timer": s["timer"], **geometry(space, config["Global"]["image_shape"], s["batch_size"])}
+                   "rounds": s["rounds"], "interleave": s["interleave"],
+                   "quantile": s["quantile"], "cpu_threads": s["cpu_threads"], "timer": s["timer"], **geometry(space, config["Global"]["image_shape"], s["batch_size"])}
             latency = Measure(src, MeasureCache(os.path.join(cache, f"latency_{s['chip']}_b{s['batch_size']}.jsonl"), ctx),
                               f"{s['chip']} latency")
     return BudgetedSearch(space, accuracy, s["budget_type"], s["budget"], latency, exact, s["num_samples"],
