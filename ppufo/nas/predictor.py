@@ -11,7 +11,7 @@ one half of the samples, posterior from the other half, joint prediction from al
 
 GPNAS used raw fits our encodings poorly, so ``fit`` normalises first. On the demo supernet
 (benchmark/gpnas_quality.py, 30 fitted / 30 held-out subnets), raw GPNAS ranked person mAP at
-tau 0.43 (RMSE 0.024) and this wrapper at 0.58 (0.015); latency was the same either way (0.66).
+tau 0.43 (RMSE 0.024) and this wrapper at 0.58 (0.015); latency about the same either way (0.90-0.92).
 - Its kernel length scales are fixed (16 and 12), while our features lie in [0, 1]. Every pair
   of subnets then looks alike to the kernel. So columns are standardised and scaled until the
   median distance between training subnets equals the kernel's length scale.
