@@ -100,7 +100,6 @@ def main():
     from ppufo.nas.accuracy import SubnetAccuracy
     from ppufo.nas.cache import MeasureCache, measure
     from ppufo.nas.latency import MeasuredLatency, TableLatency
-    from ppufo.nas.latency_table import geometry
     from ppufo.nas.predictor import GPNASPredictor, quality, subnet_features
     from ppufo.nas.search import LATENCY_FEATURES, sample_subnets
     from ppufo.utils.config import load_config
@@ -115,16 +114,13 @@ def main():
     sp = net.space
     subnets = sample_subnets(sp, args.fit + args.test, np.random.RandomState(args.seed))
     fit, test = slice(0, args.fit), slice(args.fit, None)
-    weights = os.path.abspath(ckpt) + ".pdparams"
-    acc_ctx = {"checkpoint": os.path.abspath(ckpt), "mtime": int(os.path.getmtime(weights)), "val": val,
-               "metric": "mAP"}
-    lat_ctx = {"timer": args.timer, "repeats": args.repeats, **geometry(sp, cfg["Global"]["image_shape"], 1)}
-    acc = measure(sp, subnets, SubnetAccuracy(cfg, net, "person", "mAP", val),
-                  MeasureCache(os.path.join(args.work, "accuracy_person_mAP.jsonl"), acc_ctx), "person mAP")
-    val2 = validation_set(args, seed=2)
-    acc2 = measure(sp, subnets[test], SubnetAccuracy(cfg, net, "person", "mAP", val2),
-                   MeasureCache(os.path.join(args.work, "accuracy_person_mAP_val2.jsonl"), {**acc_ctx, "val": val2}),
-                   "person mAP, second validation set")
+
+    def accuracy(name, subnets, val):
+        fn = SubnetAccuracy(cfg, net, "person", "mAP", val)
+        return measure(sp, subnets, fn, MeasureCache(os.path.join(args.work, f"{name}.jsonl"), fn.context), name)
+
+    acc = accuracy("accuracy_person_mAP", subnets, val)
+    acc2 = accuracy("accuracy_person_mAP_val2", subnets[test], validation_set(args, seed=2))
 
     def tag(kw):  # one cache file per timing setting
         return f"{args.timer}_n{args.repeats}_q{kw['quantile']:g}" + (f"_p{kw['rounds']}" if "rounds" in kw else "")
@@ -132,7 +128,7 @@ def main():
     def timings(name, n, **kw):
         lat = MeasuredLatency(cfg, net, "person", "cpu_x86", 1, 10, args.repeats, 1, args.timer, **kw)
         return np.array([measure(sp, subnets, lat, MeasureCache(os.path.join(args.work, f"latency_{name}_{tag(kw)}_{r}.jsonl"),
-                                                                {**lat_ctx, **kw}), f"cpu_x86 latency, {name} {r + 1}")
+                                                                lat.context), f"cpu_x86 latency, {name} {r + 1}")
                          for r in range(n)])
 
     interleaved = timings("interleaved", 2, rounds=args.passes, group=len(subnets), quantile=args.quantile)

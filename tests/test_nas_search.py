@@ -381,3 +381,20 @@ def test_latency_is_the_configured_quantile_of_the_runs():
     np.testing.assert_allclose(one, [3.0, 1.0])  # median and minimum of 5, 1, 2, 9, 3 ms
     with pytest.raises(ConfigError, match="Search.quantile=1.5"):
         MeasuredLatency({}, None, "person", "cpu_x86", quantile=1.5)
+
+
+def test_build_latency_table_measures_every_entry_the_space_needs(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "cpu_x86.json"
+    cmd = [sys.executable, "tools/build_latency_table.py", "-c", "configs/supernet_quickstart.yaml", "-o",
+           "Global.image_shape=[3,32,32]", "Arch.Backbone.embed_dim=48", "Arch.Backbone.depth=3",
+           "Arch.Backbone.depths=[2,3]", "Search.chip=cpu_x86", "Search.warmup=1", "Search.repeats=4",
+           "Search.rounds=2", "Search.timer=thread_cpu", "--copies", "2", "--output", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sp = SearchSpace(48, 3, 3, 16, 4.0, [2, 3], [1, 2, 3], [0.5, 0.75, 1.0], img_size=(32, 32))
+    t = load_table("cpu_x86", sp, [3, 32, 32], 1, str(out))  # validates: every needed entry, positive
+    assert t.measured and "interleaved over 2 passes" in t.provenance["how"]
+    assert sorted(t.ops["ffn"]) == required_entries(sp)["ffn"]
+    assert t.latency(sp.largest()) > t.latency(sp.smallest()) > t.stem > 0

@@ -71,10 +71,11 @@ def main():
                 raise ConfigError(f"Search.chip={chip} is not present here; measure on the device, or write a "
                                   f"placeholder with --estimate_gflops")
             entries = measure_table(config, space, task, chip, bs, s["warmup"], s["repeats"], s["cpu_threads"],
-                                    args.copies, s["timer"], progress=tqdm)
+                                    args.copies, s["timer"], s["rounds"], s["quantile"], progress=tqdm)
             prov = {"measured": True,
                     "how": (f"Paddle Inference {paddle.__version__} ({chip}, {s['cpu_threads']} CPU thread(s)), "
-                            f"median {s['timer']} time of {s['repeats']} runs after {s['warmup']} warm-up runs; stem = the exported "
+                            f"{s['quantile']:g} quantile of the {s['timer']} time of {s['repeats']} runs after {s['warmup']} "
+                            f"warm-up runs, all probes interleaved over {s['rounds']} passes; stem = the exported "
                             f"model without blocks; an op = (stem + {args.copies} stacked copies - stem) / "
                             f"{args.copies}"),
                     "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "date": when,

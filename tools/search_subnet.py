@@ -20,20 +20,11 @@ from ppufo.utils.config import cli_config  # noqa: E402
 from ppufo.utils.errors import ConfigError, DataError  # noqa: E402
 
 
-def accuracy_context(config, task, val_sets):
-    path = os.path.abspath(config["Global"]["pretrained_model"])
-    weights = path if path.endswith(".pdparams") else path + ".pdparams"
-    return {"measure": "accuracy", "task": task, "metric": config["Search"]["metric"], "checkpoint": path,
-            "checkpoint_mtime": int(os.path.getmtime(weights)) if os.path.isfile(weights) else None,
-            "image_shape": config["Global"]["image_shape"], "val_sets": val_sets}
-
-
 def build_search(config, supernet, tasks, log):
     """The BudgetedSearch of config["Search"], its measurements cached under Search.cache_dir."""
     from ppufo.nas.accuracy import SubnetAccuracy
     from ppufo.nas.cache import MeasureCache
     from ppufo.nas.latency import TableLatency, build_latency
-    from ppufo.nas.latency_table import geometry
     from ppufo.nas.search import BudgetedSearch, Measure
     s, space = config["Search"], supernet.space
     cache = s["cache_dir"]
@@ -41,8 +32,7 @@ def build_search(config, supernet, tasks, log):
     for t in tasks:
         val = (s["val_sets"] or {}).get(t)
         fn = SubnetAccuracy(config, supernet, t, s["metric"], val, output_dir=cache)
-        ctx = accuracy_context(config, t, val or config["Tasks"][t]["test_sets"])
-        accuracy[t] = Measure(fn, MeasureCache(os.path.join(cache, f"accuracy_{t}_{s['metric']}.jsonl"), ctx),
+        accuracy[t] = Measure(fn, MeasureCache(os.path.join(cache, f"accuracy_{t}_{s['metric']}.jsonl"), fn.context),
                               f"{t} {s['metric']} on {','.join(fn.sets)}")
     latency, exact = None, False
     if s["budget_type"] == "latency_ms":
@@ -54,10 +44,8 @@ def build_search(config, supernet, tasks, log):
         if isinstance(src, TableLatency):
             latency, exact = src, True
         else:
-            ctx = {"measure": "latency", "chip": s["chip"], "warmup": s["warmup"], "repeats": s["repeats"],
-                   "rounds": s["rounds"], "interleave": s["interleave"],
-                   "quantile": s["quantile"], "cpu_threads": s["cpu_threads"], "timer": s["timer"], **geometry(space, config["Global"]["image_shape"], s["batch_size"])}
-            latency = Measure(src, MeasureCache(os.path.join(cache, f"latency_{s['chip']}_b{s['batch_size']}.jsonl"), ctx),
+            latency = Measure(src, MeasureCache(os.path.join(cache, f"latency_{s['chip']}_b{s['batch_size']}.jsonl"),
+                                                src.context),
                               f"{s['chip']} latency")
     return BudgetedSearch(space, accuracy, s["budget_type"], s["budget"], latency, exact, s["num_samples"],
                           s["num_candidates"], s["num_verify"], s["seed"], s["features"], log=log.info)

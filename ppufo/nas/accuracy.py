@@ -8,10 +8,12 @@ the search selects on the sets it is later reported on: say so when publishing n
 """
 import copy
 import logging
+import os
 from contextlib import contextmanager
 
 import numpy as np
 
+from ..utils.checkpoint import strip_prefix
 from ..utils.errors import ConfigError
 
 
@@ -45,8 +47,18 @@ class SubnetAccuracy:
         if output_dir:
             cfg["Global"]["output_dir"] = output_dir
         self.supernet, self.task, self.metric = supernet, task, metric
+        self.val_sets, self.global_cfg = cfg["Tasks"][task]["test_sets"], config["Global"]
         self.evaluator = Evaluator(cfg, supernet, only=[task])
         self.sets = [s.label for s in self.evaluator.sets]
+
+    @property
+    def context(self):
+        """What a cached measurement depends on (ppufo.nas.cache.MeasureCache refuses a mismatch)."""
+        path = os.path.abspath(strip_prefix(self.global_cfg["pretrained_model"] or ""))
+        weights = path + ".pdparams"
+        return {"measure": "accuracy", "task": self.task, "metric": self.metric, "checkpoint": path,
+                "checkpoint_mtime": int(os.path.getmtime(weights)) if os.path.isfile(weights) else None,
+                "image_shape": self.global_cfg["image_shape"], "val_sets": self.val_sets}
 
     def value(self, result):
         if self.metric == "score":

@@ -5,12 +5,14 @@ A measurement is what a user deploys: the subnet is extracted to a plain ViT, ex
 exporter into a temporary folder, loaded with deploy/python/predictor.py's FeaturePredictor and
 timed at the configured batch size: warm-up runs, then the median of the timed runs.
 """
+import itertools
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -92,8 +94,8 @@ def time_interleaved(predictors, x, warmup, repeats, rounds=1, timer="wall", see
     return [1e3 * float(np.quantile(t, quantile)) for t in times]
 
 
-def time_exported(model_dir, chip, batch_size, warmup, repeats, cpu_threads=1, timer="wall"):
-    """Median ms of ``repeats`` runs after ``warmup`` runs of the exported model in ``model_dir``.
+def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, timer="wall", rounds=1, quantile=0.5):
+    """ms of each exported model in ``dirs``: loaded together, timed interleaved (time_interleaved).
 
     timer "wall" is the latency a user sees. "thread_cpu" is the CPU time of the calling thread,
     where a 1-thread CPU predictor does all its work. On an idle machine it gives the same
@@ -103,12 +105,24 @@ def time_exported(model_dir, chip, batch_size, warmup, repeats, cpu_threads=1, t
     4.9-5.5 ms over 6 later rounds. It still moves ~10-20% with the load (caches, the core's
     sibling thread)."""
     check_timer(timer, cpu_threads)
-    pred = feature_predictor(model_dir, chip, cpu_threads)
-    return time_interleaved([pred], batch_input(pred, batch_size), warmup, repeats, 1, timer)[0]
+    preds = [feature_predictor(d, chip, cpu_threads) for d in dirs]
+    return time_interleaved(preds, batch_input(preds[0], batch_size), warmup, repeats, rounds, timer,
+                            quantile=quantile)
 
 
 def batch_input(pred, batch_size):
     return np.random.RandomState(0).rand(batch_size, *pred.info["image_shape"]).astype("float32")
+
+
+@contextmanager
+def temp_dirs():
+    """A list to add temporary folders to; all are removed on exit."""
+    dirs = []
+    try:
+        yield dirs
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class MeasuredLatency:
@@ -137,25 +151,27 @@ class MeasuredLatency:
     def __call__(self, subnet):
         return self.measure_many([subnet])[0]
 
+    @property
+    def context(self):
+        """What a cached measurement depends on (ppufo.nas.cache.MeasureCache refuses a mismatch)."""
+        return {"measure": "latency", "chip": self.chip, "warmup": self.warmup, "repeats": self.repeats,
+                "rounds": self.rounds, "interleave": self.group, "quantile": self.quantile,
+                "cpu_threads": self.cpu_threads, "timer": self.timer,
+                **geometry(self.supernet.space, self.config["Global"]["image_shape"], self.batch_size)}
+
     def measure_many(self, subnets):
         import paddle
 
         from ..engine.exporter import export_task
         from .extract import extract
-        dirs = []
-        try:
+        with temp_dirs() as dirs:
             for subnet in subnets:
                 _, model = extract(self.config, self.supernet, [self.task], subnet)
                 dirs.append(tempfile.mkdtemp(prefix="ppufo_latency_"))
                 with paddle.no_grad():
                     export_task(model, self.task, self.config, dirs[-1])
-            preds = [feature_predictor(d, self.chip, self.cpu_threads) for d in dirs]
-            x = batch_input(preds[0], self.batch_size)
-            return time_interleaved(preds, x, self.warmup, self.repeats, self.rounds, self.timer,
-                                    quantile=self.quantile)
-        finally:
-            for d in dirs:
-                shutil.rmtree(d, ignore_errors=True)
+            return time_model_dirs(dirs, self.chip, self.batch_size, self.warmup, self.repeats, self.cpu_threads,
+                                   self.timer, self.rounds, self.quantile)
 
 
 class TableLatency:
@@ -223,9 +239,10 @@ def _residual(norm, layer):
 
 
 def measure_table(config, space, task, chip, batch_size, warmup, repeats, cpu_threads=1, copies=4,
-                  timer="wall", progress=None):
+                  timer="wall", rounds=1, quantile=0.5, progress=None):
     """Table entries timed with Paddle Inference: the stem alone, and each op as the extra time
-    of ``copies`` stacked copies over the stem (which cancels the per-run overhead)."""
+    of ``copies`` stacked copies over the stem (which cancels the per-run overhead). All probes
+    are timed together, interleaved, so a drift of the machine does not leak into the differences."""
     import paddle
     import paddle.nn as nn
 
@@ -241,40 +258,35 @@ def measure_table(config, space, task, chip, batch_size, warmup, repeats, cpu_th
     c, h, w = config["Global"]["image_shape"]
     eps = cfg["Arch"]["Backbone"].get("epsilon", 1e-6)
 
-    def timed(layer):
-        layer.eval()
-        d = tempfile.mkdtemp(prefix="ppufo_table_")
-        try:
-            static = paddle.jit.to_static(layer, input_spec=[paddle.static.InputSpec([None, c, h, w], "float32", "x")],
-                                          full_graph=True)
-            paddle.jit.save(static, os.path.join(d, "inference"))
-            with open(os.path.join(d, "inference.yml"), "w") as f:
-                f.write(f"image_shape: [{c}, {h}, {w}]\n")
-            return time_exported(d, chip, batch_size, warmup, repeats, cpu_threads, timer)
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+    def ops(op, n):
+        if op == "attention":
+            return [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps),
+                              Attention(space.embed_dim, n, space.qkv_bias, head_dim=space.head_dim))
+                    for _ in range(copies)]
+        return [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps), Mlp(space.embed_dim, n)) for _ in range(copies)]
 
     need = required_entries(space)
-    jobs = [("stem", None)] + [("attention", n) for n in need["attention"]] + [("ffn", n) for n in need["ffn"]]
-    bar = progress(total=len(jobs), desc=f"latency table {chip}") if progress else None
-    stem = timed(_probe(model, task, []))
-    out = {"stem": stem, "attention": {}, "ffn": {}}
-    for op, n in jobs[1:]:
-        if op == "attention":
-            layers = [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps),
-                                Attention(space.embed_dim, n, space.qkv_bias, head_dim=space.head_dim))
-                      for _ in range(copies)]
-        else:
-            layers = [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps), Mlp(space.embed_dim, n))
-                      for _ in range(copies)]
-        # floor at 1 us: on a noisy machine a tiny op can time below zero after the subtraction
-        out[op][str(n)] = round(max((timed(_probe(model, task, layers)) - stem) / copies, 1e-3), 4)
+    jobs = [("attention", n) for n in need["attention"]] + [("ffn", n) for n in need["ffn"]]
+    bar = progress(total=len(jobs) + 1, desc=f"exporting latency probes for {chip}") if progress else None
+    with temp_dirs() as dirs:
+        for layers in itertools.chain([[]], (ops(op, n) for op, n in jobs)):  # built one at a time
+            probe = _probe(model, task, layers)
+            probe.eval()
+            static = paddle.jit.to_static(probe, input_spec=[paddle.static.InputSpec([None, c, h, w], "float32", "x")],
+                                          full_graph=True)
+            dirs.append(tempfile.mkdtemp(prefix="ppufo_table_"))
+            paddle.jit.save(static, os.path.join(dirs[-1], "inference"))
+            with open(os.path.join(dirs[-1], "inference.yml"), "w") as f:
+                f.write(f"image_shape: [{c}, {h}, {w}]\n")
+            if bar:
+                bar.update()
         if bar:
-            bar.update()
-    out["stem"] = round(stem, 4)
-    if bar:
-        bar.update()
-        bar.close()
+            bar.close()
+        stem, *timed = time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads, timer, rounds, quantile)
+    out = {"stem": round(stem, 4), "attention": {}, "ffn": {}}
+    for (op, n), ms in zip(jobs, timed):
+        # floor at 1 us: on a noisy machine a tiny op can time below zero after the subtraction
+        out[op][str(n)] = round(max((ms - stem) / copies, 1e-3), 4)
     return out
 
 

@@ -121,7 +121,7 @@ SCHEMA = {
         "latency_table": Field(OPT_STR, None, doc="table file; null = deploy/chips/<chip>.json"),
         "batch_size": Field(int, 1, doc="batch size latency is measured/tabled at"),
         "warmup": Field(int, 10, doc="untimed runs before timing"),
-        "repeats": Field(int, 30, doc="timed runs; latency is their median"),
+        "repeats": Field(int, 30, doc="timed runs; latency is their Search.quantile"),
         "rounds": Field(int, 10, doc="passes the timed runs are spread over, interleaving the subnets "
                                      "of a group (steadier ranking on a shared machine)"),
         "quantile": Field(float, 0.1, doc="latency = this quantile of the timed runs (0.5: the median). Two "
