@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "python")))
 
 from gallery import GalleryIndex  # noqa: E402
-from predict_rec import ImageError, Recognizer, load_image  # noqa: E402
+from predict_rec import Recognizer, load_image  # noqa: E402
 
 MAX_BYTES = 20 * 2 ** 20
 

@@ -14,7 +14,7 @@ from ..optimizer import build_optimizer
 from ..utils.checkpoint import load_checkpoint, load_weights, read_states, save_checkpoint
 from ..utils.config import dump_config
 from ..utils.device import set_device
-from ..utils.logger import get_logger, init_logger
+from ..utils.logger import init_logger
 
 
 def format_eta(seconds):
