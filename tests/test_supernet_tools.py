@@ -44,6 +44,17 @@ def test_train_extract_then_eval_export_and_finetune_the_subnet(demo_root, tmp_p
     assert list(saved["Tasks"]) == ["person"] and saved["Arch"]["Backbone"]["block_heads"] == [3, 1]
     assert saved["Arch"]["Backbone"]["block_mlp_hidden"] == [2 * 96, 96]  # mix concatenates both FFNs
     assert json.loads((out_dir / "subnet.json").read_text())["subnet"] == subnet
+    # the extracted neck carries statistics recomputed for the subnet, not the supernet's running ones
+    from ppufo.arch.multitask import load_trained_model
+    from ppufo.nas.calibrate import NeckCalibration
+    from ppufo.utils.config import load_config
+    plain = load_trained_model(load_config(str(out_dir / "config.yaml"), [f"Global.data_root={demo_root}"]))
+    saved_mean = plain.heads["person"].neck.bn._mean.numpy().copy()
+    running = paddle.load(f"{tmp_path}/super/latest.pdparams")["heads.person.neck.bn._mean"]
+    recomputed, _ = NeckCalibration(load_config(str(out_dir / "config.yaml"), [f"Global.data_root={demo_root}"]),
+                                    "person", 512)(plain)
+    np.testing.assert_allclose(saved_mean, recomputed, rtol=1e-4, atol=1e-5)
+    assert np.abs(saved_mean - np.asarray(running)).max() > 1e-3
 
     # extracting the full path itself: the side-by-side table has identical columns
     log = run("extract_subnet.py", cfg, *base, f"Global.pretrained_model={tmp_path}/super/latest",

@@ -6,7 +6,9 @@ python tools/extract_subnet.py -c configs/supernet_quickstart.yaml \
     -o Extract.save_dir=output/supernet_quickstart/person_subnet [--eval]
 
 Writes <save_dir>/model.pdparams, config.yaml (a normal ppufo config: train, eval, export work on
-it) and subnet.json; checks that the extracted features equal the supernet path's. --eval
+it) and subnet.json; checks that the extracted features equal the supernet path's. The BN necks
+get statistics recomputed for the subnet on Extract.calibration_images training images (as the
+search measured it; 0 keeps the supernet's running statistics). --eval
 evaluates the full supernet path and the subnet on the kept tasks' test sets, side by side.
 """
 import json
@@ -26,10 +28,13 @@ def count(params):
 
 
 def side_by_side(config, supernet, model, tasks, rows):
-    """Evaluate the full supernet path and the extracted model; one table row per test set."""
+    """Evaluate the full supernet path and the extracted model; one table row per test set. Both
+    carry BN-neck statistics recomputed for their own path (Extract.calibration_images)."""
     from ppufo.engine.evaluator import Evaluator
+    from ppufo.nas.calibrate import calibrate_subnet
     full = supernet.space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet")
-    supernet.set_subnets({t: full for t in tasks})
+    calibrate_subnet(config, supernet, tasks, full, config["Extract"]["calibration_images"],
+                     where="Extract.calibration_images")
     a = Evaluator(config, supernet, only=tasks).evaluate(tag="supernet_full_path")
     b = Evaluator(config, model, only=tasks).evaluate(tag="extracted_subnet")
     lines = [f"{'test set':14s} {'supernet (' + rows[0] + ')':>30s} {'extracted (' + rows[1] + ')':>30s}"]
@@ -42,7 +47,8 @@ def main():
     args, config = cli_config("ppufo subnet extraction", extra=lambda p: p.add_argument(
         "--eval", action="store_true", help="evaluate the supernet path and the subnet side by side"))
     from ppufo.arch.multitask import load_trained_model
-    from ppufo.nas.extract import extract, max_feature_diff
+    from ppufo.nas.calibrate import calibrate_subnet
+    from ppufo.nas.extract import check_tasks, extract, max_feature_diff
     from ppufo.utils.checkpoint import save_checkpoint
     from ppufo.utils.config import dump_config
     from ppufo.utils.device import set_device
@@ -57,6 +63,8 @@ def main():
         log = init_logger(os.path.join(ex["save_dir"], "extract.log"))
         supernet = load_trained_model(config)
         subnet = supernet.space.resolve(ex["subnet"], "Extract.subnet")
+        check_tasks(supernet, tasks, subnet)
+        calibrate_subnet(config, supernet, tasks, subnet, ex["calibration_images"], where="Extract.calibration_images")
         cfg, model = extract(config, supernet, tasks, subnet)
         diff = max_feature_diff(supernet, model, tasks, subnet, config["Global"]["image_shape"])
         if diff > TOLERANCE:
@@ -65,7 +73,8 @@ def main():
         cfg["Global"].update(pretrained_model=prefix, checkpoints=None, output_dir=ex["save_dir"],
                              generate_demo_data=False)
         save_checkpoint(prefix, model, states={"iteration": 0, "extracted_from": config["Global"]["pretrained_model"],
-                                               "tasks": tasks, "subnet": subnet.to_dict()})
+                                               "tasks": tasks, "subnet": subnet.to_dict(),
+                                               "neck_calibration_images": ex["calibration_images"]})
         dump_config(cfg, os.path.join(ex["save_dir"], "config.yaml"))
         with open(os.path.join(ex["save_dir"], "subnet.json"), "w") as f:
             json.dump({"tasks": tasks, "subnet": subnet.to_dict()}, f, indent=1)

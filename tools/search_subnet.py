@@ -4,7 +4,8 @@ python tools/search_subnet.py -c configs/supernet_quickstart.yaml \
     -o Global.pretrained_model=output/supernet_quickstart/latest \
     -o Search.chip=cpu_x86 Search.budget_type=latency_ms Search.budget=5 [Search.task=person]
 
-Measures Search.num_samples subnets (accuracy on the validation sets through the supernet, latency
+Measures Search.num_samples subnets (accuracy on the validation sets through the supernet with
+BN-neck statistics recomputed per subnet on Search.calibration_images training images, latency
 with Paddle Inference or the chip's table; cached in Search.cache_dir, so a rerun resumes), fits
 GP-NAS, verifies the best predicted candidates under the budget and writes, per task,
 <save_dir>/<task>_<chip>.json ({"task", "chip", "subnet", "predicted", "measured", ...}: feed it to
@@ -24,6 +25,7 @@ def build_search(config, supernet, tasks, log):
     """The BudgetedSearch of config["Search"], its measurements cached under Search.cache_dir."""
     from ppufo.nas.accuracy import SubnetAccuracy
     from ppufo.nas.cache import MeasureCache
+    from ppufo.nas.calibrate import neck_calibration
     from ppufo.nas.latency import TableLatency, build_latency
     from ppufo.nas.search import BudgetedSearch, Measure
     s, space = config["Search"], supernet.space
@@ -31,7 +33,8 @@ def build_search(config, supernet, tasks, log):
     accuracy = {}
     for t in tasks:
         val = (s["val_sets"] or {}).get(t)
-        fn = SubnetAccuracy(config, supernet, t, s["metric"], val, output_dir=cache)
+        cal = neck_calibration(config, t, s["calibration_images"], s["seed"], "Search.calibration_images")
+        fn = SubnetAccuracy(config, supernet, t, s["metric"], val, output_dir=cache, calibration=cal)
         accuracy[t] = Measure(fn, MeasureCache(os.path.join(cache, f"accuracy_{t}_{s['metric']}.jsonl"), fn.context),
                               f"{t} {s['metric']} on {','.join(fn.sets)}")
     latency, exact = None, False

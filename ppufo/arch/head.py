@@ -7,6 +7,7 @@ scale * cos(theta) with the margin applied to the target column only when a labe
 import math
 import numbers
 
+import numpy as np
 import paddle
 import paddle.distributed as dist
 import paddle.nn as nn
@@ -71,6 +72,14 @@ class FrozenBetaBatchNorm1D(nn.Layer):
                              momentum=self.momentum, epsilon=self.epsilon)
         return y * self.weight + self.bias
 
+    def set_statistics(self, mean, variance):
+        """Replace the running statistics (e.g. recomputed for one subnet of a supernet)."""
+        for buf, v, name in ((self._mean, mean, "mean"), (self._variance, variance, "variance")):
+            v = np.asarray(v, np.float32)
+            if v.shape != tuple(buf.shape):
+                raise ValueError(f"set_statistics: {name} of shape {v.shape}; expected {tuple(buf.shape)}")
+            buf.set_value(v)
+
     def _normalise_and_sync_stats(self, x):
         mu = x.mean(axis=0)
         var = (x - mu).square().mean(axis=0)  # biased, as Paddle's BN
@@ -104,10 +113,12 @@ class BNNeck(nn.Layer):
             self.fc = nn.Linear(self.in_dim, self.out_dim, bias_attr=False)
         self.bn = FrozenBetaBatchNorm1D(self.out_dim)
 
+    def project(self, x):
+        """What the BatchNorm normalises: the projected feature (or ``x`` without projection)."""
+        return self.fc(x) if self.fc is not None else x
+
     def forward(self, x):
-        if self.fc is not None:
-            x = self.fc(x)
-        return self.bn(x)
+        return self.bn(self.project(x))
 
 
 def _flat_label(label):

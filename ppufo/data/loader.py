@@ -28,22 +28,24 @@ def eval_transforms(config):
     return default_eval_transforms(image_hw(config))
 
 
+def build_task_train_set(config, task, transform=None):
+    """ImageDataset of ``task``'s merged training sources, labels disjoint per source."""
+    tcfg = config["Tasks"][task]
+    if not tcfg["datasets"]:
+        raise ConfigError(f"Tasks.{task}.datasets: empty; give at least one {{name, root}}")
+    parts = []
+    for i, dcfg in enumerate(tcfg["datasets"]):
+        source = build_source(dcfg, config["Global"]["data_root"], where=f"Tasks.{task}.datasets.{i}")
+        parts.append((source, source.train()))
+    ds = ImageDataset(parts, transform=transform, relabel=True)
+    desc = ", ".join(f"{s.name} {len(r)} imgs" for s, r in parts)
+    get_logger().info(f"task {task}: {len(ds)} images, {ds.num_classes} ids ({desc})")
+    return ds
+
+
 def build_task_train_sets(config, transform=None):
-    """{task: ImageDataset} of each task's merged training sources, labels disjoint per source."""
-    log = get_logger()
-    data_root = config["Global"]["data_root"]
-    out = {}
-    for task, tcfg in config["Tasks"].items():
-        if not tcfg["datasets"]:
-            raise ConfigError(f"Tasks.{task}.datasets: empty; give at least one {{name, root}}")
-        parts = []
-        for i, dcfg in enumerate(tcfg["datasets"]):
-            source = build_source(dcfg, data_root, where=f"Tasks.{task}.datasets.{i}")
-            parts.append((source, source.train()))
-        out[task] = ImageDataset(parts, transform=transform, relabel=True)
-        desc = ", ".join(f"{s.name} {len(r)} imgs" for s, r in parts)
-        log.info(f"task {task}: {len(out[task])} images, {out[task].num_classes} ids ({desc})")
-    return out
+    """{task: ImageDataset} for every task of the config."""
+    return {task: build_task_train_set(config, task, transform) for task in config["Tasks"]}
 
 
 def build_batch_sampler(config, task_sets, rank=0, world_size=1, start_iter=0):

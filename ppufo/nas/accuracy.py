@@ -1,6 +1,9 @@
 """A subnet's accuracy: its metric on the task's validation sets, evaluated through the supernet
 with inherited weights (no retraining), by the Evaluator.
 
+Before each evaluation the task's BN-neck statistics can be recomputed for the subnet
+(``calibration``, a ppufo.nas.calibrate.NeckCalibration; Search.calibration_images).
+
 Validation sets are Search.val_sets (test-set entries, e.g. MSMT17's list_val split or sets
 carved from identities the supernet never trained on); when null, the task's own test_sets
 stand in, which is what the demo does (its supernet trains on the train split only, but then
@@ -33,7 +36,7 @@ class SubnetAccuracy:
     """subnet -> mean of ``metric`` over ``task``'s validation sets ("score" = the paper's headline
     number: rank-1, verification accuracy or Recall@1)."""
 
-    def __init__(self, config, supernet, task, metric="score", val_sets=None, output_dir=None):
+    def __init__(self, config, supernet, task, metric="score", val_sets=None, output_dir=None, calibration=None):
         from ..engine.evaluator import Evaluator
         if task not in config["Tasks"]:
             raise ConfigError(f"Search.task: {task!r} is not a task of this config; tasks: {list(config['Tasks'])}")
@@ -46,7 +49,7 @@ class SubnetAccuracy:
             raise ConfigError(f"Search: task {task} has no Search.val_sets and no test_sets to evaluate on")
         if output_dir:
             cfg["Global"]["output_dir"] = output_dir
-        self.supernet, self.task, self.metric = supernet, task, metric
+        self.supernet, self.task, self.metric, self.calibration = supernet, task, metric, calibration
         self.val_sets, self.global_cfg = cfg["Tasks"][task]["test_sets"], config["Global"]
         self.evaluator = Evaluator(cfg, supernet, only=[task])
         self.sets = [s.label for s in self.evaluator.sets]
@@ -58,7 +61,8 @@ class SubnetAccuracy:
         weights = path + ".pdparams"
         return {"measure": "accuracy", "task": self.task, "metric": self.metric, "checkpoint": path,
                 "checkpoint_mtime": int(os.path.getmtime(weights)) if os.path.isfile(weights) else None,
-                "image_shape": self.global_cfg["image_shape"], "val_sets": self.val_sets}
+                "image_shape": self.global_cfg["image_shape"], "val_sets": self.val_sets,
+                "neck_calibration": self.calibration.context if self.calibration else None}
 
     def value(self, result):
         if self.metric == "score":
@@ -74,6 +78,8 @@ class SubnetAccuracy:
 
     def __call__(self, subnet):
         self.supernet.set_subnets({self.task: subnet})
+        if self.calibration is not None:
+            self.calibration(self.supernet, self.task)
         with quiet_logger():
             res = self.evaluator.evaluate(tag=f"search_{self.task}")
         return float(np.mean([self.value(r) for r in res["sets"]]))

@@ -108,6 +108,8 @@ SCHEMA = {
         "task": Field(str, "", doc="task(s) to keep, comma-separated"),
         "subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file (e.g. from search)"),
         "save_dir": Field(str, "./output/extracted"),
+        "calibration_images": Field(int, 512, doc="training images of each kept task the BN-neck statistics "
+                                                  "are recomputed on for the subnet (0 = keep the supernet's)"),
     },
     "Search": {
         "task": Field(str, "", doc="task(s) to search a subnet for, comma-separated ('' = every task)"),
@@ -136,6 +138,9 @@ SCHEMA = {
                                           "or score (the headline number)"),
         "val_sets": Field((dict, type(None)), None, doc="{task: [test_sets entries]} to validate on; "
                                                         "null (or a task left out) = the task's test_sets"),
+        "calibration_images": Field(int, 512, doc="training images of the task the BN-neck statistics are "
+                                                  "recomputed on for each subnet before measuring its accuracy "
+                                                  "(0 = the supernet's running statistics; see ppufo/nas/calibrate.py)"),
         "features": Field(str, "encoding", choices=("summary", "encoding", "both"),
                           doc="GP-NAS inputs of the accuracy predictors (latency always uses summary; "
                               "see ppufo/nas/predictor.py)"),
