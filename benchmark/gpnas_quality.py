@@ -4,12 +4,12 @@ python benchmark/gpnas_quality.py [--checkpoint output/supernet_quickstart/lates
 
 Without --checkpoint it first trains the demo supernet (configs/supernet_quickstart.yaml, 200
 iterations, ~10 min on 2 free cores). It measures fit + test distinct random subnets (largest and
-smallest among the fitted ones): accuracy = person mAP on a held-out validation set through the
-supernet, latency = Paddle Inference on this CPU (oneDNN, 1 thread, batch 1; --timer thread_cpu
+smallest among the fitted ones): accuracy = person mAP through the supernet (BN neck recalibrated
+per subnet, as the search does), averaged over --val_sets held-out validation sets, latency = Paddle Inference on this CPU (oneDNN, 1 thread, batch 1; --timer thread_cpu
 by default, see ppufo/nas/latency.py). Measurements are cached in --work, so a rerun only refits.
 GP-NAS (ppufo/nas/predictor.py) is compared with PaddleSlim's GPNAS used raw and two baselines
 fitted on the same subnets: parameter count (a linear map of it, for RMSE) and a least-squares
-linear fit on the encoding.
+linear fit on the 7 summary features (the 43 of --features both would be underdetermined).
 
 Latency is timed as the search times it: all subnets exported and loaded together, their runs
 spread over --passes interleaved passes (ppufo/nas/latency.py, time_interleaved), the
@@ -18,9 +18,11 @@ is the mean of the two. Side by side, the --rounds sequential
 timings (each subnet alone, one after the other) show why: on a shared machine the core's speed
 drifts, so two sequential timings of the same subnets rank them differently; the "one ... vs
 another" rows give how well two timings agree, the ceiling for any predictor scored on them
-(accuracy is deterministic, but a second validation set of the same size, other identities,
-ranks the test subnets differently: the "another val set" row).
-Last line: Kendall tau of GP-NAS for accuracy / latency, then the parameter-count baseline's.
+(accuracy is deterministic, but --val_sets other validation sets of the same size, other
+identities, rank the test subnets differently: the "other val sets" row).
+Every score is averaged over --splits fit/test splits of the measured subnets (a Kendall tau on
+30 subnets alone varies by about +-0.08 from split to split). Last line: mean Kendall tau of
+GP-NAS for accuracy / latency, then the parameter-count baseline's.
 """
 import argparse
 import os
@@ -42,12 +44,22 @@ def parse():
     p.add_argument("--fit", type=int, default=30, help="subnets the predictors are fitted on (20-40)")
     p.add_argument("--test", type=int, default=30, help="other subnets they are scored on")
     p.add_argument("--val_ids", type=int, default=96,
-                   help="identities of the held-out person validation set written for this benchmark")
+                   help="identities of each held-out person validation set written for this benchmark")
+    p.add_argument("--val_sets", type=int, default=2,
+                   help="validation sets (other identities each) whose mean mAP is the accuracy target")
+    p.add_argument("--calibration_images", type=int, default=512,
+                   help="BN-neck statistics recomputed per subnet on this many training images, as the "
+                        "search does (0: the supernet's running statistics)")
     p.add_argument("--timer", default="thread_cpu", choices=("wall", "thread_cpu"))
     p.add_argument("--repeats", type=int, default=300, help="timed runs per subnet (a run is ~2-5 ms)")
     p.add_argument("--quantile", type=float, default=0.1, help="latency = this quantile of the timed runs")
     p.add_argument("--passes", type=int, default=60, help="interleaved passes the timed runs are spread over")
     p.add_argument("--rounds", type=int, default=2, help="sequential timings of every subnet, for comparison")
+    p.add_argument("--splits", type=int, default=20,
+                   help="fit/test splits of the measured subnets the scores are averaged over (a 30-subnet "
+                        "Kendall tau alone varies by about +-0.08 from split to split)")
+    p.add_argument("--features", default="both", choices=("summary", "encoding", "both"),
+                   help="GP-NAS inputs for accuracy (Search.features)")
     p.add_argument("--seed", type=int, default=123)
     return p.parse_args()
 
@@ -62,18 +74,21 @@ def train_supernet(args):
     return os.path.join(out, "latest")
 
 
-def validation_set(args, seed=1):
-    """A person ReID set of --val_ids identities the supernet never trains on (DukeMTMC layout,
-    the demo generator with another seed): 2 queries per identity. The demo's own test sets
-    have 16 identities, whose mAP moves as much from query sampling as between subnets. A
-    second seed gives an independent set of the same size: how well the two rank the same
-    subnets alike bounds any accuracy predictor scored on one of them."""
+def validation_sets(args, seeds):
+    """Person ReID sets of --val_ids identities the supernet never trains on (DukeMTMC layout,
+    the demo generator with other seeds): 2 queries per identity. The demo's own test sets have
+    16 identities, whose mAP moves as much from query sampling as between subnets. Other seeds
+    give independent sets of the same size: how well they rank the same subnets alike bounds any
+    accuracy predictor scored on the first ones."""
     from ppufo.data.demo import write_dukemtmc
-    name = f"person_val_{args.val_ids}" + (f"_s{seed}" if seed != 1 else "")
-    if not os.path.isdir(os.path.join(args.data_root, name, "query")):
-        write_dukemtmc(os.path.join(args.data_root, name), num_train_ids=0, num_test_ids=args.val_ids, seed=seed,
-                       num_gallery_only_ids=8)
-    return [{"name": "DukeMTMC", "root": name}]
+    out = []
+    for seed in seeds:
+        name = f"person_val_{args.val_ids}" + (f"_s{seed}" if seed != 1 else "")
+        if not os.path.isdir(os.path.join(args.data_root, name, "query")):
+            write_dukemtmc(os.path.join(args.data_root, name), num_train_ids=0, num_test_ids=args.val_ids,
+                           seed=seed, num_gallery_only_ids=8)
+        out.append({"name": "DukeMTMC", "root": name})
+    return out
 
 
 def linear(Xtr, ytr, Xte):
@@ -99,6 +114,7 @@ def main():
     from ppufo.arch.multitask import load_trained_model
     from ppufo.nas.accuracy import SubnetAccuracy
     from ppufo.nas.cache import MeasureCache, measure
+    from ppufo.nas.calibrate import neck_calibration
     from ppufo.nas.latency import MeasuredLatency, TableLatency
     from ppufo.nas.predictor import GPNASPredictor, quality, subnet_features
     from ppufo.nas.search import LATENCY_FEATURES, sample_subnets
@@ -107,20 +123,23 @@ def main():
     from ppufo.utils.logger import init_logger
     init_logger()
     ckpt = args.checkpoint or train_supernet(args)
-    val = validation_set(args)
+    k = args.val_sets
+    val, other_val = validation_sets(args, range(1, k + 1)), validation_sets(args, range(k + 1, 2 * k + 1))
     cfg = load_config(args.config, [f"Global.pretrained_model={ckpt}", f"Global.data_root={args.data_root}",
                                     f"Global.output_dir={args.work}"])
     net = load_trained_model(cfg)
     sp = net.space
     subnets = sample_subnets(sp, args.fit + args.test, np.random.RandomState(args.seed))
-    fit, test = slice(0, args.fit), slice(args.fit, None)
+
+    calibration = neck_calibration(cfg, "person", args.calibration_images, where="--calibration_images")
 
     def accuracy(name, subnets, val):
-        fn = SubnetAccuracy(cfg, net, "person", "mAP", val)
+        fn = SubnetAccuracy(cfg, net, "person", "mAP", val, calibration=calibration)
+        name += f"_{args.val_ids}x{k}_cal{args.calibration_images}"
         return measure(sp, subnets, fn, MeasureCache(os.path.join(args.work, f"{name}.jsonl"), fn.context), name)
 
     acc = accuracy("accuracy_person_mAP", subnets, val)
-    acc2 = accuracy("accuracy_person_mAP_val2", subnets[test], validation_set(args, seed=2))
+    acc2 = accuracy("accuracy_person_mAP_other_val", subnets, other_val)
 
     def tag(kw):  # one cache file per timing setting
         return f"{args.timer}_n{args.repeats}_q{kw['quantile']:g}" + (f"_p{kw['rounds']}" if "rounds" in kw else "")
@@ -134,34 +153,59 @@ def main():
     interleaved = timings("interleaved", 2, rounds=args.passes, group=len(subnets), quantile=args.quantile)
     sequential = timings("sequential", args.rounds, quantile=args.quantile)
     lat = interleaved.mean(axis=0)
-    params = np.array([sp.params(s) for s in subnets], np.float64)
-    rows = {}
-    for name, y, kind in (("accuracy", acc, "encoding"), ("latency", lat, LATENCY_FEATURES)):
-        X = subnet_features(sp, subnets, kind)
-        gp = GPNASPredictor().fit(X[fit], y[fit])
-        rows[name] = {"GP-NAS": quality(gp.predict(X[test]), y[test]),
-                      "parameter count": quality(linear(params[fit, None], y[fit], params[test, None]), y[test]),
-                      "linear fit": quality(linear(X[fit], y[fit], X[test]), y[test])}
-        rows[name]["GP-NAS (PaddleSlim raw)"] = quality(raw_gpnas(X[fit], y[fit], X[test]), y[test])
-    rows["accuracy"]["another val set (same size)"] = quality(acc2, acc[test])
-    rows["latency"]["interleaved: one vs another"] = quality(interleaved[1, test], interleaved[0, test])
+    P = np.array([sp.params(s) for s in subnets], np.float64)[:, None]
+    S = subnet_features(sp, subnets, "summary")  # 7 columns: least squares is determined by 30 fits
+    methods = {  # (features, targets, fit indices, test indices) -> predictions
+        "GP-NAS": lambda X, y, f, t: GPNASPredictor().fit(X[f], y[f]).predict(X[t]),
+        "GP-NAS, no relevance weights": lambda X, y, f, t: GPNASPredictor(weighting="none").fit(X[f], y[f]).predict(X[t]),
+        "GP-NAS (PaddleSlim raw)": lambda X, y, f, t: raw_gpnas(X[f], y[f], X[t]),
+        "parameter count": lambda X, y, f, t: linear(P[f], y[f], P[t]),
+        "linear fit (summary)": lambda X, y, f, t: linear(S[f], y[f], S[t]),
+    }
+    targets = {"accuracy": (acc, subnet_features(sp, subnets, args.features)),
+               "latency": (lat, subnet_features(sp, subnets, LATENCY_FEATURES))}
+    # how well a second measurement agrees with the first: the ceiling of any predictor scored on one
+    agreement = {"accuracy": {"other val sets (same size)": (acc2, acc)},
+                 "latency": {"interleaved: one vs another": (interleaved[1], interleaved[0])}}
     if args.rounds > 1:
-        rows["latency"]["sequential: one vs another"] = quality(sequential[1, test], sequential[0, test])
+        agreement["latency"]["sequential: one vs another"] = (sequential[1], sequential[0])
     try:  # the shipped per-layer table, composed, against the same measurements
         table = TableLatency("cpu_x86", sp, cfg["Global"]["image_shape"], 1)
-        rows["latency"]["cpu_x86 table (no fit)"] = quality([table(s) for s in subnets[test]], lat[test])
+        agreement["latency"]["cpu_x86 table (no fit)"] = (np.array([table(s) for s in subnets]), lat)
     except ConfigError as e:
         print(f"(no composed-table row: {e})")
-    print(f"\nperson mAP on {val[0]['root']} ({args.val_ids} unseen ids): {acc.min():.4f}..{acc.max():.4f} "
+    scores = {name: {} for name in targets}
+    for f, t in splits(len(subnets), args):
+        for name, (y, X) in targets.items():
+            for m, fn in methods.items():
+                scores[name].setdefault(m, []).append(quality(fn(X, y, f, t), y[t]))
+            for m, (a, b) in agreement[name].items():
+                scores[name].setdefault(m, []).append(quality(a[t], b[t]))
+    print(f"\nperson mAP, mean of {k} sets of {args.val_ids} unseen ids (BN neck calibrated on "
+          f"{args.calibration_images} images): {acc.min():.4f}..{acc.max():.4f} "
           f"(std {acc.std():.4f}); cpu_x86 latency ({args.timer}, q{args.quantile:g}, batch 1): {lat.min():.2f}..{lat.max():.2f} ms")
-    print(f"fit on {args.fit} subnets, scored on {args.test} others\n")
-    print(f"{'target':9s} {'predictor':28s} {'Kendall tau':>11s} {'RMSE':>9s}")
-    for name, preds in rows.items():
-        for p, q in preds.items():
-            print(f"{name:9s} {p:28s} {q['tau']:11.3f} {q['rmse']:9.4f}")
-    g, b = rows["accuracy"], rows["latency"]
-    print(f"tau {g['GP-NAS']['tau']:.2f} accuracy / {b['GP-NAS']['tau']:.2f} latency "
-          f"(baseline {g['parameter count']['tau']:.2f} / {b['parameter count']['tau']:.2f})")
+    print(f"fit on {args.fit} subnets, scored on the {args.test} others; {args.splits} splits of the "
+          f"{len(subnets)} (the sampled order, then random; largest and smallest always fitted)\n")
+    print(f"{'target':9s} {'predictor':29s} {'Kendall tau':>16s} {'RMSE':>8s} {'1st split':>9s}")
+    mean = {}
+    for name, rows in scores.items():
+        for m, qs in rows.items():
+            tau = np.array([q["tau"] for q in qs])
+            mean[name, m] = tau.mean()
+            print(f"{name:9s} {m:29s} {tau.mean():9.3f} ± {tau.std():.3f} {np.mean([q['rmse'] for q in qs]):8.4f} "
+                  f"{tau[0]:9.3f}")
+    print(f"tau {mean['accuracy', 'GP-NAS']:.2f} accuracy / {mean['latency', 'GP-NAS']:.2f} latency "
+          f"(baseline {mean['accuracy', 'parameter count']:.2f} / {mean['latency', 'parameter count']:.2f})")
+
+
+def splits(n, args):
+    """(fit, test) index arrays: the sampled order first (fit = the first --fit), then --splits - 1
+    random splits; subnets 0 and 1 (the largest and the smallest) are always fitted."""
+    yield np.arange(args.fit), np.arange(args.fit, n)
+    rng = np.random.RandomState(args.seed + 1)
+    for _ in range(args.splits - 1):
+        rest = 2 + rng.permutation(n - 2)
+        yield np.r_[0, 1, rest[:args.fit - 2]], rest[args.fit - 2:]
 
 
 if __name__ == "__main__":

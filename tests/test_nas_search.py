@@ -16,7 +16,7 @@ from conftest import ROOT
 
 def space():
     # the quickstart supernet's space: embed 192, 6 blocks of up to 3 heads of 64, hidden 768
-    return SearchSpace(192, 6, 3, 64, 4.0, [4, 5, 6], [1, 2, 3], [0.5, 0.75, 1.0], img_size=(64, 64))
+    return SearchSpace(192, 6, 3, 64, 4.0, [2, 3, 4, 5, 6], [1, 2, 3], [0.25, 0.5, 0.75, 1.0], img_size=(64, 64))
 
 
 def smooth(v):
@@ -55,6 +55,27 @@ def test_predictor_recovers_a_smooth_function_of_the_encoding_from_30_fits(kind,
     assert kendall_tau(pred.predict(X[:30]), y[:30]) > 0.9  # and it fits what it saw
 
 
+def test_relevance_weights_find_the_few_columns_that_matter():
+    """3 of 14 columns drive the target: an isotropic kernel sees mostly the 11 others."""
+    def f(X):
+        return np.exp(2 * X[:, 0]) + 3 * np.sqrt(X[:, 1]) + X[:, 2] ** 2
+    gains = []
+    for seed in range(3):
+        rng = np.random.RandomState(seed)
+        X, Xt = rng.rand(30, 14), rng.rand(300, 14)
+        y = f(X) + 0.1 * rng.randn(30)
+        plain = kendall_tau(GPNASPredictor(weighting="none").fit(X, y).predict(Xt), f(Xt))
+        auto = GPNASPredictor().fit(X, y)  # cross-validation chooses the weighting
+        assert auto.weighting == "ridge"
+        assert min(auto.weights[:2]) > max(auto.weights[3:])
+        tau = kendall_tau(auto.predict(Xt), f(Xt))
+        assert tau > 0.78
+        gains.append(tau - plain)
+    assert np.mean(gains) > 0.15, gains
+    with pytest.raises(ConfigError, match="weighting 'ard'"):
+        GPNASPredictor(weighting="ard")
+
+
 def test_predictor_normalises_scale_and_rejects_bad_input():
     sp, rng = space(), np.random.RandomState(1)
     subnets = sample_subnets(sp, 40, rng)
@@ -87,7 +108,7 @@ def table(sp, **over):
 
 def test_latency_from_a_table_is_the_sum_of_its_entries(tmp_path):
     sp = space()
-    assert required_entries(sp) == {"attention": [1, 2, 3], "ffn": [384, 576, 768, 1152, 1536]}
+    assert required_entries(sp) == {"attention": [1, 2, 3], "ffn": [192, 384, 576, 768, 1152, 1536]}
     path = write_table("gpu", table(sp), str(tmp_path / "gpu.json"))
     t = load_table("gpu", sp, [3, 64, 64], 1, path)
     s = Subnet(4, [1, 3, 2, 3], ["shared", "mix", "task", "mix"], [0.5, 1.0, 0.75, 0.5])
@@ -105,7 +126,7 @@ def test_latency_from_a_table_is_the_sum_of_its_entries(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"ffn": {"384": 0.1}}, r"ffn: no entry for \[576, 768, 1152, 1536\] hidden units"),
+    ({"ffn": {"384": 0.1}}, r"ffn: no entry for \[192, 576, 768, 1152, 1536\] hidden units"),
     ({"attention": {"1": 0.1, "2": -1.0, "3": 0.2}}, r"attention.2: expected a positive number"),
     ({"provenance": None}, "provenance: required"),
     ({"stem": "fast"}, "stem: expected a positive number"),
@@ -393,7 +414,7 @@ def test_build_latency_table_measures_every_entry_the_space_needs(tmp_path):
            "Search.rounds=2", "Search.timer=thread_cpu", "--copies", "2", "--output", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    sp = SearchSpace(48, 3, 3, 16, 4.0, [2, 3], [1, 2, 3], [0.5, 0.75, 1.0], img_size=(32, 32))
+    sp = SearchSpace(48, 3, 3, 16, 4.0, [2, 3], [1, 2, 3], [0.25, 0.5, 0.75, 1.0], img_size=(32, 32))
     t = load_table("cpu_x86", sp, [3, 32, 32], 1, str(out))  # validates: every needed entry, positive
     assert t.measured and "interleaved over 2 passes" in t.provenance["how"]
     assert sorted(t.ops["ffn"]) == required_entries(sp)["ffn"]

@@ -49,7 +49,7 @@ class BudgetedSearch:
     callable (a latency table) when ``latency_exact``."""
 
     def __init__(self, space, accuracy, budget_type, budget, latency=None, latency_exact=False,
-                 num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="encoding", log=print):
+                 num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="both", log=print):
         if budget_type not in BUDGETS:
             raise ConfigError(f"Search.budget_type={budget_type!r}; expected one of {list(BUDGETS)}")
         if not budget or budget <= 0:

@@ -141,7 +141,7 @@ SCHEMA = {
         "calibration_images": Field(int, 512, doc="training images of the task the BN-neck statistics are "
                                                   "recomputed on for each subnet before measuring its accuracy "
                                                   "(0 = the supernet's running statistics; see ppufo/nas/calibrate.py)"),
-        "features": Field(str, "encoding", choices=("summary", "encoding", "both"),
+        "features": Field(str, "both", choices=("summary", "encoding", "both"),
                           doc="GP-NAS inputs of the accuracy predictors (latency always uses summary; "
                               "see ppufo/nas/predictor.py)"),
         "num_samples": Field(int, 40, doc="subnets measured to fit the predictors"),
