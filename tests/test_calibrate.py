@@ -83,3 +83,20 @@ def test_subnet_accuracy_recalibrates_before_evaluating(setup):
     assert np.abs(bn_stats(model)[0] - stored[0]).max() > 1e-3
     assert after == plain(sub)  # the calibrated statistics are what the evaluation used
     assert 0 <= before <= 1 and 0 <= after <= 1
+
+
+def test_extraction_carries_the_subnets_own_statistics_and_stays_exact(setup):
+    from ppufo.nas.extract import extract, max_feature_diff
+    cfg, model = setup
+    cal = NeckCalibration(cfg, "person", 24)
+    sub = model.space.smallest()
+    running = bn_stats(model)[0]
+    _, plain = extract(cfg, model, ["person"], sub, [cal])
+    saved = bn_stats(plain)[0]
+    assert np.abs(saved - running).max() > 1e-3
+    np.testing.assert_allclose(saved, cal(plain)[0], rtol=1e-5, atol=1e-6)  # calibrating it again: no change
+    assert max_feature_diff(model, plain, ["person"], sub, [3, 32, 32]) < 1e-5
+    with pytest.raises(ConfigError, match=r"calibrations of \['face'\], which are not extracted"):
+        extract(cfg, model, ["person"], sub, [NeckCalibration(cfg, "face", 8)])
+    with pytest.raises(ConfigError, match="calibration is of task person"):
+        SubnetAccuracy(cfg, model, "vehicle", "mAP", calibration=cal)

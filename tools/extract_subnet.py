@@ -27,14 +27,14 @@ def count(params):
     return sum(int(p.size) for p in params)
 
 
-def side_by_side(config, supernet, model, tasks, rows):
+def side_by_side(config, supernet, model, tasks, rows, calibrations):
     """Evaluate the full supernet path and the extracted model; one table row per test set. Both
     carry BN-neck statistics recomputed for their own path (Extract.calibration_images)."""
     from ppufo.engine.evaluator import Evaluator
-    from ppufo.nas.calibrate import calibrate_subnet
+    from ppufo.nas.calibrate import calibrate
     full = supernet.space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet")
-    calibrate_subnet(config, supernet, tasks, full, config["Extract"]["calibration_images"],
-                     where="Extract.calibration_images")
+    supernet.set_subnets({t: full for t in tasks})
+    calibrate(supernet, full, calibrations)
     a = Evaluator(config, supernet, only=tasks).evaluate(tag="supernet_full_path")
     b = Evaluator(config, model, only=tasks).evaluate(tag="extracted_subnet")
     lines = [f"{'test set':14s} {'supernet (' + rows[0] + ')':>30s} {'extracted (' + rows[1] + ')':>30s}"]
@@ -47,7 +47,7 @@ def main():
     args, config = cli_config("ppufo subnet extraction", extra=lambda p: p.add_argument(
         "--eval", action="store_true", help="evaluate the supernet path and the subnet side by side"))
     from ppufo.arch.multitask import load_trained_model
-    from ppufo.nas.calibrate import calibrate_subnet
+    from ppufo.nas.calibrate import neck_calibration
     from ppufo.nas.extract import check_tasks, extract, max_feature_diff
     from ppufo.utils.checkpoint import save_checkpoint
     from ppufo.utils.config import dump_config
@@ -63,9 +63,10 @@ def main():
         log = init_logger(os.path.join(ex["save_dir"], "extract.log"))
         supernet = load_trained_model(config)
         subnet = supernet.space.resolve(ex["subnet"], "Extract.subnet")
-        check_tasks(supernet, tasks, subnet)
-        calibrate_subnet(config, supernet, tasks, subnet, ex["calibration_images"], where="Extract.calibration_images")
-        cfg, model = extract(config, supernet, tasks, subnet)
+        check_tasks(supernet, tasks, subnet)  # before the calibration images are read
+        calibrations = [c for c in (neck_calibration(config, t, ex["calibration_images"], where="Extract.calibration_images")
+                                    for t in tasks) if c is not None]
+        cfg, model = extract(config, supernet, tasks, subnet, calibrations)
         diff = max_feature_diff(supernet, model, tasks, subnet, config["Global"]["image_shape"])
         if diff > TOLERANCE:
             raise RuntimeError(f"extracted features differ from the supernet path by {diff:.3g} (> {TOLERANCE})")
@@ -92,7 +93,8 @@ def main():
                  f"{space.flops(full) / 1e6:.1f}M")
         if args.eval:
             table = side_by_side(config, supernet, model, tasks,
-                                 [f"{n_full / 1e6:.2f}M", f"{n_sub / 1e6:.2f}M, -{1 - n_sub / n_full:.0%}"])
+                                 [f"{n_full / 1e6:.2f}M", f"{n_sub / 1e6:.2f}M, -{1 - n_sub / n_full:.0%}"],
+                                 calibrations)
             log.info("supernet path vs extracted subnet:\n" + table)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")

@@ -49,6 +49,8 @@ class SubnetAccuracy:
             raise ConfigError(f"Search: task {task} has no Search.val_sets and no test_sets to evaluate on")
         if output_dir:
             cfg["Global"]["output_dir"] = output_dir
+        if calibration is not None and calibration.task != task:
+            raise ConfigError(f"SubnetAccuracy of {task}: the BN-neck calibration is of task {calibration.task}")
         self.supernet, self.task, self.metric, self.calibration = supernet, task, metric, calibration
         self.val_sets, self.global_cfg = cfg["Tasks"][task]["test_sets"], config["Global"]
         self.evaluator = Evaluator(cfg, supernet, only=[task])
@@ -79,7 +81,7 @@ class SubnetAccuracy:
     def __call__(self, subnet):
         self.supernet.set_subnets({self.task: subnet})
         if self.calibration is not None:
-            self.calibration(self.supernet, self.task)
+            self.calibration(self.supernet)
         with quiet_logger():
             res = self.evaluator.evaluate(tag=f"search_{self.task}")
         return float(np.mean([self.value(r) for r in res["sets"]]))

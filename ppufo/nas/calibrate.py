@@ -15,7 +15,7 @@ from ..utils.errors import ConfigError
 
 
 class NeckCalibration:
-    """``calibration(model, task)`` sets ``task``'s BN-neck statistics to the exact mean and
+    """``calibration(model)`` sets ``task``'s BN-neck statistics to the exact mean and
     (biased, as BatchNorm's) variance of the neck's input over ``num_images`` training images of
     the task, drawn once with ``seed``, for the subnet the model currently runs.
 
@@ -38,8 +38,9 @@ class NeckCalibration:
         return {"task": self.task, "images": self.num_images, "seed": self.seed}
 
     @paddle.no_grad()
-    def neck_inputs(self, model, task):
-        """[num_images, dim] float64: what ``task``'s BatchNorm normalises, in eval mode."""
+    def neck_inputs(self, model):
+        """[num_images, dim] float64: what the task's BatchNorm normalises, in eval mode."""
+        task = self.task
         neck = model.heads[task].neck
         if not hasattr(neck, "project") or not hasattr(getattr(neck, "bn", None), "set_statistics"):
             raise ConfigError(f"Tasks.{task}.neck: {type(neck).__name__} has no BatchNorm to recalibrate")
@@ -55,11 +56,10 @@ class NeckCalibration:
             model.train(was)
         return np.concatenate(out).astype(np.float64)
 
-    def __call__(self, model, task=None):
-        task = task or self.task
-        z = self.neck_inputs(model, task)
+    def __call__(self, model):
+        z = self.neck_inputs(model)
         mean, var = z.mean(0), z.var(0)
-        model.heads[task].neck.bn.set_statistics(mean, var)
+        model.heads[self.task].neck.bn.set_statistics(mean, var)
         return mean, var
 
 
@@ -68,10 +68,8 @@ def neck_calibration(config, task, num_images, seed=0, where="calibration_images
     return NeckCalibration(config, task, num_images, seed, where) if num_images else None
 
 
-def calibrate_subnet(config, model, tasks, subnet, num_images, seed=0, where="calibration_images"):
-    """Put ``tasks`` on ``subnet`` and recompute their BN-neck statistics for it."""
-    model.set_subnets({t: subnet for t in tasks})
-    for t in tasks:
-        cal = neck_calibration(config, t, num_images, seed, where)
-        if cal is not None:
-            cal(model, t)
+def calibrate(model, subnet, calibrations):
+    """Put each calibrated task of a supernet on ``subnet`` and recompute its BN-neck statistics."""
+    model.set_subnets({c.task: subnet for c in calibrations})
+    for c in calibrations:
+        c(model)

@@ -84,11 +84,18 @@ def check_tasks(model, tasks, subnet):
                           f"'shared' FFN path; this subnet uses {sorted(set(subnet.paths) - {'shared'})}")
 
 
-def extract(config, supernet_model, tasks, subnet):
-    """(plain config, plain MultiTaskModel with the subnet's weights) for ``tasks``."""
+def extract(config, supernet_model, tasks, subnet, calibrations=()):
+    """(plain config, plain MultiTaskModel with the subnet's weights) for ``tasks``. The BN necks
+    of the tasks in ``calibrations`` (ppufo.nas.calibrate.NeckCalibration) are first recomputed
+    for the subnet, in the supernet, so the supernet path and the extracted model stay equal."""
     from ..arch import build_model
+    from .calibrate import calibrate
     subnet = supernet_model.space.validate(subnet)
     check_tasks(supernet_model, tasks, subnet)
+    unknown = sorted({c.task for c in calibrations} - set(tasks))
+    if unknown:
+        raise ConfigError(f"extract: calibrations of {unknown}, which are not extracted ({tasks})")
+    calibrate(supernet_model, subnet, calibrations)
     cfg = extracted_config(config, tasks, subnet, supernet_model.space)
     heads = {t: supernet_model.heads[t] for t in tasks}
     model = build_model(cfg, {t: h.classifier.num_classes for t, h in heads.items()})
