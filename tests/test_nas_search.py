@@ -419,3 +419,34 @@ def test_build_latency_table_measures_every_entry_the_space_needs(tmp_path):
     assert t.measured and "interleaved over 2 passes" in t.provenance["how"]
     assert sorted(t.ops["ffn"]) == required_entries(sp)["ffn"]
     assert t.latency(sp.largest()) > t.latency(sp.smallest()) > t.stem > 0
+
+
+class Drifting(Grouped):
+    """Grouped timing whose level changes from one group to the next, as a shared core's does."""
+    group = 40
+
+    def __init__(self, fn, levels):
+        super().__init__(fn)
+        self.levels = list(levels)
+
+    def measure_many(self, subnets):
+        level = self.levels[len(self.groups)]
+        return [level * v for v in super().measure_many(subnets)]
+
+
+def test_verified_latencies_are_put_on_the_samples_level(tmp_path):
+    from ppufo.nas.search import REFERENCES
+    sp = space()
+    lat = fake_latency(sp)
+    drifting = Drifting(lat, [1.0, 1.5])  # the verified candidates time 1.5x slower than the samples did
+    res = make_search(sp, tmp_path, fake_accuracy(sp), drifting, "latency_ms", 8.0).run()["person"]
+    assert drifting.groups == [12, 3 + REFERENCES]  # the samples, then the verified with 8 references
+    sampled = {subnet_key(sp, c) for c in drifting.calls[:12]}
+    assert all(subnet_key(sp, s) in sampled for s in drifting.calls[15:])
+    assert res["verify_level"] == pytest.approx(1 / 1.5)
+    for v in res["verified"]:  # the true latency, not 1.5x it
+        assert v["latency_ms"] == pytest.approx(lat(Subnet.from_dict(v["subnet"])))
+    again = Drifting(lat, [])
+    rerun = make_search(sp, tmp_path, fake_accuracy(sp), again, "latency_ms", 8.0).run()["person"]
+    assert again.groups == [] and rerun["verify_level"] is None  # all cached, leveled: nothing timed
+    assert rerun["verified"] == res["verified"]

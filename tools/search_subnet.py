@@ -63,7 +63,7 @@ def write_result(config, space, res, save_dir):
            "predicted": res["predicted"], "measured": res["measured"],
            "params": space.params(res["subnet"]), "flops": space.flops(res["subnet"]),
            "checkpoint": config["Global"]["pretrained_model"], "verified": res["verified"],
-           "verify_quality": res["verify_quality"]}
+           "verify_quality": res["verify_quality"], "verify_level": res["verify_level"]}
     os.makedirs(save_dir, exist_ok=True)
     path = os.path.join(save_dir, f"{task}_{s['chip']}.json")
     with open(path, "w") as f:

@@ -69,8 +69,7 @@ def measure(space, subnets, fn, cache, desc):
     """fn(subnet) for every subnet not yet in ``cache`` (progress bar); values of all, in order.
     A ``fn`` with ``measure_many`` and ``group`` (MeasuredLatency) gets up to ``group`` subnets
     per call, measured together; each is cached as soon as its call returns."""
-    keys = [subnet_key(space, s) for s in subnets]
-    todo = list({k: s for k, s in zip(keys, subnets) if cache.get(k) is None}.items())
+    keys, todo = uncached(space, subnets, cache)
     many = getattr(fn, "measure_many", None)
     group = max(1, getattr(fn, "group", 1)) if many else 1
     with tqdm(total=len(todo), desc=desc, disable=None if todo else True) as bar:
@@ -78,10 +77,20 @@ def measure(space, subnets, fn, cache, desc):
             chunk = todo[i:i + group]
             t = time.time()
             values = many([s for _, s in chunk]) if many else [fn(chunk[0][1])]
-            seconds = (time.time() - t) / len(chunk)
-            for (k, s), value in zip(chunk, values):
-                if not np.isfinite(value):
-                    raise ValueError(f"{desc}: measured {value} for subnet {s.to_json()}")
-                cache.add(k, s, float(value), seconds)
+            record(cache, chunk, values, (time.time() - t) / len(chunk), desc)
             bar.update(len(chunk))
     return np.array([cache.get(k) for k in keys], np.float64)
+
+
+def uncached(space, subnets, cache):
+    """(keys of ``subnets``, [(key, subnet)] of those not in ``cache``, without repeats)."""
+    keys = [subnet_key(space, s) for s in subnets]
+    return keys, list({k: s for k, s in zip(keys, subnets) if cache.get(k) is None}.items())
+
+
+def record(cache, pairs, values, seconds, desc):
+    """Cache ``values`` of [(key, subnet)]; a non-finite value is an error, never stored."""
+    for (k, s), value in zip(pairs, values):
+        if not np.isfinite(value):
+            raise ValueError(f"{desc}: measured {value} for subnet {s.to_json()}")
+        cache.add(k, s, float(value), seconds)

@@ -6,16 +6,20 @@
    latency (on the position-free summary; a latency table is itself an exact model and is used
    as is; params and FLOPs are computed exactly).
 3. Predict Search.num_candidates random subnets (the whole space if it is that small), keep
-   those predicted within budget, verify the Search.num_verify best by measuring them.
+   those predicted within budget, verify the Search.num_verify best by measuring them (a measured
+   latency timed together with samples near the budget, and put on the samples' level).
 4. Choose, per task, the most accurate MEASURED subnet whose MEASURED cost is within budget.
 """
+import time
+
 import numpy as np
 
 from ..utils.errors import ConfigError
-from .cache import measure, subnet_key
+from .cache import measure, record, subnet_key, uncached
 from .predictor import GPNASPredictor, quality, subnet_features
 
 BUDGETS = ("latency_ms", "params", "flops")
+REFERENCES = 8  # measured samples timed again with the verified candidates, as level references
 # every block of a ViT sees the same tokens, so latency does not depend on where a choice sits
 LATENCY_FEATURES = "summary"
 
@@ -42,6 +46,24 @@ class Measure:
 
     def __call__(self, space, subnets):
         return measure(space, subnets, self.fn, self.cache, self.label)
+
+    def against(self, space, subnets, references, reference_values):
+        """(values of ``subnets``, level) on the scale of ``reference_values``, earlier measurements
+        of ``references``. A timing's level drifts between groups on a shared machine (the whole
+        group 1.5x slower minutes later), while ratios within one interleaved group hold. So
+        the uncached subnets are timed in one group with the references, and scaled by the median
+        ratio reference_value / reference now. Level is None when nothing new was measured or
+        ``fn`` does not time groups (a deterministic measurement needs no reference)."""
+        keys, todo = uncached(space, subnets, self.cache)
+        many = getattr(self.fn, "measure_many", None)
+        if not todo or many is None or not len(references):
+            return self(space, subnets), None
+        refs = list(references)
+        t = time.time()
+        now = np.asarray(many([s for _, s in todo] + refs), np.float64)
+        level = float(np.median(np.asarray(reference_values, np.float64) / now[len(todo):]))
+        record(self.cache, todo, now[:len(todo)] * level, (time.time() - t) / len(now), self.label)
+        return np.array([self.cache.get(k) for k in keys], np.float64), level
 
 
 class BudgetedSearch:
@@ -74,6 +96,21 @@ class BudgetedSearch:
         if self.latency_exact:
             return np.array([self.latency(s) for s in subnets], np.float64)
         return self.latency(self.space, subnets)
+
+    def verify_cost(self, task, verify, samples, sample_cost):
+        """(measured cost of ``verify``, timing level): a measured latency is timed together with
+        the REFERENCES samples nearest the budget and put on the samples' scale (Measure.against),
+        which the predictions and the samples it competes with are on."""
+        if not verify:
+            return np.zeros(0), None
+        if self.budget_type != "latency_ms" or self.latency_exact:
+            return self.measured_cost(verify), None
+        near = np.argsort(np.abs(np.asarray(sample_cost) - self.budget), kind="stable")[:REFERENCES]
+        cost, level = self.latency.against(self.space, verify, [samples[i] for i in near], np.asarray(sample_cost)[near])
+        if level is not None:
+            self.log(f"[{task}] verified candidates timed with {len(near)} samples as references: their timing "
+                     f"ran at x{1 / level:.3f} the samples' level, scaled back")
+        return cost, level
 
     def X(self, subnets, kind=None):
         return subnet_features(self.space, subnets, kind or self.features)
@@ -112,7 +149,7 @@ class BudgetedSearch:
         self.log(f"[{task}] {int(np.sum(pred_cost <= self.budget))} of {len(candidates)} candidates predicted "
                  f"within {self.budget_type} <= {self.budget:g}; verifying the {len(verify)} predicted best")
         v_acc = self.accuracy[task](sp, verify) if verify else np.zeros(0)
-        v_cost = self.measured_cost(verify) if verify else np.zeros(0)
+        v_cost, level = self.verify_cost(task, verify, samples, sample_cost)
         v_pred = predictor.predict(self.X(verify)) if verify else np.zeros(0)
         for p, a, c in zip(v_pred, v_acc, v_cost):
             self.log(f"[{task}] verified: predicted accuracy {p:.4f}, measured {a:.4f}, {self.budget_type} {c:.4g}")
@@ -135,6 +172,7 @@ class BudgetedSearch:
                           self.budget_type: float(c)} for s, p, a, c in zip(verify, v_pred, v_acc, v_cost)],
             # the verified are the top of the ranking, unseen by the fit: a held-out check
             "verify_quality": quality(v_pred, v_acc) if len(verify) >= 2 else None,
+            "verify_level": level,  # sample timing / verify timing of the references (None: not timed now)
             "points": {"measured": [(float(c), float(a)) for _, a, c in pool],
                        "predicted": [(float(c), float(a)) for c, a in zip(pred_cost, pred_acc)]},
         }
