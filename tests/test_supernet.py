@@ -206,3 +206,24 @@ def test_supernet_resume_trains_the_same_subnets_with_the_same_losses(demo_root,
     resumed = build_trainer(cfg(tmp_path / "resumed", f"Global.checkpoints={tmp_path}/resumed/out/latest"))
     assert resumed.start_iter == 2
     np.testing.assert_allclose(losses_of(resumed, 1), uninterrupted[2:], rtol=1e-5)
+
+
+def test_supernet_evaluation_recalibrates_the_bn_neck_and_puts_the_running_statistics_back(demo_root, tmp_path):
+    from ppufo.engine.evaluator import Evaluator
+    from ppufo.engine.trainer import build_trainer
+    from ppufo.nas.calibrate import NeckCalibration
+    only_person = ["Tasks.face.test_sets=[]", "Tasks.vehicle.test_sets=[]", "Tasks.product.test_sets=[]"]
+    cfg = tiny_supernet_config(demo_root, tmp_path, "Supernet.calibration_images=48", *only_person)
+    trainer = build_trainer(cfg)
+    model, rng = trainer.model, np.random.RandomState(0)
+    for t in trainer.tasks:  # running statistics that fit no subnet, as the sandwich rule leaves them
+        model.heads[t].neck.bn.set_statistics(rng.randn(128), 0.5 + rng.rand(128))
+    running = {t: model.heads[t].neck.bn._mean.numpy().copy() for t in trainer.tasks}
+    score = trainer.evaluate(1)["score"]
+    for t in trainer.tasks:
+        np.testing.assert_array_equal(model.heads[t].neck.bn._mean.numpy(), running[t])
+    uncalibrated = Evaluator(cfg, model).evaluate("running")["score"]
+    model.set_subnets(model.space.largest())
+    NeckCalibration(cfg, "person", 48)(model)
+    assert Evaluator(cfg, model).evaluate("by_hand")["score"] == pytest.approx(score, abs=1e-6)
+    assert abs(score - uncalibrated) > 1e-3  # the calibration did change what was scored

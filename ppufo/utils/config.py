@@ -103,6 +103,8 @@ SCHEMA = {
                           doc="subnets trained each step, in order: largest | smallest | random"),
         "distill_weight": Field(float, 0.0, doc="in-place distillation from the largest subnet (0 = off)"),
         "eval_subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file"),
+        "calibration_images": Field(int, 512, doc="training images per task the eval subnet's BN-neck statistics "
+                                                  "are recomputed on before each evaluation (0 = the running ones)"),
     },
     "Extract": {
         "task": Field(str, "", doc="task(s) to keep, comma-separated"),
