@@ -40,6 +40,25 @@ def test_merged_sources_get_disjoint_labels(demo_root):
     assert img.size == (64, 128) and label == ds.labels[0] and cam == ds.cameras[0]  # no transform: PIL image
 
 
+def test_array_backed_splits_merge_like_record_lists(demo_root):
+    from ppufo.data.datasets.base import RecordArray
+    m = build("Market1501", os.path.join(demo_root, "market1501"))
+    face = build("MS1MRecordIO", os.path.join(demo_root, "ms1m"))
+    train = face.train()
+    assert isinstance(train, RecordArray)  # no Record object per image until one is asked for
+    listed = list(train)
+    assert len(listed) == len(train) == 400 and listed[7] == train[7] and type(listed[7].key) is int
+    as_array = ImageDataset([(m, m.train()), (face, train)])
+    as_list = ImageDataset([(m, m.train()), (face, listed)])
+    np.testing.assert_array_equal(as_array.labels, as_list.labels)
+    np.testing.assert_array_equal(as_array.cameras, as_list.cameras)
+    assert as_array.num_classes == 24 + 40 and as_array.records == as_list.records
+    assert as_array.record(192 + 7) == listed[7] and as_array.record(5) == m.train()[5]
+    np.testing.assert_array_equal(np.asarray(as_array.load(192 + 7)), np.asarray(face.read(listed[7])))
+    with pytest.raises(ValueError, match="3 keys, 2 pids"):
+        RecordArray([1, 2, 3], [0, 1])
+
+
 def test_bad_inputs_name_the_file(demo_root, tmp_path):
     root = tmp_path / "m"
     shutil.copytree(os.path.join(demo_root, "market1501"), root)

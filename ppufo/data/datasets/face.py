@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from ...utils.errors import DataError
 from ...utils.logger import get_logger
 from ..recordio import RecordIOReader
-from .base import DATASETS, DatasetSource, Record
+from .base import DATASETS, DatasetSource, Record, RecordArray
 
 
 def decode_image(data, where):
@@ -189,8 +189,7 @@ class MS1MRecordIO(DatasetSource):
 
     def train(self):
         if self._train is None:
-            self._train = [Record(k, p, 0) for k, p in
-                           zip(self.image_keys.tolist(), self.labels.tolist())]
+            self._train = RecordArray(self.image_keys, self.labels)
         return self._train
 
     def read(self, record):
