@@ -443,9 +443,10 @@ def test_verified_latencies_are_put_on_the_samples_level(tmp_path):
     assert drifting.groups == [12, 3 + REFERENCES]  # the samples, then the verified with 8 references
     sampled = {subnet_key(sp, c) for c in drifting.calls[:12]}
     assert all(subnet_key(sp, s) in sampled for s in drifting.calls[15:])
-    assert res["verify_level"] == pytest.approx(1 / 1.5)
-    for v in res["verified"]:  # the true latency, not 1.5x it
+    assert res["verify_level"] == pytest.approx({"median": 1 / 1.5, "min": 1 / 1.5, "max": 1 / 1.5})
+    for v in res["verified"]:  # the true latency, not 1.5x it; predicted within budget
         assert v["latency_ms"] == pytest.approx(lat(Subnet.from_dict(v["subnet"])))
+        assert v["predicted_latency_ms"] <= 8.0
     again = Drifting(lat, [])
     rerun = make_search(sp, tmp_path, fake_accuracy(sp), again, "latency_ms", 8.0).run()["person"]
     assert again.groups == [] and rerun["verify_level"] is None  # all cached, leveled: nothing timed

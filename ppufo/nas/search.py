@@ -52,8 +52,9 @@ class Measure:
         of ``references``. A timing's level drifts between groups on a shared machine (the whole
         group 1.5x slower minutes later), while ratios within one interleaved group hold. So
         the uncached subnets are timed in one group with the references, and scaled by the median
-        ratio reference_value / reference now. Level is None when nothing new was measured or
-        ``fn`` does not time groups (a deterministic measurement needs no reference)."""
+        ratio reference_value / reference now. Level: {"median", "min", "max"} of those ratios, or
+        None when nothing new was measured or ``fn`` does not time groups (a deterministic
+        measurement needs no reference)."""
         keys, todo = uncached(space, subnets, self.cache)
         many = getattr(self.fn, "measure_many", None)
         if not todo or many is None or not len(references):
@@ -61,8 +62,9 @@ class Measure:
         refs = list(references)
         t = time.time()
         now = np.asarray(many([s for _, s in todo] + refs), np.float64)
-        level = float(np.median(np.asarray(reference_values, np.float64) / now[len(todo):]))
-        record(self.cache, todo, now[:len(todo)] * level, (time.time() - t) / len(now), self.label)
+        ratios = np.asarray(reference_values, np.float64) / now[len(todo):]
+        level = {"median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())}
+        record(self.cache, todo, now[:len(todo)] * level["median"], (time.time() - t) / len(now), self.label)
         return np.array([self.cache.get(k) for k in keys], np.float64), level
 
 
@@ -109,7 +111,8 @@ class BudgetedSearch:
         cost, level = self.latency.against(self.space, verify, [samples[i] for i in near], np.asarray(sample_cost)[near])
         if level is not None:
             self.log(f"[{task}] verified candidates timed with {len(near)} samples as references: their timing "
-                     f"ran at x{1 / level:.3f} the samples' level, scaled back")
+                     f"ran at x{1 / level['median']:.3f} the samples' level (median; x{1 / level['max']:.3f}-"
+                     f"x{1 / level['min']:.3f} per reference), scaled back")
         return cost, level
 
     def X(self, subnets, kind=None):
@@ -151,8 +154,10 @@ class BudgetedSearch:
         v_acc = self.accuracy[task](sp, verify) if verify else np.zeros(0)
         v_cost, level = self.verify_cost(task, verify, samples, sample_cost)
         v_pred = predictor.predict(self.X(verify)) if verify else np.zeros(0)
-        for p, a, c in zip(v_pred, v_acc, v_cost):
-            self.log(f"[{task}] verified: predicted accuracy {p:.4f}, measured {a:.4f}, {self.budget_type} {c:.4g}")
+        v_pred_cost = [float(pred_cost[i]) for i in order[:self.num_verify]]
+        for p, a, pc, c in zip(v_pred, v_acc, v_pred_cost, v_cost):
+            self.log(f"[{task}] verified: accuracy {a:.4f} (predicted {p:.4f}), {self.budget_type} {c:.4g} "
+                     f"(predicted {pc:.4g})")
         pool = list(zip(samples, sample_acc, sample_cost)) + list(zip(verify, v_acc, v_cost))
         within = [(s, a, c) for s, a, c in pool if c <= self.budget]
         if not within:
@@ -169,7 +174,8 @@ class BudgetedSearch:
             "predicted": {"accuracy": float(predictor.predict(self.X([best[0]]))[0]), self.budget_type: best_cost},
             "measured": {"accuracy": float(best[1]), self.budget_type: float(best[2])},
             "verified": [{"subnet": s.to_dict(), "predicted_accuracy": float(p), "accuracy": float(a),
-                          self.budget_type: float(c)} for s, p, a, c in zip(verify, v_pred, v_acc, v_cost)],
+                          self.budget_type: float(c), f"predicted_{self.budget_type}": pc}
+                         for s, p, a, c, pc in zip(verify, v_pred, v_acc, v_cost, v_pred_cost)],
             # the verified are the top of the ranking, unseen by the fit: a held-out check
             "verify_quality": quality(v_pred, v_acc) if len(verify) >= 2 else None,
             "verify_level": level,  # sample timing / verify timing of the references (None: not timed now)
