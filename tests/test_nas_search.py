@@ -439,15 +439,38 @@ def test_verified_latencies_are_put_on_the_samples_level(tmp_path):
     sp = space()
     lat = fake_latency(sp)
     drifting = Drifting(lat, [1.0, 1.5])  # the verified candidates time 1.5x slower than the samples did
-    res = make_search(sp, tmp_path, fake_accuracy(sp), drifting, "latency_ms", 8.0).run()["person"]
+    res = make_search(sp, tmp_path, fake_accuracy(sp), drifting, "latency_ms", 8.0, verify_rounds=1).run()["person"]
     assert drifting.groups == [12, 3 + REFERENCES]  # the samples, then the verified with 8 references
     sampled = {subnet_key(sp, c) for c in drifting.calls[:12]}
     assert all(subnet_key(sp, s) in sampled for s in drifting.calls[15:])
-    assert res["verify_level"] == pytest.approx({"median": 1 / 1.5, "min": 1 / 1.5, "max": 1 / 1.5})
+    assert res["verify_levels"] == [pytest.approx({"median": 1 / 1.5, "min": 1 / 1.5, "max": 1 / 1.5})]
     for v in res["verified"]:  # the true latency, not 1.5x it; predicted within budget
         assert v["latency_ms"] == pytest.approx(lat(Subnet.from_dict(v["subnet"])))
         assert v["predicted_latency_ms"] <= 8.0
     again = Drifting(lat, [])
-    rerun = make_search(sp, tmp_path, fake_accuracy(sp), again, "latency_ms", 8.0).run()["person"]
-    assert again.groups == [] and rerun["verify_level"] is None  # all cached, leveled: nothing timed
+    rerun = make_search(sp, tmp_path, fake_accuracy(sp), again, "latency_ms", 8.0, verify_rounds=1).run()["person"]
+    assert again.groups == [] and rerun["verify_levels"] == [None]  # all cached, leveled: nothing timed
     assert rerun["verified"] == res["verified"]
+
+
+def test_verification_goes_on_in_rounds_while_no_verified_candidate_is_within_budget(tmp_path):
+    sp = space()
+
+    def acc(s):  # favours 3 heads in the first block ...
+        return fake_accuracy(sp)(s) + 0.2 * (s.heads[0] == 3)
+
+    def lat(s):  # ... which costs what position-free latency features cannot see
+        return fake_latency(sp)(s) + 3.0 * (s.heads[0] == 3)
+    counted = Counted(lat)
+    res = make_search(sp, tmp_path, Counted(acc), counted, "latency_ms", 5.0, verify_rounds=3).run()["person"]
+    rounds = [v["round"] for v in res["verified"]]
+    assert rounds == sorted(rounds) and rounds[-1] >= 2 and len(res["verified"]) == 3 * rounds[-1]
+    for r in range(1, rounds[-1]):  # an earlier round ended with none within budget
+        assert all(v["latency_ms"] > 5.0 for v in res["verified"] if v["round"] == r)
+        assert all(v["predicted_latency_ms"] <= 5.0 for v in res["verified"] if v["round"] == r)
+    assert any(v["latency_ms"] <= 5.0 for v in res["verified"] if v["round"] == rounds[-1])  # why it stopped
+    keys = [subnet_key(sp, s) for s in counted.calls]
+    assert len(keys) == len(set(keys)) == 12 + len(res["verified"])  # nothing verified twice
+    measured = [(acc(s), lat(s)) for s in counted.calls]
+    assert res["measured"]["accuracy"] == pytest.approx(max(a for a, c in measured if c <= 5.0))
+    assert len(res["verify_levels"]) == rounds[-1]

@@ -51,7 +51,8 @@ def build_search(config, supernet, tasks, log):
                                                 src.context),
                               f"{s['chip']} latency")
     return BudgetedSearch(space, accuracy, s["budget_type"], s["budget"], latency, exact, s["num_samples"],
-                          s["num_candidates"], s["num_verify"], s["seed"], s["features"], log=log.info)
+                          s["num_candidates"], s["num_verify"], s["seed"], s["features"], log=log.info,
+                          verify_rounds=s["verify_rounds"])
 
 
 def write_result(config, space, res, save_dir):
@@ -63,7 +64,7 @@ def write_result(config, space, res, save_dir):
            "predicted": res["predicted"], "measured": res["measured"],
            "params": space.params(res["subnet"]), "flops": space.flops(res["subnet"]),
            "checkpoint": config["Global"]["pretrained_model"], "verified": res["verified"],
-           "verify_quality": res["verify_quality"], "verify_level": res["verify_level"]}
+           "verify_quality": res["verify_quality"], "verify_levels": res["verify_levels"]}
     os.makedirs(save_dir, exist_ok=True)
     path = os.path.join(save_dir, f"{task}_{s['chip']}.json")
     with open(path, "w") as f:

@@ -7,7 +7,9 @@
    as is; params and FLOPs are computed exactly).
 3. Predict Search.num_candidates random subnets (the whole space if it is that small), keep
    those predicted within budget, verify the Search.num_verify best by measuring them (a measured
-   latency timed together with samples near the budget, and put on the samples' level).
+   latency timed together with samples near the budget, and put on the samples' level). While a
+   round verifies none within budget, refit on all measured and verify again, up to
+   Search.verify_rounds rounds.
 4. Choose, per task, the most accurate MEASURED subnet whose MEASURED cost is within budget.
 """
 import time
@@ -73,7 +75,8 @@ class BudgetedSearch:
     callable (a latency table) when ``latency_exact``."""
 
     def __init__(self, space, accuracy, budget_type, budget, latency=None, latency_exact=False,
-                 num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="both", log=print):
+                 num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="both", log=print,
+                 verify_rounds=3):
         if budget_type not in BUDGETS:
             raise ConfigError(f"Search.budget_type={budget_type!r}; expected one of {list(BUDGETS)}")
         if not budget or budget <= 0:
@@ -81,12 +84,13 @@ class BudgetedSearch:
                               f"({'ms' if budget_type == 'latency_ms' else budget_type})")
         if budget_type == "latency_ms" and latency is None:
             raise ConfigError("Search.budget_type=latency_ms needs a latency source (Search.latency)")
-        if num_samples < 4 or num_verify < 1 or num_candidates < 1:
+        if num_samples < 4 or num_verify < 1 or num_candidates < 1 or verify_rounds < 1:
             raise ConfigError(f"Search: num_samples {num_samples} (>= 4), num_verify {num_verify} (>= 1), "
-                              f"num_candidates {num_candidates} (>= 1)")
+                              f"num_candidates {num_candidates} (>= 1), verify_rounds {verify_rounds} (>= 1)")
         self.space, self.accuracy, self.latency, self.latency_exact = space, accuracy, latency, latency_exact
         self.budget_type, self.budget, self.features = budget_type, float(budget), features
         self.num_samples, self.num_candidates, self.num_verify = num_samples, num_candidates, num_verify
+        self.verify_rounds = verify_rounds
         self.rng, self.log = np.random.RandomState(seed), log
 
     # -- costs ---------------------------------------------------------------------------------
@@ -143,22 +147,41 @@ class BudgetedSearch:
         return results
 
     def _choose(self, task, samples, sample_acc, sample_cost, candidates, pred_acc, pred_cost, predictor, cost_model):
+        """Verify in rounds: measure the Search.num_verify candidates predicted most accurate within
+        budget; while none of a round is within budget (they gather where the cost predictor errs
+        low), refit both predictors on everything measured and verify the next best."""
         sp = self.space
         keys = [subnet_key(sp, s) for s in candidates]
-        sampled = {subnet_key(sp, s) for s in samples}
-        order = [i for i in np.argsort(-pred_acc, kind="stable")
-                 if pred_cost[i] <= self.budget and keys[i] not in sampled]
-        verify = [candidates[i] for i in order[:self.num_verify]]
-        self.log(f"[{task}] {int(np.sum(pred_cost <= self.budget))} of {len(candidates)} candidates predicted "
-                 f"within {self.budget_type} <= {self.budget:g}; verifying the {len(verify)} predicted best")
-        v_acc = self.accuracy[task](sp, verify) if verify else np.zeros(0)
-        v_cost, level = self.verify_cost(task, verify, samples, sample_cost)
-        v_pred = predictor.predict(self.X(verify)) if verify else np.zeros(0)
-        v_pred_cost = [float(pred_cost[i]) for i in order[:self.num_verify]]
-        for p, a, pc, c in zip(v_pred, v_acc, v_pred_cost, v_cost):
-            self.log(f"[{task}] verified: accuracy {a:.4f} (predicted {p:.4f}), {self.budget_type} {c:.4g} "
-                     f"(predicted {pc:.4g})")
-        pool = list(zip(samples, sample_acc, sample_cost)) + list(zip(verify, v_acc, v_cost))
+        Xc, Xc_cost = self.X(candidates), (self.X(candidates, LATENCY_FEATURES) if cost_model is not None else None)
+        pool = list(zip(samples, sample_acc, sample_cost))
+        verified, levels = [], []
+        for rnd in range(1, self.verify_rounds + 1):
+            measured = {subnet_key(sp, s) for s, _, _ in pool}
+            order = [i for i in np.argsort(-pred_acc, kind="stable")
+                     if pred_cost[i] <= self.budget and keys[i] not in measured][:self.num_verify]
+            verify = [candidates[i] for i in order]
+            self.log(f"[{task}] round {rnd}: {int(np.sum(pred_cost <= self.budget))} of {len(candidates)} candidates "
+                     f"predicted within {self.budget_type} <= {self.budget:g}; verifying the {len(verify)} predicted best")
+            if not verify:
+                break
+            v_acc = self.accuracy[task](sp, verify)
+            v_cost, level = self.verify_cost(task, verify, [s for s, _, _ in pool], [c for _, _, c in pool])
+            levels.append(level)
+            for s, i, a, c in zip(verify, order, v_acc, v_cost):
+                self.log(f"[{task}] verified: accuracy {a:.4f} (predicted {pred_acc[i]:.4f}), {self.budget_type} "
+                         f"{c:.4g} (predicted {pred_cost[i]:.4g})")
+                verified.append({"subnet": s.to_dict(), "round": rnd, "predicted_accuracy": float(pred_acc[i]),
+                                 "accuracy": float(a), self.budget_type: float(c),
+                                 f"predicted_{self.budget_type}": float(pred_cost[i])})
+            pool += list(zip(verify, v_acc, v_cost))
+            if np.any(v_cost <= self.budget) or rnd == self.verify_rounds:
+                break
+            pool_s = [s for s, _, _ in pool]
+            predictor = GPNASPredictor().fit(self.X(pool_s), [a for _, a, _ in pool])
+            pred_acc = predictor.predict(Xc)
+            if cost_model is not None:
+                cost_model = GPNASPredictor().fit(self.X(pool_s, LATENCY_FEATURES), [c for _, _, c in pool])
+                pred_cost = cost_model.predict(Xc_cost)
         within = [(s, a, c) for s, a, c in pool if c <= self.budget]
         if not within:
             lowest = min(c for _, _, c in pool)
@@ -169,16 +192,15 @@ class BudgetedSearch:
             best_cost = float(cost_model.predict(self.X([best[0]], LATENCY_FEATURES))[0])
         else:
             best_cost = float(self.measured_cost([best[0]])[0])
+        v_pred, v_acc = [v["predicted_accuracy"] for v in verified], [v["accuracy"] for v in verified]
         return {
             "task": task, "subnet": best[0],
             "predicted": {"accuracy": float(predictor.predict(self.X([best[0]]))[0]), self.budget_type: best_cost},
             "measured": {"accuracy": float(best[1]), self.budget_type: float(best[2])},
-            "verified": [{"subnet": s.to_dict(), "predicted_accuracy": float(p), "accuracy": float(a),
-                          self.budget_type: float(c), f"predicted_{self.budget_type}": pc}
-                         for s, p, a, c, pc in zip(verify, v_pred, v_acc, v_cost, v_pred_cost)],
-            # the verified are the top of the ranking, unseen by the fit: a held-out check
-            "verify_quality": quality(v_pred, v_acc) if len(verify) >= 2 else None,
-            "verify_level": level,  # sample timing / verify timing of the references (None: not timed now)
+            "verified": verified,
+            # the verified are the top of the ranking, unseen by the fit (of their round): a held-out check
+            "verify_quality": quality(v_pred, v_acc) if len(verified) >= 2 else None,
+            "verify_levels": levels,  # per round: measured / re-timed references (None: nothing timed)
             "points": {"measured": [(float(c), float(a)) for _, a, c in pool],
                        "predicted": [(float(c), float(a)) for c, a in zip(pred_cost, pred_acc)]},
         }
