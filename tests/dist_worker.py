@@ -1,4 +1,6 @@
-"""Run by test_trainer via paddle.distributed.launch: a few quickstart steps on 2 ranks."""
+"""Run by test_trainer via paddle.distributed.launch: a few quickstart steps on 2 ranks, then
+an evaluation sharded over them."""
+import json
 import os
 import sys
 
@@ -28,6 +30,11 @@ def main(demo_root, out):
         samples.append([i for i, _ in step])
     paddle.save(trainer.model.state_dict(), os.path.join(out, f"rank{rank}.pdparams"))
     np.save(os.path.join(out, f"rank{rank}_samples.npy"), np.asarray(samples))
+    embedded, embed = [0], trainer.model.embed  # images this rank embeds during evaluation
+    trainer.model.embed = lambda x, *a, **k: (embedded.__setitem__(0, embedded[0] + x.shape[0]), embed(x, *a, **k))[1]
+    result = trainer.evaluate(3)
+    with open(os.path.join(out, f"rank{rank}_eval.json"), "w") as f:
+        json.dump({"scores": [r["score"] for r in result["sets"]], "embedded": embedded[0]}, f)
 
 
 if __name__ == "__main__":

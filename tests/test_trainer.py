@@ -1,4 +1,5 @@
 """End-to-end behaviour of the All-in-One trainer on generated demo data."""
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from ppufo.engine.trainer import Trainer
 from ppufo.utils.errors import ConfigError, DataError
 
-from conftest import ROOT
+from conftest import ROOT, tiny_config
 
 
 def losses_of(trainer, steps):
@@ -118,7 +119,8 @@ def test_corrupt_image_is_an_error_naming_the_file(make_config, demo_root, tmp_p
 
 
 @pytest.mark.slow
-def test_two_process_cpu_launch_keeps_ranks_in_sync(demo_root, tmp_path):
+def test_two_process_cpu_launch_keeps_ranks_in_sync(full_demo_root, tmp_path):
+    demo_root = str(full_demo_root)  # the 13 test sets: evaluation is sharded under every protocol
     out = tmp_path / "dist"
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
            "--log_dir", str(tmp_path / "log"), os.path.join(ROOT, "tests", "dist_worker.py"),
@@ -139,3 +141,14 @@ def test_two_process_cpu_launch_keeps_ranks_in_sync(demo_root, tmp_path):
     for a, b in zip(s0, s1):
         assert not set(a) & set(b)  # disjoint samples per rank each step
     assert (out / "latest.pdparams").is_file()  # saved by rank 0
+    # evaluation: each rank embedded half the images, and both hold the single-process scores
+    from ppufo.engine.evaluator import Evaluator
+    from ppufo.utils.checkpoint import load_weights
+    e0, e1 = (json.loads((out / f"rank{r}_eval.json").read_text()) for r in (0, 1))
+    trainer = Trainer(tiny_config(demo_root, tmp_path / "single", ["Global.max_iters=3"]))
+    load_weights(trainer.model, str(out / "latest"))
+    embedded, embed = [0], trainer.model.embed
+    trainer.model.embed = lambda x, *a, **k: (embedded.__setitem__(0, embedded[0] + x.shape[0]), embed(x, *a, **k))[1]
+    single = [r["score"] for r in Evaluator(trainer.cfg, trainer.model).evaluate("single")["sets"]]
+    assert e0["scores"] == pytest.approx(single, abs=1e-5) and e1["scores"] == pytest.approx(single, abs=1e-5)
+    assert e0["embedded"] + e1["embedded"] == embedded[0] and abs(e0["embedded"] - e1["embedded"]) <= 16

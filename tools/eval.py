@@ -1,9 +1,12 @@
 """Evaluate on the configured test sets, each with its own protocol.
 
 python tools/eval.py -c configs/ufo_vitl.yaml -o Global.pretrained_model=output/ufo_vitl/best_model [--sets lfw,Market1501]
+python -m paddle.distributed.launch --gpus 0,1,2,3 tools/eval.py -c ...   # images sharded over the GPUs
 """
 import os
 import sys
+
+import paddle.distributed as dist
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
@@ -22,6 +25,8 @@ def main():
         config = load_config(args.config, args.override)
         g = config["Global"]
         set_device(g["device"])
+        if dist.get_world_size() > 1:
+            dist.init_parallel_env()  # the Evaluator shards the images over the ranks
         init_logger(os.path.join(g["output_dir"], "eval.log"))
         model = load_trained_model(config)
         only = [s for s in args.sets.split(",") if s]

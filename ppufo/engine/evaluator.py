@@ -65,6 +65,41 @@ def configured_labels(config):
             else None for t in config["Tasks"].values() for e in t["test_sets"]}
 
 
+def process_group():
+    """(rank, world size) of an initialised multi-process run, else (0, 1)."""
+    import paddle.distributed as dist
+    if dist.get_world_size() > 1 and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Rows:
+    """The rows ``rows`` of a dataset, in that order: one rank's shard."""
+
+    def __init__(self, dataset, rows):
+        self.dataset, self.rows = dataset, rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.dataset[int(self.rows[i])]
+
+
+def gather_rows(local, n, world):
+    """All ranks' features in dataset order, on every rank; rank r holds rows r, r + world, ..."""
+    import paddle.distributed as dist
+    m = -(-n // world)
+    padded = np.zeros((m, local.shape[1]), local.dtype)
+    padded[:len(local)] = local
+    parts = []
+    dist.all_gather(parts, paddle.to_tensor(padded))
+    out = np.empty((n, local.shape[1]), local.dtype)
+    for r, part in enumerate(parts):
+        out[r::world] = part.numpy()[:len(range(r, n, world))]
+    return out
+
+
 class Evaluator:
     def __init__(self, config, model, only=None):
         self.cfg = config
@@ -79,15 +114,22 @@ class Evaluator:
 
     @paddle.no_grad()
     def extract(self, records, ts, desc):
+        """(features of every record, in order; the ImageDataset). Under a multi-process launch
+        each rank embeds every world_size-th image and the shards are all-gathered, so every
+        rank holds all features after 1/world_size of the work."""
         ds = ImageDataset([(ts.source, records)], transform=self.transform, relabel=False)
+        rank, world = process_group()
+        sharded = world > 1 and len(ds) >= world
+        part = Rows(ds, np.arange(rank, len(ds), world)) if sharded else ds
         feats = []
-        for imgs, _, _ in tqdm(build_eval_loader(ds, self.cfg), desc=desc, leave=False,
+        for imgs, _, _ in tqdm(build_eval_loader(part, self.cfg), desc=desc, leave=False,
                                disable=None):
             f = self.model.embed(imgs, ts.task, normalize=False)
             if ts.flip:
                 f = f + self.model.embed(paddle.flip(imgs, axis=[3]), ts.task, normalize=False)
             feats.append(paddle.nn.functional.normalize(f, axis=1).numpy())
-        return np.concatenate(feats).astype(np.float32), ds
+        feats = np.concatenate(feats).astype(np.float32)
+        return (gather_rows(feats, len(ds), world) if sharded else feats), ds
 
     def run_set(self, ts):
         src, desc = ts.source, f"{ts.task}/{ts.label}"
@@ -124,10 +166,11 @@ class Evaluator:
                       + (f"\nmean score: {summary['score']:.4f}" if scores else "")
                       + "\npaper table (UFO column order; ReID rank1/mAP, faces accuracy, SOP R@1):\n"
                       + format_paper_row(summary["paper_row"]))
-        out_dir = self.cfg["Global"]["output_dir"]
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, f"eval_{tag}.json"), "w") as fh:
-            json.dump(summary, fh, indent=1, default=float)
+        if process_group()[0] == 0:  # every rank holds the same summary
+            out_dir = self.cfg["Global"]["output_dir"]
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, f"eval_{tag}.json"), "w") as fh:
+                json.dump(summary, fh, indent=1, default=float)
         return summary
 
 
