@@ -114,9 +114,10 @@ class BudgetedSearch:
         near = np.argsort(np.abs(np.asarray(sample_cost) - self.budget), kind="stable")[:REFERENCES]
         cost, level = self.latency.against(self.space, verify, [samples[i] for i in near], np.asarray(sample_cost)[near])
         if level is not None:
-            self.log(f"[{task}] verified candidates timed with {len(near)} samples as references: their timing "
-                     f"ran at x{1 / level['median']:.3f} the samples' level (median; x{1 / level['max']:.3f}-"
-                     f"x{1 / level['min']:.3f} per reference), scaled back")
+            self.log(f"[{task}] verified candidates timed with {len(near)} samples as references, which took "
+                     f"x{1 / level['median']:.3f} their first times (median; x{1 / level['max']:.3f}-"
+                     f"x{1 / level['min']:.3f}): the verified times are scaled by x{level['median']:.3f} "
+                     f"onto the samples' scale")
         return cost, level
 
     def X(self, subnets, kind=None):
