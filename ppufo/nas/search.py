@@ -8,8 +8,8 @@
 3. Predict Search.num_candidates random subnets (the whole space if it is that small), keep
    those predicted within budget, verify the Search.num_verify best by measuring them (a measured
    latency timed together with samples near the budget, and put on the samples' level). While a
-   round verifies none within budget, refit on all measured and verify again, up to
-   Search.verify_rounds rounds.
+   round finds none within budget that beats every subnet measured before, refit on all measured
+   and verify again, up to Search.verify_rounds rounds.
 4. Choose, per task, the most accurate MEASURED subnet whose MEASURED cost is within budget.
 """
 import time
@@ -149,8 +149,9 @@ class BudgetedSearch:
 
     def _choose(self, task, samples, sample_acc, sample_cost, candidates, pred_acc, pred_cost, predictor, cost_model):
         """Verify in rounds: measure the Search.num_verify candidates predicted most accurate within
-        budget; while none of a round is within budget (they gather where the cost predictor errs
-        low), refit both predictors on everything measured and verify the next best."""
+        budget. While none of a round is within budget and more accurate than every subnet measured
+        before (the top of a ranking gathers where the predictors err: cost low, accuracy high),
+        refit both predictors on everything measured and verify the next best."""
         sp = self.space
         keys = [subnet_key(sp, s) for s in candidates]
         Xc, Xc_cost = self.X(candidates), (self.X(candidates, LATENCY_FEATURES) if cost_model is not None else None)
@@ -174,8 +175,9 @@ class BudgetedSearch:
                 verified.append({"subnet": s.to_dict(), "round": rnd, "predicted_accuracy": float(pred_acc[i]),
                                  "accuracy": float(a), self.budget_type: float(c),
                                  f"predicted_{self.budget_type}": float(pred_cost[i])})
+            best_so_far = max([a for _, a, c in pool if c <= self.budget], default=-np.inf)
             pool += list(zip(verify, v_acc, v_cost))
-            if np.any(v_cost <= self.budget) or rnd == self.verify_rounds:
+            if np.any((v_cost <= self.budget) & (v_acc > best_so_far)) or rnd == self.verify_rounds:
                 break
             pool_s = [s for s, _, _ in pool]
             predictor = GPNASPredictor().fit(self.X(pool_s), [a for _, a, _ in pool])

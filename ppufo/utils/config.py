@@ -149,9 +149,9 @@ SCHEMA = {
         "num_samples": Field(int, 40, doc="subnets measured to fit the predictors"),
         "num_candidates": Field(int, 5000, doc="random subnets ranked by the predictors"),
         "num_verify": Field(int, 5, doc="top predicted candidates measured before choosing"),
-        "verify_rounds": Field(int, 3, doc="rounds of verification: while a round measures none of its candidates "
-                                           "within budget, both predictors are refitted on all measured subnets "
-                                           "and the next best are verified"),
+        "verify_rounds": Field(int, 3, doc="rounds of verification: while a round finds no candidate within budget "
+                                           "that beats every subnet measured before, both predictors are refitted "
+                                           "on all measured subnets and the next best are verified"),
         "seed": Field(int, 0),
         "cache_dir": Field(str, "./output/search/cache", doc="measurements (JSON lines) for resuming"),
         "save_dir": Field(str, "./output/search", doc="<task>_<chip>.json + Pareto PNG"),
