@@ -196,18 +196,17 @@ def main():
             mean[name, m] = tau.mean()
             print(f"{name:9s} {m:29s} {tau.mean():9.3f} ± {tau.std():.3f} {np.mean([q['rmse'] for q in qs]):8.4f} "
                   f"{tau[0]:9.3f}")
-    accuracy_structure(args, acc, acc2, S, targets["accuracy"][1], methods)
+    accuracy_structure(args, acc, acc2, S, targets["accuracy"][1], methods, mean)
     print(f"tau {mean['accuracy', 'GP-NAS']:.2f} accuracy / {mean['latency', 'GP-NAS']:.2f} latency "
           f"(baseline {mean['accuracy', 'parameter count']:.2f} / {mean['latency', 'parameter count']:.2f})")
 
 
-def accuracy_structure(args, acc, acc2, S, X, methods):
+def accuracy_structure(args, acc, acc2, S, X, methods, mean):
     """What bounds an accuracy predictor here: the share of the target a linear fit on the
     summary explains, whether what it leaves is noise (residuals of two independent targets
     uncorrelated) or the subnets' own (correlated), and tau against the fitted count."""
     from ppufo.nas.predictor import quality
-    A = np.c_[S, np.ones(len(S))]
-    res = [y - A @ np.linalg.lstsq(A, y, rcond=None)[0] for y in (acc, acc2)]
+    res = [y - linear(S, y, S) for y in (acc, acc2)]
     r = np.corrcoef(acc, acc2)[0, 1]
     # Gaussian: corr(truth, one target) = sqrt(r), and Kendall tau = 2/pi arcsin(Pearson r)
     print(f"\naccuracy structure over all {len(acc)} subnets: the linear fit on the summary explains "
@@ -219,7 +218,8 @@ def accuracy_structure(args, acc, acc2, S, X, methods):
         if not 4 <= fit <= len(acc) - 5:
             continue
         a = argparse.Namespace(**{**vars(args), "fit": fit})
-        row = {m: np.mean([quality(methods[m](X, acc, f, t), acc[t])["tau"] for f, t in splits(len(acc), a)])
+        row = {m: mean["accuracy", m] if fit == args.fit else  # the table's own row
+               np.mean([quality(methods[m](X, acc, f, t), acc[t])["tau"] for f, t in splits(len(acc), a)])
                for m in ("GP-NAS", "linear fit (summary)")}
         print(f"  fitted on {fit:2d}, scored on {len(acc) - fit:2d}: " + ", ".join(f"{m} {v:.3f}" for m, v in row.items()))
 

@@ -72,6 +72,10 @@ class FrozenBetaBatchNorm1D(nn.Layer):
                              momentum=self.momentum, epsilon=self.epsilon)
         return y * self.weight + self.bias
 
+    def statistics(self):
+        """(mean, variance) running statistics, as numpy copies (set_statistics puts them back)."""
+        return self._mean.numpy().copy(), self._variance.numpy().copy()
+
     def set_statistics(self, mean, variance):
         """Replace the running statistics (e.g. recomputed for one subnet of a supernet)."""
         for buf, v, name in ((self._mean, mean, "mean"), (self._variance, variance, "variance")):

@@ -8,7 +8,7 @@ rank trains the same subnets and a resumed run draws what the uninterrupted one 
 import numpy as np
 import paddle.nn.functional as F
 
-from ..nas.calibrate import NeckCalibration
+from ..nas.calibrate import recalibrated
 from ..utils.errors import ConfigError
 from .trainer import Trainer, step_stats
 
@@ -58,24 +58,17 @@ class SupernetTrainer(Trainer):
 
     def evaluate(self, iteration):
         """Supernet.eval_subnet evaluated with its BN-neck statistics recomputed on
-        Supernet.calibration_images training images per task (the running ones average every
-        trained subnet: ppufo/nas/calibrate.py). The running statistics are put back afterwards,
+        Supernet.calibration_images training images per evaluated task (the running ones average
+        every trained subnet: ppufo/nas/calibrate.py). The running statistics are put back after,
         so training goes on as if no evaluation had run; best_model keeps the ones it was scored with."""
         subnet = self.space.resolve(self.cfg["Supernet"]["eval_subnet"], "Supernet.eval_subnet")
         self.model.set_subnets(subnet)  # the next train_step sets its own subnets
         n = self.cfg["Supernet"]["calibration_images"]
-        bns = {t: self.model.heads[t].neck.bn for t in self.tasks
-               if n and hasattr(getattr(self.model.heads[t].neck, "bn", None), "set_statistics")}
-        running = {t: (bn._mean.numpy(), bn._variance.numpy()) for t, bn in bns.items()}
-        try:
-            for t in bns:  # one task's images at a time, dropped after: 0.9 GB at 512 x 384^2
-                NeckCalibration(self.cfg, t, n, where="Supernet.calibration_images")(self.model)
-            if bns:
-                self.log.info(f"eval subnet: BN neck of {sorted(bns)} recalibrated on {n} training images each")
+        evaluated = [t for t in self.tasks if self.cfg["Tasks"][t]["test_sets"]]
+        with recalibrated(self.cfg, self.model, evaluated, n, "Supernet.calibration_images") as done:
+            if done:
+                self.log.info(f"eval subnet: BN neck of {done} recalibrated on {n} training images each")
             return super().evaluate(iteration)
-        finally:
-            for t, (mean, var) in running.items():
-                bns[t].set_statistics(mean, var)
 
 
 def distill_loss(student, teacher):

@@ -7,6 +7,8 @@ output) is skewed by however far its features sit from that average. OFA and Big
 recompute BN statistics before evaluating a child network. A ViT has BN only in the neck, so
 this costs one forward pass over a fixed sample of the task's training images.
 """
+from contextlib import contextmanager
+
 import numpy as np
 import paddle
 
@@ -42,7 +44,7 @@ class NeckCalibration:
         """[num_images, dim] float64: what the task's BatchNorm normalises, in eval mode."""
         task = self.task
         neck = model.heads[task].neck
-        if not hasattr(neck, "project") or not hasattr(getattr(neck, "bn", None), "set_statistics"):
+        if bn_neck(model, task) is None:
             raise ConfigError(f"Tasks.{task}.neck: {type(neck).__name__} has no BatchNorm to recalibrate")
         was = model.training
         model.eval()
@@ -61,6 +63,29 @@ class NeckCalibration:
         mean, var = z.mean(0), z.var(0)
         model.heads[self.task].neck.bn.set_statistics(mean, var)
         return mean, var
+
+
+def bn_neck(model, task):
+    """``task``'s neck BatchNorm if its statistics can be recalibrated (a BNNeck), else None."""
+    neck = model.heads[task].neck
+    bn = getattr(neck, "bn", None)
+    return bn if hasattr(neck, "project") and hasattr(bn, "set_statistics") else None
+
+
+@contextmanager
+def recalibrated(config, model, tasks, num_images, where="calibration_images"):
+    """Within the block, the BN necks of ``tasks`` (those that have one) carry statistics
+    recomputed for the subnet ``model`` currently runs; the running statistics are put back
+    after. One task's images are read at a time and dropped (0.9 GB at 512 x 384^2)."""
+    bns = {t: bn for t in tasks if num_images and (bn := bn_neck(model, t)) is not None}
+    running = {t: bn.statistics() for t, bn in bns.items()}
+    try:
+        for t in bns:
+            NeckCalibration(config, t, num_images, where=where)(model)
+        yield sorted(bns)
+    finally:
+        for t, stats in running.items():
+            bns[t].set_statistics(*stats)
 
 
 def neck_calibration(config, task, num_images, seed=0, where="calibration_images"):

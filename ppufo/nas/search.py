@@ -120,6 +120,12 @@ class BudgetedSearch:
                      f"onto the samples' scale")
         return cost, level
 
+    def fit_cost_model(self, subnets, cost):
+        """A GP-NAS latency predictor for a measured latency budget; None where cost is exact."""
+        if self.budget_type == "latency_ms" and not self.latency_exact:
+            return GPNASPredictor().fit(self.X(subnets, LATENCY_FEATURES), cost)
+        return None
+
     def X(self, subnets, kind=None):
         return subnet_features(self.space, subnets, kind or self.features)
 
@@ -130,9 +136,7 @@ class BudgetedSearch:
         cost = self.measured_cost(samples)
         acc = {t: m(sp, samples) for t, m in self.accuracy.items()}
         predictors = {t: GPNASPredictor().fit(self.X(samples), a) for t, a in acc.items()}
-        cost_model = None
-        if self.budget_type == "latency_ms" and not self.latency_exact:
-            cost_model = GPNASPredictor().fit(self.X(samples, LATENCY_FEATURES), cost)
+        cost_model = self.fit_cost_model(samples, cost)
         if sp.size() <= self.num_candidates:
             candidates = sample_subnets(sp, sp.size(), self.rng, extremes=False)
         else:
@@ -179,11 +183,11 @@ class BudgetedSearch:
             pool += list(zip(verify, v_acc, v_cost))
             if np.any((v_cost <= self.budget) & (v_acc > best_so_far)) or rnd == self.verify_rounds:
                 break
-            pool_s = [s for s, _, _ in pool]
-            predictor = GPNASPredictor().fit(self.X(pool_s), [a for _, a, _ in pool])
+            pool_s, pool_a, pool_c = map(list, zip(*pool))
+            predictor = GPNASPredictor().fit(self.X(pool_s), pool_a)
             pred_acc = predictor.predict(Xc)
             if cost_model is not None:
-                cost_model = GPNASPredictor().fit(self.X(pool_s, LATENCY_FEATURES), [c for _, _, c in pool])
+                cost_model = self.fit_cost_model(pool_s, pool_c)
                 pred_cost = cost_model.predict(Xc_cost)
         within = [(s, a, c) for s, a, c in pool if c <= self.budget]
         if not within:

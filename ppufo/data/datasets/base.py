@@ -146,13 +146,9 @@ class ImageDataset:
         return len(self.owner)
 
     def record(self, i):
+        """The Record of item ``i`` (a RecordArray source builds it on demand)."""
         j = self.owner[i]
         return self.splits[j][int(i - self.starts[j])]
-
-    @property
-    def records(self):
-        """Every Record, in order (built on demand: a RecordArray source keeps none)."""
-        return [self.record(i) for i in range(len(self))]
 
     def load(self, i, rng=None):
         img = self.sources[self.owner[i]].read(self.record(i))
