@@ -1,5 +1,6 @@
 """Demo data: deterministic, learnable, in the real layouts, protocols satisfied; the CLI."""
 import hashlib
+import json
 import importlib.util
 import os
 import time
@@ -174,3 +175,23 @@ def test_demo_setup_writes_only_missing_sets_and_refuses_stale_folders(tmp_path,
     cfg["Global"].update(generate_demo_data=False, data_root=str(tmp_path / "none"))
     with pytest.raises(DataError, match="Global.data_root not found or empty"):
         ensure_demo_data(cfg)
+
+
+def test_demo_data_is_written_by_the_first_process_while_the_others_wait(tmp_path):
+    """Two processes of one launch ask for the same demo root at once: exactly one writes and the
+    other returns after it with nothing to write (and no half-written set seen as stale)."""
+    import subprocess
+    import sys
+    code = ("import sys, json; from ppufo.data.demo_setup import ensure_demo_data; "
+            "cfg = {'Global': {'data_root': sys.argv[1], 'generate_demo_data': True, 'seed': 0}}; "
+            "print(json.dumps(ensure_demo_data(cfg)))")
+    import ppufo.data.demo as d
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    root = str(tmp_path / "demo")
+    procs = [subprocess.Popen([sys.executable, "-c", code, root], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1500:] for _, err in results]
+    written = sorted(json.loads(out.strip().splitlines()[-1]) for out, _ in results)
+    assert written == [[], list(d.WRITERS)]
+    assert set(d.written_sets(root)) == set(d.WRITERS)

@@ -3,15 +3,9 @@ import logging
 import os
 import sys
 
+from .dist import rank
+
 _LOGGER = logging.getLogger("ppufo")
-
-
-def rank():
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-
-
-def world_size():
-    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
 
 
 def init_logger(log_file=None, level=logging.INFO):

@@ -7,6 +7,7 @@ import struct
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ...utils.dist import exclusive
 from ...utils.errors import DataError
 from ...utils.logger import get_logger
 from ..recordio import RecordIOReader
@@ -118,6 +119,14 @@ class MS1MRecordIO(DatasetSource):
         return self.idx_path + ".labels.npy"
 
     def _labels(self, use_cache):
+        if not use_cache:
+            return self._read_labels(False)
+        # one process per machine reads 5M labels and writes the cache; the others then load it
+        with exclusive(self._cache_path() + ".lock", f"indexing labels of {self.rec_path}",
+                       get_logger()):
+            return self._read_labels(True)
+
+    def _read_labels(self, use_cache):
         keys = self.image_keys
         path = self._cache_path()
         if use_cache and os.path.isfile(path):

@@ -1,0 +1,52 @@
+"""Process topology from paddle.distributed.launch's environment, and first-use file writing
+that is safe when several processes of one machine start at once."""
+import contextlib
+import os
+import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: no multi-process launch there, so no lock is needed
+    fcntl = None
+
+
+def rank():
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def world_size():
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def local_rank():
+    return int(os.environ.get("PADDLE_LOCAL_RANK", os.environ.get("PADDLE_RANK_IN_NODE", "0")))
+
+
+@contextlib.contextmanager
+def exclusive(lock_path, what, log=None):
+    """Hold an exclusive lock on ``lock_path`` for the block: the first process to arrive writes
+    the shared files while the others wait here, then find them written. A lock (not a collective
+    barrier) needs no process group, and a writer that dies or fails releases it instead of
+    leaving the others waiting forever."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+        fh = open(lock_path, "a") if fcntl else None
+    except OSError:  # a read-only folder: nobody can write there, so there is nothing to order
+        fh = None
+    if fh is None:
+        yield
+        return
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            t = time.time()
+            if log:
+                log.info(f"waiting for another process to finish {what} ({lock_path})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            if log:
+                log.info(f"{what}: the other process let go after {time.time() - t:.1f}s")
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
