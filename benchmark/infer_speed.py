@@ -22,6 +22,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
 
+import ppufo  # noqa: E402,F401  (before paddle: it configures MKL)
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 

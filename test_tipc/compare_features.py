@@ -26,7 +26,8 @@ def dygraph_features(config, task, paths, batch_size=16):
 
     from ppufo.arch.multitask import load_trained_model
     from ppufo.data.loader import eval_transforms
-    paddle.set_device("cpu")
+    from ppufo.utils.device import setup_device
+    setup_device(config, device="cpu")
     model = load_trained_model(config)
     if task not in model.task_names:
         raise ConfigError(f"--task {task}: not a task of this model; tasks: {model.task_names}")

@@ -8,6 +8,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 os.chdir(ROOT)  # configs and tools use paths relative to the repo root
 
+from ppufo.utils.device import resolve_cpu_threads, set_cpu_threads  # noqa: E402
+
+set_cpu_threads(resolve_cpu_threads(0))  # the tests' own Paddle work uses every core, as the tools do
+
 QUICK_SETS = ["market1501", "veri776", "sop", "ms1m", "faces_val"]
 EVAL_ONLY_SETS = ["dukemtmc", "msmt17", "vehicleid", "veriwild"]  # quickstart test sets only
 

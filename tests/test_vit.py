@@ -82,3 +82,60 @@ def test_paddleclas_is_imported_lazily_and_resnet50_builds():
         BACKBONES.get("ViT_gigantic")
     with pytest.raises(ConfigError, match="not a PaddleClas backbone"):
         build_backbone({"name": "PaddleClasBackbone", "model": "NoSuchNet"})
+
+
+def _sliced_attention(layer, x):
+    """The attention as it was written before (qkv[0], qkv[1], qkv[2] slices), as a reference."""
+    n, h, d = x.shape[1], layer.num_heads, layer.head_dim
+    qkv = layer.qkv(x).reshape([-1, n, 3, h, d]).transpose([2, 0, 3, 1, 4])
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = paddle.nn.functional.softmax(paddle.matmul(q * layer.scale, k, transpose_y=True), axis=-1)
+    return layer.proj(paddle.matmul(attn, v).transpose([0, 2, 1, 3]).reshape([-1, n, h * d]))
+
+
+def _output_and_grads(layer, x, forward):
+    x = x.detach()
+    x.stop_gradient = False
+    for p in layer.parameters():
+        p.clear_gradient()
+    out = forward(x)
+    (out * paddle.linspace(-1, 1, out.shape[-1])).sum().backward()
+    return [out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_unbound_attention_equals_the_sliced_one_forward_and_backward(fused):
+    from ppufo.arch.backbone.vit import Attention
+    paddle.seed(3)
+    layer = Attention(48, 4, head_dim=12, fused=fused)
+    x = paddle.randn([3, 17, 48])
+    got = _output_and_grads(layer, x, layer)
+    want = _output_and_grads(layer, x, lambda t: _sliced_attention(layer, t))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+    assert np.abs(got[1]).max() > 1e-3  # gradients flow to the input
+
+
+def test_supernet_attention_fused_equals_manual_forward_and_backward():
+    from ppufo.arch.backbone.vit_super import SuperAttention
+    paddle.seed(4)
+    layer = SuperAttention(48, 4, 12)
+    x = paddle.randn([2, 9, 48])
+    for heads in (2, 4):  # a subnet's leading heads and the full width
+        layer.fused = True
+        got = _output_and_grads(layer, x, lambda t: layer(t, heads))
+        layer.fused = False
+        want = _output_and_grads(layer, x, lambda t: layer(t, heads))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+
+
+def test_attention_dropout_is_applied_only_in_training():
+    from ppufo.arch.backbone.vit import Attention
+    paddle.seed(5)
+    layer = Attention(32, 2, attn_drop=0.5)
+    x = paddle.randn([2, 5, 32])
+    layer.eval()
+    np.testing.assert_allclose(layer(x).numpy(), _sliced_attention(layer, x).numpy(), atol=1e-5)
+    layer.train()
+    assert not np.allclose(layer(x).numpy(), layer(x).numpy())

@@ -6,14 +6,14 @@ python -m paddle.distributed.launch --gpus 0,1,2,3 tools/eval.py -c ...   # imag
 import os
 import sys
 
-import paddle.distributed as dist
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+import ppufo  # noqa: E402,F401  (before paddle: it configures MKL)
+import paddle.distributed as dist  # noqa: E402
 from ppufo.arch.multitask import load_trained_model  # noqa: E402
 from ppufo.engine.evaluator import Evaluator  # noqa: E402
 from ppufo.utils.config import load_config, parse_args  # noqa: E402
-from ppufo.utils.device import set_device  # noqa: E402
+from ppufo.utils.device import setup_device  # noqa: E402
 from ppufo.utils.errors import ConfigError, DataError  # noqa: E402
 from ppufo.utils.logger import init_logger  # noqa: E402
 
@@ -24,10 +24,10 @@ def main():
     try:
         config = load_config(args.config, args.override)
         g = config["Global"]
-        set_device(g["device"])
+        init_logger(os.path.join(g["output_dir"], "eval.log"))
+        setup_device(config)
         if dist.get_world_size() > 1:
             dist.init_parallel_env()  # the Evaluator shards the images over the ranks
-        init_logger(os.path.join(g["output_dir"], "eval.log"))
         model = load_trained_model(config)
         only = [s for s in args.sets.split(",") if s]
         Evaluator(config, model, only=only).evaluate(tag="eval")

@@ -14,16 +14,15 @@ from ppufo.utils.errors import ConfigError  # noqa: E402
 
 def main():
     args, config = cli_config("ppufo export")
-    import paddle
-
     from ppufo.arch.multitask import load_trained_model
     from ppufo.engine.exporter import export_model
+    from ppufo.utils.device import setup_device
     from ppufo.utils.logger import get_logger
     try:
         if config["Arch"].get("name") == "SupernetMultiTaskModel":
             raise ConfigError(f"{args.config}: a supernet is not exported whole; extract a subnet first "
                               f"(tools/extract_subnet.py) and export its config.yaml")
-        paddle.set_device("cpu")  # export is device independent
+        setup_device(config, device="cpu")  # export is device independent
         written = export_model(load_trained_model(config), config)
     except ConfigError as e:
         sys.exit(f"error: {e}")

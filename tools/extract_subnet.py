@@ -51,7 +51,7 @@ def main():
     from ppufo.nas.extract import check_tasks, extract, max_feature_diff
     from ppufo.utils.checkpoint import save_checkpoint
     from ppufo.utils.config import dump_config
-    from ppufo.utils.device import set_device
+    from ppufo.utils.device import setup_device
     from ppufo.utils.logger import init_logger
     try:
         if config["Arch"].get("name") != "SupernetMultiTaskModel":
@@ -59,8 +59,8 @@ def main():
                               f"a supernet config (Arch.name: SupernetMultiTaskModel)")
         ex = config["Extract"]
         tasks = [t.strip() for t in ex["task"].split(",") if t.strip()]
-        set_device(config["Global"]["device"])
         log = init_logger(os.path.join(ex["save_dir"], "extract.log"))
+        setup_device(config)
         supernet = load_trained_model(config)
         subnet = supernet.space.resolve(ex["subnet"], "Extract.subnet")
         check_tasks(supernet, tasks, subnet)  # before the calibration images are read

@@ -77,7 +77,7 @@ def write_result(config, space, res, save_dir):
 def main():
     args, config = cli_config("ppufo GP-NAS subnet search")
     from ppufo.arch.multitask import load_trained_model
-    from ppufo.utils.device import set_device
+    from ppufo.utils.device import setup_device
     from ppufo.utils.logger import init_logger
     try:
         s = config["Search"]
@@ -91,8 +91,8 @@ def main():
         unknown = [t for t in tasks if t not in config["Tasks"]]
         if unknown:
             raise ConfigError(f"Search.task: unknown task(s) {unknown}; tasks: {list(config['Tasks'])}")
-        set_device(config["Global"]["device"])
         log = init_logger(os.path.join(s["save_dir"], "search.log"))
+        setup_device(config)
         supernet = load_trained_model(config)
         log.info(f"search space: {supernet.space.describe()}; tasks {tasks}; chip {s['chip']}, "
                  f"{s['budget_type']} <= {s['budget']:g}")

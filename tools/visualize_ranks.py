@@ -13,7 +13,7 @@ from ppufo.arch.multitask import load_trained_model  # noqa: E402
 from ppufo.engine.evaluator import Evaluator, configured_labels  # noqa: E402
 from ppufo.metric.visualize import ORDERS, protocol_rank_lists, write_rank_lists  # noqa: E402
 from ppufo.utils.config import load_config, parse_args  # noqa: E402
-from ppufo.utils.device import set_device  # noqa: E402
+from ppufo.utils.device import setup_device  # noqa: E402
 from ppufo.utils.errors import ConfigError, DataError  # noqa: E402
 from ppufo.utils.logger import get_logger, init_logger  # noqa: E402
 
@@ -56,8 +56,8 @@ def main():
             ranked = [lb for lb, p in labels.items() if p != "verification"]
             raise ConfigError(f"--set {args.set}: protocol 'verification' (10-fold accuracy on "
                               f"image pairs) has no gallery ranking to draw; sets with one: {ranked}")
-        set_device(g["device"])
         init_logger(os.path.join(g["output_dir"], "visualize.log"))
+        setup_device(config)
         log = get_logger()
         evaluator = Evaluator(config, load_trained_model(config), only=[args.set])
         ts = next(s for s in evaluator.sets if s.label == args.set)

@@ -1,6 +1,7 @@
 """Build the mixed-batch training loader and plain evaluation loaders from the config."""
 import paddle
 
+from ..utils.device import set_cpu_threads
 from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
 from .datasets import build_source
@@ -26,6 +27,12 @@ def eval_transforms(config):
     if items:
         return build_transforms(items, where="DataLoader.Eval.transforms")
     return default_eval_transforms(image_hw(config))
+
+
+def one_thread_worker(worker_id):
+    """A loader worker decodes and augments one image at a time: one Paddle thread each, so
+    N workers add N busy cores next to Global.cpu_threads, not N times as many."""
+    set_cpu_threads(1)
 
 
 def build_task_train_set(config, task, transform=None):
@@ -75,7 +82,7 @@ def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     batch_sampler = build_batch_sampler(config, task_sets, rank, world_size, start_iter)
     loader = paddle.io.DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler,
                                   num_workers=config["DataLoader"]["Train"]["num_workers"],
-                                  use_shared_memory=False)
+                                  use_shared_memory=False, worker_init_fn=one_thread_worker)
     return loader, task_sets
 
 
@@ -94,4 +101,4 @@ def build_eval_loader(dataset, config):
     return paddle.io.DataLoader(dataset, batch_size=config["DataLoader"]["Eval"]["batch_size"],
                                 shuffle=False, drop_last=False,
                                 num_workers=config["DataLoader"]["Eval"]["num_workers"],
-                                use_shared_memory=False)
+                                use_shared_memory=False, worker_init_fn=one_thread_worker)

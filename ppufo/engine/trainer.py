@@ -13,7 +13,7 @@ from ..loss import build_loss
 from ..optimizer import build_optimizer
 from ..utils.checkpoint import load_checkpoint, load_weights, read_states, save_checkpoint
 from ..utils.config import dump_config
-from ..utils.device import set_device
+from ..utils.device import setup_device
 from ..utils.logger import init_logger
 
 
@@ -28,12 +28,12 @@ class Trainer:
         g = config["Global"]
         self.world_size = dist.get_world_size()
         self.rank = dist.get_rank()
-        set_device(g["device"])
-        if self.world_size > 1:
-            dist.init_parallel_env()
         self.output_dir = g["output_dir"]
         os.makedirs(self.output_dir, exist_ok=True)
         self.log = init_logger(os.path.join(self.output_dir, "train.log"))
+        setup_device(config)
+        if self.world_size > 1:
+            dist.init_parallel_env()
         if self.rank == 0:
             dump_config(config, os.path.join(self.output_dir, "config.yaml"))
         self.log.info("config:\n" + _describe(config))

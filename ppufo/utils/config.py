@@ -49,6 +49,8 @@ CHIPS = ("cpu_x86", "gpu", "gpu_trt_fp16", "gpu_trt_int8", "xpu", "npu", "arm", 
 
 GLOBAL = {
     "device": Field(str, "cpu", doc="cpu | gpu | gpu:N | xpu | npu"),
+    "cpu_threads": Field(int, 0, doc="threads of Paddle's CPU ops; 0 = every core this process may "
+                                     "use, shared among the processes a launch starts on the machine"),
     "seed": Field(int, 42),
     "data_root": Field(str, "./data", doc="dataset roots in Tasks are relative to this"),
     "output_dir": Field(str, "./output"),

@@ -38,32 +38,46 @@ class Mlp(nn.Layer):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def attention(q, k, v, scale, fused=True, dropout=0.0, training=False):
+    """Multi-head attention of q, k, v laid out [B, N, heads, head_dim] -> [B, N, heads, head_dim].
+
+    fused: Paddle's scaled_dot_product_attention (flash / memory-efficient kernels where the
+    device and dtype have them; on CPU the same matmul-softmax-matmul as the manual path).
+    The manual path keeps the [B, heads, N, N] map for backward and is kept for comparison."""
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, training=training, scale=scale)
+    q, k, v = (t.transpose([0, 2, 1, 3]) for t in (q, k, v))
+    attn = F.softmax(paddle.matmul(q * scale, k, transpose_y=True), axis=-1)
+    if dropout:
+        attn = F.dropout(attn, dropout, training=training)
+    return paddle.matmul(attn, v).transpose([0, 2, 1, 3])
+
+
 class Attention(nn.Layer):
-    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, head_dim=None):
+    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, head_dim=None, fused=True):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = head_dim or dim // num_heads
         inner = self.num_heads * self.head_dim
         self.scale = self.head_dim ** -0.5
         self.qkv = nn.Linear(dim, 3 * inner, bias_attr=None if qkv_bias else False)
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.attn_drop, self.fused = attn_drop, fused
         self.proj = nn.Linear(inner, dim)
 
     def forward(self, x):
         n = x.shape[1]
-        qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)
-        out = paddle.matmul(self.attn_drop(attn), v).transpose([0, 2, 1, 3])
+        # unbind, not qkv[0], qkv[1], qkv[2]: three slices cost a third of the block's backward on CPU
+        q, k, v = paddle.unbind(self.qkv(x).reshape([-1, n, 3, self.num_heads, self.head_dim]), axis=2)
+        out = attention(q, k, v, self.scale, self.fused, self.attn_drop, self.training)
         return self.proj(out.reshape([-1, n, self.num_heads * self.head_dim]))
 
 
 class Block(nn.Layer):
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, attn_drop=0.0, drop_path=0.0,
-                 epsilon=1e-6, mlp_hidden=None, head_dim=None):
+                 epsilon=1e-6, mlp_hidden=None, head_dim=None, fused_attention=True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, epsilon=epsilon)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, head_dim)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, head_dim, fused_attention)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, epsilon=epsilon)
         self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio))
@@ -151,11 +165,13 @@ class ViTStem(nn.Layer):
 
 class VisionTransformer(ViTStem):
     """block_heads / block_mlp_hidden give per-block widths (extracted subnets); head_dim
-    defaults to embed_dim // num_heads."""
+    defaults to embed_dim // num_heads. fused_attention=False writes the attention out (same
+    result, more memory)."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
                  mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None):
+                 epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None,
+                 fused_attention=True):
         super().__init__()
         if head_dim is None and embed_dim % num_heads:
             raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
@@ -167,7 +183,8 @@ class VisionTransformer(ViTStem):
         hidden = _per_block(block_mlp_hidden, depth, "block_mlp_hidden") or [int(embed_dim * mlp_ratio)] * depth
         rates = np.linspace(0, drop_path_rate, depth)
         self.blocks = nn.LayerList([Block(embed_dim, h, mlp_ratio, qkv_bias, attn_drop_rate, float(r),
-                                          epsilon, mlp_hidden=m, head_dim=head_dim)
+                                          epsilon, mlp_hidden=m, head_dim=head_dim,
+                                          fused_attention=fused_attention)
                                     for r, h, m in zip(rates, heads, hidden)])
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
         self._init_linears()

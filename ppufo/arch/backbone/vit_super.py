@@ -12,7 +12,7 @@ import paddle.nn.functional as F
 
 from ...utils.errors import ConfigError
 from . import BACKBONES
-from .vit import DropPath, ViTStem, resize_pos_embed
+from .vit import DropPath, ViTStem, attention, resize_pos_embed
 
 
 def _super_linear(in_dim, out_dim, bias=True):
@@ -21,9 +21,9 @@ def _super_linear(in_dim, out_dim, bias=True):
 
 
 class SuperAttention(nn.Layer):
-    def __init__(self, dim, max_heads, head_dim, qkv_bias=True):
+    def __init__(self, dim, max_heads, head_dim, qkv_bias=True, fused=True):
         super().__init__()
-        self.head_dim, self.scale = head_dim, head_dim ** -0.5
+        self.head_dim, self.scale, self.fused = head_dim, head_dim ** -0.5, fused
         inner = max_heads * head_dim
         self.q = _super_linear(dim, inner, qkv_bias)
         self.k = _super_linear(dim, inner, qkv_bias)
@@ -32,10 +32,8 @@ class SuperAttention(nn.Layer):
 
     def forward(self, x, heads):
         b, n, c = x.shape[0], x.shape[1], heads * self.head_dim
-        q, k, v = (f(x, channel=c).reshape([b, n, heads, self.head_dim]).transpose([0, 2, 1, 3])
-                   for f in (self.q, self.k, self.v))
-        attn = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)
-        out = paddle.matmul(attn, v).transpose([0, 2, 1, 3]).reshape([b, n, c])
+        q, k, v = (f(x, channel=c).reshape([b, n, heads, self.head_dim]) for f in (self.q, self.k, self.v))
+        out = attention(q, k, v, self.scale, self.fused).reshape([b, n, c])
         return self.proj(out)  # proj uses its first c input rows
 
 
@@ -74,10 +72,11 @@ class MultiPathFFN(nn.Layer):
 
 
 class SuperBlock(nn.Layer):
-    def __init__(self, dim, max_heads, head_dim, hidden, tasks, qkv_bias, drop_path, epsilon):
+    def __init__(self, dim, max_heads, head_dim, hidden, tasks, qkv_bias, drop_path, epsilon,
+                 fused_attention=True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, epsilon=epsilon)
-        self.attn = SuperAttention(dim, max_heads, head_dim, qkv_bias)
+        self.attn = SuperAttention(dim, max_heads, head_dim, qkv_bias, fused_attention)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, epsilon=epsilon)
         self.ffn = MultiPathFFN(dim, hidden, tasks)
@@ -99,7 +98,7 @@ class ViTSupernet(ViTStem):
     def __init__(self, tasks, img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12,
                  num_heads=3, head_dim=None, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.0,
                  epsilon=1e-6, depths=None, heads=None, ffn_ratios=(0.5, 0.75, 1.0),
-                 paths=("shared", "task", "mix"), pretrained=None):
+                 paths=("shared", "task", "mix"), pretrained=None, fused_attention=True):
         super().__init__()
         from ...nas.space import SearchSpace
         if not tasks:
@@ -112,7 +111,8 @@ class ViTSupernet(ViTStem):
                                  patch_size, self.img_size, in_chans, qkv_bias)
         rates = np.linspace(0, drop_path_rate, depth)
         self.blocks = nn.LayerList([SuperBlock(embed_dim, num_heads, head_dim, self.space.full_hidden,
-                                               self.tasks, qkv_bias, float(r), epsilon) for r in rates])
+                                               self.tasks, qkv_bias, float(r), epsilon, fused_attention)
+                                    for r in rates])
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
         self._init_linears()
         if pretrained:
