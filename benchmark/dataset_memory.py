@@ -15,11 +15,10 @@ import sys
 import time
 import tracemalloc
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from ppufo.data.datasets.base import ImageDataset, Record, RecordArray  # noqa: E402
+from ppufo.data.datasets.base import ImageDataset, Record, RecordArray
 
 
 class IndexOnly:

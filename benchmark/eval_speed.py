@@ -22,11 +22,10 @@ import sys
 import time
 import tracemalloc
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from ppufo.metric.reid import evaluate_reid  # noqa: E402
+from ppufo.metric.reid import evaluate_reid
 
 TOPK = (1, 5, 10)
 

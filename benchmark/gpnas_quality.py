@@ -30,9 +30,8 @@ import subprocess
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def parse():
@@ -82,7 +81,7 @@ def validation_sets(args, seeds):
     16 identities, whose mAP moves as much from query sampling as between subnets. Other seeds
     give independent sets of the same size: how well they rank the same subnets alike bounds any
     accuracy predictor scored on the first ones."""
-    from ppufo.data.demo import write_dukemtmc
+    from ppufo.demo import write_dukemtmc
     out = []
     for seed in seeds:
         name = f"person_val_{args.val_ids}" + (f"_s{seed}" if seed != 1 else "")
@@ -116,7 +115,7 @@ def main():
     from ppufo.arch.multitask import load_trained_model
     from ppufo.nas.accuracy import SubnetAccuracy
     from ppufo.nas.cache import MeasureCache, measure
-    from ppufo.nas.calibrate import neck_calibration
+    from ppufo.engine.calibrate import neck_calibration
     from ppufo.nas.latency import MeasuredLatency, TableLatency
     from ppufo.nas.predictor import GPNASPredictor, quality, subnet_features
     from ppufo.nas.search import LATENCY_FEATURES, sample_subnets

@@ -19,17 +19,15 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
 
-import ppufo  # noqa: E402,F401  (before paddle: it configures MKL)
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
+import ppufo  # noqa: F401  (before paddle: it configures MKL)
+import numpy as np
+import paddle
 
-from ppufo.arch import build_model  # noqa: E402
-from ppufo.engine.exporter import export_task  # noqa: E402
-from ppufo.utils.config import load_config  # noqa: E402
-from predictor import FeaturePredictor, OnnxPredictor  # noqa: E402
+from ppufo.arch import build_model
+from ppufo.engine.exporter import export_task
+from ppufo.utils.config import load_config
+from ppufo.inference.predictor import FeaturePredictor, OnnxPredictor
 
 
 def thread_ticks():

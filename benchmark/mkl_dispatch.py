@@ -12,13 +12,11 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 def measure(threads):
     """One side, in this process: 2048² fp32 matmul GFLOP/s and the quickstart-sized training
     step (ViT-Tiny depth 6, 80 images at 64x64, forward + backward + AdamW) in seconds."""
-    sys.path.insert(0, ROOT)
     import paddle
 
     from ppufo.arch.backbone import build_backbone
@@ -68,7 +66,6 @@ def main():
     if a.child:
         print(json.dumps(measure(a.threads)))
         return
-    sys.path.insert(0, ROOT)
     from ppufo.utils.cpu_dispatch import cpu_info
     vendor, flags = cpu_info()
     sides = {"MKL's choice": "", "AVX2 kernels": "5"}

@@ -9,14 +9,13 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-import ppufo  # noqa: E402,F401  (before paddle: it configures MKL)
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
+import ppufo  # noqa: F401  (before paddle: it configures MKL)
+import numpy as np
+import paddle
 
-from ppufo.arch.backbone import build_backbone  # noqa: E402
-from ppufo.utils.device import resolve_cpu_threads, set_cpu_threads  # noqa: E402
+from ppufo.arch.backbone import build_backbone
+from ppufo.utils.device import resolve_cpu_threads, set_cpu_threads
 
 
 def best_time(fn, repeats):

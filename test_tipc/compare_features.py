@@ -11,13 +11,11 @@ import os
 import random
 import sys
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from ppufo.utils.config import load_config, parse_args  # noqa: E402
-from ppufo.utils.errors import ConfigError  # noqa: E402
+from ppufo.utils.config import load_config, parse_args
+from ppufo.utils.errors import ConfigError
 
 
 def dygraph_features(config, task, paths, batch_size=16):

@@ -4,16 +4,12 @@ import json
 import os
 import sys
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(__file__))
+import numpy as np
+import paddle
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-
-from conftest import tiny_config  # noqa: E402
-from ppufo.data.loader import build_batch_sampler  # noqa: E402
-from ppufo.engine.trainer import Trainer  # noqa: E402
+from helpers import tiny_config  # this script's folder is on sys.path when it is run
+from ppufo.data.loader import build_batch_sampler
+from ppufo.engine.trainer import Trainer
 
 
 def main(demo_root, out):

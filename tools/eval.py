@@ -1,39 +1,5 @@
-"""Evaluate on the configured test sets, each with its own protocol.
-
-python tools/eval.py -c configs/ufo_vitl.yaml -o Global.pretrained_model=output/ufo_vitl/best_model [--sets lfw,Market1501]
-python -m paddle.distributed.launch --gpus 0,1,2,3 tools/eval.py -c ...   # images sharded over the GPUs
-"""
-import os
-import sys
-
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-
-import ppufo  # noqa: E402,F401  (before paddle: it configures MKL)
-import paddle.distributed as dist  # noqa: E402
-from ppufo.arch.multitask import load_trained_model  # noqa: E402
-from ppufo.engine.evaluator import Evaluator  # noqa: E402
-from ppufo.utils.config import load_config, parse_args  # noqa: E402
-from ppufo.utils.device import setup_device  # noqa: E402
-from ppufo.utils.errors import ConfigError, DataError  # noqa: E402
-from ppufo.utils.logger import init_logger  # noqa: E402
-
-
-def main():
-    args = parse_args("ppufo evaluation", extra=lambda p: p.add_argument(
-        "--sets", default="", help="comma-separated test-set labels or task names (default: all)"))
-    try:
-        config = load_config(args.config, args.override)
-        g = config["Global"]
-        init_logger(os.path.join(g["output_dir"], "eval.log"))
-        setup_device(config)
-        if dist.get_world_size() > 1:
-            dist.init_parallel_env()  # the Evaluator shards the images over the ranks
-        model = load_trained_model(config)
-        only = [s for s in args.sets.split(",") if s]
-        Evaluator(config, model, only=only).evaluate(tag="eval")
-    except (ConfigError, DataError) as e:
-        sys.exit(f"error: {e}")
-
+"""PaddleClas-style entry point of `ppufo.cli.eval` (see its docstring, or run with -h)."""
+from ppufo.cli.eval import main
 
 if __name__ == "__main__":
     main()

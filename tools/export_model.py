@@ -1,34 +1,5 @@
-"""Export Paddle Inference models (one per task) from a trained or extracted checkpoint.
-
-python tools/export_model.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/latest \
-    -o Export.save_dir=inference/quickstart [Export.task=person] [Export.chip=cpu_x86]
-"""
-import os
-import sys
-
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-
-from ppufo.utils.config import cli_config  # noqa: E402  (imports no paddle)
-from ppufo.utils.errors import ConfigError  # noqa: E402
-
-
-def main():
-    args, config = cli_config("ppufo export")
-    from ppufo.arch.multitask import load_trained_model
-    from ppufo.engine.exporter import export_model
-    from ppufo.utils.device import setup_device
-    from ppufo.utils.logger import get_logger
-    try:
-        if config["Arch"].get("name") == "SupernetMultiTaskModel":
-            raise ConfigError(f"{args.config}: a supernet is not exported whole; extract a subnet first "
-                              f"(tools/extract_subnet.py) and export its config.yaml")
-        setup_device(config, device="cpu")  # export is device independent
-        written = export_model(load_trained_model(config), config)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
-    for task, (d, files) in written.items():
-        get_logger().info(f"exported {task} -> {d}: {', '.join(files)}")
-
+"""PaddleClas-style entry point of `ppufo.cli.export_model` (see its docstring, or run with -h)."""
+from ppufo.cli.export_model import main
 
 if __name__ == "__main__":
     main()

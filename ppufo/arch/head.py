@@ -13,6 +13,7 @@ import paddle.distributed as dist
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..utils.dist import process_group
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry
 
@@ -30,13 +31,9 @@ def _check_number(name, value, where, ok, expected):
         raise ConfigError(f"{where}: {name}={value!r}; expected {expected}")
 
 
-def _world_size():
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
 def _mean_over_ranks(t):
     dist.all_reduce(t)
-    return t / _world_size()
+    return t / process_group()[1]
 
 
 class FrozenBetaBatchNorm1D(nn.Layer):
@@ -65,7 +62,7 @@ class FrozenBetaBatchNorm1D(nn.Layer):
             # eval BN is affine; plain arithmetic avoids oneDNN's BatchNorm kernel, which
             # segfaults on 2-D inputs in Paddle Inference 3.3.1 (CPU)
             return (x - self._mean) * (self.weight / paddle.sqrt(self._variance + self.epsilon)) + self.bias
-        if _world_size() > 1:
+        if process_group()[1] > 1:
             y = self._normalise_and_sync_stats(x)
         else:
             y = F.batch_norm(x, self._mean, self._variance, None, None, training=self.training,

@@ -10,7 +10,8 @@ from tqdm import tqdm
 from ..data.datasets import DATASETS, build_source
 from ..data.datasets.base import ImageDataset
 from ..data.loader import build_eval_loader, eval_transforms
-from ..metric import METRICS, PROTOCOL_METRIC, headline, main_score
+from ..metric import METRICS, build_protocol
+from ..utils.dist import process_group
 from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
 
@@ -18,8 +19,9 @@ EVAL_KEYS = ("metric", "alias", "flip_test")
 
 
 class TestSet:
-    def __init__(self, task, label, source, metric, flip):
-        self.task, self.label, self.source, self.metric, self.flip = task, label, source, metric, flip
+    def __init__(self, task, label, source, protocol, metric, flip):
+        self.task, self.label, self.source = task, label, source
+        self.protocol, self.metric, self.flip = protocol, metric, flip
 
 
 def set_label(cfg):
@@ -44,12 +46,13 @@ def build_test_sets(config, only=None):
                 continue
             source = build_source({k: v for k, v in entry.items() if k not in EVAL_KEYS},
                                   config["Global"]["data_root"], where=where)
-            if source.protocol not in PROTOCOL_METRIC:
+            if source.protocol is None:
                 raise ConfigError(f"{where}: {source.name} has no test protocol")
-            metric_cfg = dict(entry.get("metric") or {"name": PROTOCOL_METRIC[source.protocol]})
+            protocol = build_protocol(source.protocol, where)
+            metric_cfg = dict(entry.get("metric") or {"name": protocol.metric})
             metric = METRICS.build(metric_cfg, where=f"{where}.metric", **mcfg)
-            flip = entry.get("flip_test", source.protocol == "verification")
-            out.append(TestSet(task, label, source, metric, bool(flip)))
+            flip = entry.get("flip_test", protocol.flip)
+            out.append(TestSet(task, label, source, protocol, metric, bool(flip)))
     if only:
         found = {s.label for s in out} | {s.task for s in out}
         missing = sorted(set(only) - found)
@@ -63,14 +66,6 @@ def configured_labels(config):
     """{label: protocol} of every configured test set, from the config (no dataset opened)."""
     return {set_label(e): DATASETS.get(e["name"]).protocol if e["name"] in DATASETS
             else None for t in config["Tasks"].values() for e in t["test_sets"]}
-
-
-def process_group():
-    """(rank, world size) of an initialised multi-process run, else (0, 1)."""
-    import paddle.distributed as dist
-    if dist.get_world_size() > 1 and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class Rows:
@@ -131,18 +126,14 @@ class Evaluator:
         feats = np.concatenate(feats).astype(np.float32)
         return (gather_rows(feats, len(ds), world) if sharded else feats), ds
 
+    def embed(self, ts):
+        """{split: (features, ImageDataset)} of every split ``ts``'s protocol embeds."""
+        splits, desc = ts.protocol.splits, f"{ts.task}/{ts.label}"
+        return {s: self.extract(ts.protocol.records(ts.source, s), ts,
+                                desc + (f" {s}" if len(splits) > 1 else "")) for s in splits}
+
     def run_set(self, ts):
-        src, desc = ts.source, f"{ts.task}/{ts.label}"
-        if src.protocol == "reid":
-            qf, q = self.extract(src.query(), ts, desc + " query")
-            gf, g = self.extract(src.gallery(), ts, desc + " gallery")
-            return ts.metric(qf, gf, q.labels, g.labels, q.cameras, g.cameras)
-        if src.protocol == "verification":
-            records, issame = src.pairs()
-            f, _ = self.extract(records, ts, desc)
-            return ts.metric(f, issame)
-        f, ds = self.extract(src.test(), ts, desc)  # vehicleid, recall_at_k
-        return ts.metric(f, ds.labels)
+        return ts.protocol.compute(ts.metric, ts.source, self.embed(ts))
 
     def evaluate(self, tag="eval"):
         was_training = self.model.training
@@ -151,10 +142,10 @@ class Evaluator:
         try:
             for ts in self.sets:
                 t = time.time()
-                res = self.run_set(ts)
+                res, p = self.run_set(ts), ts.protocol
                 results.append({"task": ts.task, "set": ts.label, "dataset": ts.source.name,
-                                "protocol": ts.source.protocol, "headline": headline(res),
-                                "score": main_score(res), "seconds": round(time.time() - t, 2),
+                                "protocol": p.name, "headline": p.headline(res),
+                                "score": p.main_score(res), "seconds": round(time.time() - t, 2),
                                 **res})
         finally:
             if was_training:

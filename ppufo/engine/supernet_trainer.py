@@ -8,7 +8,7 @@ rank trains the same subnets and a resumed run draws what the uninterrupted one 
 import numpy as np
 import paddle.nn.functional as F
 
-from ..nas.calibrate import recalibrated
+from .calibrate import recalibrated
 from ..utils.errors import ConfigError
 from .trainer import Trainer, step_stats
 
@@ -59,7 +59,7 @@ class SupernetTrainer(Trainer):
     def evaluate(self, iteration):
         """Supernet.eval_subnet evaluated with its BN-neck statistics recomputed on
         Supernet.calibration_images training images per evaluated task (the running ones average
-        every trained subnet: ppufo/nas/calibrate.py). The running statistics are put back after,
+        every trained subnet: ppufo/engine/calibrate.py). The running statistics are put back after,
         so training goes on as if no evaluation had run; best_model keeps the ones it was scored with."""
         subnet = self.space.resolve(self.cfg["Supernet"]["eval_subnet"], "Supernet.eval_subnet")
         self.model.set_subnets(subnet)  # the next train_step sets its own subnets

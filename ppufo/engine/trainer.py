@@ -1,43 +1,40 @@
-"""Iteration-based multi-task trainer (All-in-One; the supernet trainer builds on it)."""
+"""Iteration-based multi-task trainer (All-in-One; the supernet trainer builds on it).
+
+The loop only steps; logging, VisualDL, checkpoints and evaluation are hooks (hooks.py).
+"""
 import os
-import time
+import weakref
 
 import numpy as np
 import paddle
-import paddle.distributed as dist
+import paddle.distributed as pdist
 
 from ..arch import build_model
-from ..data.demo_setup import ensure_demo_data
 from ..data.loader import build_train_loader
 from ..loss import build_loss
 from ..optimizer import build_optimizer
 from ..utils.checkpoint import load_checkpoint, load_weights, read_states, save_checkpoint
 from ..utils.config import dump_config
 from ..utils.device import setup_device
+from ..utils.dist import rank, world_size
 from ..utils.logger import init_logger
-
-
-def format_eta(seconds):
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+from .hooks import CheckpointHook, EvalHook, LoggerHook, VisualDLHook
 
 
 class Trainer:
     def __init__(self, config):
         self.cfg = config
         g = config["Global"]
-        self.world_size = dist.get_world_size()
-        self.rank = dist.get_rank()
+        self.world_size, self.rank = world_size(), rank()
         self.output_dir = g["output_dir"]
         os.makedirs(self.output_dir, exist_ok=True)
         self.log = init_logger(os.path.join(self.output_dir, "train.log"))
         setup_device(config)
         if self.world_size > 1:
-            dist.init_parallel_env()
+            pdist.init_parallel_env()
         if self.rank == 0:
             dump_config(config, os.path.join(self.output_dir, "config.yaml"))
         self.log.info("config:\n" + _describe(config))
-        ensure_demo_data(config)
         paddle.seed(g["seed"])  # same initial weights on every rank and every run
         np.random.seed(g["seed"])
 
@@ -75,6 +72,19 @@ class Trainer:
             from visualdl import LogWriter
             self.vdl = LogWriter(logdir=os.path.join(self.output_dir, "vdl"))
         self.evaluator = None
+        self.hooks = []
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        g, n = self.cfg["Global"], self.cfg["Global"]["max_iters"]
+        return ([LoggerHook(g["log_interval"], n)]
+                + ([VisualDLHook(g["log_interval"], n)] if self.vdl else [])
+                + [CheckpointHook(g["save_interval"], n), EvalHook(g["eval_interval"], n)])
+
+    def register_hooks(self, hooks):
+        for h in hooks:
+            h.trainer = weakref.proxy(self)  # no trainer <-> hook reference cycle
+        self.hooks.extend(hooks)
 
     def task_sizes(self, task_ids):
         counts = np.bincount(task_ids.numpy(), minlength=len(self.tasks))
@@ -127,55 +137,24 @@ class Trainer:
         if not self.evaluator.has_sets:
             return None
         result = self.evaluator.evaluate(tag=f"iter_{iteration}")
-        if self.rank == 0 and result["score"] is not None:
-            if self.vdl:
-                self.vdl.add_scalar("eval/score", result["score"], iteration)
-            if self.best["score"] is None or result["score"] > self.best["score"]:
-                self.best = {"score": result["score"], "iteration": iteration}
-                self.save("best_model", iteration)
-                self.log.info(f"new best score {result['score']:.4f} at iteration {iteration}")
+        for h in self.hooks:
+            h.after_eval(iteration, result)
         return result
 
     def train(self):
-        g = self.cfg["Global"]
-        max_iters, start = g["max_iters"], self.start_iter
+        """Train from start_iter to Global.max_iters; returns the last iteration."""
         self.model.train()
-        self.log.info(f"training {self.tasks} from iteration {start} to {max_iters} "
-                      f"on {self.world_size} process(es), per-step images per rank: "
-                      f"{self.loader.batch_sampler.task_counts}")
-        t0 = time.time()
-        seen, window_t, window_n, it = 0, time.time(), 0, start
-        for it, batch in enumerate(self.loader, start=start + 1):
+        for h in self.hooks:
+            h.before_train()
+        it = self.start_iter
+        for it, batch in enumerate(self.loader, start=self.start_iter + 1):
             stats = self.train_step(batch, it)
-            n = int(batch[0].shape[0])
-            seen += n
-            window_n += n
             if not np.isfinite(stats["loss"]):
                 raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
-            if it % g["log_interval"] == 0 or it == max_iters:
-                dt = time.time() - window_t
-                ips = window_n * self.world_size / max(dt, 1e-9)
-                eta = (time.time() - t0) / (it - start) * (max_iters - it)
-                per_task = ", ".join(f"{t}: {stats[f'{t}/loss']:.4f}" for t in self.tasks
-                                     if f"{t}/loss" in stats)
-                self.log.info(f"[Train][Iter: {it}/{max_iters}] lr: {self.lr.last_lr:.5f}, "
-                              f"loss: {stats['loss']:.4f} ({per_task}), ips: {ips:.1f} images/s, "
-                              f"eta: {format_eta(eta)}")
-                if self.vdl:
-                    self.vdl.add_scalar("train/lr", self.lr.last_lr, it)
-                    self.vdl.add_scalar("train/ips", ips, it)
-                    for k, v in stats.items():
-                        self.vdl.add_scalar(f"train/{k}", v, it)
-                window_t, window_n = time.time(), 0
-            if g["save_interval"] and it % g["save_interval"] == 0 and it < max_iters:
-                self.save(f"iter_{it}", it)
-                self.save("latest", it)
-            if g["eval_interval"] and it % g["eval_interval"] == 0 and it < max_iters:
-                self.evaluate(it)
-                self.model.train()
-        self.save("latest", it)
-        self.log.info(f"training done: {it - start} iterations, {seen * self.world_size} images "
-                      f"in {format_eta(time.time() - t0)}; checkpoint {self.output_dir}/latest")
+            for h in self.hooks:
+                h.after_step(it, stats, int(batch[0].shape[0]))
+        for h in reversed(self.hooks):
+            h.after_train(it)
         return it
 
 
@@ -186,14 +165,6 @@ def step_stats(total, parts, prefix=""):
         for k, v in terms.items():
             stats[f"{prefix}{t}/{k}"] = float(v)
     return stats
-
-
-def build_trainer(config):
-    """The supernet trainer for a supernet Arch, else the All-in-One trainer."""
-    if config["Arch"].get("name") == "SupernetMultiTaskModel":
-        from .supernet_trainer import SupernetTrainer
-        return SupernetTrainer(config)
-    return Trainer(config)
 
 
 def labels_of(labels, sizes, task):

@@ -5,7 +5,7 @@ import paddle.nn as nn
 
 from ..utils.errors import ConfigError
 from ..utils.registry import check_kwargs
-from . import LOSSES
+from .registry import LOSSES
 
 
 class CombinedLoss(nn.Layer):

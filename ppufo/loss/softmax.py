@@ -4,7 +4,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..utils.errors import ConfigError
-from . import LOSSES
+from .registry import LOSSES
 
 
 @LOSSES.register

@@ -1,11 +1,13 @@
 """METRICS registry: one metric per test protocol, on numpy features -> flat dict of floats.
 
-The evaluator picks ``PROTOCOL_METRIC[dataset.protocol]`` unless a test set names a metric,
-and injects the ``Metric`` config section (chunk_size, use_faiss, ufo_compat, ...) into the
-metrics that accept those keys. Ranking ties go by lower gallery index everywhere (search.py).
+The evaluator uses the metric of the test set's protocol (``PROTOCOLS``, protocol.py) unless
+the set names one, and injects the ``Metric`` config section (chunk_size, use_faiss,
+ufo_compat, ...) into the metrics that accept those keys. Ranking ties go by lower gallery
+index everywhere (search.py).
 """
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry
+from .protocol import PROTOCOLS, Protocol, build_protocol
 from .recall import evaluate_recall_at_k
 from .reid import evaluate_reid
 from .rerank import average_query_expansion, k_reciprocal_rerank
@@ -91,31 +93,7 @@ class RecallAtK:
                                     self.exclude)
 
 
-PROTOCOL_METRIC = {"reid": "ReIDMetric", "vehicleid": "VehicleIDMetric",
-                   "verification": "VerificationMetric", "recall_at_k": "RecallAtK"}
-
-
-def main_score(result):
-    """The number a paper table leads with (rank-1, verification accuracy or Recall@1), or None."""
-    for key in ("rank1", "accuracy_mean", "recall@1"):
-        if key in result:
-            return float(result[key])
-    return None
-
-
-def headline(result):
-    """The paper-table cell in %: "rank1/mAP" (ReID, VehicleID), accuracy (faces), R@1 (SOP);
-    "n/a" for a result without those keys."""
-    if "rank1" in result and "mAP" in result:
-        return f"{100 * result['rank1']:.2f}/{100 * result['mAP']:.2f}"
-    if "accuracy_mean" in result:
-        return f"{100 * result['accuracy_mean']:.2f}"
-    if "recall@1" in result:
-        return f"{100 * result['recall@1']:.2f}"
-    return "n/a"
-
-
-__all__ = ["METRICS", "PROTOCOL_METRIC", "ReIDMetric", "VehicleIDMetric", "VerificationMetric",
-           "RecallAtK", "average_query_expansion", "evaluate_recall_at_k", "evaluate_reid",
-           "evaluate_vehicleid", "evaluate_verification", "headline", "k_reciprocal_rerank",
-           "main_score", "topk_search"]
+__all__ = ["METRICS", "PROTOCOLS", "Protocol", "ReIDMetric", "VehicleIDMetric", "VerificationMetric",
+           "RecallAtK", "average_query_expansion", "build_protocol", "evaluate_recall_at_k",
+           "evaluate_reid", "evaluate_vehicleid", "evaluate_verification", "k_reciprocal_rerank",
+           "topk_search"]

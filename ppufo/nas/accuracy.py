@@ -2,7 +2,7 @@
 with inherited weights (no retraining), by the Evaluator.
 
 Before each evaluation the task's BN-neck statistics can be recomputed for the subnet
-(``calibration``, a ppufo.nas.calibrate.NeckCalibration; Search.calibration_images).
+(``calibration``, a ppufo.engine.calibrate.NeckCalibration; Search.calibration_images).
 
 Validation sets are Search.val_sets (test-set entries, e.g. MSMT17's list_val split or sets
 carved from identities the supernet never trained on); when null, the task's own test_sets

@@ -86,10 +86,10 @@ def check_tasks(model, tasks, subnet):
 
 def extract(config, supernet_model, tasks, subnet, calibrations=()):
     """(plain config, plain MultiTaskModel with the subnet's weights) for ``tasks``. The BN necks
-    of the tasks in ``calibrations`` (ppufo.nas.calibrate.NeckCalibration) are first recomputed
+    of the tasks in ``calibrations`` (ppufo.engine.calibrate.NeckCalibration) are first recomputed
     for the subnet, in the supernet, so the supernet path and the extracted model stay equal."""
     from ..arch import build_model
-    from .calibrate import calibrate
+    from ..engine.calibrate import calibrate
     subnet = supernet_model.space.validate(subnet)
     check_tasks(supernet_model, tasks, subnet)
     unknown = sorted({c.task for c in calibrations} - set(tasks))

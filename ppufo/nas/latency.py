@@ -2,55 +2,26 @@
 from its per-layer table (latency_table.py) where it is not.
 
 A measurement is what a user deploys: the subnet is extracted to a plain ViT, exported with the
-exporter into a temporary folder, loaded with deploy/python/predictor.py's FeaturePredictor and
+exporter into a temporary folder, loaded with ppufo.inference.predictor.FeaturePredictor and
 timed at the configured batch size: warm-up runs, then the median of the timed runs.
 """
 import itertools
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 
 import numpy as np
 
+from ..chips import CHIPS, chip_present, measurable
+from ..inference.predictor import FeaturePredictor
 from ..utils.errors import ConfigError
-from .latency_table import ROOT, geometry, load_table, required_entries
-
-# FeaturePredictor options per chip; gpu_trt_int8 needs calibration data, onnx another runtime:
-# both take their latency from a table
-CHIP_OPTIONS = {
-    "cpu_x86": {"device": "cpu", "enable_mkldnn": True},
-    "arm": {"device": "cpu", "enable_mkldnn": False},
-    "gpu": {"device": "gpu"},
-    "gpu_trt_fp16": {"device": "gpu", "use_tensorrt": True, "precision": "fp16"},
-    "xpu": {"device": "xpu"},
-    "npu": {"device": "npu"},
-}
-
-
-def chip_present(chip):
-    """Whether ``chip`` can be timed on this machine with this Paddle build."""
-    import paddle
-    if chip == "cpu_x86":
-        return platform.machine().lower() in ("x86_64", "amd64", "i686")
-    if chip == "arm":
-        return platform.machine().lower() in ("aarch64", "arm64")
-    if chip in ("gpu", "gpu_trt_fp16"):
-        return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if chip == "xpu":
-        return paddle.device.is_compiled_with_xpu()
-    if chip == "npu":
-        return "npu" in paddle.device.get_all_custom_device_type()
-    return False
+from .latency_table import geometry, load_table, required_entries
 
 
 def feature_predictor(model_dir, chip, cpu_threads):
-    sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
-    from predictor import FeaturePredictor
-    opts = dict(CHIP_OPTIONS[chip])
+    opts = dict(CHIPS[chip])
     if opts["device"] == "cpu":
         opts["cpu_threads"] = cpu_threads
     return FeaturePredictor(model_dir, **opts)
@@ -99,11 +70,8 @@ def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, time
 
     timer "wall" is the latency a user sees. "thread_cpu" is the CPU time of the calling thread,
     where a 1-thread CPU predictor does all its work. On an idle machine it gives the same
-    number, but it leaves out the time other processes hold the core. On a shared machine that
-    time varies 2-3x from one second to the next. Measured here on the largest demo subnet, 30
-    runs per round: the wall median ranged 6.0-16.9 ms over 8 rounds, and the thread CPU median
-    4.9-5.5 ms over 6 later rounds. It still moves ~10-20% with the load (caches, the core's
-    sibling thread)."""
+    number, but it leaves out the time other processes hold the core, which on a shared machine
+    varies severalfold from one second to the next (measurements: docs/notes/chip_search.md)."""
     check_timer(timer, cpu_threads)
     preds = [feature_predictor(d, chip, cpu_threads) for d in dirs]
     return time_interleaved(preds, batch_input(preds[0], batch_size), warmup, repeats, rounds, timer,
@@ -134,9 +102,9 @@ class MeasuredLatency:
     def __init__(self, config, supernet, task, chip, batch_size=1, warmup=10, repeats=50, cpu_threads=1,
                  timer="wall", rounds=1, group=1, quantile=0.5):
         check_timer(timer, cpu_threads)
-        if chip not in CHIP_OPTIONS:
+        if not measurable(chip):
             raise ConfigError(f"Search.chip={chip}: cannot be timed with Paddle Inference here; "
-                              f"use Search.latency=table (deploy/chips/{chip}.json)")
+                              f"use Search.latency=table (ppufo/chips/tables/{chip}.json)")
         if rounds < 1 or group < 1 or repeats < 1:
             raise ConfigError(f"Search: repeats {repeats}, rounds {rounds} and interleave {group} must be >= 1")
         if not 0 <= quantile <= 1:
@@ -175,7 +143,7 @@ class MeasuredLatency:
 
 
 class TableLatency:
-    """subnet -> ms composed from deploy/chips/<chip>.json."""
+    """subnet -> ms composed from ppufo/chips/tables/<chip>.json."""
 
     def __init__(self, chip, space, image_shape, batch_size, path=None):
         self.table = load_table(chip, space, image_shape, batch_size, path)
@@ -191,7 +159,7 @@ def build_latency(search, config, supernet, task):
     """The latency source of Search.latency: measure, table, or auto (measure if the chip is here)."""
     mode, chip = search["latency"], search["chip"]
     if mode == "auto":
-        mode = "measure" if chip in CHIP_OPTIONS and chip_present(chip) else "table"
+        mode = "measure" if measurable(chip) and chip_present(chip) else "table"
     if mode == "measure":
         if not chip_present(chip):
             raise ConfigError(f"Search.latency=measure: chip {chip} is not present on this machine; "

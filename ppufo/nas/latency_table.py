@@ -1,4 +1,4 @@
-"""Per-layer latency tables (deploy/chips/<chip>.json): a subnet's latency on a chip that is
+"""Per-layer latency tables (ppufo/chips/tables/<chip>.json): a subnet's latency on a chip that is
 not present, composed as stem + sum over blocks of attention[heads] + ffn[hidden].
 
 A file holds one or more tables, each for one model geometry (embed_dim, head_dim,
@@ -15,14 +15,10 @@ tools/build_latency_table.py writes them (measured with Paddle Inference, or est
 import json
 import os
 
+from ..chips import table_path
 from ..utils.errors import ConfigError
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 GEOMETRY_KEYS = ("embed_dim", "head_dim", "patch_size", "image_shape", "batch_size")
-
-
-def table_path(chip, path=None):
-    return path or os.path.join(ROOT, "deploy", "chips", f"{chip}.json")
 
 
 def geometry(space, image_shape, batch_size):

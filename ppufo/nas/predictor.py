@@ -9,10 +9,8 @@ the GP correction K(x, X) K(X, X)^-1 (y - X.w). Kernels (c_flag): 1 = 0.5 exp(-|
 (RBF), 2 = exp(-|d| / 12) (exponential). We follow PaddleSlim's GP-NAS demo: prior mean from
 one half of the samples, posterior from the other half, joint prediction from all of them.
 
-GPNAS used raw fits our encodings poorly, so ``fit`` normalises first. On the narrow-space demo
-supernet (benchmark/gpnas_quality.py, 30 fitted / 30 held-out subnets), raw GPNAS ranked person
-mAP at tau 0.43 (RMSE 0.024) and this wrapper at 0.58 (0.015); on the wide space, averaged over 20
-splits, 0.64 vs 0.68. Latency ranked about the same either way (0.90-0.96).
+GPNAS used raw fits our encodings poorly, so ``fit`` normalises first (raw vs normalised, measured
+with benchmark/gpnas_quality.py: docs/notes/chip_search.md).
 - Its kernel length scales are fixed (16 and 12), while our features lie in [0, 1]. Every pair
   of subnets then looks alike to the kernel. So columns are standardised and scaled until the
   median distance between training subnets equals the kernel's length scale.
@@ -28,9 +26,8 @@ splits, 0.64 vs 0.68. Latency ranked about the same either way (0.90-0.96).
   standardised column is scaled by its |ridge coefficient| on the targets (the largest 1), a
   cheap relevance estimate in place of ARD length scales, which 20-40 samples cannot fit.
   "auto" (the default) lets the same cross-validation choose between it and no weighting;
-  the weights are refitted inside every fold, so the choice never sees its held-out targets.
-  Measured: +0.04-0.09 tau on the narrow-space demo supernet, -0.01 on the wide one (where a
-  linear fit on the "summary" columns already ranks as well as GP-NAS: README, chip search).
+  the weights are refitted inside every fold, so the choice never sees its held-out targets
+  (its measured effect: docs/notes/chip_search.md).
 """
 import functools
 

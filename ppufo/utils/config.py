@@ -3,6 +3,12 @@
 Sections with a fixed shape (Global, Tasks.<task>, DataLoader, Loss, ...) are checked here
 against SCHEMA. Sections that name a registered class (Arch, Optimizer, ...) are checked by
 the registry that builds them, against the class signature.
+
+A file may inherit with ``_BASE_: other.yaml`` (or a list of files), relative to the file that
+names it: the bases are read recursively and merged in order, then the file's own keys are
+deep-merged on top (mappings merge key by key; lists and scalars replace). Overrides apply to
+the merged result, which is then validated. docs/config.md is generated from SCHEMA
+(``python -m ppufo.utils.config_doc > docs/config.md``).
 """
 import argparse
 import copy
@@ -10,6 +16,7 @@ import os
 
 import yaml
 
+from ..chips import CHIP_NAMES
 from .errors import ConfigError
 
 REQUIRED = object()
@@ -45,7 +52,6 @@ class MapOf:
 
 
 OPT_STR = (str, type(None))
-CHIPS = ("cpu_x86", "gpu", "gpu_trt_fp16", "gpu_trt_int8", "xpu", "npu", "arm", "onnx")
 
 GLOBAL = {
     "device": Field(str, "cpu", doc="cpu | gpu | gpu:N | xpu | npu"),
@@ -117,22 +123,21 @@ SCHEMA = {
     },
     "Search": {
         "task": Field(str, "", doc="task(s) to search a subnet for, comma-separated ('' = every task)"),
-        "chip": Field(str, "cpu_x86", choices=CHIPS, doc="deploy target the budget applies to"),
+        "chip": Field(str, "cpu_x86", choices=CHIP_NAMES, doc="deploy target the budget applies to"),
         "budget_type": Field(str, "latency_ms", choices=("latency_ms", "params", "flops")),
         "budget": Field((float, type(None)), None,
                         doc="required to search: ms per batch, backbone parameters, or FLOPs per image"),
         "latency": Field(str, "auto", choices=("auto", "measure", "table"),
-                         doc="measure with Paddle Inference, compose deploy/chips/<chip>.json, or "
+                         doc="measure with Paddle Inference, compose the chip's latency table, or "
                              "auto: measure if the chip is present"),
-        "latency_table": Field(OPT_STR, None, doc="table file; null = deploy/chips/<chip>.json"),
+        "latency_table": Field(OPT_STR, None, doc="table file; null = the one shipped in ppufo/chips/tables/<chip>.json"),
         "batch_size": Field(int, 1, doc="batch size latency is measured/tabled at"),
         "warmup": Field(int, 10, doc="untimed runs before timing"),
         "repeats": Field(int, 30, doc="timed runs; latency is their Search.quantile"),
         "rounds": Field(int, 10, doc="passes the timed runs are spread over, interleaving the subnets "
                                      "of a group (steadier ranking on a shared machine)"),
-        "quantile": Field(float, 0.1, doc="latency = this quantile of the timed runs (0.5: the median). Two "
-                                          "interleaved timings of 30 demo subnets ranked alike at tau 0.85-0.96 "
-                                          "with 0.1 and 0.82-0.88 with the median, on shared cores"),
+        "quantile": Field(float, 0.1, doc="latency = this quantile of the timed runs (0.5: the median; a low "
+                                          "quantile ranks steadier on shared cores, see docs/chip_search.md)"),
         "interleave": Field(int, 8, doc="subnets exported and timed together, interleaved (each "
                                               "predictor holds its model in memory)"),
         "cpu_threads": Field(int, 1, doc="Paddle Inference CPU threads when measuring"),
@@ -144,7 +149,7 @@ SCHEMA = {
                                                         "null (or a task left out) = the task's test_sets"),
         "calibration_images": Field(int, 512, doc="training images of the task the BN-neck statistics are "
                                                   "recomputed on for each subnet before measuring its accuracy "
-                                                  "(0 = the supernet's running statistics; see ppufo/nas/calibrate.py)"),
+                                                  "(0 = the supernet's running statistics; see ppufo/engine/calibrate.py)"),
         "features": Field(str, "both", choices=("summary", "encoding", "both"),
                           doc="GP-NAS inputs of the accuracy predictors (latency always uses summary; "
                               "see ppufo/nas/predictor.py)"),
@@ -161,12 +166,12 @@ SCHEMA = {
     "Export": {
         "save_dir": Field(str, "./inference", doc="one sub-folder per task when exporting several"),
         "task": Field(str, "all", doc="a task name, or 'all'"),
-        "chip": Field(str, "cpu_x86", choices=CHIPS, doc="deploy target recorded in inference.yml"),
+        "chip": Field(str, "cpu_x86", choices=CHIP_NAMES, doc="deploy target recorded in inference.yml"),
     },
 }
 
 
-def _validate(node, schema, path):
+def check_schema(node, schema, path):
     if schema is dict:
         if not isinstance(node, dict):
             raise ConfigError(f"{path}: expected a mapping, got {node!r}")
@@ -178,7 +183,7 @@ def _validate(node, schema, path):
     if isinstance(schema, MapOf):
         if not node:
             raise ConfigError(f"{path}: needs at least one entry")
-        return {k: _validate(v, schema.schema, f"{path}.{k}") for k, v in node.items()}
+        return {k: check_schema(v, schema.schema, f"{path}.{k}") for k, v in node.items()}
     unknown = sorted(set(node) - set(schema))
     if unknown:
         raise ConfigError(f"{path or 'top level'}: unknown key(s) {unknown}; allowed: {sorted(schema)}")
@@ -186,19 +191,19 @@ def _validate(node, schema, path):
     for key, sub in schema.items():
         sub_path = f"{path}.{key}" if path else key
         if key in node:
-            out[key] = _validate(node[key], sub, sub_path)
+            out[key] = check_schema(node[key], sub, sub_path)
         elif isinstance(sub, Field):
             if sub.default is REQUIRED:
                 raise ConfigError(f"{sub_path}: required key is missing ({sub.doc or sub.types[0].__name__})")
-            out[key] = _validate(copy.deepcopy(sub.default), sub, sub_path)
+            out[key] = check_schema(copy.deepcopy(sub.default), sub, sub_path)
         elif isinstance(sub, dict) and sub is not dict:
-            out[key] = _validate({}, sub, sub_path)
+            out[key] = check_schema({}, sub, sub_path)
     return out
 
 
 def validate(cfg):
     """Fill defaults and check every fixed-shape section; returns a new dict."""
-    out = _validate(cfg, SCHEMA, "")
+    out = check_schema(cfg, SCHEMA, "")
     weights = out["Loss"]["task_weights"]
     bad = sorted(set(weights) - set(out.get("Tasks", {})))
     if bad:
@@ -244,11 +249,10 @@ def apply_override(cfg, item):
     return cfg
 
 
-def load_config(path, overrides=(), validator=None):
-    """Read ``path``, apply overrides, validate; errors name the file. ``validator`` defaults to the
-    training schema (deploy YAMLs pass their own)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+BASE_KEY = "_BASE_"
+
+
+def _read_yaml(path):
     with open(path) as f:
         try:
             cfg = yaml.safe_load(f) or {}
@@ -256,18 +260,67 @@ def load_config(path, overrides=(), validator=None):
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return cfg
+
+
+def merge(base, child):
+    """``child`` deep-merged onto a copy of ``base``: mappings merge key by key, anything else
+    (lists included) replaces."""
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _base_paths(cfg, path):
+    """Pop ``_BASE_`` from ``cfg``; the base files it names, relative to ``path``'s folder."""
+    bases = cfg.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file path or a list of file paths, got {bases!r}")
+    return [os.path.normpath(os.path.join(os.path.dirname(path), b)) for b in bases]
+
+
+def read_config(path, _chain=()):
+    """(raw dict of ``path`` with its ``_BASE_`` files merged underneath, files merged in order);
+    not validated."""
+    chain = _chain + (path,)
+    if os.path.realpath(path) in {os.path.realpath(p) for p in _chain}:
+        raise ConfigError(f"{BASE_KEY} cycle: {' -> '.join(chain)}")
+    cfg = _read_yaml(path)
+    merged, files = {}, []
+    for base in _base_paths(cfg, path):
+        if not os.path.isfile(base):
+            raise ConfigError(f"{path}: {BASE_KEY} file not found: {base}")
+        base_cfg, base_files = read_config(base, chain)
+        merged = merge(merged, base_cfg)
+        files += base_files
+    return merge(merged, cfg), files + [path]
+
+
+def load_config(path, overrides=(), validator=None):
+    """Read ``path`` (merged with its ``_BASE_`` files), apply overrides, validate; errors name
+    the file. ``validator`` defaults to the training schema (deploy YAMLs pass their own)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    cfg, files = read_config(path)
     for item in overrides:
         apply_override(cfg, item)
     try:
         return (validator or validate)(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        bases = f" (with {BASE_KEY} {', '.join(dict.fromkeys(files[:-1]))})" if len(files) > 1 else ""
+        raise ConfigError(f"{path}{bases}: {e}") from None
 
 
 def dump_config(cfg, path):
+    """Write the merged config: self-contained, so no ``_BASE_`` (it would resolve elsewhere)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
+        yaml.safe_dump({k: v for k, v in cfg.items() if k != BASE_KEY}, f, sort_keys=False)
 
 
 def parse_args(description="ppufo", extra=None):

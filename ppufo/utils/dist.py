@@ -18,8 +18,13 @@ def world_size():
     return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
 
 
-def local_rank():
-    return int(os.environ.get("PADDLE_LOCAL_RANK", os.environ.get("PADDLE_RANK_IN_NODE", "0")))
+def process_group():
+    """(rank, world size) of an initialised multi-process group, else (0, 1): collectives are
+    safe only then (a launched process before init_parallel_env has no group yet)."""
+    import paddle.distributed as pdist
+    if pdist.get_world_size() > 1 and pdist.is_initialized():
+        return pdist.get_rank(), pdist.get_world_size()
+    return 0, 1
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ import paddle
 import paddle.nn as nn
 
 from ...utils.errors import ConfigError
-from . import BACKBONES
+from .registry import BACKBONES
 
 
 class PaddleClasFeatures(nn.Layer):

@@ -5,7 +5,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...utils.errors import ConfigError
-from . import BACKBONES
+from .registry import BACKBONES
 
 
 def _pair(x):

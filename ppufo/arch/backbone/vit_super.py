@@ -11,7 +11,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...utils.errors import ConfigError
-from . import BACKBONES
+from ..space import SearchSpace
+from .registry import BACKBONES
 from .vit import DropPath, ViTStem, attention, resize_pos_embed
 
 
@@ -100,7 +101,6 @@ class ViTSupernet(ViTStem):
                  epsilon=1e-6, depths=None, heads=None, ffn_ratios=(0.5, 0.75, 1.0),
                  paths=("shared", "task", "mix"), pretrained=None, fused_attention=True):
         super().__init__()
-        from ...nas.space import SearchSpace
         if not tasks:
             raise ConfigError("ViTSupernet: needs at least one task")
         self.tasks = list(tasks)

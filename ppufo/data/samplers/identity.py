@@ -2,7 +2,7 @@
 import numpy as np
 
 from ...utils.errors import ConfigError
-from . import SAMPLERS
+from .registry import SAMPLERS
 
 
 def _int(name, value, where, minimum):

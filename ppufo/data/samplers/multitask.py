@@ -7,7 +7,7 @@ on (seed, iteration, rank, position in the batch), so a resumed run reproduces i
 import numpy as np
 
 from ...utils.errors import ConfigError
-from . import SAMPLERS
+from .registry import SAMPLERS
 
 
 def aug_seeds(seed, iteration, rank, n):

@@ -1,0 +1,1 @@
+"""Command-line entry points (console scripts ppufo-*; tools/*.py and deploy/*/*.py call them)."""

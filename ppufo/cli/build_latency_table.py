@@ -1,0 +1,88 @@
+"""Build a chip's per-layer latency table (ppufo/chips/tables/<chip>.json) for a supernet config.
+
+On the device (measured with Paddle Inference; no weights needed, latency does not depend on them):
+    python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=cpu_x86
+For a chip not at hand, a PLACEHOLDER from FLOPs and an assumed throughput, labelled as such:
+    python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=gpu \
+        --estimate_gflops 4000 --overhead_ms 0.01 --note "order-of-magnitude guess for a datacenter GPU"
+
+The table is stored for the config's geometry (embed_dim, head_dim, patch, image_shape,
+Search.batch_size); a table of the same geometry in the file is replaced, others are kept.
+"""
+import datetime
+import os
+import platform
+import shlex
+import sys
+
+from ..utils.config import cli_config
+from ..utils.errors import ConfigError
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def extra(p):
+    p.add_argument("--estimate_gflops", type=float, default=None,
+                   help="write a placeholder from FLOPs at this assumed GFLOP/s instead of measuring")
+    p.add_argument("--overhead_ms", type=float, default=0.0, help="assumed ms per kernel launch (estimate)")
+    p.add_argument("--note", default="", help="why these assumptions (stored in the provenance)")
+    p.add_argument("--copies", type=int, default=8, help="stacked copies per op when measuring")
+    p.add_argument("--output", default=None, help="table file (default ppufo/chips/tables/<chip>.json)")
+
+
+def main():
+    args, config = cli_config("ppufo latency table", extra=extra)
+    import paddle
+    from tqdm import tqdm
+
+    from ..arch.backbone import build_backbone
+    from ..nas.latency import chip_present, estimate_table, measure_table, table_entry
+    from ..nas.latency_table import write_table
+    s, g = config["Search"], config["Global"]
+    chip, bs = s["chip"], s["batch_size"]
+    try:
+        if config["Arch"]["Backbone"].get("name") != "ViTSupernet":
+            raise ConfigError(f"{args.config}: Arch.Backbone.name must be ViTSupernet (the table covers its space)")
+        paddle.set_device("cpu")
+        space = build_backbone(dict(config["Arch"]["Backbone"]), img_size=g["image_shape"][1:],
+                               tasks=list(config["Tasks"])).space
+        task = next(iter(config["Tasks"]))
+        when = datetime.date.today().isoformat()
+        if args.estimate_gflops:
+            entries = estimate_table(space, g["image_shape"], bs, args.estimate_gflops, args.overhead_ms)
+            prov = {"measured": False,
+                    "how": (f"PLACEHOLDER, not measured: forward FLOPs / {args.estimate_gflops:g} GFLOP/s (assumed) "
+                            f"+ {args.overhead_ms:g} ms per kernel launch (assumed). Replace it by running "
+                            f"tools/build_latency_table.py on the device."),
+                    "note": args.note, "date": when, "command": "python " + shlex.join(sys.argv)}
+        else:
+            if not chip_present(chip):
+                raise ConfigError(f"Search.chip={chip} is not present here; measure on the device, or write a "
+                                  f"placeholder with --estimate_gflops")
+            entries = measure_table(config, space, task, chip, bs, s["warmup"], s["repeats"], s["cpu_threads"],
+                                    args.copies, s["timer"], s["rounds"], s["quantile"], progress=tqdm)
+            prov = {"measured": True,
+                    "how": (f"Paddle Inference {paddle.__version__} ({chip}, {s['cpu_threads']} CPU thread(s)), "
+                            f"{s['quantile']:g} quantile of the {s['timer']} time of {s['repeats']} runs after {s['warmup']} "
+                            f"warm-up runs, all probes interleaved over {s['rounds']} passes; stem = the exported "
+                            f"model without blocks; an op = (stem + {args.copies} stacked copies - stem) / "
+                            f"{args.copies}"),
+                    "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "date": when,
+                    "command": "python " + shlex.join(sys.argv)}
+        path = write_table(chip, table_entry(entries, space, g["image_shape"], bs, prov), args.output)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {path}: stem {entries['stem']} ms, attention {entries['attention']}, ffn {entries['ffn']}")
+
+
+if __name__ == "__main__":
+    main()

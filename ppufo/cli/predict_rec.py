@@ -1,0 +1,57 @@
+"""Features, gallery indexing and search with an exported ppufo model (Paddle Inference or ONNX Runtime).
+
+ppufo-predict -c deploy/configs/inference_rec.yaml -o Global.model_dir=inference/quickstart/person \
+    -o Global.infer_imgs=query.jpg                      # one deploy YAML per chip under deploy/configs/
+ppufo-predict --model_dir inference/quickstart/person --images query.jpg
+ppufo-predict --model_dir ... --build_index gallery_folder_or_list --index_dir index/person
+ppufo-predict --model_dir ... --index_dir index/person --images queries/ --topk 5
+
+The flags are shorthands for deploy-config keys (--model_dir = Global.model_dir, ...); they
+override the -c file, and -o overrides both.
+"""
+import argparse
+import json
+import sys
+
+from ..inference.deploy_config import load_deploy_config
+from ..inference.recognizer import ImageError, run
+
+# shorthand flag -> deploy-config key (kept from before deploy YAMLs existed)
+FLAGS = {"model_dir": "Global.model_dir", "images": "Global.infer_imgs", "device": "Global.device",
+         "enable_mkldnn": "Global.enable_mkldnn", "cpu_threads": "Global.cpu_num_threads",
+         "batch_size": "Global.batch_size", "build_index": "IndexProcess.data_file",
+         "index_dir": "IndexProcess.index_dir", "topk": "IndexProcess.return_k",
+         "save_features": "Global.save_features"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-c", "--config", help="deploy YAML, e.g. deploy/configs/inference_rec.yaml")
+    p.add_argument("-o", "--override", action="append", nargs="+", default=[],
+                   help="Section.key=value (repeatable), e.g. Global.infer_imgs=query.jpg")
+    p.add_argument("--model_dir")
+    p.add_argument("--images", help="an image or a folder of images")
+    p.add_argument("--build_index", help="gallery folder (<label>/<img>) or list file (path label)")
+    p.add_argument("--index_dir", help="where the gallery index is (or is written)")
+    p.add_argument("--topk", type=int)
+    p.add_argument("--device")
+    p.add_argument("--enable_mkldnn", type=int, choices=(0, 1))
+    p.add_argument("--cpu_threads", type=int)
+    p.add_argument("--batch_size", type=int)
+    p.add_argument("--save_features", help=".npz file for the features and image paths")
+    a = p.parse_args(argv)
+    flags = [f"{key}={json.dumps(bool(v) if name == 'enable_mkldnn' else v)}"
+             for name, key in FLAGS.items() if (v := getattr(a, name)) is not None]
+    return a.config, flags + [o for group in a.override for o in group]
+
+
+def main(argv=None):
+    try:
+        path, overrides = parse_args(argv)
+        run(load_deploy_config(path, overrides))
+    except (ImageError, FileNotFoundError, ValueError, ImportError) as e:  # ConfigError is a ValueError
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""GP-NAS search: the most accurate subnet of a trained supernet per task under a chip's budget.
+
+python tools/search_subnet.py -c configs/supernet_quickstart.yaml \
+    -o Global.pretrained_model=output/supernet_quickstart/latest \
+    -o Search.chip=cpu_x86 Search.budget_type=latency_ms Search.budget=5 [Search.task=person]
+
+Measures Search.num_samples subnets (accuracy on the validation sets through the supernet with
+BN-neck statistics recomputed per subnet on Search.calibration_images training images, latency
+with Paddle Inference or the chip's table; cached in Search.cache_dir, so a rerun resumes), fits
+GP-NAS, verifies the best predicted candidates under the budget and writes, per task,
+<save_dir>/<task>_<chip>.json ({"task", "chip", "subnet", "predicted", "measured", ...}: feed it to
+tools/extract_subnet.py -o Extract.subnet=...) and <task>_<chip>_pareto.png.
+"""
+import os
+import sys
+
+from ..utils.config import cli_config
+from ..utils.errors import ConfigError, DataError
+
+
+def main():
+    args, config = cli_config("ppufo GP-NAS subnet search")
+    from ..arch import is_supernet
+    from ..arch.multitask import load_trained_model
+    from ..nas.configured import build_search, write_result
+    from ..utils.device import setup_device
+    from ..utils.logger import init_logger
+    try:
+        s = config["Search"]
+        if not is_supernet(config):
+            raise ConfigError(f"{args.config}: Arch.name is {config['Arch'].get('name')}; the search needs a "
+                              f"supernet config (Arch.name: SupernetMultiTaskModel)")
+        if s["budget"] is None:
+            raise ConfigError(f"Search.budget: required (with Search.budget_type={s['budget_type']}), "
+                              f"e.g. -o Search.budget=5")
+        tasks = [t.strip() for t in s["task"].split(",") if t.strip()] or list(config["Tasks"])
+        unknown = [t for t in tasks if t not in config["Tasks"]]
+        if unknown:
+            raise ConfigError(f"Search.task: unknown task(s) {unknown}; tasks: {list(config['Tasks'])}")
+        log = init_logger(os.path.join(s["save_dir"], "search.log"))
+        setup_device(config)
+        supernet = load_trained_model(config)
+        log.info(f"search space: {supernet.space.describe()}; tasks {tasks}; chip {s['chip']}, "
+                 f"{s['budget_type']} <= {s['budget']:g}")
+        results = build_search(config, supernet, tasks, log).run()
+        for task, res in results.items():
+            path = write_result(config, supernet.space, res, s["save_dir"])
+            p, m = res["predicted"], res["measured"]
+            log.info(f"[{task}] chosen subnet {res['subnet'].to_json()}: measured {s['metric']} {m['accuracy']:.4f}, "
+                     f"{s['budget_type']} {m[s['budget_type']]:.4g} (predicted {p['accuracy']:.4f}, "
+                     f"{p[s['budget_type']]:.4g}) -> {path}")
+            log.info(f"[{task}] next: python tools/extract_subnet.py -c {args.config} -o Global.pretrained_model="
+                     f"{config['Global']['pretrained_model']} -o Extract.task={task} Extract.subnet={path}")
+    except (ConfigError, DataError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

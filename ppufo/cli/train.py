@@ -1,0 +1,23 @@
+"""Train a ppufo model: python tools/train.py -c configs/quickstart.yaml [-o Section.key=value ...]"""
+import sys
+
+from ..demo import ensure_demo_data
+from ..engine import build_trainer
+from ..utils.config import load_config, parse_args
+from ..utils.errors import ConfigError, DataError
+
+
+def main():
+    args = parse_args("ppufo training")
+    try:
+        config = load_config(args.config, args.override)
+        ensure_demo_data(config)
+        trainer = build_trainer(config)
+        last = trainer.train()
+        trainer.evaluate(last)
+    except (ConfigError, DataError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

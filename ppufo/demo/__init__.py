@@ -1,0 +1,20 @@
+"""Small, learnable synthetic datasets written in each dataset's real on-disk layout.
+
+The demo sets (``WRITERS``): person and vehicle ReID and product retrieval (``reid``, drawn by
+``identity``) and face recognition and verification (``face``). ``write_all`` writes them and
+records each finished set in a manifest; ``ensure_demo_data`` (``setup``) writes the missing
+ones before training when the config asks for it. Everything is deterministic given ``seed``.
+"""
+from .face import (face_identity_seed, render_face, verification_pairs, write_face_folder,
+                   write_ms1m_recordio, write_verification_bin)
+from .identity import SIZES, STYLES, identity_traits, render_identity
+from .reid import (camera_seed, identity_seed, write_dukemtmc, write_market1501, write_msmt17,
+                   write_sop, write_vehicleid, write_veri776, write_veriwild)
+from .sets import FACE_VAL_PAIRS, MANIFEST, READERS, WRITERS, write_all, written_sets
+from .setup import ensure_demo_data
+
+__all__ = ["FACE_VAL_PAIRS", "MANIFEST", "READERS", "SIZES", "STYLES", "WRITERS", "camera_seed",
+           "ensure_demo_data", "face_identity_seed", "identity_seed", "identity_traits", "render_face",
+           "render_identity", "verification_pairs", "write_all", "write_dukemtmc", "write_face_folder",
+           "write_market1501", "write_ms1m_recordio", "write_msmt17", "write_sop", "write_vehicleid",
+           "write_veri776", "write_verification_bin", "write_veriwild", "written_sets"]

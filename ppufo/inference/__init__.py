@@ -1,0 +1,1 @@
+"""Deployment: Paddle Inference / ONNX Runtime predictors, gallery search, serving."""

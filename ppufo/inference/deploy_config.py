@@ -1,0 +1,118 @@
+"""Deploy YAML (deploy/configs/<chip>.yaml): load, ``-o Global.key=value`` overrides, validation.
+
+PaddleClas layout (``Global``, ``PreProcess``, ``IndexProcess``) with ppufo's key names. The
+``Global`` keys map onto FeaturePredictor / OnnxPredictor arguments (``predictor_kwargs``).
+"""
+import os
+
+from ..chips import DEVICES
+from ..utils.config import Field, apply_override, check_schema, load_config
+from ..utils.errors import ConfigError
+
+OPT_STR = (str, type(None))
+PRECISIONS = ("fp32", "fp16", "int8")
+
+SCHEMA = {
+    "Global": {
+        "model_dir": Field(OPT_STR, None, doc="exported model folder (tools/export_model.py)"),
+        "infer_imgs": Field(OPT_STR, None, doc="an image or a folder of images"),
+        "save_features": Field(OPT_STR, None, doc=".npz file for the features and image paths"),
+        "batch_size": Field(int, 8),
+        "device": Field(str, "cpu", choices=DEVICES),
+        "device_id": Field(int, 0),
+        "enable_mkldnn": Field(bool, True, doc="oneDNN (x86 CPU only; ignored on other devices)"),
+        "mkldnn_cache_capacity": Field(int, 10, doc="input shapes cached by oneDNN (0 = unbounded)"),
+        "cpu_num_threads": Field(int, 2),
+        "ir_optim": Field(bool, True),
+        "memory_optim": Field(bool, False, doc="breaks PIR models on CPU in Paddle 3.3.1; skipped there"),
+        "gpu_mem": Field(int, 500, doc="initial GPU memory pool, MB"),
+        "use_tensorrt": Field(bool, False),
+        "precision": Field(str, "fp32", choices=PRECISIONS, doc="fp16/int8 need TensorRT"),
+        "min_subgraph_size": Field(int, 3, doc="smallest op group handed to TensorRT"),
+        "use_onnx": Field(bool, False, doc="ONNX Runtime on <model_dir>/inference.onnx"),
+    },
+    "PreProcess": {
+        "transform_ops": Field((list, type(None)), None,
+                               doc="null = the eval transforms recorded in the model's inference.yml"),
+    },
+    "IndexProcess": {
+        "index_dir": Field(OPT_STR, None, doc="gallery index folder (features.npy + gallery.json)"),
+        "data_file": Field(OPT_STR, None, doc="build the index from this folder or 'path label' list"),
+        "return_k": Field(int, 5),
+    },
+}
+
+# PaddleClas spellings that mean something else here: say what to write instead.
+RENAMED = {
+    "use_gpu": "device: gpu | cpu", "use_fp16": "precision: fp16", "use_int8": "precision: int8",
+    "rec_inference_model_dir": "model_dir", "inference_model_dir": "model_dir",
+}
+
+
+def _check(cfg):
+    renamed = sorted(set(cfg.get("Global") or {}) & set(RENAMED))
+    if renamed:
+        k = renamed[0]
+        raise ConfigError(f"Global.{k}: PaddleClas key not used by ppufo; write Global.{RENAMED[k]}")
+    out = check_schema(cfg, SCHEMA, "")
+    g = out["Global"]
+    for key in ("batch_size", "cpu_num_threads", "min_subgraph_size", "gpu_mem"):
+        if g[key] < 1:
+            raise ConfigError(f"Global.{key}: expected an int >= 1, got {g[key]}")
+    for key in ("device_id", "mkldnn_cache_capacity"):
+        if g[key] < 0:
+            raise ConfigError(f"Global.{key}: expected an int >= 0, got {g[key]}")
+    if out["IndexProcess"]["return_k"] < 1:
+        raise ConfigError(f"IndexProcess.return_k: expected an int >= 1, got {out['IndexProcess']['return_k']}")
+    if g["use_tensorrt"] and g["device"] != "gpu":
+        raise ConfigError(f"Global.use_tensorrt: TensorRT runs on device gpu, not {g['device']}")
+    if g["precision"] != "fp32" and not g["use_tensorrt"]:
+        raise ConfigError(f"Global.precision: {g['precision']} needs Global.use_tensorrt: true "
+                          f"(plain CPU/GPU/XPU/NPU inference here is fp32)")
+    if g["use_onnx"]:
+        if g["use_tensorrt"]:
+            raise ConfigError("Global.use_onnx: ONNX Runtime and Paddle-TensorRT exclude each other")
+        if g["device"] not in ("cpu", "gpu"):
+            raise ConfigError(f"Global.use_onnx: ONNX Runtime runs on cpu or gpu, not {g['device']}")
+    ops = out["PreProcess"]["transform_ops"]
+    if ops is not None:
+        from ..data.transforms import build_transforms
+        build_transforms(ops, where="PreProcess.transform_ops")
+    return out
+
+
+def validate_deploy(cfg):
+    """Fill defaults and check a deploy config dict; ConfigError names the key."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"top level must be a mapping of sections, got {cfg!r}")
+    return _check(cfg)
+
+
+def load_deploy_config(path=None, overrides=()):
+    """The deploy config at ``path`` (None: all defaults) with overrides; errors name the file."""
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"deploy config not found: {path}")
+        return load_config(path, overrides, validator=validate_deploy)
+    cfg = {}
+    try:
+        for item in overrides:
+            apply_override(cfg, item)
+        return validate_deploy(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"deploy config: {e}") from None
+
+
+def predictor_kwargs(cfg):
+    """Global section -> keyword arguments of FeaturePredictor / OnnxPredictor (batch size and
+    use_onnx are Recognizer's own arguments)."""
+    g = cfg["Global"]
+    if g["use_onnx"]:
+        return {"device": g["device"], "cpu_threads": g["cpu_num_threads"], "device_id": g["device_id"]}
+    return {
+        "device": g["device"], "device_id": g["device_id"], "enable_mkldnn": g["enable_mkldnn"],
+        "mkldnn_cache_capacity": g["mkldnn_cache_capacity"], "cpu_threads": g["cpu_num_threads"],
+        "ir_optim": g["ir_optim"], "memory_optim": g["memory_optim"], "gpu_mem_mb": g["gpu_mem"],
+        "use_tensorrt": g["use_tensorrt"], "precision": g["precision"],
+        "min_subgraph_size": g["min_subgraph_size"],
+    }

@@ -1,0 +1,155 @@
+"""Paddle Inference feature predictor for models written by tools/export_model.py.
+
+Notes for Paddle 3: ``paddle.jit.save`` writes ``inference.json`` (PIR) + ``inference.pdiparams``;
+older exports have ``inference.pdmodel``. ``Config(model_dir, "inference")`` finds either.
+``enable_memory_optim()`` breaks PIR models on CPU (memory_optimize_pass error), so it is only
+used for legacy models or on GPU, and only when asked. ``OnnxPredictor`` runs the same model
+converted to ONNX with ONNX Runtime.
+"""
+import os
+
+import numpy as np
+import yaml
+
+from ..chips import DEVICES
+PRECISIONS = {"fp32": "Float32", "fp16": "Half", "int8": "Int8"}
+
+
+def model_format(model_dir):
+    """'pir' (inference.json) or 'legacy' (inference.pdmodel); error naming what is missing."""
+    if not os.path.isfile(os.path.join(model_dir, "inference.pdiparams")):
+        raise FileNotFoundError(f"{model_dir}: no inference.pdiparams (export with tools/export_model.py)")
+    if os.path.isfile(os.path.join(model_dir, "inference.json")):
+        return "pir"
+    if os.path.isfile(os.path.join(model_dir, "inference.pdmodel")):
+        return "legacy"
+    raise FileNotFoundError(f"{model_dir}: neither inference.json (Paddle 3 PIR) nor "
+                            f"inference.pdmodel (legacy) found")
+
+
+def load_model_info(model_dir):
+    path = os.path.join(model_dir, "inference.yml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: it records image size and preprocessing "
+                                f"(written by tools/export_model.py)")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=True,
+                 mkldnn_cache_capacity=10, cpu_threads=2, use_tensorrt=False, precision="fp32",
+                 max_batch_size=8, min_subgraph_size=3, ir_optim=True, memory_optim=False,
+                 gpu_mem_mb=500, device_id=0):
+    """The ``paddle.inference.Config`` calls for these options, as ``[(method, args, kwargs)]``.
+
+    Kept apart from the Config so the GPU/XPU/NPU/TensorRT mapping can be checked on a
+    CPU-only build (where those calls fail or are ignored)."""
+    import paddle.inference as pi
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r}: expected one of {DEVICES}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {sorted(PRECISIONS)}")
+    if use_tensorrt and device != "gpu":
+        raise ValueError(f"use_tensorrt needs device='gpu', got {device!r}")
+    if precision != "fp32" and not use_tensorrt:
+        raise ValueError(f"precision={precision!r} needs use_tensorrt=True")
+    calls = []
+    if device == "gpu":
+        calls.append(("enable_use_gpu", (gpu_mem_mb, device_id), {}))
+        if use_tensorrt:
+            c, h, w = image_shape
+            calls.append(("enable_tensorrt_engine", (), dict(
+                workspace_size=1 << 30, max_batch_size=max_batch_size, min_subgraph_size=min_subgraph_size,
+                precision_mode=getattr(pi.PrecisionType, PRECISIONS[precision]),
+                use_static=False, use_calib_mode=precision == "int8")))
+            big = [max_batch_size, c, h, w]
+            calls.append(("set_trt_dynamic_shape_info", ({"x": [1, c, h, w]}, {"x": big}, {"x": big}), {}))
+    elif device == "xpu":
+        calls += [("enable_xpu", (), {}), ("set_xpu_device_id", (device_id,), {})]
+    elif device == "npu":
+        calls.append(("enable_custom_device", ("npu", device_id), {}))
+    else:
+        calls += [("disable_gpu", (), {}), ("set_cpu_math_library_num_threads", (cpu_threads,), {})]
+        if enable_mkldnn:
+            calls += [("enable_mkldnn", (), {}), ("set_mkldnn_cache_capacity", (mkldnn_cache_capacity,), {})]
+        else:
+            calls.append(("disable_mkldnn", (), {}))  # Paddle 3 turns oneDNN on by default
+    calls.append(("switch_ir_optim", (ir_optim,), {}))
+    if memory_optim and (model_format == "legacy" or device != "cpu"):
+        calls.append(("enable_memory_optim", (), {}))
+    calls.append(("disable_glog_info", (), {}))
+    return calls
+
+
+def build_config(model_dir, calls):
+    """A ``paddle.inference.Config`` for ``model_dir`` with ``calls`` applied."""
+    import paddle.inference as pi
+    config = pi.Config(model_dir, "inference")
+    for name, args, kwargs in calls:
+        getattr(config, name)(*args, **kwargs)
+    return config
+
+
+class _Predictor:
+    """Shared input check and L2 normalisation; subclasses implement ``_run``."""
+
+    def __call__(self, images):
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != 4 or list(images.shape[1:]) != list(self.info["image_shape"]):
+            raise ValueError(f"input shape {list(images.shape)}: expected [N, "
+                             f"{', '.join(map(str, self.info['image_shape']))}]")
+        feats = self._run(images)
+        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+
+
+class FeaturePredictor(_Predictor):
+    """images [N, 3, H, W] float32 (preprocessed) -> L2-normalised features [N, D], Paddle Inference.
+
+    Keyword options are those of ``config_calls``."""
+
+    def __init__(self, model_dir, **options):
+        import paddle.inference as pi
+        self.format = model_format(model_dir)
+        self.info = load_model_info(model_dir)
+        self.calls = config_calls(self.info["image_shape"], self.format, **options)
+        self.predictor = pi.create_predictor(build_config(model_dir, self.calls))
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def _run(self, images):
+        self.input.reshape(images.shape)
+        self.input.copy_from_cpu(images)
+        self.predictor.run()
+        return self.output.copy_to_cpu()
+
+
+class OnnxPredictor(_Predictor):
+    """The same model converted to ``inference.onnx`` (deploy/python/onnx_export.py), ONNX Runtime."""
+
+    def __init__(self, model_dir, device="cpu", cpu_threads=2, device_id=0, onnx_file=None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("onnxruntime is not installed (pip install onnxruntime)") from None
+        self.info = load_model_info(model_dir)
+        path = onnx_file or os.path.join(model_dir, "inference.onnx")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: convert the model first with "
+                                    f"python deploy/python/onnx_export.py --model_dir {model_dir}")
+        if device == "gpu":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("device=gpu: this onnxruntime has no CUDAExecutionProvider "
+                                 "(pip install onnxruntime-gpu)")
+            providers = [("CUDAExecutionProvider", {"device_id": device_id})]
+        elif device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise ValueError(f"device={device!r}: ONNX Runtime here runs on 'cpu' or 'gpu'")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = cpu_threads
+        opts.log_severity_level = 3  # paddle2onnx leaves unused initialisers; ORT warns per tensor
+        self.session = ort.InferenceSession(path, opts, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, images):
+        return self.session.run(None, {self.input_name: images})[0]

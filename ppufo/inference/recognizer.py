@@ -1,0 +1,105 @@
+"""Image features with an exported ppufo model: the model's own eval preprocessing (recorded in
+its inference.yml) in front of a Paddle Inference or ONNX Runtime predictor; gallery indexing and
+search for a deploy config (ppufo/inference/deploy_config.py)."""
+import io
+import json
+import os
+import random
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..data.transforms import build_transforms
+from ..utils.errors import ConfigError
+from .deploy_config import predictor_kwargs
+from .gallery import GalleryIndex, list_gallery
+from .predictor import FeaturePredictor, OnnxPredictor
+
+IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+class ImageError(ValueError):
+    """An image that cannot be decoded or is not a supported format."""
+
+
+def load_image(source):
+    """RGB PIL image from a path or raw bytes; ImageError names what is wrong."""
+    name = source if isinstance(source, str) else "<uploaded bytes>"
+    try:
+        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ImageError(f"image not found: {name}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageError(f"cannot decode image {name}: {e}") from None
+
+
+class Recognizer:
+    """Exported model + the eval preprocessing recorded in its inference.yml (or ``transform_ops``)."""
+
+    def __init__(self, model_dir, batch_size=8, transform_ops=None, use_onnx=False, **predictor_kwargs):
+        if use_onnx:
+            self.predictor = OnnxPredictor(model_dir, **predictor_kwargs)
+        else:
+            self.predictor = FeaturePredictor(model_dir, max_batch_size=batch_size, **predictor_kwargs)
+        where = "PreProcess.transform_ops" if transform_ops is not None else "inference.yml"
+        ops = transform_ops if transform_ops is not None else self.predictor.info["transforms"]
+        self.transform = build_transforms(ops, where=where)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_config(cls, cfg):
+        """From a validated deploy config (deploy_config.load_deploy_config)."""
+        g = cfg["Global"]
+        if not g["model_dir"]:
+            raise ConfigError("Global.model_dir: required (the folder written by tools/export_model.py)")
+        return cls(g["model_dir"], g["batch_size"], cfg["PreProcess"]["transform_ops"],
+                   g["use_onnx"], **predictor_kwargs(cfg))
+
+    def features(self, sources):
+        """Features of image paths (or bytes), decoded one batch at a time."""
+        out = []
+        for s in range(0, len(sources), self.batch_size):
+            out.append(self.features_of_images([load_image(x) for x in sources[s:s + self.batch_size]]))
+        return np.concatenate(out) if out else np.zeros((0, self.predictor.info["feature_dim"]), np.float32)
+
+    def features_of_images(self, images):
+        return self.predictor(np.stack([self.transform(im, random.Random(0)) for im in images]))
+
+
+def image_list(path):
+    if os.path.isdir(path):
+        return [os.path.join(path, n) for n in sorted(os.listdir(path)) if n.lower().endswith(IMG_EXT)]
+    return [path]
+
+
+def run(cfg):
+    """Build the gallery index and/or embed (and search) the images that ``cfg`` names."""
+    g, idx = cfg["Global"], cfg["IndexProcess"]
+    if not (idx["data_file"] or g["infer_imgs"]):
+        raise ConfigError("nothing to do: set Global.infer_imgs (--images) and/or "
+                          "IndexProcess.data_file (--build_index)")
+    if idx["data_file"] and not idx["index_dir"]:
+        raise ConfigError("IndexProcess.data_file (--build_index) needs IndexProcess.index_dir (--index_dir)")
+    rec = Recognizer.from_config(cfg)
+    if idx["data_file"]:
+        paths, labels = list_gallery(idx["data_file"])
+        GalleryIndex(rec.features(paths), labels, paths).save(idx["index_dir"])
+        print(f"indexed {len(paths)} gallery images ({len(set(labels))} labels) -> {idx['index_dir']}")
+    if not g["infer_imgs"]:
+        return
+    files = image_list(g["infer_imgs"])
+    if not files:
+        raise FileNotFoundError(f"Global.infer_imgs: no {'/'.join(IMG_EXT)} images in {g['infer_imgs']}")
+    feats = rec.features(files)
+    if g["save_features"]:
+        os.makedirs(os.path.dirname(os.path.abspath(g["save_features"])), exist_ok=True)
+        np.savez(g["save_features"], features=feats, paths=np.array(files))
+        print(f"saved {len(files)} features -> {g['save_features']}")
+    if idx["index_dir"]:
+        hits = GalleryIndex.load(idx["index_dir"]).search(feats, idx["return_k"])
+        for f, h in zip(files, hits):
+            print(json.dumps({"image": f, "top": h}))
+    else:
+        for f, v in zip(files, feats):
+            print(f"{f}: feature dim {len(v)}, first values {[round(float(t), 4) for t in v[:4]]}")

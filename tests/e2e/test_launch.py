@@ -1,0 +1,72 @@
+"""Whole multi-process runs on CPU (gloo) through paddle.distributed.launch."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from helpers import ROOT, tiny_config
+from ppufo.engine.trainer import Trainer
+
+
+@pytest.mark.slow
+def test_two_process_cpu_launch_keeps_ranks_in_sync(full_demo_root, tmp_path):
+    demo_root = str(full_demo_root)  # the 13 test sets: evaluation is sharded under every protocol
+    out = tmp_path / "dist"
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+           "--log_dir", str(tmp_path / "log"), os.path.join(ROOT, "tests", "dist_worker.py"),
+           demo_root, str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    logs = "".join((tmp_path / "log" / f).read_text() for f in os.listdir(tmp_path / "log"))
+    assert proc.returncode == 0, logs[-3000:]
+    w0 = paddle.load(str(out / "rank0.pdparams"))
+    w1 = paddle.load(str(out / "rank1.pdparams"))
+    init = paddle.load(str(out / "init.pdparams"))
+    assert set(w0) == set(w1)
+    for k in w0:
+        np.testing.assert_allclose(w0[k].numpy(), w1[k].numpy(), rtol=0, atol=1e-6, err_msg=k)
+    assert any(not np.allclose(w0[k].numpy(), init[k].numpy()) for k in w0)  # training happened
+    s0 = np.load(out / "rank0_samples.npy")
+    s1 = np.load(out / "rank1_samples.npy")
+    assert s0.shape == s1.shape and s0.shape[1] == 16  # 32 global images per step / 2 ranks
+    for a, b in zip(s0, s1):
+        assert not set(a) & set(b)  # disjoint samples per rank each step
+    assert (out / "latest.pdparams").is_file()  # saved by rank 0
+    # evaluation: each rank embedded half the images, and both hold the single-process scores
+    from ppufo.engine.evaluator import Evaluator
+    from ppufo.utils.checkpoint import load_weights
+    e0, e1 = (json.loads((out / f"rank{r}_eval.json").read_text()) for r in (0, 1))
+    trainer = Trainer(tiny_config(demo_root, tmp_path / "single", ["Global.max_iters=3"]))
+    load_weights(trainer.model, str(out / "latest"))
+    embedded, embed = [0], trainer.model.embed
+    trainer.model.embed = lambda x, *a, **k: (embedded.__setitem__(0, embedded[0] + x.shape[0]), embed(x, *a, **k))[1]
+    single = [r["score"] for r in Evaluator(trainer.cfg, trainer.model).evaluate("single")["sets"]]
+    assert e0["scores"] == pytest.approx(single, abs=1e-5) and e1["scores"] == pytest.approx(single, abs=1e-5)
+    assert e0["embedded"] + e1["embedded"] == embedded[0] and abs(e0["embedded"] - e1["embedded"]) <= 16
+
+
+README_LAUNCH = ("-m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c configs/quickstart.yaml "
+                 "-o Global.max_iters=6 Global.eval_interval=0")
+
+
+@pytest.mark.slow
+def test_readme_two_process_launch_from_a_clean_copy_writes_demo_data_once(tmp_path):
+    """The README's CPU launch in a fresh checkout: both ranks want ./data/demo on first use; one
+    writes it while the other waits, then both train (rank 1 used to read a half-written set)."""
+    import shutil
+    assert README_LAUNCH in open(os.path.join(ROOT, "README.md")).read()
+    for folder in ["ppufo", "tools", "configs"]:
+        shutil.copytree(os.path.join(ROOT, folder), tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable] + README_LAUNCH.split(), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    logs = {f: (tmp_path / "log" / f).read_text() for f in ("workerlog.0", "workerlog.1")}
+    assert proc.returncode == 0, logs["workerlog.0"][-2000:] + logs["workerlog.1"][-2000:]
+    assert "on 2 process(es)" in logs["workerlog.0"] and "[Train][Iter: 6/6]" in logs["workerlog.0"]
+    assert "generating demo sets" in logs["workerlog.0"] or "waiting for another process" in logs["workerlog.0"]
+    from ppufo.demo import WRITERS, written_sets
+    assert set(written_sets(str(tmp_path / "data" / "demo"))) == set(WRITERS)
+    assert (tmp_path / "output" / "quickstart" / "latest.pdparams").is_file()

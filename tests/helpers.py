@@ -1,0 +1,42 @@
+"""Shared test helpers (importable from every test folder: pytest.ini puts tests/ on the path)."""
+import os
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+QUICK_SETS = ["market1501", "veri776", "sop", "ms1m", "faces_val"]
+EVAL_ONLY_SETS = ["dukemtmc", "msmt17", "vehicleid", "veriwild"]  # quickstart test sets only
+
+
+def tiny_config(demo_root, output_dir, overrides=()):
+    """The quickstart config shrunk to run a step in well under a second."""
+    from ppufo.utils.config import load_config
+    base = ["Global.data_root=" + demo_root, "Global.output_dir=" + str(output_dir),
+            "Global.generate_demo_data=false", "Global.image_shape=[3,32,32]",
+            "DataLoader.Train.transforms.0.Resize.size=[32,32]", "Global.max_iters=4",
+            "Global.log_interval=1", "Global.use_visualdl=false", "Arch.Backbone.depth=2",
+            "DataLoader.Train.num_workers=0", "DataLoader.Eval.num_workers=0",
+            "Tasks.face.batch_size=8", "Tasks.person.batch_size=8", "Tasks.vehicle.batch_size=8",
+            "Tasks.product.batch_size=8"]
+    return load_config(os.path.join(ROOT, "configs/quickstart.yaml"), base + list(overrides))
+
+
+def tiny_supernet_config(demo_root, tmp_path, *extra):
+    """The supernet quickstart shrunk the same way (embed 48, depth 3, depths 2-3)."""
+    from ppufo.utils.config import load_config
+    return load_config(f"{ROOT}/configs/supernet_quickstart.yaml", [
+        f"Global.data_root={demo_root}", f"Global.output_dir={tmp_path}/out", "Global.generate_demo_data=false",
+        "Global.image_shape=[3,32,32]", "DataLoader.Train.transforms.0.Resize.size=[32,32]",
+        "Global.max_iters=2", "Global.log_interval=1", "Global.use_visualdl=false",
+        "DataLoader.Train.num_workers=0", "DataLoader.Eval.num_workers=0", "Arch.Backbone.embed_dim=48",
+        "Arch.Backbone.depth=3", "Arch.Backbone.depths=[2,3]", "Arch.Backbone.drop_path_rate=0.0",
+        "Tasks.face.batch_size=8", "Tasks.person.batch_size=8", "Tasks.vehicle.batch_size=8",
+        "Tasks.product.batch_size=8", *extra])
+
+
+def losses_of(trainer, steps):
+    """The losses of the next ``steps`` training steps."""
+    out = []
+    for it, batch in enumerate(trainer.loader, start=trainer.start_iter + 1):
+        out.append(trainer.train_step(batch, it)["loss"])
+        if len(out) == steps:
+            break
+    return out

@@ -1,0 +1,79 @@
+"""Evaluator: the paper-style row, and all 13 test protocols of the quickstart on demo data."""
+import json
+import re
+
+import pytest
+
+from ppufo.engine.evaluator import (PAPER_COLUMNS, Evaluator, configured_labels, format_paper_row,
+                                    paper_row)
+from ppufo.utils.errors import ConfigError
+
+PAPER_ORDER = ["CALFW", "CPLFW", "LFW", "CFP-FF", "CFP-FP", "AgeDB-30", "Market1501", "DukeMTMC",
+               "MSMT17", "VeRi-776", "VehicleID", "VeRi-Wild", "SOP"]
+
+
+def result(task, label, dataset, cell):
+    return {"task": task, "set": label, "dataset": dataset, "headline": cell}
+
+
+def test_paper_row_puts_cells_in_the_paper_columns():
+    results = [result("product", "SOP", "SOP", "81.00"),
+               result("vehicle", "VeRiWild-10000", "VeRiWild", "70.00/50.00"),
+               result("face", "cfp_fp", "FaceVerificationBin[cfp_fp]", "90.10"),
+               result("vehicle", "VehicleID-2400", "VehicleID", "60.00/65.00"),
+               result("face", "calfw", "FaceVerificationBin[calfw]", "91.20"),
+               result("person", "CUHK03", "ImageList", "50.00/40.00"),
+               result("vehicle", "VehicleID-800", "VehicleID", "66.00/70.00")]
+    row = paper_row(results)
+    assert list(PAPER_COLUMNS.values()) == PAPER_ORDER
+    assert list(row) == PAPER_ORDER + ["CUHK03", "VehicleID-800"]  # extra sets appended in order
+    assert row["CALFW"] == "91.20" and row["CFP-FP"] == "90.10" and row["SOP"] == "81.00"
+    assert row["VeRi-Wild"] == "70.00/50.00" and row["VehicleID"] == "60.00/65.00"
+    assert row["VehicleID-800"] == "66.00/70.00" and row["CUHK03"] == "50.00/40.00"
+    assert [row[c] for c in ("CPLFW", "LFW", "CFP-FF", "AgeDB-30", "Market1501", "DukeMTMC", "MSMT17",
+                             "VeRi-776")] == ["-"] * 8
+    head, cells = format_paper_row(row).split("\n")
+    names = [c.strip() for c in head.strip("|").split("|")]
+    values = [c.strip() for c in cells.strip("|").split("|")]
+    assert names == list(row) and values == list(row.values())
+    assert values[names.index("VeRi-Wild")] == "70.00/50.00" and values[0] == "91.20"
+    assert len(head) == len(cells) and head.index("| VeRi-Wild") == cells.index("| 70.00/50.00")
+
+
+def test_a_label_shadowing_a_column_goes_under_task_and_label():
+    row = paper_row([result("person", "Market1501", "Market1501", "1.00/1.00"),
+                     result("person", "SOP", "Market1501", "2.00/2.00")])
+    assert row["Market1501"] == "1.00/1.00" and row["SOP"] == "-" and row["person/SOP"] == "2.00/2.00"
+
+
+def test_quickstart_evaluates_all_13_protocols(full_demo_root, tmp_path):
+    from helpers import tiny_config
+    from ppufo.engine.trainer import Trainer
+    out = tmp_path / "eval"
+    config = tiny_config(full_demo_root, out, ["Global.max_iters=1"])
+    labels = configured_labels(config)
+    assert list(labels) == ["lfw", "cplfw", "calfw", "cfp_ff", "cfp_fp", "agedb_30", "Market1501", "DukeMTMC",
+                            "MSMT17", "VeRi776", "VehicleID-2400", "VeRiWild-10000", "SOP"]
+    assert list(labels.values()) == ["verification"] * 6 + ["reid"] * 4 + ["vehicleid", "reid", "recall_at_k"]
+    trainer = Trainer(config)
+    summary = Evaluator(trainer.cfg, trainer.model).evaluate(tag="all")
+    row = summary["paper_row"]
+    assert list(row) == PAPER_ORDER  # every set lands in its own column, none left over
+    for col, cell in row.items():
+        pattern = r"\d+\.\d\d" if col in PAPER_ORDER[:6] + ["SOP"] else r"\d+\.\d\d/\d+\.\d\d"
+        assert re.fullmatch(pattern, cell), (col, cell)
+    by_set = {r["set"]: r for r in summary["sets"]}
+    assert by_set["cfp_ff"]["headline"] == row["CFP-FF"] and by_set["VeRiWild-10000"]["headline"] == row["VeRi-Wild"]
+    assert by_set["VehicleID-2400"]["repeats"] == 10 and by_set["VehicleID-2400"]["num_gallery"] == 16
+    assert by_set["DukeMTMC"]["num_queries"] == 32 and by_set["VeRiWild-10000"]["num_queries"] == 16
+    with open(out / "eval_all.json") as fh:
+        saved = json.load(fh)
+    assert list(saved["paper_row"].items()) == list(row.items())
+    log = (out / "train.log").read_text()
+    assert format_paper_row(row) in log and "paper table (UFO column order" in log
+
+
+def test_unknown_set_lists_the_configured_labels_without_opening_them(make_config):
+    # DukeMTMC's demo root does not exist in the session demo: listing labels must not open it
+    with pytest.raises(ConfigError, match=r"unknown test set\(s\) \['Nope'\]; configured: \['lfw', 'cplfw'.*'SOP'\]"):
+        Evaluator(make_config(), model=None, only=["Nope"])

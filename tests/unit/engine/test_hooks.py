@@ -1,0 +1,144 @@
+"""Training hooks: each side effect of the loop on its own, then wired into a short real run."""
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from ppufo.engine.hooks import CheckpointHook, EvalHook, Hook, LoggerHook, VisualDLHook
+from ppufo.utils.checkpoint import read_states
+
+
+class Recorder(Hook):
+    def __init__(self, events):
+        self.events = events
+
+    def before_train(self):
+        self.events.append(("before_train",))
+
+    def after_step(self, iteration, stats, batch_images):
+        self.events.append(("after_step", iteration, batch_images, sorted(stats)[:1]))
+
+    def after_eval(self, iteration, result):
+        self.events.append(("after_eval", iteration))
+
+    def after_train(self, iteration):
+        self.events.append(("after_train", iteration))
+
+
+class Log(list):
+    def info(self, msg):
+        self.append(msg)
+
+
+def fake_trainer(**kw):
+    calls = []
+    t = SimpleNamespace(rank=0, world_size=2, start_iter=0, tasks=["face", "person"], calls=calls,
+                        best={"score": None, "iteration": None}, log=Log(), output_dir="out",
+                        lr=SimpleNamespace(last_lr=0.001), model=SimpleNamespace(),
+                        loader=SimpleNamespace(batch_sampler=SimpleNamespace(task_counts={"face": 4})),
+                        save=lambda name, it: calls.append(("save", name, it)),
+                        evaluate=lambda it: calls.append(("evaluate", it)))
+    t.model.train = lambda: calls.append(("model.train",))
+    t.__dict__.update(kw)
+    return t
+
+
+def attach(hook, trainer):
+    hook.trainer = trainer
+    return hook
+
+
+def run(hook, max_iters):
+    hook.before_train()
+    for it in range(1, max_iters + 1):
+        hook.after_step(it, {"loss": 1.5, "face/loss": 0.5, "person/loss": 1.0}, 16)
+    hook.after_train(max_iters)
+
+
+@pytest.mark.parametrize("interval, max_iters, saves", [
+    (2, 5, [("iter_2", 2), ("latest", 2), ("iter_4", 4), ("latest", 4), ("latest", 5)]),
+    (2, 4, [("iter_2", 2), ("latest", 2), ("latest", 4)]),  # the end writes latest only
+    (0, 3, [("latest", 3)]),
+])
+def test_checkpoint_hook_saves_every_interval_and_latest_at_the_end(interval, max_iters, saves):
+    t = fake_trainer()
+    run(attach(CheckpointHook(interval, max_iters), t), max_iters)
+    assert t.calls == [("save",) + s for s in saves]
+
+
+def test_eval_hook_evaluates_every_interval_and_keeps_the_best():
+    t = fake_trainer()
+    hook = attach(EvalHook(2, 5), t)
+    run(hook, 5)
+    assert t.calls == [("evaluate", 2), ("model.train",), ("evaluate", 4), ("model.train",)]
+    t.calls.clear()
+    for it, score in [(2, 0.5), (4, 0.4), (5, None), (6, 0.6), (7, 0.6)]:
+        hook.after_eval(it, {"score": score})
+    assert t.best == {"score": 0.6, "iteration": 6}
+    assert t.calls == [("save", "best_model", 2), ("save", "best_model", 6)]
+    assert t.log == ["new best score 0.5000 at iteration 2", "new best score 0.6000 at iteration 6"]
+    other = fake_trainer(rank=1)  # only rank 0 keeps (and saves) the best
+    attach(EvalHook(0, 5), other).after_eval(2, {"score": 0.9})
+    assert other.best["score"] is None and not other.calls
+
+
+def test_logger_hook_lines():
+    t = fake_trainer()
+    run(attach(LoggerHook(2, 5), t), 5)
+    assert t.log[0] == ("training ['face', 'person'] from iteration 0 to 5 on 2 process(es), "
+                        "per-step images per rank: {'face': 4}")
+    steps = [m for m in t.log if m.startswith("[Train]")]
+    assert [m.split("]")[1] for m in steps] == ["[Iter: 2/5", "[Iter: 4/5", "[Iter: 5/5"]
+    line = r"\[Train\]\[Iter: 2/5\] lr: 0\.00100, loss: 1\.5000 \(face: 0\.5000, person: 1\.0000\), " \
+           r"ips: [\d.]+ images/s, eta: 0:00:00"
+    assert re.fullmatch(line, steps[0]), steps[0]
+    assert t.log[-1] == "training done: 5 iterations, 160 images in 0:00:00; checkpoint out/latest"
+
+
+def test_visualdl_hook_scalars():
+    scalars = []
+    vdl = SimpleNamespace(add_scalar=lambda tag, v, it: scalars.append((tag, it)))
+    hook = attach(VisualDLHook(2, 3), fake_trainer(vdl=vdl))
+    run(hook, 3)
+    hook.after_eval(3, {"score": 0.5})
+    hook.after_eval(4, {"score": None})
+    tags = ["train/lr", "train/ips", "train/loss", "train/face/loss", "train/person/loss"]
+    assert scalars == [(k, 2) for k in tags] + [(k, 3) for k in tags] + [("eval/score", 3)]
+
+
+def test_trainer_runs_its_hooks_around_every_step(make_config, tmp_path):
+    from ppufo.engine.trainer import Trainer
+    no_eval = ["Tasks.face.test_sets=[]", "Tasks.vehicle.test_sets=[]", "Tasks.product.test_sets=[]",
+               "Tasks.person.test_sets=[{name: Market1501, root: market1501}]"]
+    out = tmp_path / "run"
+    trainer = Trainer(make_config("Global.max_iters=3", "Global.save_interval=2", "Global.eval_interval=2",
+                                  *no_eval, output_dir=out))
+    assert [type(h).__name__ for h in trainer.hooks] == ["LoggerHook", "CheckpointHook", "EvalHook"]
+    events = []
+    trainer.register_hooks([Recorder(events)])
+    assert trainer.train() == 3
+    # registered last, it hears of step 2's evaluation (EvalHook's) before step 2 itself
+    assert events == [("before_train",), ("after_step", 1, 32, ["face/CELoss"]), ("after_eval", 2),
+                      ("after_step", 2, 32, ["face/CELoss"]), ("after_step", 3, 32, ["face/CELoss"]),
+                      ("after_train", 3)]
+    assert {p.name for p in out.iterdir()} >= {"iter_2.pdparams", "latest.pdparams", "best_model.pdparams",
+                                               "eval_iter_2.json"}
+    best = read_states(str(out / "best_model"))["best"]
+    assert best["iteration"] == 2 and best == trainer.best == read_states(str(out / "latest"))["best"]
+    assert read_states(str(out / "latest"))["iteration"] == 3
+    log = (out / "train.log").read_text()
+    assert "on 1 process(es)" in log and "[Train][Iter: 3/3]" in log and "new best score" in log
+    # the summary follows the final checkpoint: after_train unwinds in reverse order
+    assert log.rstrip().endswith(f"checkpoint {out}/latest")
+
+
+def test_non_finite_loss_stops_before_the_hooks_see_the_step(make_config):
+    from ppufo.engine.trainer import Trainer
+    trainer = Trainer(make_config())
+    events = []
+    trainer.register_hooks([Recorder(events)])
+    trainer.train_step = lambda batch, it: {"loss": math.nan if it == 2 else 1.0}
+    with pytest.raises(FloatingPointError, match=r"iteration 2: loss is nan \({'loss': nan}\)"):
+        trainer.train()
+    assert [e[:2] for e in events] == [("before_train",), ("after_step", 1)]

@@ -1,0 +1,174 @@
+"""Deploy YAMLs per chip (validation, paddle.inference.Config mapping), predict_rec -c/-o, ONNX."""
+import glob
+import os
+
+import numpy as np
+import paddle
+import paddle.inference as pi
+import pytest
+
+from helpers import ROOT
+from ppufo.utils.errors import ConfigError
+
+from ppufo.chips import CHIP_NAMES as CHIPS
+from ppufo.inference.deploy_config import load_deploy_config, predictor_kwargs
+from ppufo.inference.predictor import FeaturePredictor, build_config, config_calls
+
+CONFIGS = os.path.join(ROOT, "deploy", "configs")
+SHAPE = [3, 32, 32]
+
+
+def chip(name, *overrides):
+    return load_deploy_config(os.path.join(CONFIGS, name + ".yaml"), overrides)
+
+
+def calls_of(cfg):
+    kw = predictor_kwargs(cfg)
+    return {name: (args, kwargs)
+            for name, args, kwargs in config_calls(SHAPE, "pir", max_batch_size=cfg["Global"]["batch_size"], **kw)}
+
+
+@pytest.fixture(scope="module")
+def exported(demo_root, tmp_path_factory):
+    """A tiny untrained model (random weights are enough for equality) exported for 'person'."""
+    from helpers import tiny_config
+    from ppufo.arch import build_model
+    from ppufo.engine.exporter import export_model
+    out = tmp_path_factory.mktemp("deploy")
+    cfg = tiny_config(demo_root, out, ["Export.task=person", f"Export.save_dir={out / 'inf'}"])
+    paddle.seed(0)
+    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
+    model.eval()
+    d = export_model(model, cfg)["person"][0]
+    return model, d
+
+
+def test_every_chip_yaml_validates_and_inference_rec_is_cpu_x86():
+    assert sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))) == \
+        sorted(CHIPS + ("inference_rec",))
+    cfgs = {c: chip(c) for c in CHIPS}
+    assert chip("inference_rec") == cfgs["cpu_x86"]
+    g = {c: cfgs[c]["Global"] for c in CHIPS}
+    assert [c for c in CHIPS if g[c]["device"] == "gpu"] == ["gpu", "gpu_trt_fp16", "gpu_trt_int8"]
+    assert [c for c in CHIPS if g[c]["use_tensorrt"]] == ["gpu_trt_fp16", "gpu_trt_int8"]
+    assert [c for c in CHIPS if g[c]["use_onnx"]] == ["onnx"]
+    assert (g["gpu_trt_fp16"]["precision"], g["gpu_trt_int8"]["precision"]) == ("fp16", "int8")
+    assert all(cfgs[c]["PreProcess"]["transform_ops"] is None for c in CHIPS)  # from inference.yml
+
+
+def test_cpu_targets_set_the_real_config_switches(exported):
+    _, d = exported
+    for name, mkldnn, threads in (("cpu_x86", True, 2), ("arm", False, 4)):
+        calls = config_calls(SHAPE, "pir", **predictor_kwargs(chip(name)))
+        config = build_config(d, calls)
+        assert (config.use_gpu(), config.use_xpu(), config.tensorrt_engine_enabled()) == (False, False, False)
+        assert config.mkldnn_enabled() is mkldnn  # Paddle 3 defaults to True: arm must switch it off
+        assert config.cpu_math_library_num_threads() == threads
+        assert config.ir_optim() is True
+    config = build_config(d, config_calls(SHAPE, "pir", **predictor_kwargs(
+        chip("cpu_x86", "Global.cpu_num_threads=1", "Global.ir_optim=false", "Global.enable_mkldnn=false"))))
+    assert (config.mkldnn_enabled(), config.cpu_math_library_num_threads(), config.ir_optim()) == (False, 1, False)
+
+
+def test_accelerator_targets_map_to_their_config_calls(exported):
+    """GPU/TensorRT/XPU/NPU: the planned calls, and each call binds on the real Config class (a
+    CPU-only build then refuses the device at run time, but never with a TypeError)."""
+    _, d = exported
+    gpu = calls_of(chip("gpu"))
+    assert gpu["enable_use_gpu"][0] == (500, 0)
+    assert "enable_tensorrt_engine" not in gpu and "enable_mkldnn" not in gpu and "enable_memory_optim" in gpu
+    assert calls_of(chip("gpu", "Global.device_id=3", "Global.gpu_mem=1000"))["enable_use_gpu"][0] == (1000, 3)
+    for name, precision, calib in (("gpu_trt_fp16", pi.PrecisionType.Half, False),
+                                   ("gpu_trt_int8", pi.PrecisionType.Int8, True)):
+        c = calls_of(chip(name))
+        trt = c["enable_tensorrt_engine"][1]
+        assert (trt["precision_mode"], trt["use_calib_mode"], trt["max_batch_size"]) == (precision, calib, 8)
+        assert c["set_trt_dynamic_shape_info"][0] == ({"x": [1, 3, 32, 32]}, {"x": [8, 3, 32, 32]},
+                                                      {"x": [8, 3, 32, 32]})
+    xpu = calls_of(chip("xpu", "Global.device_id=1"))
+    assert xpu["set_xpu_device_id"][0] == (1,) and "enable_xpu" in xpu and "enable_use_gpu" not in xpu
+    assert calls_of(chip("npu"))["enable_custom_device"][0] == ("npu", 0)
+    for name in ("gpu", "gpu_trt_fp16", "gpu_trt_int8", "xpu", "npu"):
+        config = pi.Config(d, "inference")
+        for method, (args, kwargs) in calls_of(chip(name)).items():
+            try:
+                getattr(config, method)(*args, **kwargs)
+            except RuntimeError as e:  # the C++ side ran: this wheel has no CUDA/TensorRT/XPU
+                assert "(PreconditionNotMet)" in str(e), (name, method, e)
+    onnx = chip("onnx")
+    assert predictor_kwargs(onnx) == {"device": "cpu", "cpu_threads": 2, "device_id": 0}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["Global.devise=gpu"], r"Global: unknown key\(s\) \['devise'\]"),
+    (["Global.device=tpu"], r"Global.device: 'tpu' is not one of"),
+    (["Global.batch_size=0"], r"Global.batch_size: expected an int >= 1, got 0"),
+    (["Global.cpu_num_threads=two"], r"Global.cpu_num_threads: expected int, got str"),
+    (["Global.use_gpu=true"], r"Global.use_gpu: PaddleClas key not used by ppufo; write Global.device: gpu"),
+    (["Global.use_tensorrt=true"], r"Global.use_tensorrt: TensorRT runs on device gpu, not cpu"),
+    (["Global.precision=fp16"], r"Global.precision: fp16 needs Global.use_tensorrt: true"),
+    (["Global.use_onnx=true", "Global.device=xpu"], r"Global.use_onnx: ONNX Runtime runs on cpu or gpu"),
+    (["PreProcess.transform_ops=[{Rezise: {size: [8, 8]}}]"], r"PreProcess.transform_ops.0: .*Rezise"),
+    (["IndexProcess.topk=3"], r"IndexProcess: unknown key\(s\) \['topk'\]"),
+])
+def test_bad_deploy_config_names_file_and_key(overrides, message):
+    with pytest.raises(ConfigError, match=r"cpu_x86.yaml: " + message):
+        chip("cpu_x86", *overrides)
+
+
+def test_bad_deploy_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("Global: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: Global: expected a mapping"):
+        load_deploy_config(str(bad))
+    with pytest.raises(ConfigError, match="deploy config not found: .*missing.yaml"):
+        load_deploy_config(str(tmp_path / "missing.yaml"))
+
+
+def test_predict_rec_with_deploy_yaml_gives_dygraph_features(exported, demo_root, tmp_path, capsys):
+    """The DESIGN.md command (-c inference_rec.yaml -o ...) and the old flags give the same features."""
+    from ppufo.cli.predict_rec import main
+    from ppufo.data.transforms import build_transforms
+    from PIL import Image
+    model, d = exported
+    imgs = os.path.join(demo_root, "market1501", "query")
+    out = tmp_path / "f.npz"
+    main(["-c", os.path.join(CONFIGS, "inference_rec.yaml"), "-o", f"Global.model_dir={d}",
+          f"Global.infer_imgs={imgs}", f"Global.save_features={out}", "Global.batch_size=5"])
+    got = np.load(out)
+    files = sorted(os.listdir(imgs))
+    assert [os.path.basename(p) for p in got["paths"]] == files and got["features"].shape == (len(files), 128)
+    tf = build_transforms(FeaturePredictor(d).info["transforms"])
+    x = np.stack([tf(Image.open(os.path.join(imgs, f)).convert("RGB")) for f in files[:6]])
+    ref = model.embed(paddle.to_tensor(x), "person").numpy()
+    assert np.abs(got["features"][:6] - ref).max() <= 1e-4
+    # old flags, no -c; oneDNN off
+    main(["--model_dir", d, "--images", imgs, "--enable_mkldnn", "0", "--save_features", str(tmp_path / "g.npz")])
+    assert np.abs(np.load(tmp_path / "g.npz")["features"] - got["features"]).max() <= 1e-4
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match=r"inference_rec.yaml: Global.device: 'tpu' is not one of"):
+        main(["-c", os.path.join(CONFIGS, "inference_rec.yaml"), "-o", "Global.device=tpu"])
+    with pytest.raises(SystemExit, match="Global.model_dir: required"):
+        main(["--images", imgs])
+
+
+def test_onnx_runtime_features_equal_paddle(exported, demo_root, tmp_path):
+    pytest.importorskip("paddle2onnx")
+    pytest.importorskip("onnxruntime")
+    from ppufo.inference.onnx_export import export_onnx
+    from ppufo.inference.recognizer import Recognizer
+    from ppufo.inference.predictor import OnnxPredictor
+    model, d = exported
+    with pytest.raises(FileNotFoundError, match="onnx_export.py --model_dir"):
+        OnnxPredictor(d)
+    assert export_onnx(d) == os.path.join(d, "inference.onnx")
+    x = np.random.default_rng(1).standard_normal((5, *SHAPE)).astype("float32")
+    ref = model.embed(paddle.to_tensor(x), "person").numpy()
+    onnx = OnnxPredictor(d, cpu_threads=1)
+    for b in (1, 5):  # dynamic batch
+        assert np.abs(onnx(x[:b]) - ref[:b]).max() <= 1e-4
+    imgs = os.path.join(demo_root, "market1501", "query")
+    paths = [os.path.join(imgs, f) for f in sorted(os.listdir(imgs))[:4]]
+    via_yaml = Recognizer.from_config(chip("onnx", f"Global.model_dir={d}"))
+    assert isinstance(via_yaml.predictor, OnnxPredictor)
+    assert np.abs(via_yaml.features(paths) - Recognizer(d).features(paths)).max() <= 1e-4
