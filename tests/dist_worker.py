@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import paddle
 
-from helpers import tiny_config  # this script's folder is on sys.path when it is run
+from helpers import tiny_config  # importable: run as a script, its own folder comes first
 from ppufo.data.loader import build_batch_sampler
 from ppufo.engine.trainer import Trainer
 

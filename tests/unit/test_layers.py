@@ -135,9 +135,9 @@ def test_the_checks_catch_an_upward_import_and_a_cycle():
 
 
 @pytest.mark.parametrize("folder", ["tools", "deploy", "benchmark", "tests", "test_tipc"])
-def test_nothing_edits_sys_path(folder):
+def test_nothing_edits_the_import_path(folder):
     root = os.path.join(os.path.dirname(PACKAGE), folder)
     edit = re.compile(r"sys\.path\.(insert|append|extend)\(|sys\.path\s*=")
     hits = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".py")
             and edit.search(open(os.path.join(d, f)).read())]
-    assert hits == [], "install the package (pip install -e .) instead of editing sys.path"
+    assert hits == [], "install the package (pip install -e .) instead of editing the import path"
