@@ -81,7 +81,7 @@ def compare(label, overrides, batches, repeats, threads):
     pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=threads, max_batch_size=max(batches))
     onnx = None
     try:
-        from onnx_export import export_onnx
+        from ppufo.inference.onnx_export import export_onnx
         export_onnx(d)
         onnx = OnnxPredictor(d, cpu_threads=threads)
     except ImportError as e:
