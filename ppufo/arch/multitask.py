@@ -103,17 +103,15 @@ def num_classes_from_state(state, tasks):
 def load_trained_model(config):
     """The model of ``config`` with the weights of Global.pretrained_model, in eval mode; a
     supernet is set to Supernet.eval_subnet."""
-    import os
-
-    from ..utils.checkpoint import load_weights, strip_prefix
+    from ..utils.checkpoint import apply_state, strip_prefix
+    from ..utils.safe_load import load_state
     path = config["Global"]["pretrained_model"]
     if not path:
         raise ConfigError("Global.pretrained_model: required (a checkpoint prefix, e.g. output/quickstart/latest)")
     path = strip_prefix(path) + ".pdparams"
-    if not os.path.isfile(path):
-        raise ConfigError(f"Global.pretrained_model: {path} not found")
-    model = build_model(config, num_classes_from_state(paddle.load(path), list(config["Tasks"])))
-    load_weights(model, path, strict=True)
+    state = load_state(path, "Global.pretrained_model")
+    model = build_model(config, num_classes_from_state(state, list(config["Tasks"])))
+    apply_state(model, state, path, strict=True)
     if hasattr(model, "set_subnets"):
         model.set_subnets(model.space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet"))
     model.eval()

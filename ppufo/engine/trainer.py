@@ -55,7 +55,7 @@ class Trainer:
                     "lr_mult": config["Tasks"][t]["lr_mult"]} for t in self.tasks]
         self.optimizer, self.lr = build_optimizer(config["Optimizer"], groups, g["max_iters"], model=self.model)
         if g["pretrained_model"] and not g["checkpoints"]:
-            load_weights(self.model, g["pretrained_model"])
+            load_weights(self.model, g["pretrained_model"], what="Global.pretrained_model")
             self.log.info(f"loaded pretrained weights {g['pretrained_model']}")
         if g["checkpoints"]:
             load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr)

@@ -1,21 +1,25 @@
-"""Checkpoints as PaddleClas writes them: <prefix>.pdparams / .pdopt / .pdstates.
+"""Checkpoints as PaddleClas writes them: <prefix>.pdparams / .pdopt / .pdstates, saved and
+loaded as one unit.
 
-Each file is written to a temporary name and renamed, .pdstates last, so a crash mid-save
-never leaves a checkpoint that looks complete. .pdstates is JSON (iteration, best metric).
+A save writes every file under a temporary name and fsyncs it; .pdstates (JSON: iteration,
+best metric, ...) comes last and records the size and sha256 of the files it belongs with
+(``files``). The files are then renamed into place, .pdstates last. A kill mid-save leaves
+either the previous checkpoint or files that disagree with .pdstates, which loading refuses
+(naming the newest complete iter_* checkpoint) rather than resume from a mix of two saves.
 """
+import hashlib
 import json
 import os
+import re
 
 import paddle
 
 from .errors import ConfigError
 from .logger import get_logger
+from .safe_load import ChecksumError, load_state
 
-
-def _atomic(write, path):
-    tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
+PARTS = (".pdparams", ".pdopt")
+_TEMP = re.compile(r".+\.(pdparams|pdopt|pdstates)\.tmp(\d+)")
 
 
 def _rename_opt_state(state, mapping):
@@ -36,17 +40,89 @@ def _param_names(model):
     return {p.name: "@" + k for k, p in model.named_parameters()}
 
 
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path, directory=False):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not directory:  # some network/FUSE mounts cannot fsync a directory; the renames still hold
+            raise
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return pid > 0
+
+
+def remove_stale_temporaries(folder):
+    """Delete checkpoint temporaries (<prefix>.<ext>.tmp<pid>) of processes that no longer exist
+    or older than the newest finished save (a .pdstates is renamed last, so its mtime marks one)."""
+    names = os.listdir(folder)
+    done = max((os.path.getmtime(os.path.join(folder, n)) for n in names if n.endswith(".pdstates")),
+               default=float("-inf"))
+    for n in names:
+        m = _TEMP.fullmatch(n)
+        path = os.path.join(folder, n)
+        try:
+            if m and (not _pid_alive(int(m.group(2))) or os.path.getmtime(path) < done):
+                os.remove(path)
+                get_logger().info(f"removed {path}, left by an interrupted checkpoint save")
+        except FileNotFoundError:
+            pass
+
+
 def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None):
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    _atomic(lambda p: paddle.save(model.state_dict(), p), prefix + ".pdparams")
+    """Write <prefix>.pdparams (+ .pdopt with an optimizer) and .pdstates as one unit."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_temporaries(folder)
+    parts = {".pdparams": model.state_dict()}
     if optimizer is not None:
-        opt = {"optimizer": _rename_opt_state(optimizer.state_dict(), _param_names(model)),
-               "lr": lr.state_dict() if lr is not None else {}}
-        _atomic(lambda p: paddle.save(opt, p), prefix + ".pdopt")
-    def write_states(p):
-        with open(p, "w") as f:
-            json.dump(states or {}, f, indent=1)
-    _atomic(write_states, prefix + ".pdstates")
+        parts[".pdopt"] = {"optimizer": _rename_opt_state(optimizer.state_dict(), _param_names(model)),
+                           "lr": lr.state_dict() if lr is not None else {}}
+    temps, files = {}, {}
+    try:
+        for ext, obj in parts.items():
+            temps[ext] = f"{prefix}{ext}.tmp{os.getpid()}"
+            paddle.save(obj, temps[ext])
+            _fsync(temps[ext])
+            files[ext] = {"size": os.path.getsize(temps[ext]), "sha256": _sha256(temps[ext])}
+        temps[".pdstates"] = f"{prefix}.pdstates.tmp{os.getpid()}"
+        with open(temps[".pdstates"], "w") as f:
+            json.dump(dict(states or {}, files=files), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        for ext in parts:
+            os.replace(temps[ext], prefix + ext)
+            del temps[ext]
+        if optimizer is None and os.path.exists(prefix + ".pdopt"):
+            os.remove(prefix + ".pdopt")  # of an earlier save; not part of this one
+        _fsync(folder, directory=True)  # the data renames are durable before .pdstates names them
+        os.replace(temps[".pdstates"], prefix + ".pdstates")
+        del temps[".pdstates"]
+        _fsync(folder, directory=True)
+    finally:
+        for tmp in temps.values():  # the save failed: nothing of it stays behind
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def strip_prefix(path):
@@ -56,25 +132,112 @@ def strip_prefix(path):
     return path
 
 
-def read_states(prefix):
-    prefix = strip_prefix(prefix)
+def _parse_states(prefix, what):
     path = prefix + ".pdstates"
     if not os.path.isfile(path):
-        raise ConfigError(f"Global.checkpoints: {path} not found (expected a checkpoint prefix "
+        raise ConfigError(f"{what}: {path} not found (expected a checkpoint prefix "
                           f"such as output/latest, written by training)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, "rb") as f:
+            states = json.loads(f.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what}: {path}: not a readable checkpoint states file "
+                          f"({os.path.getsize(path)} bytes; {e})") from None
+    files = states.get("files") if isinstance(states, dict) else None
+    ok = (isinstance(states, dict) and type(states.get("iteration")) is int
+          and (files is None or isinstance(files, dict) and files and all(
+              ext in PARTS and isinstance(r, dict) and type(r.get("size")) is int
+              and isinstance(r.get("sha256"), str) for ext, r in files.items())))
+    if not ok:
+        raise ConfigError(f"{what}: {path}: expected a JSON object with an integer 'iteration' and "
+                          f"'files' {{'.pdparams': {{'size', 'sha256'}}, ...}}")
+    return states
 
 
-def load_checkpoint(prefix, model, optimizer=None, lr=None):
-    """Resume: model, optimizer and LR state must all be present; returns the states dict."""
+def _problems(prefix, files, hashes):
+    """What differs between the files on disk and the ``files`` record of their .pdstates."""
+    out = []
+    for ext, rec in files.items():
+        path = prefix + ext
+        if not os.path.isfile(path):
+            out.append(f"{path} is missing")
+        elif os.path.getsize(path) != rec["size"]:
+            out.append(f"{path} has {os.path.getsize(path)} bytes, {rec['size']} recorded")
+        elif hashes and _sha256(path) != rec["sha256"]:
+            out.append(f"{path} has a different sha256 than recorded")
+    return out
+
+
+def newest_complete(folder, exclude=None):
+    """(prefix, iteration) of the highest iter_N in ``folder`` whose files match its .pdstates."""
+    found = []
+    for n in os.listdir(folder):
+        m = re.fullmatch(r"iter_(\d+)\.pdstates", n)
+        if m:
+            found.append((int(m.group(1)), os.path.join(folder, n[: -len(".pdstates")])))
+    for _, prefix in sorted(found, reverse=True):
+        if exclude and os.path.abspath(prefix) == os.path.abspath(exclude):
+            continue
+        try:
+            states = _parse_states(prefix, "")
+        except ConfigError:
+            continue
+        if states.get("files") and not _problems(prefix, states["files"], hashes=True):
+            return prefix, states["iteration"]
+    return None
+
+
+def _incomplete(prefix, states, what):
+    problems = _problems(prefix, states["files"], hashes=True) or ["a file changed while loading"]
+    folder = os.path.dirname(os.path.abspath(prefix))
+    good = newest_complete(folder, exclude=prefix)
+    hint = (f"the newest complete checkpoint there is {good[0]} (iteration {good[1]}): resume with "
+            f"Global.checkpoints={good[0]}" if good else f"{folder} holds no complete iter_* checkpoint")
+    return ConfigError(f"{what}: {prefix} is not one complete checkpoint: {'; '.join(problems)} "
+                       f"(against {prefix}.pdstates, iteration {states['iteration']}). A save was "
+                       f"interrupted or files of different saves were mixed; not resuming from it. "
+                       f"{hint[0].upper()}{hint[1:]}")
+
+
+def read_states(prefix, what="Global.checkpoints"):
+    """The .pdstates of checkpoint ``prefix``, after checking its files are there with the
+    recorded sizes (their hashes are checked as they load)."""
     prefix = strip_prefix(prefix)
-    states = read_states(prefix)
-    load_weights(model, prefix + ".pdparams", strict=True)
-    if optimizer is not None:
-        if not os.path.isfile(prefix + ".pdopt"):
-            raise ConfigError(f"Global.checkpoints: {prefix}.pdopt not found; cannot resume the optimizer")
-        opt = paddle.load(prefix + ".pdopt")
+    states = _parse_states(prefix, what)
+    if "files" not in states:
+        get_logger().warning(f"{prefix}.pdstates has no checksums (written by an older ppufo): "
+                             f"cannot verify that {prefix}.pdparams/.pdopt belong to the same save")
+    elif _problems(prefix, states["files"], hashes=False):
+        raise _incomplete(prefix, states, what)
+    return states
+
+
+def _load_part(prefix, ext, states, what):
+    files = states.get("files")
+    if files is not None and ext not in files:
+        raise ConfigError(f"{what}: {prefix}.pdstates lists no {ext} (a weights-only checkpoint, "
+                          f"e.g. an extracted subnet): cannot resume from it; use "
+                          f"Global.pretrained_model to start from its weights")
+    if not os.path.isfile(prefix + ext):
+        raise ConfigError(f"{what}: {prefix}{ext} not found" + ("; cannot resume the optimizer"
+                                                                if ext == ".pdopt" else ""))
+    try:
+        return load_state(prefix + ext, what, sha256=files[ext]["sha256"] if files else None)
+    except ChecksumError:
+        raise _incomplete(prefix, states, what) from None
+
+
+def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpoints"):
+    """Resume: model, optimizer and LR state must all be present and of one save; returns the
+    states dict. Nothing is applied unless every file verifies."""
+    prefix = strip_prefix(prefix)
+    states = read_states(prefix, what)
+    weights = _load_part(prefix, ".pdparams", states, what)
+    opt = _load_part(prefix, ".pdopt", states, what) if optimizer is not None else None
+    if opt is not None and not isinstance(opt.get("optimizer"), dict):
+        raise ConfigError(f"{what}: {prefix}.pdopt: expected a dict with 'optimizer' and 'lr' states")
+    apply_state(model, weights, prefix + ".pdparams", strict=True)
+    if opt is not None:
         back = {v: k for k, v in _param_names(model).items()}
         optimizer.set_state_dict(_rename_opt_state(opt["optimizer"], back))
         if lr is not None and opt.get("lr"):
@@ -82,13 +245,15 @@ def load_checkpoint(prefix, model, optimizer=None, lr=None):
     return states
 
 
-def load_weights(model, path, strict=False):
-    """Load a .pdparams into ``model``. Shape mismatches always fail; missing/unexpected keys
-    fail when strict, else are logged."""
-    path = path if path.endswith(".pdparams") else path + ".pdparams"
-    if not os.path.isfile(path):
-        raise ConfigError(f"weights file not found: {path}")
-    state = paddle.load(path)
+def load_weights(model, path, strict=False, what="weights"):
+    """Load a .pdparams (or checkpoint prefix) into ``model``; see apply_state."""
+    path = strip_prefix(path) + ".pdparams"
+    return apply_state(model, load_state(path, what), path, strict)
+
+
+def apply_state(model, state, path, strict=False):
+    """Set ``state`` (loaded from ``path``) into ``model``. Shape mismatches always fail;
+    missing/unexpected keys fail when strict, else are logged."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -5,6 +5,7 @@ import paddle
 import paddle.nn as nn
 
 from ...utils.errors import ConfigError
+from ...utils.safe_load import load_state
 from .registry import BACKBONES
 
 
@@ -34,7 +35,7 @@ def PaddleClasBackbone(model="ResNet50", pretrained=None, img_size=None, **model
     if pretrained:
         if not os.path.isfile(pretrained):
             raise ConfigError(f"Arch.Backbone.pretrained: {pretrained} not found (local files only)")
-        net.set_state_dict(paddle.load(pretrained))
+        net.set_state_dict(load_state(pretrained, "Arch.Backbone.pretrained"))
     with paddle.no_grad():
         net.eval()
         size = img_size or [64, 64]

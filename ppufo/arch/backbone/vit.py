@@ -5,6 +5,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...utils.errors import ConfigError
+from ...utils.safe_load import load_state
 from .registry import BACKBONES
 
 
@@ -208,7 +209,7 @@ class VisionTransformer(ViTStem):
     def load_pretrained(self, state):
         """Load a (PaddleClas) ViT state dict or .pdparams path; classifier dropped, pos-embed resized."""
         if isinstance(state, str):
-            state = paddle.load(state)
+            state = load_state(state, "VisionTransformer.load_pretrained")
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         pos = state.get("pos_embed")
         if pos is not None and list(pos.shape) != list(self.pos_embed.shape):

@@ -11,6 +11,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...utils.errors import ConfigError
+from ...utils.safe_load import load_state
 from ..space import SearchSpace
 from .registry import BACKBONES
 from .vit import DropPath, ViTStem, attention, resize_pos_embed
@@ -161,10 +162,7 @@ class ViTSupernet(ViTStem):
 
 
 def _backbone_state(path):
-    import os
     path = path if path.endswith(".pdparams") else path + ".pdparams"
-    if not os.path.isfile(path):
-        raise ConfigError(f"Arch.Backbone.pretrained: {path} not found")
-    state = paddle.load(path)
+    state = load_state(path, "Arch.Backbone.pretrained")
     inner = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     return inner or state

@@ -2,7 +2,6 @@
 import io
 import os
 import pickle
-import struct
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -10,6 +9,7 @@ from PIL import Image, UnidentifiedImageError
 from ...utils.dist import exclusive
 from ...utils.errors import DataError
 from ...utils.logger import get_logger
+from ...utils.safe_load import UNPICKLE_ERRORS, RestrictedUnpickler
 from ..recordio import RecordIOReader
 from .base import DATASETS, DatasetSource, Record, RecordArray
 
@@ -210,59 +210,6 @@ class MS1MRecordIO(DatasetSource):
 
 # ----------------------------------------------------------------------------- .bin files
 
-def _latin1_encode(text, encoding="latin1", errors="strict"):
-    """``_codecs.encode`` as protocol-2 pickles use it for bytes, limited to latin-1."""
-    if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is refused")
-    return text.encode("latin-1", errors)
-
-
-def _safe_dtype(obj, *args):
-    dt = np.dtype(obj)
-    if dt.hasobject:
-        raise pickle.UnpicklingError(f"numpy dtype {obj!r} holds Python objects; refused")
-    return dt
-
-
-def _np_reconstruct(*args):
-    from numpy.core.multiarray import _reconstruct
-    if not (args and args[0] is np.ndarray):
-        raise pickle.UnpicklingError("numpy _reconstruct of a subclass is refused")
-    return _reconstruct(*args)
-
-
-def _np_scalar(dtype, *args):
-    from numpy.core.multiarray import scalar
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise pickle.UnpicklingError("numpy scalar of an object dtype is refused")
-    return scalar(dtype, *args)
-
-
-_ALLOWED = {
-    ("_codecs", "encode"): _latin1_encode,
-    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy.core.multiarray", "scalar"): _np_scalar,
-    ("numpy._core.multiarray", "scalar"): _np_scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _safe_dtype,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Loads only plain data: bytes/str, lists, tuples, bools, numbers, and uint8 numpy arrays.
-
-    Every global the pickle names goes through ``find_class``; only the handful that
-    insightface .bin files need is answered, with argument checks; everything else raises.
-    """
-
-    def find_class(self, module, name):
-        fn = _ALLOWED.get((module, name))
-        if fn is None:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is refused")
-        return fn
-
-
 def load_verification_bin(path):
     """(list of image bytes, np.bool_ issame) from an insightface .bin, safely."""
     try:
@@ -272,8 +219,7 @@ def load_verification_bin(path):
         raise DataError(f"verification file not found: {path}") from None
     except pickle.UnpicklingError as e:
         raise DataError(f"{path}: refused or invalid pickle: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            UnicodeDecodeError, OverflowError, RecursionError, MemoryError, struct.error) as e:
+    except UNPICKLE_ERRORS as e:
         raise DataError(f"{path}: not a readable verification pickle: "
                         f"{type(e).__name__}: {e}") from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
