@@ -1,8 +1,14 @@
 """Build the mixed-batch training loader and plain evaluation loaders from the config."""
+import ctypes
+import functools
+import os
+import signal
+import sys
+
 import paddle
 
 from ..utils.device import set_cpu_threads
-from ..utils.errors import ConfigError
+from ..utils.errors import ConfigError, DataError
 from ..utils.logger import get_logger
 from .datasets import build_source
 from .datasets.base import ImageDataset
@@ -29,10 +35,120 @@ def eval_transforms(config):
     return default_eval_transforms(image_hw(config))
 
 
-def one_thread_worker(worker_id):
+def one_thread_worker(worker_id, parent_pid=None):
     """A loader worker decodes and augments one image at a time: one Paddle thread each, so
-    N workers add N busy cores next to Global.cpu_threads, not N times as many."""
+    N workers add N busy cores next to Global.cpu_threads, not N times as many. On Linux the
+    worker is also killed when the process that started it dies (prctl PR_SET_PDEATHSIG), so
+    a crashed or killed trainer leaves no workers behind."""
+    exit_with_parent(parent_pid)
     set_cpu_threads(1)
+
+
+def exit_with_parent(parent_pid=None):
+    """Ask Linux to SIGKILL this process when its parent dies; exit at once if the parent
+    (``parent_pid``) is already gone. A no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class DataLoader(paddle.io.DataLoader):
+    """paddle.io.DataLoader whose iterators hand an error raised while loading a batch (in the
+    reading thread with num_workers 0, in a worker process otherwise) to the loop that
+    iterates, as the original exception, instead of hanging or raising Paddle's "Blocking
+    queue is killed"; the iterator then shuts its thread and workers down (close())."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("worker_init_fn", functools.partial(one_thread_worker, parent_pid=os.getpid()))
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self):
+        return LoaderIterator(super().__iter__())
+
+
+def shorten_worker_error(error):
+    """Paddle re-raises a worker's exception as ``type(message with the worker's traceback)``;
+    for ppufo's own errors (DataError, ConfigError) keep just the message, which names the
+    file or record, prefixed with the worker."""
+    text = str(error)
+    if not isinstance(error, (ConfigError, DataError)) or not text.startswith("DataLoader worker(") \
+            or "Traceback" not in text:
+        return error
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    prefix = f"{type(error).__module__}.{type(error).__name__}: "
+    worker = text.split(")", 1)[0][len("DataLoader "):] + ")"
+    return type(error)(f"{last[len(prefix):] if last.startswith(prefix) else last} (in loader {worker})")
+
+
+class LoaderIterator:
+    """Wraps a Paddle DataLoader iterator: see DataLoader."""
+
+    def __init__(self, inner):
+        self.inner, self.error = inner, None
+        if hasattr(inner, "_dataset_fetcher"):  # single process: batches are read in a thread
+            fetch = inner._dataset_fetcher.fetch
+
+            def guarded_fetch(*args, **kwargs):
+                try:
+                    return fetch(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001 - handed to the main thread in __next__
+                    self.fail(e)
+                    return None  # the thread loop stops on None
+            inner._dataset_fetcher.fetch = guarded_fetch
+        elif hasattr(inner, "_get_data"):  # worker processes: their errors re-raise in a thread
+            get_data = inner._get_data
+
+            def guarded_get_data(*args, **kwargs):
+                try:
+                    return get_data(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001
+                    self.fail(e)
+                    return None
+            inner._get_data = guarded_get_data
+
+    def fail(self, error):
+        """In the reading thread: keep the first error and stop the thread. The queue is closed,
+        not killed, so the batches read before the error are still delivered; then __next__
+        raises the error instead of StopIteration."""
+        if self.error is None:
+            self.error = shorten_worker_error(error)
+        self.inner._exit_thread_expectedly()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self.inner)
+        except StopIteration:
+            if self.error is None:
+                raise
+            self.close()
+            raise self.error.with_traceback(self.error.__traceback__) from None
+        except Exception:
+            self.close()
+            if self.error is not None:
+                raise self.error.with_traceback(self.error.__traceback__) from None
+            raise
+
+    def __len__(self):
+        return len(self.inner)
+
+    def close(self, timeout=5):
+        """Stop the reading thread and worker processes (waiting up to ``timeout`` s each)."""
+        shutdown = getattr(self.inner, "_try_shutdown_all", None)
+        if shutdown is None:
+            return
+        try:
+            shutdown(timeout) if hasattr(self.inner, "_workers") else shutdown()
+        except Exception:  # noqa: BLE001 - best effort while another error propagates
+            pass
 
 
 def build_task_train_set(config, task, transform=None):
@@ -80,9 +196,9 @@ def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     task_sets = build_task_train_sets(config, train_transforms(config))
     check_sample_shape(config, task_sets)
     batch_sampler = build_batch_sampler(config, task_sets, rank, world_size, start_iter)
-    loader = paddle.io.DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler,
-                                  num_workers=config["DataLoader"]["Train"]["num_workers"],
-                                  use_shared_memory=False, worker_init_fn=one_thread_worker)
+    loader = DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler,
+                        num_workers=config["DataLoader"]["Train"]["num_workers"],
+                        use_shared_memory=False)
     return loader, task_sets
 
 
@@ -98,7 +214,7 @@ def check_sample_shape(config, task_sets):
 
 
 def build_eval_loader(dataset, config):
-    return paddle.io.DataLoader(dataset, batch_size=config["DataLoader"]["Eval"]["batch_size"],
-                                shuffle=False, drop_last=False,
-                                num_workers=config["DataLoader"]["Eval"]["num_workers"],
-                                use_shared_memory=False, worker_init_fn=one_thread_worker)
+    return DataLoader(dataset, batch_size=config["DataLoader"]["Eval"]["batch_size"],
+                      shuffle=False, drop_last=False,
+                      num_workers=config["DataLoader"]["Eval"]["num_workers"],
+                      use_shared_memory=False)

@@ -141,18 +141,36 @@ class Trainer:
             h.after_eval(iteration, result)
         return result
 
+    def close(self):
+        """Flush and stop the VisualDL writer (its thread must not outlive a failed run)."""
+        if self.vdl is not None:
+            try:
+                self.vdl.close()
+            except Exception:  # noqa: BLE001 - best effort while another error propagates
+                pass
+            self.vdl = None
+
     def train(self):
         """Train from start_iter to Global.max_iters; returns the last iteration."""
         self.model.train()
         for h in self.hooks:
             h.before_train()
         it = self.start_iter
-        for it, batch in enumerate(self.loader, start=self.start_iter + 1):
-            stats = self.train_step(batch, it)
-            if not np.isfinite(stats["loss"]):
-                raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
-            for h in self.hooks:
-                h.after_step(it, stats, int(batch[0].shape[0]))
+        batches = iter(self.loader)
+        try:
+            for it, batch in enumerate(batches, start=self.start_iter + 1):
+                stats = self.train_step(batch, it)
+                if not np.isfinite(stats["loss"]):
+                    raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
+                for h in self.hooks:
+                    h.after_step(it, stats, int(batch[0].shape[0]))
+        except BaseException:
+            # stop the loader's thread and workers now, while they can still be joined: left to
+            # interpreter exit they can hang it (Paddle's iterator __del__ on a dead worker's pipe)
+            if hasattr(batches, "close"):
+                batches.close()
+            self.close()
+            raise
         for h in reversed(self.hooks):
             h.after_train(it)
         return it

@@ -23,11 +23,25 @@ REQUIRED = object()
 
 
 class Field:
-    def __init__(self, types, default=REQUIRED, choices=None, doc=""):
+    """A config key: its type(s), default (REQUIRED: none), allowed choices, and for numbers an
+    inclusive range ``min``..``max`` (either may be None: unbounded)."""
+
+    def __init__(self, types, default=REQUIRED, choices=None, doc="", min=None, max=None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.choices = choices
         self.doc = doc
+        self.min, self.max = min, max
+
+    def range_text(self):
+        """'>= 1', '<= 5', '[0, 4294967295]' or '' (no range)."""
+        if self.min is not None and self.max is not None:
+            return f"[{self.min}, {self.max}]"
+        if self.min is not None:
+            return f">= {self.min}"
+        if self.max is not None:
+            return f"<= {self.max}"
+        return ""
 
     def check(self, value, path):
         if value is None and type(None) in self.types:
@@ -41,6 +55,9 @@ class Field:
             raise ConfigError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{path}: {value!r} is not one of {list(self.choices)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                (self.min is not None and value < self.min) or (self.max is not None and value > self.max)):
+            raise ConfigError(f"{path}: {value!r} is out of range; allowed: {self.range_text()}")
         return value
 
 
@@ -52,18 +69,19 @@ class MapOf:
 
 
 OPT_STR = (str, type(None))
+SEED_MAX = 2 ** 32 - 1  # numpy and Paddle seeds are unsigned 32-bit
 
 GLOBAL = {
     "device": Field(str, "cpu", doc="cpu | gpu | gpu:N | xpu | npu"),
-    "cpu_threads": Field(int, 0, doc="threads of Paddle's CPU ops; 0 = every core this process may "
+    "cpu_threads": Field(int, 0, min=0, doc="threads of Paddle's CPU ops; 0 = every core this process may "
                                      "use, shared among the processes a launch starts on the machine"),
-    "seed": Field(int, 42),
+    "seed": Field(int, 42, min=0, max=SEED_MAX),
     "data_root": Field(str, "./data", doc="dataset roots in Tasks are relative to this"),
     "output_dir": Field(str, "./output"),
-    "max_iters": Field(int, 1000),
-    "log_interval": Field(int, 10),
-    "eval_interval": Field(int, 0, doc="0 = no eval during training"),
-    "save_interval": Field(int, 1000, doc="iterations between iter_<n> checkpoints; 0 = only latest"),
+    "max_iters": Field(int, 1000, min=1),
+    "log_interval": Field(int, 10, min=1),
+    "eval_interval": Field(int, 0, min=0, doc="0 = no eval during training"),
+    "save_interval": Field(int, 1000, min=0, doc="iterations between iter_<n> checkpoints; 0 = only latest"),
     "pretrained_model": Field(OPT_STR, None),
     "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
     "image_shape": Field(list, [3, 224, 224], doc="[C, H, W] of every training image"),
@@ -74,12 +92,12 @@ GLOBAL = {
 
 TASK = {
     "datasets": Field(list, doc="training datasets: [{name, root, ...}], merged with disjoint labels"),
-    "batch_size": Field(int, doc="images of this task in every global batch"),
+    "batch_size": Field(int, min=1, doc="images of this task in every global batch"),
     "sampler": Field(dict, {"name": "PKSampler", "num_instances": 4}),
     "neck": Field(dict, {"name": "BNNeck"}),
     "head": Field(dict),
     "loss": Field(list, doc="[{LossName: {weight: w, ...}}]"),
-    "lr_mult": Field(float, 1.0, doc="LR multiplier for this task's own parameters"),
+    "lr_mult": Field(float, 1.0, min=0, doc="LR multiplier for this task's own parameters"),
     "test_sets": Field(list, [], doc="evaluation sets: [{name, root, ...}]"),
 }
 
@@ -92,74 +110,74 @@ SCHEMA = {
     "DataLoader": {
         "Train": {
             "batch_sampler": Field(dict, {"name": "HeterogeneousBatchSampler"}),
-            "num_workers": Field(int, 2),
+            "num_workers": Field(int, 2, min=0),
             "transforms": Field(list, []),
         },
         "Eval": {
-            "batch_size": Field(int, 64),
-            "num_workers": Field(int, 2),
+            "batch_size": Field(int, 64, min=1),
+            "num_workers": Field(int, 2, min=0),
             "transforms": Field(list, []),
         },
     },
     "Metric": {
-        "chunk_size": Field(int, 256, doc="queries per block when ranking"),
+        "chunk_size": Field(int, 256, min=1, doc="queries per block when ranking"),
         "use_faiss": Field(bool, False, doc="exact faiss inner-product search"),
         "ufo_compat": Field(bool, False, doc="reproduce the UFO reference's eval choices"),
     },
     "Supernet": {
         "sandwich": Field(list, ["largest", "random", "smallest"],
                           doc="subnets trained each step, in order: largest | smallest | random"),
-        "distill_weight": Field(float, 0.0, doc="in-place distillation from the largest subnet (0 = off)"),
+        "distill_weight": Field(float, 0.0, min=0, doc="in-place distillation from the largest subnet (0 = off)"),
         "eval_subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file"),
-        "calibration_images": Field(int, 512, doc="training images per task the eval subnet's BN-neck statistics "
+        "calibration_images": Field(int, 512, min=0, doc="training images per task the eval subnet's BN-neck statistics "
                                                   "are recomputed on before each evaluation (0 = the running ones)"),
     },
     "Extract": {
         "task": Field(str, "", doc="task(s) to keep, comma-separated"),
         "subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file (e.g. from search)"),
         "save_dir": Field(str, "./output/extracted"),
-        "calibration_images": Field(int, 512, doc="training images of each kept task the BN-neck statistics "
+        "calibration_images": Field(int, 512, min=0, doc="training images of each kept task the BN-neck statistics "
                                                   "are recomputed on for the subnet (0 = keep the supernet's)"),
     },
     "Search": {
         "task": Field(str, "", doc="task(s) to search a subnet for, comma-separated ('' = every task)"),
         "chip": Field(str, "cpu_x86", choices=CHIP_NAMES, doc="deploy target the budget applies to"),
         "budget_type": Field(str, "latency_ms", choices=("latency_ms", "params", "flops")),
-        "budget": Field((float, type(None)), None,
+        "budget": Field((float, type(None)), None, min=0,
                         doc="required to search: ms per batch, backbone parameters, or FLOPs per image"),
         "latency": Field(str, "auto", choices=("auto", "measure", "table"),
                          doc="measure with Paddle Inference, compose the chip's latency table, or "
                              "auto: measure if the chip is present"),
         "latency_table": Field(OPT_STR, None, doc="table file; null = the one shipped in ppufo/chips/tables/<chip>.json"),
-        "batch_size": Field(int, 1, doc="batch size latency is measured/tabled at"),
-        "warmup": Field(int, 10, doc="untimed runs before timing"),
-        "repeats": Field(int, 30, doc="timed runs; latency is their Search.quantile"),
-        "rounds": Field(int, 10, doc="passes the timed runs are spread over, interleaving the subnets "
+        "batch_size": Field(int, 1, min=1, doc="batch size latency is measured/tabled at"),
+        "warmup": Field(int, 10, min=0, doc="untimed runs before timing"),
+        "repeats": Field(int, 30, min=1, doc="timed runs; latency is their Search.quantile"),
+        "rounds": Field(int, 10, min=1, doc="passes the timed runs are spread over, interleaving the subnets "
                                      "of a group (steadier ranking on a shared machine)"),
-        "quantile": Field(float, 0.1, doc="latency = this quantile of the timed runs (0.5: the median; a low "
+        "quantile": Field(float, 0.1, min=0, max=1, doc="latency = this quantile of the timed runs (0.5: the median; a low "
                                           "quantile ranks steadier on shared cores, see docs/chip_search.md)"),
-        "interleave": Field(int, 8, doc="subnets exported and timed together, interleaved (each "
+        "interleave": Field(int, 8, min=1, doc="subnets exported and timed together, interleaved (each "
                                               "predictor holds its model in memory)"),
-        "cpu_threads": Field(int, 1, doc="Paddle Inference CPU threads when measuring"),
+        "cpu_threads": Field(int, 1, min=1, doc="Paddle Inference CPU threads when measuring"),
         "timer": Field(str, "wall", choices=("wall", "thread_cpu"),
                        doc="wall clock, or the CPU time of the 1-thread predictor (steadier on a shared machine)"),
         "metric": Field(str, "score", doc="validation result key (mAP, rank1, accuracy_mean, recall@1) "
                                           "or score (the headline number)"),
         "val_sets": Field((dict, type(None)), None, doc="{task: [test_sets entries]} to validate on; "
                                                         "null (or a task left out) = the task's test_sets"),
-        "calibration_images": Field(int, 512, doc="training images of the task the BN-neck statistics are "
+        "calibration_images": Field(int, 512, min=0, doc="training images of the task the BN-neck statistics are "
                                                   "recomputed on for each subnet before measuring its accuracy "
                                                   "(0 = the supernet's running statistics; see ppufo/engine/calibrate.py)"),
         "features": Field(str, "both", choices=("summary", "encoding", "both"),
                           doc="GP-NAS inputs of the accuracy predictors (latency always uses summary; "
                               "see ppufo/nas/predictor.py)"),
-        "num_samples": Field(int, 40, doc="subnets measured to fit the predictors"),
-        "num_candidates": Field(int, 5000, doc="random subnets ranked by the predictors"),
-        "num_verify": Field(int, 5, doc="top predicted candidates measured before choosing"),
-        "verify_rounds": Field(int, 3, doc="rounds of verification: while a round finds no candidate within budget "
+        "num_samples": Field(int, 40, min=1, doc="subnets measured to fit the predictors"),
+        "num_candidates": Field(int, 5000, min=1, doc="random subnets ranked by the predictors"),
+        "num_verify": Field(int, 5, min=1, doc="top predicted candidates measured before choosing"),
+        "verify_rounds": Field(int, 3, min=1, doc="rounds of verification: while a round finds no candidate within budget "
                                            "that beats every subnet measured before, both predictors are refitted "
                                            "on all measured subnets and the next best are verified"),
-        "seed": Field(int, 0),
+        "seed": Field(int, 0, min=0, max=SEED_MAX),
         "cache_dir": Field(str, "./output/search/cache", doc="measurements (JSON lines) for resuming"),
         "save_dir": Field(str, "./output/search", doc="<task>_<chip>.json + Pareto PNG"),
     },

@@ -32,7 +32,8 @@ INTRO = f"""# Config reference
 
 A config is a YAML file of sections (`python tools/train.py -c <file>`). Sections with a fixed
 shape are checked against the tables below when the file is loaded: an unknown key, a value of
-another type or one outside the choices is an error naming the key; a key left out takes its
+another type, one outside the choices or a number outside the range (inclusive bounds) is an
+error naming the key, the value and what is allowed; a key left out takes its
 default (a `required` key has none). `float` keys accept integers; `null` in a type means the key
 may be null. Unknown names in registry-built sections (and in entries such as `datasets`,
 `sampler`, `neck`, `head`, `loss`, `transforms`) are errors listing the registered ones.
@@ -52,7 +53,7 @@ and before validation. Values are typed as YAML (`3`, `0.5`, `1e-3`, `true`, `nu
 Sections: {", ".join(f"`{name}`" for name in SCHEMA)}.
 """
 
-HEADER = "| Key | Type | Default | Choices | Description |\n|---|---|---|---|---|"
+HEADER = "| Key | Type | Default | Choices | Range | Description |\n|---|---|---|---|---|---|"
 
 
 def _text(text):
@@ -71,7 +72,7 @@ def _row(path, field):
     types = "/".join("null" if t is type(None) else t.__name__ for t in field.types)
     default = "required" if field.default is REQUIRED else _code(field.default)
     choices = ", ".join(_code(c) for c in field.choices) if field.choices else ""
-    return f"| `{path}` | {types} | {default} | {choices} | {_text(field.doc)} |"
+    return f"| `{path}` | {types} | {default} | {choices} | {_text(field.range_text())} | {_text(field.doc)} |"
 
 
 def _section(path, schema, level):

@@ -1,4 +1,6 @@
 """Plain ViT (pre-LN, CLS token), parameter names and shapes as PaddleClas's VisionTransformer."""
+import inspect
+
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -230,6 +232,11 @@ def _factory(name, dim, depth, heads):
         cfg.update(kwargs)
         return VisionTransformer(**cfg)
     build.__name__ = name
+    # the registry checks config keys against this: VisionTransformer's arguments, preset defaults
+    preset = dict(embed_dim=dim, depth=depth, num_heads=heads, patch_size=16)
+    params = list(inspect.signature(VisionTransformer.__init__).parameters.values())[1:]
+    build.__signature__ = inspect.Signature(
+        [p.replace(default=preset.get(p.name, p.default)) for p in params])
     BACKBONES.register(build, name=name)
 
 
