@@ -38,7 +38,7 @@ class Trainer:
         paddle.seed(g["seed"])  # same initial weights on every rank and every run
         np.random.seed(g["seed"])
 
-        self.start_iter, self.best = 0, {"score": None, "iteration": None}
+        self.start_iter, self.best, states = 0, {"score": None, "iteration": None}, None
         if g["checkpoints"]:
             states = read_states(g["checkpoints"])
             self.start_iter = int(states["iteration"])
@@ -58,7 +58,7 @@ class Trainer:
             load_weights(self.model, g["pretrained_model"], what="Global.pretrained_model")
             self.log.info(f"loaded pretrained weights {g['pretrained_model']}")
         if g["checkpoints"]:
-            load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr)
+            load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr, states=states)
             self.log.info(f"resumed from {g['checkpoints']} at iteration {self.start_iter}")
         self.net = self.model
         if self.world_size > 1:

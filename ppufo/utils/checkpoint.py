@@ -227,11 +227,12 @@ def _load_part(prefix, ext, states, what):
         raise _incomplete(prefix, states, what) from None
 
 
-def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpoints"):
+def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpoints", states=None):
     """Resume: model, optimizer and LR state must all be present and of one save; returns the
-    states dict. Nothing is applied unless every file verifies."""
+    states dict (``states``: what read_states already returned, so it is not read twice).
+    Nothing is applied unless every file verifies."""
     prefix = strip_prefix(prefix)
-    states = read_states(prefix, what)
+    states = states if states is not None else read_states(prefix, what)
     weights = _load_part(prefix, ".pdparams", states, what)
     opt = _load_part(prefix, ".pdopt", states, what) if optimizer is not None else None
     if opt is not None and not isinstance(opt.get("optimizer"), dict):
