@@ -6,6 +6,7 @@ older exports have ``inference.pdmodel``. ``Config(model_dir, "inference")`` fin
 used for legacy models or on GPU, and only when asked. ``OnnxPredictor`` runs the same model
 converted to ONNX with ONNX Runtime.
 """
+import copy
 import os
 
 import numpy as np
@@ -116,6 +117,15 @@ class FeaturePredictor(_Predictor):
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
+    def clone(self):
+        """A predictor for another thread: shares the weights, owns its buffers (Paddle Inference
+        predictors are not thread-safe; clones are)."""
+        other = copy.copy(self)
+        other.predictor = self.predictor.clone()
+        other.input = other.predictor.get_input_handle(other.predictor.get_input_names()[0])
+        other.output = other.predictor.get_output_handle(other.predictor.get_output_names()[0])
+        return other
+
     def _run(self, images):
         self.input.reshape(images.shape)
         self.input.copy_from_cpu(images)
@@ -150,6 +160,9 @@ class OnnxPredictor(_Predictor):
         opts.log_severity_level = 3  # paddle2onnx leaves unused initialisers; ORT warns per tensor
         self.session = ort.InferenceSession(path, opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
+
+    def clone(self):
+        return self  # an ONNX Runtime session may be run from several threads at once
 
     def _run(self, images):
         return self.session.run(None, {self.input_name: images})[0]

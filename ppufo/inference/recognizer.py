@@ -1,6 +1,7 @@
 """Image features with an exported ppufo model: the model's own eval preprocessing (recorded in
 its inference.yml) in front of a Paddle Inference or ONNX Runtime predictor; gallery indexing and
 search for a deploy config (ppufo/inference/deploy_config.py)."""
+import copy
 import io
 import json
 import os
@@ -18,19 +19,39 @@ from .predictor import FeaturePredictor, OnnxPredictor
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+# Formats a client may send; others (EPS runs Ghostscript, TIFF and ICO carry odd decoders) are refused.
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+
+
 class ImageError(ValueError):
     """An image that cannot be decoded or is not a supported format."""
 
 
-def load_image(source):
-    """RGB PIL image from a path or raw bytes; ImageError names what is wrong."""
+class ImageTooLarge(ImageError):
+    """More pixels than allowed: refused from the header, before decoding."""
+
+
+def load_image(source, max_pixels=None):
+    """RGB PIL image from a path or raw bytes; ImageError names what is wrong.
+
+    ``max_pixels`` bounds width x height, read from the header before any pixel is decoded (a
+    20 KB 1-bit PNG can declare 13000x13000, 0.5 GB as RGB)."""
     name = source if isinstance(source, str) else "<uploaded bytes>"
     try:
-        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as im:
+        with Image.open(source if isinstance(source, str) else io.BytesIO(source), formats=FORMATS) as im:
+            if max_pixels and im.width * im.height > max_pixels:
+                raise ImageTooLarge(f"image {name} is {im.width}x{im.height} = {im.width * im.height} "
+                                    f"pixels; the limit is {max_pixels}")
             return im.convert("RGB")
     except FileNotFoundError:
         raise ImageError(f"image not found: {name}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:  # PIL's own limit, hit inside open()
+        raise ImageTooLarge(f"image {name}: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot decode image {name}: not a {'/'.join(FORMATS)} image") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageError):
+            raise
         raise ImageError(f"cannot decode image {name}: {e}") from None
 
 
@@ -55,6 +76,12 @@ class Recognizer:
             raise ConfigError("Global.model_dir: required (the folder written by tools/export_model.py)")
         return cls(g["model_dir"], g["batch_size"], cfg["PreProcess"]["transform_ops"],
                    g["use_onnx"], **predictor_kwargs(cfg))
+
+    def clone(self):
+        """The same model and preprocessing for another thread (see FeaturePredictor.clone)."""
+        other = copy.copy(self)
+        other.predictor = self.predictor.clone()
+        return other
 
     def features(self, sources):
         """Features of image paths (or bytes), decoded one batch at a time."""

@@ -105,9 +105,9 @@ def test_http_service_answers_a_real_request(trained, demo_root, tmp_path):
     files = [os.path.join(root, n) for n in sorted(os.listdir(root)) if not n.startswith(("0000", "-1"))][:12]
     rec = Recognizer(d)
     GalleryIndex(rec.features(files), [os.path.basename(f)[:4] for f in files], files).save(str(tmp_path / "idx"))
-    server = serve(d, str(tmp_path / "idx"), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = serve(d, str(tmp_path / "idx"), port=0, threads=2)
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{server.port}"
     try:
         with open(files[5], "rb") as f:
             req = urllib.request.Request(url + "/predict?topk=3", data=f.read(), method="POST")
@@ -118,6 +118,18 @@ def test_http_service_answers_a_real_request(trained, demo_root, tmp_path):
             urllib.request.urlopen(urllib.request.Request(url + "/predict", data=b"junk", method="POST"), timeout=60)
         assert e.value.code == 400 and "cannot decode image" in json.load(e.value)["error"]
         assert json.load(urllib.request.urlopen(url + "/health", timeout=60))["gallery"] == 12
+        # two predictor clones at once give the single-predictor features
+        feats = {}
+
+        def query(i):
+            with open(files[i], "rb") as f:
+                req = urllib.request.Request(url + "/predict", data=f.read(), method="POST")
+            feats[i] = json.load(urllib.request.urlopen(req, timeout=60))["feature"]
+        clients = [threading.Thread(target=query, args=(i,)) for i in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        np.testing.assert_allclose([feats[i] for i in range(8)], rec.features(files[:8]), atol=1e-5)
     finally:
         server.shutdown()
-        server.server_close()
