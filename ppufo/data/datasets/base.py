@@ -150,8 +150,12 @@ class ImageDataset:
         j = self.owner[i]
         return self.splits[j][int(i - self.starts[j])]
 
+    def read(self, i):
+        """Item ``i`` decoded by its source, before transforms (what tools/check_data.py checks)."""
+        return self.sources[self.owner[i]].read(self.record(i))
+
     def load(self, i, rng=None):
-        img = self.sources[self.owner[i]].read(self.record(i))
+        img = self.read(i)
         if self.transform is not None:
             img = self.transform(img, rng or random.Random())
         return img

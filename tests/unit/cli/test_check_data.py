@@ -1,0 +1,121 @@
+"""tools/check_data.py decodes every training and test image of a config once, lists each bad
+image, record and set, and exits non-zero if there is one."""
+import os
+import pickle
+import re
+import shutil
+import struct
+import sys
+
+import pytest
+
+from helpers import QUICK_SETS, ROOT
+from ppufo.cli.check_data import main
+from ppufo.data.recordio import RecordIOReader
+from ppufo.demo import FACE_VAL_PAIRS
+
+SUMMARY = re.compile(r"^  (.+?)\s+(\d+) checked\s+(\d+) bad  (\S+)$", re.M)
+
+
+def run(monkeypatch, capsys, root, *args):
+    """(exit message or None, stdout) of the tool on the quick demo sets under ``root``."""
+    monkeypatch.setattr(sys, "argv", [
+        "check_data.py", "-c", os.path.join(ROOT, "configs/quickstart.yaml"), "-o", f"Global.data_root={root}",
+        f"Global.output_dir={root}/out", "Global.generate_demo_data=false",
+        "Tasks.person.test_sets=[{name: Market1501, root: market1501}]",
+        "Tasks.vehicle.test_sets=[{name: VeRi776, root: veri776}]", *args])
+    try:
+        main()
+        code = None
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().out
+
+
+def lines(path, skip=0):
+    with open(path) as f:
+        return [line for line in f.read().splitlines()[skip:] if line.strip()]
+
+
+def jpgs(folder, junk=False):
+    return [f for f in os.listdir(folder) if f.endswith(".jpg") and (junk or not f.startswith("-1_"))]
+
+
+def expected_counts(root):
+    """Items per set, counted from the files themselves (not through the readers)."""
+    m, v, s = (os.path.join(root, d) for d in ("market1501", "veri776", "sop"))
+    counts = {"train/face": 40 * 10,  # the demo MS1M: 40 identities x 10 images
+              "train/person": len(jpgs(f"{m}/bounding_box_train")), "train/vehicle": len(lines(f"{v}/name_train.txt")),
+              "train/product": len(lines(f"{s}/Ebay_train.txt", 1)),
+              "test/person/Market1501 query": len(jpgs(f"{m}/query")),
+              "test/person/Market1501 gallery": len(jpgs(f"{m}/bounding_box_test")),  # junk pid -1 skipped
+              "test/vehicle/VeRi776 query": len(lines(f"{v}/name_query.txt")),
+              "test/vehicle/VeRi776 gallery": len(lines(f"{v}/name_test.txt")),
+              "test/product/SOP": len(lines(f"{s}/Ebay_test.txt", 1))}
+    counts.update({f"test/face/{name}": 2 * n for name, n in FACE_VAL_PAIRS.items()})
+    return counts
+
+
+def summary(out):
+    return {name: (int(n), int(bad)) for name, n, bad, _ in SUMMARY.findall(out)}
+
+
+def test_clean_data_passes_with_full_counts(demo_root, monkeypatch, capsys):
+    code, out = run(monkeypatch, capsys, demo_root)
+    assert code is None, out
+    want = expected_counts(demo_root)
+    assert summary(out) == {name: (n, 0) for name, n in want.items()}
+    assert f"ok: all {sum(want.values())} images of {len(want)} sets decode" in out
+    assert "BAD" not in out
+
+
+@pytest.fixture(scope="module")
+def bad_root(demo_root, tmp_path_factory):
+    """The quick demo sets with one bad item in each of four sets (a truncated JPEG, a text file
+    named .JPG, a RecordIO record whose continuation flag says more parts follow, a .bin image
+    that is not an image) and one listed test image missing (that set cannot be built)."""
+    root = tmp_path_factory.mktemp("check_data")
+    for name in QUICK_SETS:
+        shutil.copytree(os.path.join(demo_root, name), root / name)
+    train = sorted((root / "market1501" / "bounding_box_train").iterdir())[5:7]  # two in one set
+    for path in train:
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    sop = root / "sop" / lines(root / "sop" / "Ebay_test.txt", 1)[3].split()[-1]
+    sop.write_text("not an image")
+    reader = RecordIOReader(str(root / "ms1m" / "train.rec"))
+    key, offset = 123, reader.offset(123)
+    reader.close()
+    with open(root / "ms1m" / "train.rec", "r+b") as fh:
+        fh.seek(offset + 4)
+        lrec = struct.unpack("<I", fh.read(4))[0]
+        fh.seek(offset + 4)
+        fh.write(struct.pack("<I", lrec | 1 << 29))
+    with open(root / "faces_val" / "lfw.bin", "rb") as fh:
+        images, issame = pickle.load(fh)  # noqa: S301 - the demo writer's own file
+    images[7] = b"<html>not found</html>"
+    with open(root / "faces_val" / "lfw.bin", "wb") as fh:
+        pickle.dump((images, issame), fh, protocol=2)
+    missing = root / "veri776" / "image_test" / lines(root / "veri776" / "name_test.txt")[0]
+    missing.unlink()
+    return root, [("train/person", str(train[0])), ("train/person", str(train[1])),
+                  ("test/product/SOP", str(sop)), ("train/face", f"train.rec: record {key} at offset {offset}:"),
+                  ("test/face/lfw", "lfw.bin: image 7:"), ("test/vehicle/VeRi776 gallery", str(missing))]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_bad_item_is_listed_and_the_exit_is_non_zero(bad_root, demo_root, monkeypatch, capsys, workers):
+    root, bad = bad_root
+    code, out = run(monkeypatch, capsys, root, "--workers", str(workers))
+    assert isinstance(code, str) and code.startswith("error: 6 bad"), (code, out)
+    listed = [line for line in out.splitlines() if line.startswith("BAD ")]
+    assert len(listed) == 6, listed
+    for name, what in bad:
+        assert sum(line.startswith(f"BAD {name}") and what in line for line in listed) == 1, (name, what, listed)
+    assert "expected 2 or 3 inside a multi-part record" in out
+    assert "image file is truncated" in out and "cannot build the set: " in out
+    # every other item is still checked: full counts, and each bad one counted once
+    want = expected_counts(demo_root)
+    n_bad = {name: sum(b == name for b, _ in bad) for name in want}
+    built = {name: n for name, n in want.items() if name != "test/vehicle/VeRi776 gallery"}
+    assert summary(out) == {name: (n, n_bad[name]) for name, n in built.items()}
+    assert re.search(r"^  test/vehicle/VeRi776 gallery\s+not built$", out, re.M)
