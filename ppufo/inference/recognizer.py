@@ -10,6 +10,7 @@ import random
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..data.datasets.base import upright_rgb
 from ..data.transforms import build_transforms
 from ..utils.errors import ConfigError
 from .deploy_config import predictor_kwargs
@@ -42,7 +43,7 @@ def load_image(source, max_pixels=None):
             if max_pixels and im.width * im.height > max_pixels:
                 raise ImageTooLarge(f"image {name} is {im.width}x{im.height} = {im.width * im.height} "
                                     f"pixels; the limit is {max_pixels}")
-            return im.convert("RGB")
+            return upright_rgb(im)
     except FileNotFoundError:
         raise ImageError(f"image not found: {name}") from None
     except Image.DecompressionBombError as e:  # PIL's own limit, hit inside open()
