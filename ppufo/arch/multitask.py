@@ -3,25 +3,29 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..utils.checkpoint import apply_state, read_weights
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry
 from .backbone import build_backbone
 from .head import HEADS, NECKS
+from .released import check_format, group_counts, is_reference, to_ppufo
 
 ARCHS = Registry("arch")
 
 
 class TaskHead(nn.Layer):
-    """BN neck -> embedding (the retrieval feature); margin classifier for training."""
+    """BN neck -> embedding (the retrieval feature); margin classifier for training (None in
+    a model built only to embed, whose logits are then None)."""
 
-    def __init__(self, neck, classifier):
+    def __init__(self, neck, classifier=None):
         super().__init__()
         self.neck = neck
         self.classifier = classifier
 
     def forward(self, feat, label=None):
         emb = self.neck(feat)
-        return {"feat": feat, "embedding": emb, "logits": self.classifier(emb, label)}
+        logits = self.classifier(emb, label) if self.classifier is not None else None
+        return {"feat": feat, "embedding": emb, "logits": logits}
 
 
 @ARCHS.register
@@ -62,11 +66,13 @@ class MultiTaskModel(nn.Layer):
         return self.backbone.parameters()
 
 
-def build_model(config, num_classes):
+def build_model(config, num_classes=None):
     """Build the Arch section for the tasks in ``config["Tasks"]``.
 
-    num_classes: {task: number of training identities/classes}.
+    num_classes: {task: number of training identities/classes}; a task without one (or
+    num_classes None) gets no classifier: the model embeds (eval, export) but cannot train it.
     """
+    num_classes = num_classes or {}
     arch = dict(config["Arch"])
     name = arch.pop("name", None)
     if name is None:
@@ -82,37 +88,64 @@ def build_model(config, num_classes):
     heads = {}
     for task, tcfg in config["Tasks"].items():
         neck = NECKS.build(tcfg["neck"], where=f"Tasks.{task}.neck", in_dim=backbone.out_dim)
-        clf = HEADS.build(tcfg["head"], where=f"Tasks.{task}.head", in_dim=neck.out_dim,
-                          num_classes=num_classes[task])
+        clf = None if num_classes.get(task) is None else HEADS.build(
+            tcfg["head"], where=f"Tasks.{task}.head", in_dim=neck.out_dim, num_classes=num_classes[task])
         heads[task] = TaskHead(neck, clf)
     return cls(backbone, heads)
 
 
 def num_classes_from_state(state, tasks):
-    """Classifier sizes stored in a checkpoint, so eval/export need not parse training sets."""
+    """Classifier sizes stored in a checkpoint, so eval/export need not parse training sets;
+    None for a task whose classifier is not in it (e.g. a converted released checkpoint)."""
     out = {}
     for t in tasks:
+        if not any(k.startswith(f"heads.{t}.") for k in state):
+            raise ConfigError(f"checkpoint has no head for task '{t}'; tasks in it: "
+                              f"{sorted({k.split('.')[1] for k in state if k.startswith('heads.')})}")
         key = f"heads.{t}.classifier.weight"
-        if key not in state:
-            raise ConfigError(f"checkpoint has no classifier for task '{t}' ({key}); "
-                              f"tasks in it: {sorted({k.split('.')[1] for k in state if k.startswith('heads.')})}")
-        out[t] = int(state[key].shape[-1])
+        out[t] = int(state[key].shape[-1]) if key in state else None
     return out
 
 
 def load_trained_model(config):
-    """The model of ``config`` with the weights of Global.pretrained_model, in eval mode; a
-    supernet is set to Supernet.eval_subnet."""
-    from ..utils.checkpoint import apply_state, strip_prefix
-    from ..utils.safe_load import load_state
-    path = config["Global"]["pretrained_model"]
+    """The model of ``config`` with the weights of Global.pretrained_model (a ppufo checkpoint,
+    or the released UFO checkpoint converted on the fly), in eval mode; a supernet is set to
+    Supernet.eval_subnet."""
+    what, path = "Global.pretrained_model", config["Global"]["pretrained_model"]
     if not path:
-        raise ConfigError("Global.pretrained_model: required (a checkpoint prefix, e.g. output/quickstart/latest)")
-    path = strip_prefix(path) + ".pdparams"
-    state = load_state(path, "Global.pretrained_model")
-    model = build_model(config, num_classes_from_state(state, list(config["Tasks"])))
+        raise ConfigError(f"{what}: required (a checkpoint prefix, e.g. output/quickstart/latest, "
+                          f"or the released allinone_vitlarge.pdmodel)")
+    state, path = read_weights(path, what)
+    check_format(state, path, what)
+    if is_reference(state):
+        model = build_model(config)
+        state, _ = to_ppufo(state, model, config, path, what)
+    else:
+        model = build_model(config, num_classes_from_state(state, list(config["Tasks"])))
     apply_state(model, state, path, strict=True)
     if hasattr(model, "set_subnets"):
         model.set_subnets(model.space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet"))
     model.eval()
     return model
+
+
+def load_pretrained(model, config):
+    """Initialise a training ``model`` from Global.pretrained_model: a ppufo checkpoint (keys it
+    lacks are logged and start fresh) or the released UFO checkpoint (every backbone and neck
+    key required; the classifiers start fresh). Returns a line saying what was loaded."""
+    what = "Global.pretrained_model"
+    state, path = read_weights(config["Global"]["pretrained_model"], what)
+    check_format(state, path, what)
+    own = model.state_dict()
+    mapped = ""
+    if is_reference(state):
+        classifiers = [k for k in own if ".classifier." in k]
+        state, mapping = to_ppufo(state, model, config, path, what, optional=classifiers)
+        model.set_state_dict(state)
+        mapped = " (released UFO checkpoint; necks " + ", ".join(f"{t}<-{h}" for t, h in mapping.items()) + ")"
+    else:
+        apply_state(model, state, path)
+    loaded = [k for k in own if k in state]
+    fresh = [k for k in own if k not in state]
+    return (f"{what}: loaded pretrained weights from {path}{mapped}: {len(loaded)} tensors "
+            f"({group_counts(loaded)}); {len(fresh)} start fresh" + (f": {group_counts(fresh)}" if fresh else ""))

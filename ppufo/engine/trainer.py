@@ -10,10 +10,11 @@ import paddle
 import paddle.distributed as pdist
 
 from ..arch import build_model
+from ..arch.multitask import load_pretrained
 from ..data.loader import build_train_loader
 from ..loss import build_loss
 from ..optimizer import build_optimizer
-from ..utils.checkpoint import load_checkpoint, load_weights, read_states, save_checkpoint
+from ..utils.checkpoint import load_checkpoint, read_states, save_checkpoint
 from ..utils.config import dump_config
 from ..utils.device import setup_device
 from ..utils.dist import rank, world_size
@@ -55,8 +56,7 @@ class Trainer:
                     "lr_mult": config["Tasks"][t]["lr_mult"]} for t in self.tasks]
         self.optimizer, self.lr = build_optimizer(config["Optimizer"], groups, g["max_iters"], model=self.model)
         if g["pretrained_model"] and not g["checkpoints"]:
-            load_weights(self.model, g["pretrained_model"], what="Global.pretrained_model")
-            self.log.info(f"loaded pretrained weights {g['pretrained_model']}")
+            self.log.info(load_pretrained(self.model, config))
         if g["checkpoints"]:
             load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr, states=states)
             self.log.info(f"resumed from {g['checkpoints']} at iteration {self.start_iter}")

@@ -90,11 +90,12 @@ def remove_stale_temporaries(folder):
 
 
 def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None):
-    """Write <prefix>.pdparams (+ .pdopt with an optimizer) and .pdstates as one unit."""
+    """Write <prefix>.pdparams (+ .pdopt with an optimizer) and .pdstates as one unit.
+    ``model``: a Layer, or (weights only) the state dict to write."""
     folder = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder)
-    parts = {".pdparams": model.state_dict()}
+    parts = {".pdparams": model if isinstance(model, dict) else model.state_dict()}
     if optimizer is not None:
         parts[".pdopt"] = {"optimizer": _rename_opt_state(optimizer.state_dict(), _param_names(model)),
                            "lr": lr.state_dict() if lr is not None else {}}
@@ -130,6 +131,21 @@ def strip_prefix(path):
         if path.endswith(ext):
             return path[: -len(ext)]
     return path
+
+
+def weights_file(path):
+    """The file a weights option names: a checkpoint prefix (or one of its files) means
+    <prefix>.pdparams; a .pdmodel or any other existing file (e.g. the released UFO checkpoint
+    allinone_vitlarge.pdmodel, a pickled state dict) is read as it is."""
+    if path.endswith(".pdmodel") or (strip_prefix(path) == path and os.path.isfile(path)):
+        return path
+    return strip_prefix(path) + ".pdparams"
+
+
+def read_weights(path, what):
+    """(state dict, file read) of a weights option such as Global.pretrained_model."""
+    path = weights_file(path)
+    return load_state(path, what), path
 
 
 def _parse_states(prefix, what):
@@ -248,22 +264,48 @@ def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpo
 
 def load_weights(model, path, strict=False, what="weights"):
     """Load a .pdparams (or checkpoint prefix) into ``model``; see apply_state."""
-    path = strip_prefix(path) + ".pdparams"
-    return apply_state(model, load_state(path, what), path, strict)
+    state, path = read_weights(path, what)
+    return apply_state(model, state, path, strict)
+
+
+def state_problems(state, own, optional=()):
+    """(missing, unexpected, mis-shaped) keys of ``state`` against a model's state dict ``own``;
+    keys in ``optional`` may be missing. Only shapes are read."""
+    missing = sorted(set(own) - set(state) - set(optional))
+    unexpected = sorted(set(state) - set(own))
+    bad = sorted(k for k in own if k in state and list(state[k].shape) != list(own[k].shape))
+    return missing, unexpected, bad
+
+
+def format_problems(state, own, missing, unexpected, bad, limit=8, origin=None):
+    """One line per kind of problem, each key with its shape(s); at most ``limit`` keys a line.
+    ``origin``: {key: the file's name for it} where keys were renamed."""
+    origin = origin or {}
+
+    def listing(keys, text):
+        more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+        return ", ".join(k + (f" ({origin[k]})" if k in origin else "") + " " + text(k)
+                         for k in keys[:limit]) + more
+    lines = []
+    if missing:
+        lines.append(f"missing {len(missing)}: " + listing(missing, lambda k: f"{list(own[k].shape)}"))
+    if unexpected:
+        lines.append(f"unexpected {len(unexpected)}: " + listing(unexpected, lambda k: f"{list(state[k].shape)}"))
+    if bad:
+        lines.append(f"mis-shaped {len(bad)}: " + listing(
+            bad, lambda k: f"file {list(state[k].shape)}, model {list(own[k].shape)}"))
+    return "\n  ".join(lines)
 
 
 def apply_state(model, state, path, strict=False):
     """Set ``state`` (loaded from ``path``) into ``model``. Shape mismatches always fail;
     missing/unexpected keys fail when strict, else are logged."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
-           for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
-    if bad:
-        raise ConfigError(f"{path}: shape mismatch for {len(bad)} tensor(s): " + "; ".join(bad[:5]))
-    if strict and (missing or unexpected):
-        raise ConfigError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    missing, unexpected, bad = state_problems(state, own)
+    if bad or (strict and (missing or unexpected)):
+        raise ConfigError(f"{path}: does not fit the model:\n  "
+                          + format_problems(state, own, missing if strict else [],
+                                            unexpected if strict else [], bad))
     if missing or unexpected:
         get_logger().warning(f"{path}: {len(missing)} missing keys (e.g. {missing[:3]}), "
                              f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")

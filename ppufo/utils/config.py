@@ -70,6 +70,8 @@ class MapOf:
 
 OPT_STR = (str, type(None))
 SEED_MAX = 2 ** 32 - 1  # numpy and Paddle seeds are unsigned 32-bit
+# the heads the reference evaluation script uses per task (task2 is never evaluated)
+RELEASED_HEADS = {"face": "task1", "person": "task3", "vehicle": "task3", "product": "task4"}
 
 GLOBAL = {
     "device": Field(str, "cpu", doc="cpu | gpu | gpu:N | xpu | npu"),
@@ -84,6 +86,9 @@ GLOBAL = {
     "save_interval": Field(int, 1000, min=0, doc="iterations between iter_<n> checkpoints; 0 = only latest"),
     "pretrained_model": Field(OPT_STR, None),
     "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
+    "released_heads": Field(dict, RELEASED_HEADS, doc="when Global.pretrained_model is the released UFO "
+                            "checkpoint (allinone_vitlarge.pdmodel): task -> the reference head "
+                            "(task1..task4) whose BN neck the task loads; a task left out keeps its default"),
     "image_shape": Field(list, [3, 224, 224], doc="[C, H, W] of every training image"),
     "use_visualdl": Field(bool, True),
     "amp": Field(bool, False, doc="automatic mixed precision (GPU only)"),

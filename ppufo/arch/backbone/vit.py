@@ -6,8 +6,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ...utils.checkpoint import format_problems, read_weights, state_problems
 from ...utils.errors import ConfigError
-from ...utils.safe_load import load_state
+from ...utils.logger import get_logger
+from ..released import describe, geometry, geometry_text
 from .registry import BACKBONES
 
 
@@ -169,12 +171,12 @@ class ViTStem(nn.Layer):
 class VisionTransformer(ViTStem):
     """block_heads / block_mlp_hidden give per-block widths (extracted subnets); head_dim
     defaults to embed_dim // num_heads. fused_attention=False writes the attention out (same
-    result, more memory)."""
+    result, more memory). pretrained: weights to start from (see load_pretrained)."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
                  mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
                  epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None,
-                 fused_attention=True):
+                 fused_attention=True, pretrained=None):
         super().__init__()
         if head_dim is None and embed_dim % num_heads:
             raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
@@ -191,6 +193,8 @@ class VisionTransformer(ViTStem):
                                     for r, h, m in zip(rates, heads, hidden)])
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
         self._init_linears()
+        if pretrained:
+            self.load_pretrained(pretrained)
 
     def forward(self, x):
         x = self.embed_tokens(x)
@@ -208,22 +212,29 @@ class VisionTransformer(ViTStem):
         t = (h // self.patch_size) * (w // self.patch_size)
         return vit_flops(self.embed_dim, self.patch_size, t, self.block_widths(), self.in_chans)
 
-    def load_pretrained(self, state):
-        """Load a (PaddleClas) ViT state dict or .pdparams path; classifier dropped, pos-embed resized."""
+    def load_pretrained(self, state, what="Arch.Backbone.pretrained"):
+        """Load a state dict or weights file: a plain ViT (PaddleClas's ImageNet ViTs; the
+        classifier is dropped) or the backbone.* part of a ppufo or released UFO checkpoint
+        (its heads are not loaded). The position embedding is resized to this model's grid."""
+        path = "the state dict"
         if isinstance(state, str):
-            state = load_state(state, "VisionTransformer.load_pretrained")
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+            state, path = read_weights(state, what)
+        full = state
+        if any(k.startswith("backbone.") for k in state):
+            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        else:
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
         pos = state.get("pos_embed")
         if pos is not None and list(pos.shape) != list(self.pos_embed.shape):
             side = int(round((pos.shape[1] - 1) ** 0.5))
             state["pos_embed"] = resize_pos_embed(paddle.to_tensor(pos), [side, side], self.grid)
         own = self.state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        bad = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
-        if missing or unexpected or bad:
-            raise ConfigError(f"ViT weights: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                              f"shape mismatch {bad[:5]}")
+        problems = state_problems(state, own)
+        if any(problems):
+            raise ConfigError(f"{what}: {path}: is {describe(full)}; this ViT has "
+                              f"{geometry_text(geometry(own, ''))}:\n  " + format_problems(state, own, *problems))
         self.set_state_dict(state)
+        get_logger().info(f"{what}: loaded {len(state)} backbone tensors from {path}; the heads start fresh")
 
 
 def _factory(name, dim, depth, heads):
