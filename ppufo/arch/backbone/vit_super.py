@@ -11,7 +11,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...utils.errors import ConfigError
-from ...utils.safe_load import load_state
+from ...utils.checkpoint import read_weights
 from ..space import SearchSpace
 from .registry import BACKBONES
 from .vit import DropPath, ViTStem, attention, resize_pos_embed
@@ -162,7 +162,6 @@ class ViTSupernet(ViTStem):
 
 
 def _backbone_state(path):
-    path = path if path.endswith(".pdparams") else path + ".pdparams"
-    state = load_state(path, "Arch.Backbone.pretrained")
+    state, _ = read_weights(path, "Arch.Backbone.pretrained")  # a prefix, a .pdparams or the released .pdmodel
     inner = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     return inner or state

@@ -320,3 +320,15 @@ def test_eval_and_export_tools_run_on_the_released_file(released, demo_root, tmp
     monkeypatch.setattr(sys, "argv", ["export", *args])
     export_model.main()
     assert sorted(os.listdir(tmp_path / "inf")) == sorted(TASK_HEADS)
+
+
+def test_supernet_backbone_starts_from_the_released_file(released, tmp_path):
+    from helpers import tiny_supernet_config
+    w, path, x = released
+    cfg = tiny_supernet_config(str(tmp_path), tmp_path, f"Arch.Backbone.embed_dim={DIM}", f"Arch.Backbone.num_heads={HEADS}",
+                               "Arch.Backbone.depth=2", "Arch.Backbone.depths=[1,2]", f"Arch.Backbone.pretrained={path}")
+    state = build_model(cfg, {t: 5 for t in TASK_HEADS}).backbone.state_dict()
+    for k in ("pos_embed", "norm.bias", "blocks.1.attn.proj.weight"):
+        np.testing.assert_array_equal(state[k].numpy(), w["backbone." + k], err_msg=k)
+    np.testing.assert_array_equal(state["blocks.1.attn.k.weight"].numpy(), w["backbone.blocks.1.attn.qkv.weight"][:, DIM:2 * DIM])
+    np.testing.assert_array_equal(state["blocks.1.ffn.task.person.fc2.weight"].numpy(), w["backbone.blocks.1.mlp.fc2.weight"])
