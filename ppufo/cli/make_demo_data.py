@@ -1,6 +1,7 @@
 """Write the learnable demo datasets in each dataset's real on-disk layout.
 
 python tools/make_demo_data.py --root ./data/demo [--seed 0] [--sets market1501,veri776,...] [--overwrite]
+python tools/make_demo_data.py --root ./data/ufo --sets ufo_test_datasets   # the UFO reference's test tree
 
 Every set is read back with its reader after writing, and its counts are printed.
 """
@@ -10,11 +11,15 @@ import shutil
 import sys
 import time
 
-from ..demo import READERS, WRITERS, write_all
+from ..demo import EXTRA_SETS, READERS, WRITERS, write_all
+from ..demo.released import read_back
 
 
 def describe(name, path, info):
     """One line of counts for a written set (read back with its reader where there is one)."""
+    if name in EXTRA_SETS:  # the reference tree: one line per test set, read with its ppufo reader
+        return f"\n{'':20s}".join(f"{task}/{label}: {reader} on {counts}" for task, label, reader, counts
+                                  in read_back(path))
     if name in READERS:
         from ..data.datasets import DATASETS
         summary = DATASETS.build({"name": READERS[name], "root": path}).summary()
@@ -32,13 +37,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="./data/demo", help="output folder (default ./data/demo)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sets", default="", help=f"comma-separated subset of: {','.join(WRITERS)} (default all)")
+    p.add_argument("--sets", default="", help=f"comma-separated subset of: {','.join(WRITERS)} (default all "
+                                              f"of these); also {','.join(EXTRA_SETS)} (the UFO reference's "
+                                              f"test-set tree, written only when named)")
     p.add_argument("--overwrite", action="store_true", help="delete and rewrite a non-empty --root")
     a = p.parse_args(argv)
     sets = [s.strip() for s in a.sets.split(",") if s.strip()] or None
-    unknown = sorted(set(sets or ()) - set(WRITERS))
+    known = list(WRITERS) + list(EXTRA_SETS)
+    unknown = sorted(set(sets or ()) - set(known))
     if unknown:
-        p.error(f"unknown set(s) {unknown}; known: {','.join(WRITERS)}")
+        p.error(f"unknown set(s) {unknown}; known: {','.join(known)}")
     if os.path.exists(a.root) and not os.path.isdir(a.root):
         p.error(f"--root {a.root} exists and is not a folder")
     if os.path.isdir(a.root) and os.listdir(a.root):

@@ -3,18 +3,22 @@
 The demo sets (``WRITERS``): person and vehicle ReID and product retrieval (``reid``, drawn by
 ``identity``) and face recognition and verification (``face``). ``write_all`` writes them and
 records each finished set in a manifest; ``ensure_demo_data`` (``setup``) writes the missing
-ones before training when the config asks for it. Everything is deterministic given ``seed``.
+ones before training when the config asks for it. ``EXTRA_SETS`` are written only when named:
+``ufo_test_datasets`` (``released``) is the UFO reference's test-set tree made of the demo sets.
+Everything is deterministic given ``seed``.
 """
 from .face import (face_identity_seed, render_face, verification_pairs, write_face_folder,
-                   write_ms1m_recordio, write_verification_bin)
+                   write_ms1m_recordio, write_verification_bin, write_verification_filelist)
 from .identity import SIZES, STYLES, identity_traits, render_identity
 from .reid import (camera_seed, identity_seed, write_dukemtmc, write_market1501, write_msmt17,
                    write_sop, write_vehicleid, write_veri776, write_veriwild)
-from .sets import FACE_VAL_PAIRS, MANIFEST, READERS, WRITERS, write_all, written_sets
+from .sets import EXTRA_SETS, FACE_VAL_PAIRS, MANIFEST, READERS, WRITERS, write_all, written_sets
 from .setup import ensure_demo_data
+from .released import UFO_TEST_SETS, ufo_test_sets, write_ufo_test_datasets
 
-__all__ = ["FACE_VAL_PAIRS", "MANIFEST", "READERS", "SIZES", "STYLES", "WRITERS", "camera_seed",
-           "ensure_demo_data", "face_identity_seed", "identity_seed", "identity_traits", "render_face",
-           "render_identity", "verification_pairs", "write_all", "write_dukemtmc", "write_face_folder",
-           "write_market1501", "write_ms1m_recordio", "write_msmt17", "write_sop", "write_vehicleid",
-           "write_veri776", "write_verification_bin", "write_veriwild", "written_sets"]
+__all__ = ["EXTRA_SETS", "FACE_VAL_PAIRS", "MANIFEST", "READERS", "SIZES", "STYLES", "UFO_TEST_SETS",
+           "WRITERS", "camera_seed", "ensure_demo_data", "face_identity_seed", "identity_seed",
+           "identity_traits", "render_face", "render_identity", "ufo_test_sets", "verification_pairs",
+           "write_all", "write_dukemtmc", "write_face_folder", "write_market1501", "write_ms1m_recordio",
+           "write_msmt17", "write_sop", "write_ufo_test_datasets", "write_vehicleid", "write_veri776",
+           "write_verification_bin", "write_verification_filelist", "write_veriwild", "written_sets"]

@@ -18,6 +18,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..data.datasets.face import load_verification_bin
 from ..data.recordio import IRHeader, RecordIOWriter, pack
 from .common import encode_jpeg, rng, save_image, to_uint8, write_lines
 
@@ -291,3 +292,18 @@ def write_verification_bin(path, num_pairs=200, seed=0, protocol=2):
     with open(path, "wb") as fh:
         pickle.dump((bins, issame), fh, protocol=protocol)
     return {"path": path, "num_pairs": num_pairs, "seconds": round(time.time() - t0, 2)}
+
+
+def write_verification_filelist(bin_path, folder, set_name):
+    """One verification set in the UFO reference's layout, from an insightface .bin: images
+    ``<folder>/<set_name>/<i>.jpg`` (the .bin's bytes, unchanged), ``<set_name>.filelist`` (their
+    paths relative to ``folder``, pairs on consecutive lines) and ``<set_name>_label.npy``."""
+    images, issame = load_verification_bin(bin_path)
+    rels = [f"{set_name}/{i:05d}.jpg" for i in range(len(images))]
+    os.makedirs(os.path.join(folder, set_name), exist_ok=True)
+    for rel, data in zip(rels, images):
+        with open(os.path.join(folder, rel), "wb") as fh:
+            fh.write(data)
+    write_lines(os.path.join(folder, f"{set_name}.filelist"), rels)
+    np.save(os.path.join(folder, f"{set_name}_label.npy"), issame.astype(np.bool_))
+    return {"images": len(images), "pairs": len(issame), "same": int(issame.sum())}

@@ -1,10 +1,11 @@
 """The demo sets: their writers and readers, the manifest of completely written sets, and
-``write_all``."""
+``write_all``. WRITERS are the default (quickstart) sets; EXTRA_SETS are written only when named."""
 import json
 import os
 import time
 
 from .face import write_face_folder, write_ms1m_recordio, write_verification_bin
+from .released import write_ufo_test_datasets
 from .reid import (write_dukemtmc, write_market1501, write_msmt17, write_sop, write_vehicleid, write_veri776,
                    write_veriwild)
 
@@ -30,6 +31,14 @@ WRITERS = {
     "faces_val": _faces_val,
 }
 
+
+def _ufo_test_datasets(root, seed):
+    return write_ufo_test_datasets(root, WRITERS, seed, reuse=completed_sets(os.path.dirname(root), seed))
+
+
+# the UFO reference's released test-set tree (released.py), made of the demo sets above
+EXTRA_SETS = {"ufo_test_datasets": _ufo_test_datasets}
+
 # demo set -> the reader that opens it (for summaries); face sets are read by data/datasets/face.py
 READERS = {"market1501": "Market1501", "dukemtmc": "DukeMTMC", "msmt17": "MSMT17", "veri776": "VeRi776",
            "vehicleid": "VehicleID", "veriwild": "VeRiWild", "sop": "SOP", "faces_folder": "ImageFolder"}
@@ -47,6 +56,12 @@ def written_sets(root):
         return {}
 
 
+def completed_sets(root, seed):
+    """{set: folder} of the WRITERS sets completely written into ``root`` with ``seed``."""
+    return {s: os.path.join(root, s) for s, sd in written_sets(root).items()
+            if sd == seed and s in WRITERS and os.path.isdir(os.path.join(root, s))}
+
+
 def _record_written(root, name, seed):
     done = written_sets(root)
     done[name] = seed
@@ -57,20 +72,22 @@ def _record_written(root, name, seed):
 
 
 def write_all(root, seed=0, sets=None):
-    """Write the demo sets (default: all of WRITERS) into ``root/<set>``; each finished set is
-    recorded in ``root/.ppufo_demo.json``, so an interrupted or older write is detectable.
+    """Write the demo sets (default: all of WRITERS; EXTRA_SETS when named) into ``root/<set>``;
+    each finished set is recorded in ``root/.ppufo_demo.json``, so an interrupted or older write
+    is detectable.
 
     Returns {set: {"path", "seconds", "info"}} in writing order (iterating gives the names).
     """
     sets = list(WRITERS) if sets is None else list(sets)
-    unknown = sorted(set(sets) - set(WRITERS))
+    known = {**WRITERS, **EXTRA_SETS}
+    unknown = sorted(set(sets) - set(known))
     if unknown:
-        raise ValueError(f"unknown demo set(s) {unknown}; known: {list(WRITERS)}")
+        raise ValueError(f"unknown demo set(s) {unknown}; known: {list(known)}")
     out = {}
     for name in sets:
         t = time.time()
         path = os.path.join(root, name)
-        info = WRITERS[name](path, seed)
+        info = known[name](path, seed)
         _record_written(root, name, seed)
         out[name] = {"path": path, "seconds": round(time.time() - t, 2), "info": info}
     return out

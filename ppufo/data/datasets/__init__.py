@@ -1,3 +1,3 @@
 """Dataset sources (DATASETS registry), one module per on-disk format, and ImageDataset."""
-from . import base, face, image_list, person, product, vehicle  # noqa: F401
+from . import base, face, face_filelist, image_list, person, product, vehicle  # noqa: F401
 from .base import DATASETS, DatasetSource, ImageDataset, Record, build_source  # noqa: F401
