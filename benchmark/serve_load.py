@@ -138,7 +138,14 @@ def main():
     paddle.seed(0)
     model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
     model.eval()
-    work = tempfile.mkdtemp()
+    with tempfile.TemporaryDirectory() as work:
+        run_all(a, cfg, model, work, rs, kinds, plan)
+
+
+def run_all(a, cfg, model, work, rs, kinds, plan):
+    """Export the model and a random gallery into ``work``, then one load run per --threads value."""
+    hostile = [k for k in kinds if k != "valid"]
+    n_bad = sum(k != "valid" for k in plan)
     model_dir, index_dir = os.path.join(work, "model"), os.path.join(work, "index")
     export_task(model, "person", cfg, model_dir)
     dim = load_model_info(model_dir)["feature_dim"]

@@ -40,3 +40,15 @@ def make_config(demo_root, tmp_path):
     def make(*overrides, output_dir=None):
         return copy.deepcopy(tiny_config(demo_root, output_dir or tmp_path / "out", overrides))
     return make
+
+
+@pytest.fixture(scope="session")
+def ufo_tree(full_demo_root, tmp_path_factory):
+    """(root, info): the UFO reference's released test-set tree, copied from the session's demo
+    sets (same seed, so the same bytes)."""
+    from ppufo.demo import WRITERS, write_ufo_test_datasets
+    from ppufo.demo.released import TREE
+    root = str(tmp_path_factory.mktemp("ufo") / "ufo_test_datasets")
+    info = write_ufo_test_datasets(root, WRITERS, seed=0, reuse={s: os.path.join(full_demo_root, s)
+                                                                 for s, _ in TREE.values()})
+    return root, info

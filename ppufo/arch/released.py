@@ -120,8 +120,7 @@ def _misfit(what, path, state, converted, own, problems, origin, supernet):
         lines.append("the reference necks have no projection: leave Tasks.<task>.neck.feature_dim unset "
                      "(or equal to the backbone width)")
     if supernet:
-        lines.append("a supernet starts from the released backbone through Arch.Backbone.pretrained "
-                     "(convert it with tools/convert_weights.py and a plain config first)")
+        lines.append(f"a supernet starts from the released backbone through Arch.Backbone.pretrained={path}")
     return ConfigError("\n  ".join(lines))
 
 

@@ -179,11 +179,14 @@ def format_table(results):
 
 
 # dataset (source name) -> column of the UFO paper tables, in the paper's order
-PAPER_COLUMNS = {"FaceVerificationBin[calfw]": "CALFW", "FaceVerificationBin[cplfw]": "CPLFW",
-                 "FaceVerificationBin[lfw]": "LFW", "FaceVerificationBin[cfp_ff]": "CFP-FF",
-                 "FaceVerificationBin[cfp_fp]": "CFP-FP", "FaceVerificationBin[agedb_30]": "AgeDB-30",
+FACE_COLUMNS = {"calfw": "CALFW", "cplfw": "CPLFW", "lfw": "LFW", "cfp_ff": "CFP-FF", "cfp_fp": "CFP-FP",
+                "agedb_30": "AgeDB-30"}
+# a column is filled from the official layout's reader or the UFO reference layout's
+PAPER_COLUMNS = {**{f"{reader}[{s}]": col for s, col in FACE_COLUMNS.items()
+                    for reader in ("FaceVerificationBin", "FaceVerificationFilelist")},
                  "Market1501": "Market1501", "DukeMTMC": "DukeMTMC", "MSMT17": "MSMT17",
-                 "VeRi776": "VeRi-776", "VehicleID": "VehicleID", "VeRiWild": "VeRi-Wild", "SOP": "SOP"}
+                 "VeRi776": "VeRi-776", "VehicleID": "VehicleID", "VeRiWild": "VeRi-Wild", "SOP": "SOP",
+                 "SOPCsvList": "SOP"}
 
 
 def paper_row(results):

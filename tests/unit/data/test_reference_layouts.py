@@ -32,13 +32,9 @@ def digest(root):
     return h.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def tree(full_demo_root, tmp_path_factory):
-    """The reference tree, copied from the session's demo sets (same seed, so the same bytes)."""
-    root = str(tmp_path_factory.mktemp("ufo") / "ufo_test_datasets")
-    info = write_ufo_test_datasets(root, WRITERS, seed=0, reuse={s: os.path.join(full_demo_root, s)
-                                                                 for s, _ in TREE.values()})
-    return root, info
+@pytest.fixture
+def tree(ufo_tree):
+    return ufo_tree
 
 
 # ----------------------------------------------------------------------------- the demo tree

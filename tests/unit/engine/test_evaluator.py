@@ -25,13 +25,16 @@ def test_paper_row_puts_cells_in_the_paper_columns():
                result("person", "CUHK03", "ImageList", "50.00/40.00"),
                result("vehicle", "VehicleID-800", "VehicleID", "66.00/70.00")]
     row = paper_row(results)
-    assert list(PAPER_COLUMNS.values()) == PAPER_ORDER
+    assert list(dict.fromkeys(PAPER_COLUMNS.values())) == PAPER_ORDER  # both face/SOP layouts share columns
     assert list(row) == PAPER_ORDER + ["CUHK03", "VehicleID-800"]  # extra sets appended in order
     assert row["CALFW"] == "91.20" and row["CFP-FP"] == "90.10" and row["SOP"] == "81.00"
     assert row["VeRi-Wild"] == "70.00/50.00" and row["VehicleID"] == "60.00/65.00"
     assert row["VehicleID-800"] == "66.00/70.00" and row["CUHK03"] == "50.00/40.00"
     assert [row[c] for c in ("CPLFW", "LFW", "CFP-FF", "AgeDB-30", "Market1501", "DukeMTMC", "MSMT17",
                              "VeRi-776")] == ["-"] * 8
+    ref = paper_row([result("face", "lfw", "FaceVerificationFilelist[lfw]", "99.00"),
+                     result("product", "SOP", "SOPCsvList", "88.00")])  # the UFO reference's layouts
+    assert list(ref) == PAPER_ORDER and ref["LFW"] == "99.00" and ref["SOP"] == "88.00"
     head, cells = format_paper_row(row).split("\n")
     names = [c.strip() for c in head.strip("|").split("|")]
     values = [c.strip() for c in cells.strip("|").split("|")]
