@@ -1,13 +1,16 @@
 """Deploy targets ("chips"): the one list of them, the Paddle Inference options that run a model
 on each, and their per-layer latency tables (package data: ppufo/chips/tables/<chip>.json,
-see ppufo/nas/latency_table.py). Plain data: importing this module imports no paddle."""
+see ppufo/nas/latency_table.py), and whether each can run here (``chip_absent``; TensorRT's
+requirements are ``tensorrt_problem``, which the predictor also enforces). Plain data: importing
+this module imports no paddle."""
+import importlib.util
 import os
 import platform
 
 DEVICES = ("cpu", "gpu", "xpu", "npu")  # Paddle Inference devices
 
 # chip -> FeaturePredictor options; None where a latency can come only from a table
-# (gpu_trt_int8 needs calibration data, onnx another runtime)
+# (gpu_trt_int8 needs a PaddleSlim-quantised model, onnx another runtime)
 CHIPS = {
     "cpu_x86": {"device": "cpu", "enable_mkldnn": True},
     "gpu": {"device": "gpu"},
@@ -31,17 +34,75 @@ def measurable(chip):
     return CHIPS.get(chip) is not None
 
 
-def chip_present(chip):
-    """Whether ``chip`` can be timed on this machine with this Paddle build."""
-    if chip == "cpu_x86":
-        return platform.machine().lower() in ("x86_64", "amd64", "i686")
-    if chip == "arm":
-        return platform.machine().lower() in ("aarch64", "arm64")
-    if not measurable(chip):
-        return False
+TRT_ASKED = ("TensorRT was asked for (Global.use_tensorrt: true, as in deploy/configs/gpu_trt_fp16.yaml and "
+             "gpu_trt_int8.yaml, or Search.chip=gpu_trt_fp16)")
+TRT_INSTEAD = ("; or run without TensorRT: deploy/configs/gpu.yaml (CUDA kernels), cpu_x86.yaml, or "
+               "Search.chip=gpu / Search.latency=table")
+
+
+def tensorrt_env(device_id=0):
+    """What this Paddle build offers for TensorRT (plain data for ``tensorrt_problem``)."""
     import paddle
-    if chip in ("gpu", "gpu_trt_fp16"):
-        return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    import paddle.inference as pi
+    cuda = paddle.is_compiled_with_cuda()
+    gpus = paddle.device.cuda.device_count() if cuda else 0
+    return {"paddle": f"{paddle.__version__} ({paddle.version.commit[:10]})", "cuda": cuda, "gpus": gpus,
+            "device_id": device_id, "trt_compiled": tuple(pi.get_trt_compile_version()),
+            "gpu_name": paddle.device.cuda.get_device_name(device_id) if gpus > device_id else None,
+            "paddle_tensorrt": importlib.util.find_spec("paddle.tensorrt") is not None,
+            "tensorrt_python": importlib.util.find_spec("tensorrt") is not None}
+
+
+def tensorrt_problem(env, model_format, precision, quantized):
+    """Why TensorRT cannot run a ``model_format`` ('pir'/'legacy') model here (a message), or None."""
+    asked, instead = TRT_ASKED, TRT_INSTEAD
+    if precision == "int8" and not quantized:
+        return (f"{asked} in int8, but the model has no quantize_linear ops: int8 needs a PaddleSlim-"
+                f"quantised export (quant_post_static or QAT). paddle.tensorrt.convert has no calibration "
+                f"for a float model, and the .pdmodel route's calibration mode runs its first predictors "
+                f"without int8 engines. Use precision fp16 (gpu_trt_fp16.yaml){instead}")
+    if not env["cuda"]:
+        return (f"{asked}, but paddlepaddle {env['paddle']} here is a CPU-only build. Install "
+                f"paddlepaddle-gpu built with TensorRT, plus TensorRT >= 8.6{instead}")
+    if env["gpus"] <= env["device_id"]:
+        return (f"{asked}, but GPU {env['device_id']} is not visible ({env['gpus']} CUDA GPU(s); "
+                f"CUDA_VISIBLE_DEVICES, driver){instead}")
+    if not any(env["trt_compiled"]):
+        return (f"{asked}, but paddlepaddle {env['paddle']} was compiled without TensorRT "
+                f"(paddle.inference.get_trt_compile_version() is 0.0.0). Install a paddlepaddle-gpu build "
+                f"with TensorRT{instead}")
+    if model_format == "pir" and not env["paddle_tensorrt"]:
+        return (f"{asked}, but the model is a PIR program (inference.json), which TensorRT reaches only "
+                f"through paddle.tensorrt.convert, and this paddle has no paddle.tensorrt module "
+                f"(built without WITH_TENSORRT){instead}")
+    if model_format == "pir" and not env["tensorrt_python"]:
+        v = ".".join(map(str, env["trt_compiled"]))
+        return (f"{asked}, but paddle.tensorrt.convert needs TensorRT's Python package, which is not "
+                f"installed: pip install tensorrt=={v}.* (the version paddle was built with){instead}")
+    return None
+
+
+def chip_absent(chip):
+    """Why ``chip`` cannot be timed on this machine with this Paddle build, or None if it can."""
+    machine = platform.machine().lower()
+    if chip == "cpu_x86":
+        return None if machine in ("x86_64", "amd64", "i686") else f"not an x86 CPU ({machine})"
+    if chip == "arm":
+        return None if machine in ("aarch64", "arm64") else f"not an ARM CPU ({machine})"
+    if not measurable(chip):
+        return f"{chip} is not timed with Paddle Inference here; its latency comes from its table"
+    import paddle
+    if chip == "gpu_trt_fp16":  # timing plain CUDA kernels here would not be a TensorRT latency
+        return tensorrt_problem(tensorrt_env(), "pir", "fp16", quantized=False)
+    if chip == "gpu":
+        ok = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+        return None if ok else "no CUDA GPU with a paddlepaddle-gpu build"
     if chip == "xpu":
-        return paddle.device.is_compiled_with_xpu()
-    return "npu" in paddle.device.get_all_custom_device_type()
+        return None if paddle.device.is_compiled_with_xpu() else "paddle is not an XPU build"
+    present = "npu" in paddle.device.get_all_custom_device_type()
+    return None if present else "no npu custom device (paddle-custom-npu)"
+
+
+def chip_present(chip):
+    """Whether ``chip`` can be timed on this machine with this Paddle build (``chip_absent`` says why not)."""
+    return chip_absent(chip) is None

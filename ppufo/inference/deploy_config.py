@@ -26,9 +26,14 @@ SCHEMA = {
         "ir_optim": Field(bool, True),
         "memory_optim": Field(bool, False, doc="breaks PIR models on CPU in Paddle 3.3.1; skipped there"),
         "gpu_mem": Field(int, 500, doc="initial GPU memory pool, MB"),
-        "use_tensorrt": Field(bool, False),
-        "precision": Field(str, "fp32", choices=PRECISIONS, doc="fp16/int8 need TensorRT"),
+        "use_tensorrt": Field(bool, False, doc="refused, never skipped, where TensorRT cannot run"),
+        "precision": Field(str, "fp32", choices=PRECISIONS,
+                           doc="fp16/int8 need TensorRT; int8 a PaddleSlim-quantised model"),
         "min_subgraph_size": Field(int, 3, doc="smallest op group handed to TensorRT"),
+        "trt_opt_batch_size": Field((int, type(None)), None,
+                                    doc="batch TensorRT tunes for (null = batch_size); it runs 1..batch_size"),
+        "trt_cache_dir": Field(OPT_STR, None,
+                               doc="TensorRT engines, reused across runs (null = <model_dir>/_trt_cache)"),
         "use_onnx": Field(bool, False, doc="ONNX Runtime on <model_dir>/inference.onnx"),
     },
     "PreProcess": {
@@ -66,6 +71,9 @@ def _check(cfg):
         raise ConfigError(f"IndexProcess.return_k: expected an int >= 1, got {out['IndexProcess']['return_k']}")
     if g["use_tensorrt"] and g["device"] != "gpu":
         raise ConfigError(f"Global.use_tensorrt: TensorRT runs on device gpu, not {g['device']}")
+    opt = g["trt_opt_batch_size"]
+    if opt is not None and not 1 <= opt <= g["batch_size"]:
+        raise ConfigError(f"Global.trt_opt_batch_size: expected 1..batch_size ({g['batch_size']}), got {opt}")
     if g["precision"] != "fp32" and not g["use_tensorrt"]:
         raise ConfigError(f"Global.precision: {g['precision']} needs Global.use_tensorrt: true "
                           f"(plain CPU/GPU/XPU/NPU inference here is fp32)")
@@ -114,5 +122,6 @@ def predictor_kwargs(cfg):
         "mkldnn_cache_capacity": g["mkldnn_cache_capacity"], "cpu_threads": g["cpu_num_threads"],
         "ir_optim": g["ir_optim"], "memory_optim": g["memory_optim"], "gpu_mem_mb": g["gpu_mem"],
         "use_tensorrt": g["use_tensorrt"], "precision": g["precision"],
-        "min_subgraph_size": g["min_subgraph_size"],
+        "min_subgraph_size": g["min_subgraph_size"], "opt_batch_size": g["trt_opt_batch_size"],
+        "trt_cache_dir": g["trt_cache_dir"],
     }

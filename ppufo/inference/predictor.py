@@ -3,16 +3,20 @@
 Notes for Paddle 3: ``paddle.jit.save`` writes ``inference.json`` (PIR) + ``inference.pdiparams``;
 older exports have ``inference.pdmodel``. ``Config(model_dir, "inference")`` finds either.
 ``enable_memory_optim()`` breaks PIR models on CPU (memory_optimize_pass error), so it is only
-used for legacy models or on GPU, and only when asked. ``OnnxPredictor`` runs the same model
-converted to ONNX with ONNX Runtime.
+used for legacy models or on GPU, and only when asked. TensorRT: ppufo/inference/trt.py (PIR
+models are converted with paddle.tensorrt, legacy ones use enable_tensorrt_engine).
+``OnnxPredictor`` runs the same model converted to ONNX with ONNX Runtime.
 """
 import copy
+import inspect
 import os
 
 import numpy as np
 import yaml
 
 from ..chips import DEVICES
+from .trt import batch_shapes, prepare
+
 PRECISIONS = {"fp32": "Float32", "fp16": "Half", "int8": "Int8"}
 
 
@@ -39,12 +43,14 @@ def load_model_info(model_dir):
 
 def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=True,
                  mkldnn_cache_capacity=10, cpu_threads=2, use_tensorrt=False, precision="fp32",
-                 max_batch_size=8, min_subgraph_size=3, ir_optim=True, memory_optim=False,
-                 gpu_mem_mb=500, device_id=0):
+                 max_batch_size=8, opt_batch_size=None, min_subgraph_size=3, trt_cache_dir=None,
+                 ir_optim=True, memory_optim=False, gpu_mem_mb=500, device_id=0):
     """The ``paddle.inference.Config`` calls for these options, as ``[(method, args, kwargs)]``.
 
     Kept apart from the Config so the GPU/XPU/NPU/TensorRT mapping can be checked on a
-    CPU-only build (where those calls fail or are ignored)."""
+    CPU-only build (where those calls fail or are ignored). TensorRT's shapes: batch 1,
+    ``opt_batch_size`` (None: ``max_batch_size``), ``max_batch_size``. A PIR model gets no TensorRT
+    call here: FeaturePredictor loads its paddle.tensorrt conversion (trt.convert_plan)."""
     import paddle.inference as pi
     if device not in DEVICES:
         raise ValueError(f"device={device!r}: expected one of {DEVICES}")
@@ -58,13 +64,17 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
     if device == "gpu":
         calls.append(("enable_use_gpu", (gpu_mem_mb, device_id), {}))
         if use_tensorrt:
-            c, h, w = image_shape
+            lo, opt, hi = batch_shapes(image_shape, max_batch_size, opt_batch_size)
+        if use_tensorrt and model_format == "legacy":
+            if not ir_optim:  # the IR passes are what hand subgraphs to TensorRT
+                raise ValueError("use_tensorrt on a .pdmodel model needs ir_optim=True (Global.ir_optim)")
             calls.append(("enable_tensorrt_engine", (), dict(
                 workspace_size=1 << 30, max_batch_size=max_batch_size, min_subgraph_size=min_subgraph_size,
                 precision_mode=getattr(pi.PrecisionType, PRECISIONS[precision]),
-                use_static=False, use_calib_mode=precision == "int8")))
-            big = [max_batch_size, c, h, w]
-            calls.append(("set_trt_dynamic_shape_info", ({"x": [1, c, h, w]}, {"x": big}, {"x": big}), {}))
+                use_static=True, use_calib_mode=False)))  # int8: quantised models only (chips.tensorrt_problem)
+            calls.append(("set_trt_dynamic_shape_info", ({"x": lo}, {"x": hi}, {"x": opt}), {}))  # min, max, opt
+            if trt_cache_dir:
+                calls.append(("set_optim_cache_dir", (trt_cache_dir,), {}))
     elif device == "xpu":
         calls += [("enable_xpu", (), {}), ("set_xpu_device_id", (device_id,), {})]
     elif device == "npu":
@@ -106,13 +116,25 @@ class _Predictor:
 class FeaturePredictor(_Predictor):
     """images [N, 3, H, W] float32 (preprocessed) -> L2-normalised features [N, D], Paddle Inference.
 
-    Keyword options are those of ``config_calls``."""
+    Keyword options are those of ``config_calls``. With ``use_tensorrt`` it refuses
+    (trt.TensorRTUnavailable) where TensorRT cannot run, and ``trt_cache`` is the folder of the
+    engines it built or reused (``trt_cache_dir``, default ``<model_dir>/_trt_cache``)."""
 
     def __init__(self, model_dir, **options):
         import paddle.inference as pi
         self.format = model_format(model_dir)
         self.info = load_model_info(model_dir)
-        self.calls = config_calls(self.info["image_shape"], self.format, **options)
+        shape = self.info["image_shape"]
+        self.calls = config_calls(shape, self.format, **options)  # checks the options first
+        self.trt_cache = None
+        if options.get("use_tensorrt"):
+            a = inspect.signature(config_calls).bind(shape, self.format, **options)
+            a.apply_defaults()
+            a = a.arguments
+            self.trt_cache, model_dir = prepare(model_dir, self.format, shape, a["precision"], a["max_batch_size"],
+                                                a["opt_batch_size"], a["min_subgraph_size"], a["device_id"],
+                                                a["trt_cache_dir"])
+            self.calls = config_calls(shape, self.format, **{**options, "trt_cache_dir": self.trt_cache})
         self.predictor = pi.create_predictor(build_config(model_dir, self.calls))
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])

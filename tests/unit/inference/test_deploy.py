@@ -22,10 +22,10 @@ def chip(name, *overrides):
     return load_deploy_config(os.path.join(CONFIGS, name + ".yaml"), overrides)
 
 
-def calls_of(cfg):
-    kw = predictor_kwargs(cfg)
+def calls_of(cfg, fmt="pir", **extra):
+    kw = {**predictor_kwargs(cfg), **extra}
     return {name: (args, kwargs)
-            for name, args, kwargs in config_calls(SHAPE, "pir", max_batch_size=cfg["Global"]["batch_size"], **kw)}
+            for name, args, kwargs in config_calls(SHAPE, fmt, max_batch_size=cfg["Global"]["batch_size"], **kw)}
 
 
 @pytest.fixture(scope="module")
@@ -70,27 +70,38 @@ def test_cpu_targets_set_the_real_config_switches(exported):
     assert (config.mkldnn_enabled(), config.cpu_math_library_num_threads(), config.ir_optim()) == (False, 1, False)
 
 
-def test_accelerator_targets_map_to_their_config_calls(exported):
+def test_accelerator_targets_map_to_their_config_calls(exported, tmp_path):
     """GPU/TensorRT/XPU/NPU: the planned calls, and each call binds on the real Config class (a
-    CPU-only build then refuses the device at run time, but never with a TypeError)."""
+    CPU-only build then refuses the device at run time, but never with a TypeError). TensorRT on a
+    PIR model goes through paddle.tensorrt (test_tensorrt.py), never enable_tensorrt_engine."""
     _, d = exported
     gpu = calls_of(chip("gpu"))
     assert gpu["enable_use_gpu"][0] == (500, 0)
     assert "enable_tensorrt_engine" not in gpu and "enable_mkldnn" not in gpu and "enable_memory_optim" in gpu
     assert calls_of(chip("gpu", "Global.device_id=3", "Global.gpu_mem=1000"))["enable_use_gpu"][0] == (1000, 3)
-    for name, precision, calib in (("gpu_trt_fp16", pi.PrecisionType.Half, False),
-                                   ("gpu_trt_int8", pi.PrecisionType.Int8, True)):
-        c = calls_of(chip(name))
+    for name, precision in (("gpu_trt_fp16", pi.PrecisionType.Half), ("gpu_trt_int8", pi.PrecisionType.Int8)):
+        pir = calls_of(chip(name))
+        assert list(pir) == ["enable_use_gpu", "switch_ir_optim", "enable_memory_optim", "disable_glog_info"]
+        c = calls_of(chip(name), "legacy", trt_cache_dir="/cache/entry")
         trt = c["enable_tensorrt_engine"][1]
-        assert (trt["precision_mode"], trt["use_calib_mode"], trt["max_batch_size"]) == (precision, calib, 8)
+        assert (trt["precision_mode"], trt["use_calib_mode"], trt["use_static"], trt["max_batch_size"]) == \
+            (precision, False, True, 8)
+        # (min, max, opt): the optimum is the serving batch, batch_size unless trt_opt_batch_size says
         assert c["set_trt_dynamic_shape_info"][0] == ({"x": [1, 3, 32, 32]}, {"x": [8, 3, 32, 32]},
                                                       {"x": [8, 3, 32, 32]})
+        assert c["set_optim_cache_dir"][0] == ("/cache/entry",)
+        with pytest.raises(ValueError, match=r"needs ir_optim=True"):  # else TensorRT would be skipped
+            calls_of(chip(name, "Global.ir_optim=false"), "legacy")
+        c = calls_of(chip(name, "Global.trt_opt_batch_size=2", "Global.batch_size=16"), "legacy")
+        assert c["set_trt_dynamic_shape_info"][0] == ({"x": [1, 3, 32, 32]}, {"x": [16, 3, 32, 32]},
+                                                      {"x": [2, 3, 32, 32]})
     xpu = calls_of(chip("xpu", "Global.device_id=1"))
     assert xpu["set_xpu_device_id"][0] == (1,) and "enable_xpu" in xpu and "enable_use_gpu" not in xpu
     assert calls_of(chip("npu"))["enable_custom_device"][0] == ("npu", 0)
-    for name in ("gpu", "gpu_trt_fp16", "gpu_trt_int8", "xpu", "npu"):
+    for name, fmt in (("gpu", "pir"), ("gpu_trt_fp16", "legacy"), ("gpu_trt_int8", "legacy"), ("xpu", "pir"),
+                      ("npu", "pir")):
         config = pi.Config(d, "inference")
-        for method, (args, kwargs) in calls_of(chip(name)).items():
+        for method, (args, kwargs) in calls_of(chip(name), fmt, trt_cache_dir=str(tmp_path)).items():
             try:
                 getattr(config, method)(*args, **kwargs)
             except RuntimeError as e:  # the C++ side ran: this wheel has no CUDA/TensorRT/XPU
@@ -107,6 +118,7 @@ def test_accelerator_targets_map_to_their_config_calls(exported):
     (["Global.use_gpu=true"], r"Global.use_gpu: PaddleClas key not used by ppufo; write Global.device: gpu"),
     (["Global.use_tensorrt=true"], r"Global.use_tensorrt: TensorRT runs on device gpu, not cpu"),
     (["Global.precision=fp16"], r"Global.precision: fp16 needs Global.use_tensorrt: true"),
+    (["Global.trt_opt_batch_size=9"], r"Global.trt_opt_batch_size: expected 1..batch_size \(8\), got 9"),
     (["Global.use_onnx=true", "Global.device=xpu"], r"Global.use_onnx: ONNX Runtime runs on cpu or gpu"),
     (["PreProcess.transform_ops=[{Rezise: {size: [8, 8]}}]"], r"PreProcess.transform_ops.0: .*Rezise"),
     (["IndexProcess.topk=3"], r"IndexProcess: unknown key\(s\) \['topk'\]"),
