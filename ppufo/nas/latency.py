@@ -14,16 +14,18 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..chips import CHIPS, chip_present, measurable
+from ..chips import CHIPS, chip_absent, chip_present, measurable
 from ..inference.predictor import FeaturePredictor
 from ..utils.errors import ConfigError
 from .latency_table import geometry, load_table, required_entries
 
 
-def feature_predictor(model_dir, chip, cpu_threads):
+def feature_predictor(model_dir, chip, cpu_threads, batch_size=1):
     opts = dict(CHIPS[chip])
     if opts["device"] == "cpu":
         opts["cpu_threads"] = cpu_threads
+    if opts.get("use_tensorrt"):  # engines tuned for, and limited to, the batch that is timed
+        opts.update(max_batch_size=batch_size, opt_batch_size=batch_size)
     return FeaturePredictor(model_dir, **opts)
 
 
@@ -73,7 +75,7 @@ def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, time
     number, but it leaves out the time other processes hold the core, which on a shared machine
     varies severalfold from one second to the next (measurements: docs/notes/chip_search.md)."""
     check_timer(timer, cpu_threads)
-    preds = [feature_predictor(d, chip, cpu_threads) for d in dirs]
+    preds = [feature_predictor(d, chip, cpu_threads, batch_size) for d in dirs]
     return time_interleaved(preds, batch_input(preds[0], batch_size), warmup, repeats, rounds, timer,
                             quantile=quantile)
 
@@ -162,8 +164,8 @@ def build_latency(search, config, supernet, task):
         mode = "measure" if measurable(chip) and chip_present(chip) else "table"
     if mode == "measure":
         if not chip_present(chip):
-            raise ConfigError(f"Search.latency=measure: chip {chip} is not present on this machine; "
-                              f"use Search.latency=table")
+            raise ConfigError(f"Search.latency=measure: chip {chip} is not present on this machine "
+                              f"({chip_absent(chip)}); use Search.latency=table")
         return MeasuredLatency(config, supernet, task, chip, search["batch_size"], search["warmup"],
                                search["repeats"], search["cpu_threads"], search["timer"], search["rounds"],
                                search["interleave"], search["quantile"])

@@ -474,3 +474,13 @@ def test_verification_goes_on_in_rounds_until_one_is_within_budget_and_better(tm
     assert len(keys) == len(set(keys)) == 12 + len(res["verified"])  # nothing verified twice
     assert res["measured"]["accuracy"] == pytest.approx(best)  # the best measured within budget
     assert len(res["verify_levels"]) == rounds[-1]
+
+
+def test_tensorrt_chip_predictors_are_built_for_the_timed_batch(monkeypatch):
+    import ppufo.nas.latency as latency
+    seen = []
+    monkeypatch.setattr(latency, "FeaturePredictor", lambda d, **kw: seen.append(kw))
+    latency.feature_predictor("m", "gpu_trt_fp16", 1, batch_size=4)
+    latency.feature_predictor("m", "cpu_x86", 2, batch_size=4)
+    assert seen[0]["use_tensorrt"] and (seen[0]["max_batch_size"], seen[0]["opt_batch_size"]) == (4, 4)
+    assert "opt_batch_size" not in seen[1] and seen[1]["cpu_threads"] == 2
