@@ -1,20 +1,22 @@
 """Build the mixed-batch training loader and plain evaluation loaders from the config."""
 import ctypes
 import functools
+import math
 import os
 import signal
 import sys
 
 import paddle
 
-from ..utils.device import set_cpu_threads
+from ..utils.device import local_processes, set_cpu_threads
 from ..utils.errors import ConfigError, DataError
 from ..utils.logger import get_logger
 from .datasets import build_source
 from .datasets.base import ImageDataset
 from .datasets.multitask import MultiTaskDataset
+from .batch_transforms import collate, finish, is_lean
 from .samplers import SAMPLERS
-from .transforms import build_transforms, default_eval_transforms, default_train_transforms
+from .transforms import build_transforms, default_eval_transforms, default_train_transforms, uint8_samples
 
 
 def image_hw(config):
@@ -58,15 +60,35 @@ def exit_with_parent(parent_pid=None):
         os._exit(1)
 
 
+class UInt8Samples(paddle.io.Dataset):
+    """``dataset`` read inside uint8_samples(): its Compose stops before Normalize."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        with uint8_samples():
+            return self.dataset[index]
+
+
 class DataLoader(paddle.io.DataLoader):
     """paddle.io.DataLoader whose iterators hand an error raised while loading a batch (in the
     reading thread with num_workers 0, in a worker process otherwise) to the loop that
     iterates, as the original exception, instead of hanging or raising Paddle's "Blocking
-    queue is killed"; the iterator then shuts its thread and workers down (close())."""
+    queue is killed"; the iterator then shuts its thread and workers down (close()).
 
-    def __init__(self, *args, **kwargs):
+    With ``lean`` (and no collate_fn of the caller's) samples travel as uint8 and Normalize /
+    RandomErasing run on the batch where Paddle put it (batch_transforms): the batches are the
+    per-sample path's, for a quarter of the bytes (plus any erasing noise)."""
+
+    def __init__(self, dataset, *args, lean=True, **kwargs):
         kwargs.setdefault("worker_init_fn", functools.partial(one_thread_worker, parent_pid=os.getpid()))
-        super().__init__(*args, **kwargs)
+        if lean and kwargs.get("collate_fn") is None and not isinstance(dataset, paddle.io.IterableDataset):
+            dataset, kwargs["collate_fn"] = UInt8Samples(dataset), collate
+        super().__init__(dataset, *args, **kwargs)
 
     def __iter__(self):
         return LoaderIterator(super().__iter__())
@@ -125,7 +147,10 @@ class LoaderIterator:
 
     def __next__(self):
         try:
-            return next(self.inner)
+            batch = next(self.inner)
+            if isinstance(batch, list) and batch and is_lean(batch[0]):
+                batch[0] = finish(batch[0])
+            return batch
         except StopIteration:
             if self.error is None:
                 raise
@@ -193,13 +218,57 @@ def build_batch_sampler(config, task_sets, rank=0, world_size=1, start_iter=0):
 def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     """Returns (loader, {task: ImageDataset}). Each batch: (images, labels, camids, task_ids),
     tasks contiguous in config order."""
-    task_sets = build_task_train_sets(config, train_transforms(config))
+    transform = train_transforms(config)
+    task_sets = build_task_train_sets(config, transform)
     check_sample_shape(config, task_sets)
     batch_sampler = build_batch_sampler(config, task_sets, rank, world_size, start_iter)
-    loader = DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler,
-                        num_workers=config["DataLoader"]["Train"]["num_workers"],
-                        use_shared_memory=False)
+    workers = config["DataLoader"]["Train"]["num_workers"]
+    size = sum(batch_sampler.task_counts.values())
+    loader = DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler, num_workers=workers,
+                        use_shared_memory=shared_memory_fits(
+                            batch_bytes(config, transform, size, "DataLoader.Train.transforms"), workers))
     return loader, task_sets
+
+
+_said = set()
+
+
+def say_once(message):
+    if message not in _said:
+        _said.add(message)
+        get_logger().info(message)
+
+
+def batch_bytes(config, transform, size, where):
+    """The most bytes a worker sends per batch of ``size`` images; logs (once) when the
+    transforms keep the per-sample float path."""
+    pixels = size * math.prod(config["Global"]["image_shape"])
+    split = transform.split()
+    if isinstance(split, str):
+        say_once(f"{where}: normalising per sample in the workers (float32), as {split}")
+        return 4 * pixels
+    say_once(f"{where}: workers send uint8 images; {', '.join(type(op).__name__ for op in [split[1], *split[2]])} "
+             f"run on each batch after the copy")
+    return int(pixels * (1 + sum(4 * e.sh for e in split[2] if e.mode == "pixel")))  # + float32 noise
+
+
+def shared_memory_fits(nbytes, workers):
+    """Workers hand batches over in /dev/shm when it holds what the loaders of this machine's
+    processes keep in flight (2 per worker + 2 buffered each; Docker's default /dev/shm is
+    64 MB), else through a pipe."""
+    if workers == 0:
+        return False
+    need = (2 * workers + 2) * nbytes * local_processes()
+    try:
+        st = os.statvfs("/dev/shm")
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = 0
+    if free < need:
+        say_once(f"DataLoader: shared memory off: /dev/shm has {free / 2 ** 20:.0f} MB free, the loader may "
+                 f"hold {need / 2 ** 20:.0f} MB; workers send batches through a pipe (slower; enlarge "
+                 f"/dev/shm, e.g. docker run --shm-size)")
+    return free >= need
 
 
 def check_sample_shape(config, task_sets):
@@ -214,7 +283,7 @@ def check_sample_shape(config, task_sets):
 
 
 def build_eval_loader(dataset, config):
-    return DataLoader(dataset, batch_size=config["DataLoader"]["Eval"]["batch_size"],
-                      shuffle=False, drop_last=False,
-                      num_workers=config["DataLoader"]["Eval"]["num_workers"],
-                      use_shared_memory=False)
+    ecfg = config["DataLoader"]["Eval"]
+    nbytes = batch_bytes(config, eval_transforms(config), ecfg["batch_size"], "DataLoader.Eval.transforms")
+    return DataLoader(dataset, batch_size=ecfg["batch_size"], shuffle=False, drop_last=False,
+                      num_workers=ecfg["num_workers"], use_shared_memory=shared_memory_fits(nbytes, ecfg["num_workers"]))

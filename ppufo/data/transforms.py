@@ -3,17 +3,22 @@
 An op is a callable ``op(img, rng)``: ``img`` is a PIL image before ``Normalize`` and a
 float32 CHW numpy array after it; ``rng`` is the ``random.Random`` that ImageDataset seeds
 per sample, so augmentation is reproducible and independent of the number of workers.
+Inside ``uint8_samples()`` (the loader's workers) a Compose stops before its Normalize where it
+can and returns a ``batch_transforms.LeanImage``; the loader finishes the whole batch.
 
     build_transforms([{"Resize": {"size": [384, 384]}}, {"Normalize": None}], where=...)
 """
 import math
 import random
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry, check_kwargs
+from .batch_transforms import LeanImage
 
 TRANSFORMS = Registry("transform")
 
@@ -69,6 +74,21 @@ def flip_chw(x):
     return paddle.flip(x, axis=[x.ndim - 1])
 
 
+_STAGE = threading.local()
+
+
+@contextmanager
+def uint8_samples():
+    """In this thread, within the block, a Compose that can (see Compose.split) returns a
+    LeanImage instead of a float32 CHW array."""
+    before = getattr(_STAGE, "lean", False)
+    _STAGE.lean = True
+    try:
+        yield
+    finally:
+        _STAGE.lean = before
+
+
 class Compose:
     """Apply ops in order with one shared rng."""
 
@@ -77,9 +97,32 @@ class Compose:
 
     def __call__(self, img, rng=None):
         rng = rng if rng is not None else random.Random()
-        for op in self.ops:
+        split = self.split() if getattr(_STAGE, "lean", False) else None
+        if split is None or isinstance(split, str):
+            for op in self.ops:
+                img = op(img, rng)
+            return img
+        head, norm, erasers = split
+        for op in head:
             img = op(img, rng)
-        return img
+        arr = norm.hwc(img)
+        shape = (arr.shape[2],) + arr.shape[:2]
+        # the same draws, in the same order, as Normalize + RandomErasing make on the float array
+        return LeanImage(arr, norm, [(e, e.draw(shape, rng)) for e in erasers])
+
+    def split(self):
+        """(ops before Normalize, the Normalize, the RandomErasings after it) when everything
+        from Normalize on can run batched on the device; else why not (a string)."""
+        kinds = [type(op) for op in self.ops]
+        if Normalize not in kinds:
+            return "no Normalize (ppufo's own) in the list"
+        i = kinds.index(Normalize)
+        if any(getattr(op, "gives", PIL) == CHW for op in self.ops[:i]):
+            return "an op before Normalize already gives an array"
+        other = [type(op).__name__ for op in self.ops[i + 1:] if type(op) is not RandomErasing]
+        if other:
+            return f"{other[0]} after Normalize works on float arrays"
+        return self.ops[:i], self.ops[i], self.ops[i + 1:]
 
     def __len__(self):
         return len(self.ops)
@@ -343,12 +386,17 @@ class Normalize(Op):
         self._a = (self.scale / s).astype(np.float32)  # x * a + b == (x * scale - mean) / std
         self._b = (-m / s).astype(np.float32)
 
-    def __call__(self, img, rng=None):
+    def hwc(self, img):
+        """The image as an HWC array with this op's number of channels."""
         arr = np.asarray(img)
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if arr.ndim != 3 or arr.shape[2] != len(self.mean):
             raise ValueError(f"Normalize: expected an HWC image with {len(self.mean)} channels, got shape {arr.shape}")
+        return arr
+
+    def __call__(self, img, rng=None):
+        arr = self.hwc(img)
         # CHW first, then per-channel scalar ops (broadcasting over a length-3 axis is ~10x slower)
         out = np.ascontiguousarray(arr.transpose(2, 0, 1)).astype(np.float32)
         for k in range(out.shape[0]):
@@ -406,26 +454,38 @@ class RandomErasing(Op):
             return rng.randint(0, H - h), rng.randint(0, W - w), h, w
         return None
 
+    def draw(self, shape, rng):
+        """This sample's random draws for a CHW ``shape``: None (not erased) or
+        (top, left, h, w, fill) with fill broadcastable to (C, h, w)."""
+        if rng.random() >= self.prob:
+            return None
+        b = self.box(shape, rng)
+        if b is None:
+            return None
+        top, left, h, w = b
+        if self.mode == "const":
+            fill = np.asarray(self.value, np.float32).reshape(-1, 1, 1)
+        else:
+            gen = np.random.default_rng(rng.getrandbits(64))
+            fill = gen.standard_normal((shape[0], h, w) if self.mode == "pixel" else (shape[0], 1, 1),
+                                       dtype=np.float32)
+        return top, left, h, w, fill
+
+    @staticmethod
+    def paste(x, drawn):
+        """``x`` with the box of ``drawn`` (from draw) filled: a new array."""
+        top, left, h, w, fill = drawn
+        x = x.copy()
+        x[:, top:top + h, left:left + w] = fill
+        return x
+
     def __call__(self, x, rng=None):
         rng = rng if rng is not None else random.Random()
         if not isinstance(x, np.ndarray) or x.ndim != 3:
             raise TypeError(f"RandomErasing: expected a CHW array (put it after Normalize), got "
                             f"{type(x).__name__}{getattr(x, 'shape', '')}")
-        if rng.random() >= self.prob:
-            return x
-        b = self.box(x.shape, rng)
-        if b is None:
-            return x
-        top, left, h, w = b
-        c = x.shape[0]
-        x = x.copy()
-        if self.mode == "const":
-            fill = np.asarray(self.value, np.float32).reshape(-1, 1, 1)
-        else:
-            gen = np.random.default_rng(rng.getrandbits(64))
-            fill = gen.standard_normal((c, h, w) if self.mode == "pixel" else (c, 1, 1), dtype=np.float32)
-        x[:, top:top + h, left:left + w] = fill
-        return x
+        drawn = self.draw(x.shape, rng)
+        return x if drawn is None else self.paste(x, drawn)
 
 
 # ----------------------------------------------------------------------------- builders
