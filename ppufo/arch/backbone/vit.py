@@ -5,6 +5,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+from paddle.distributed.fleet.utils import recompute as fleet_recompute
 
 from ...utils.checkpoint import format_problems, read_weights, state_problems
 from ...utils.errors import ConfigError
@@ -50,12 +51,24 @@ def attention(q, k, v, scale, fused=True, dropout=0.0, training=False):
     device and dtype have them; on CPU the same matmul-softmax-matmul as the manual path).
     The manual path keeps the [B, heads, N, N] map for backward and is kept for comparison."""
     if fused:
+        # Paddle picks flash attention only for scale=None (its default is head_dim ** -0.5)
+        scale = None if scale == q.shape[-1] ** -0.5 else scale
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, training=training, scale=scale)
     q, k, v = (t.transpose([0, 2, 1, 3]) for t in (q, k, v))
     attn = F.softmax(paddle.matmul(q * scale, k, transpose_y=True), axis=-1)
     if dropout:
         attn = F.dropout(attn, dropout, training=training)
     return paddle.matmul(attn, v).transpose([0, 2, 1, 3])
+
+
+def run_block(block, x, recompute, *args):
+    """block(x, *args); with recompute, when training with gradients, its activations are
+    dropped after the forward and recomputed in backward (only x is kept). The RNG state is
+    replayed, so DropPath draws the same masks. The hook-based (non-reentrant) recompute keeps
+    parameter gradients in the ordinary autograd graph."""
+    if recompute and block.training and paddle.is_grad_enabled():
+        return fleet_recompute(block, x, *args, preserve_rng_state=True, use_reentrant=False)
+    return block(x, *args)
 
 
 class Attention(nn.Layer):
@@ -171,18 +184,19 @@ class ViTStem(nn.Layer):
 class VisionTransformer(ViTStem):
     """block_heads / block_mlp_hidden give per-block widths (extracted subnets); head_dim
     defaults to embed_dim // num_heads. fused_attention=False writes the attention out (same
-    result, more memory). pretrained: weights to start from (see load_pretrained)."""
+    result, more memory). recompute: per-block activation recompute in training (run_block).
+    pretrained: weights to start from (see load_pretrained)."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
                  mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
                  epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None,
-                 fused_attention=True, pretrained=None):
+                 fused_attention=True, pretrained=None, recompute=False):
         super().__init__()
         if head_dim is None and embed_dim % num_heads:
             raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
         self._init_stem(img_size, patch_size, in_chans, embed_dim, drop_rate)
         self.depth, self.num_heads, self.mlp_ratio = depth, num_heads, mlp_ratio
-        self.in_chans, self.qkv_bias = in_chans, qkv_bias
+        self.in_chans, self.qkv_bias, self.recompute = in_chans, qkv_bias, bool(recompute)
         head_dim = head_dim or embed_dim // num_heads
         heads = _per_block(block_heads, depth, "block_heads") or [num_heads] * depth
         hidden = _per_block(block_mlp_hidden, depth, "block_mlp_hidden") or [int(embed_dim * mlp_ratio)] * depth
@@ -199,7 +213,7 @@ class VisionTransformer(ViTStem):
     def forward(self, x):
         x = self.embed_tokens(x)
         for blk in self.blocks:
-            x = blk(x)
+            x = run_block(blk, x, self.recompute)
         return self.norm(x)[:, 0]
 
     def block_widths(self):

@@ -14,7 +14,7 @@ from ...utils.errors import ConfigError
 from ...utils.checkpoint import read_weights
 from ..space import SearchSpace
 from .registry import BACKBONES
-from .vit import DropPath, ViTStem, attention, resize_pos_embed
+from .vit import DropPath, ViTStem, attention, resize_pos_embed, run_block
 
 
 def _super_linear(in_dim, out_dim, bias=True):
@@ -95,16 +95,17 @@ class ViTSupernet(ViTStem):
     depths / heads / ffn_ratios: the choices of the search space (ffn_ratios are fractions of
     embed_dim * mlp_ratio). ``tasks`` is injected from the config's Tasks section.
     pretrained: a plain ViT .pdparams, or an All-in-One checkpoint (its backbone.* part).
+    recompute: per-block activation recompute in training, as VisionTransformer's.
     """
 
     def __init__(self, tasks, img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12,
                  num_heads=3, head_dim=None, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.0,
                  epsilon=1e-6, depths=None, heads=None, ffn_ratios=(0.5, 0.75, 1.0),
-                 paths=("shared", "task", "mix"), pretrained=None, fused_attention=True):
+                 paths=("shared", "task", "mix"), pretrained=None, fused_attention=True, recompute=False):
         super().__init__()
         if not tasks:
             raise ConfigError("ViTSupernet: needs at least one task")
-        self.tasks = list(tasks)
+        self.tasks, self.recompute = list(tasks), bool(recompute)
         self._init_stem(img_size, patch_size, in_chans, embed_dim)
         head_dim = head_dim or embed_dim // num_heads
         self.space = SearchSpace(embed_dim, depth, num_heads, head_dim, mlp_ratio,
@@ -124,7 +125,8 @@ class ViTSupernet(ViTStem):
             raise ConfigError(f"ViTSupernet: unknown task '{task}'; tasks: {self.tasks}")
         x = self.embed_tokens(x)
         for i in range(subnet.depth):
-            x = self.blocks[i](x, task, subnet.heads[i], subnet.paths[i], self.space.hidden(subnet.ratios[i]))
+            x = run_block(self.blocks[i], x, self.recompute, task, subnet.heads[i], subnet.paths[i],
+                          self.space.hidden(subnet.ratios[i]))
         return self.norm(x)[:, 0]
 
     def load_plain_vit(self, state):

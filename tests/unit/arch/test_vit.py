@@ -139,3 +139,28 @@ def test_attention_dropout_is_applied_only_in_training():
     np.testing.assert_allclose(layer(x).numpy(), _sliced_attention(layer, x).numpy(), atol=1e-5)
     layer.train()
     assert not np.allclose(layer(x).numpy(), layer(x).numpy())
+
+
+@pytest.mark.parametrize("scale", [None, 0.1])
+def test_fused_attention_equals_manual_forward_and_gradients_wrt_q_k_v(scale, monkeypatch):
+    from ppufo.arch.backbone import vit
+    paddle.seed(6)
+    qkv = [paddle.randn([2, 9, 3, 16]) for _ in range(3)]
+    weight = paddle.randn([2, 9, 3, 16])
+    scale = scale or 16 ** -0.5
+    scales = []
+    sdpa = paddle.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(vit.F, "scaled_dot_product_attention", lambda *a, **kw: scales.append(kw["scale"]) or sdpa(*a, **kw))
+
+    def run(fused):
+        ts = [t.detach() for t in qkv]
+        for t in ts:
+            t.stop_gradient = False
+        out = vit.attention(*ts, scale, fused=fused)
+        (out * weight).sum().backward()
+        return [out.numpy()] + [t.grad.numpy() for t in ts]
+
+    for got, want in zip(run(True), run(False)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    # the default scale goes to Paddle as None: its flash kernel refuses an explicit scale
+    assert scales == [None if scale == 16 ** -0.5 else scale]

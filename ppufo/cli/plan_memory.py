@@ -1,0 +1,92 @@
+"""Per-GPU training memory of a config, from the model's own shapes (no GPU, no weights needed).
+
+python tools/plan_memory.py -c configs/ufo_vitl.yaml [-o Section.key=value ...] [--gpu_mem 80] [--gpus 8]
+    [--num_classes face=93431 ...]
+
+Prints parameters, gradients, optimizer state, activations per image (fp32 / bf16 O1 / bf16 O2,
+without and with Arch.Backbone.recompute), then the peak on one of --gpus GPUs at the per-GPU
+batch the config implies (sum of Tasks.<t>.batch_size / gpus) and the largest per-GPU batch that
+fits in --gpu_mem GiB, at the config's own precision (Global.amp) and recompute setting.
+What is and is not counted: ppufo/arch/memory_plan.py.
+"""
+import sys
+
+from ..arch.memory_plan import GiB, MemoryPlan, backbone_memory, vit_blocks
+from ..utils.config import load_config, parse_args
+from ..utils.errors import ConfigError
+
+PRECISION_NAMES = {"fp32": "fp32", "O1": "AMP O1", "O2": "AMP O2 (fp32 master weights)"}
+
+
+def _args(p):
+    p.add_argument("--gpu_mem", type=float, default=80.0, help="memory of one GPU, GiB")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs the global batch is split over")
+    p.add_argument("--num_classes", nargs="+", default=[], metavar="TASK=N",
+                   help="classifier sizes (default: the full public training sets of the task's datasets)")
+
+
+def _gib(b):
+    return f"{b / GiB:9.2f} GiB"
+
+
+def per_image(backbone, blocks, image_hw, precision, attention, recompute):
+    """Saved + working bytes per image, without the per-batch weight copies (O1 casts, slices)."""
+    one, two = (backbone_memory(backbone, blocks, image_hw, b, precision, attention, recompute) for b in (1, 2))
+    return two["saved"] + two["working"] - one["saved"] - one["working"]
+
+
+def report(plan, gpus, gpu_mem, name):
+    """The table, as lines; the last is the summary."""
+    g, bk = plan.config["Global"], plan.backbone
+    amp = g.get("amp")
+    dtype = amp.get("dtype", "bfloat16") if isinstance(amp, dict) else "float16"
+    prec = PRECISION_NAMES[plan.precision] + (f", {dtype}" if plan.precision != "fp32" else "")
+    lines = [f"memory plan: {name}",
+             f"  {plan.config['Arch']['Backbone']['name']}: {len(bk.blocks)} blocks, dim {bk.embed_dim}, "
+             f"{plan.image_hw[0]}x{plan.image_hw[1]} images; precision {prec}; attention "
+             f"{'fused (flash / memory-efficient on GPU)' if plan.attention == 'flash' else 'matmul-softmax-matmul'}"
+             f"; recompute {'on' if plan.recompute else 'off'}; optimizer state {plan.buffers} per parameter",
+             "  classes: " + ", ".join(f"{t} {k:,}" for t, k in plan.num_classes.items()), "",
+             f"  {'parameters':<44}{'count':>10}"]
+    for part, n in plan.params.items():
+        lines.append(f"    {part:<42}{n / 1e6:>9.1f}M")
+    lines += ["", "  activations kept per image (backbone" + (", largest subnet)" if plan.supernet else ")"),
+              f"    {'':<28}" + "".join(f"{PRECISION_NAMES[p].split(' (')[0]:>14}" for p in ("fp32", "O1", "O2"))]
+    blocks = vit_blocks(bk)
+    for rc in (False, True):
+        row = [per_image(bk, blocks, plan.image_hw, p, plan.attention, rc) for p in ("fp32", "O1", "O2")]
+        label = "recompute (+ one block)" if rc else "no recompute"
+        lines.append(f"    {label:<28}" + "".join(f"{b / 2 ** 20:>11.1f} MB" for b in row))
+    per_gpu = plan.per_gpu(gpus)
+    batch = sum(per_gpu.values())
+    step = plan.step(per_gpu)
+    lines += ["", f"  one GPU of {gpus}: batch {batch:g} = " + " + ".join(f"{t} {v:g}" for t, v in per_gpu.items())
+              + (" (the largest subnet's sandwich pass)" if plan.supernet else "")]
+    lines += [f"    {k:<52}{_gib(v)}" for k, v in step.items()]
+    best = plan.max_batch(gpu_mem * GiB)
+    fits = step["peak"] <= gpu_mem * GiB
+    lines.append(f"  largest per-GPU batch within {gpu_mem:g} GiB: {best} (same task mix)")
+    lines.append(f"{name}: {step['peak'] / GiB:.1f} GiB peak per GPU at batch {batch:g} on {gpus} GPUs "
+                 f"({'fits' if fits else 'does NOT fit'} {gpu_mem:g} GiB; largest batch {best}; "
+                 f"{plan.precision}, recompute {'on' if plan.recompute else 'off'})")
+    return lines
+
+
+def main():
+    args = parse_args("ppufo memory plan", _args)
+    try:
+        config = load_config(args.config, args.override)
+        given = {}
+        for item in args.num_classes:
+            task, _, n = item.partition("=")
+            if not n.isdigit():
+                raise ConfigError(f"--num_classes {item}: expected TASK=N")
+            given[task] = int(n)
+        plan = MemoryPlan(config, given)
+        print("\n".join(report(plan, args.gpus, args.gpu_mem, args.config)))
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
