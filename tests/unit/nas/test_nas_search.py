@@ -484,3 +484,15 @@ def test_tensorrt_chip_predictors_are_built_for_the_timed_batch(monkeypatch):
     latency.feature_predictor("m", "cpu_x86", 2, batch_size=4)
     assert seen[0]["use_tensorrt"] and (seen[0]["max_batch_size"], seen[0]["opt_batch_size"]) == (4, 4)
     assert "opt_batch_size" not in seen[1] and seen[1]["cpu_threads"] == 2
+
+
+def test_extracted_config_keeps_the_training_memory_switches():
+    from ppufo.nas.extract import extracted_config
+    cfg = {"Arch": {"name": "MultiTaskModel", "Backbone": {"name": "ViTSupernet", "embed_dim": 48, "depth": 3,
+                                                           "recompute": True, "fused_attention": False,
+                                                           "drop_path_rate": 0.1, "depths": [2, 3]}},
+           "Tasks": {"person": {}, "face": {}}, "Loss": {"task_weights": {"person": 1.0, "face": 2.0}}}
+    sp = SearchSpace(48, 3, 3, 16, 4.0, [2, 3], [1, 2, 3], [0.25, 0.5, 0.75, 1.0], img_size=(32, 32))
+    bb = extracted_config(cfg, ["person"], sp.largest(), sp)["Arch"]["Backbone"]
+    assert (bb["recompute"], bb["fused_attention"], bb["drop_path_rate"]) == (True, False, 0.1)
+    assert "depths" not in bb and bb["depth"] == 3
