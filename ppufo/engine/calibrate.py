@@ -53,7 +53,8 @@ class NeckCalibration:
             for i in range(0, len(self.images), self.batch_size):
                 x = paddle.to_tensor(self.images[i:i + self.batch_size])
                 feat, = model.backbone_features(x, [(task, x.shape[0])])
-                out.append(neck.project(feat).astype("float32").numpy())
+                with paddle.amp.auto_cast(enable=False):  # the neck runs in fp32 under AMP too
+                    out.append(neck.project(feat.astype("float32")).numpy())
         finally:
             model.train(was)
         return np.concatenate(out).astype(np.float64)

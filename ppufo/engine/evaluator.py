@@ -120,9 +120,10 @@ class Evaluator:
         for imgs, _, _ in tqdm(build_eval_loader(part, self.cfg), desc=desc, leave=False,
                                disable=None):
             f = self.model.embed(imgs, ts.task, normalize=False)
-            if ts.flip:
-                f = f + self.model.embed(paddle.flip(imgs, axis=[3]), ts.task, normalize=False)
-            feats.append(paddle.nn.functional.normalize(f, axis=1).numpy())
+            g = self.model.embed(paddle.flip(imgs, axis=[3]), ts.task, normalize=False) if ts.flip else None
+            with paddle.amp.auto_cast(enable=False):  # in fp32 even when training evaluates under AMP O2
+                f = f.astype("float32") if g is None else f.astype("float32") + g.astype("float32")
+                feats.append(paddle.nn.functional.normalize(f, axis=1).numpy())
         feats = np.concatenate(feats).astype(np.float32)
         return (gather_rows(feats, len(ds), world) if sharded else feats), ds
 

@@ -1,17 +1,29 @@
 """Side effects of the training loop as hooks (fast-reid style): the loop only steps.
 
 Events: before_train(); after_step(iteration, stats, batch_images) with this rank's image
-count; after_eval(iteration, result) from Trainer.evaluate, which also runs outside the loop
-(tools/train.py's final evaluation); after_train(iteration). after_train runs in reverse
-order, so hooks unwind like nested with-blocks: the logger, registered first, reports last
-(after the final checkpoint). ``hook.trainer`` is set by Trainer.register_hooks.
+count; stats hold device tensors except every log interval, when the trainer has read them
+to the host (host_stats: one copy), so a hook reads them only then. after_eval(iteration,
+result) from Trainer.evaluate, which also runs outside the loop (tools/train.py's final
+evaluation); after_train(iteration). after_train runs in reverse order, so hooks unwind like
+nested with-blocks: the logger, registered first, reports last (after the final checkpoint). ``hook.trainer`` is set by Trainer.register_hooks.
 """
 import time
+
+import paddle
 
 
 def format_eta(seconds):
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def host_stats(stats):
+    """``stats`` with its tensors read to Python floats in one device-to-host copy."""
+    keys = [k for k, v in stats.items() if isinstance(v, paddle.Tensor)]
+    if not keys:
+        return dict(stats)
+    values = paddle.concat([stats[k].reshape([1]).astype("float64") for k in keys]).numpy()
+    return dict(stats, **{k: float(v) for k, v in zip(keys, values)})
 
 
 class Hook:
@@ -67,7 +79,7 @@ class LoggerHook(Hook):
         self.window.n += batch_images
         if not self.window.due(it):
             return
-        ips = self.window.ips(t.world_size)
+        ips, stats = self.window.ips(t.world_size), host_stats(stats)
         eta = (time.time() - self.t0) / (it - t.start_iter) * (max_iters - it)
         per_task = ", ".join(f"{k}: {stats[f'{k}/loss']:.4f}" for k in t.tasks if f"{k}/loss" in stats)
         t.log.info(f"[Train][Iter: {it}/{max_iters}] lr: {t.lr.last_lr:.5f}, "
@@ -97,7 +109,7 @@ class VisualDLHook(Hook):
         vdl = self.trainer.vdl
         vdl.add_scalar("train/lr", self.trainer.lr.last_lr, iteration)
         vdl.add_scalar("train/ips", self.window.ips(self.trainer.world_size), iteration)
-        for k, v in stats.items():
+        for k, v in host_stats(stats).items():
             vdl.add_scalar(f"train/{k}", v, iteration)
         self.window.reset()
 
@@ -107,16 +119,19 @@ class VisualDLHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """iter_N and latest every save_interval (0: never) before the end; latest at the end.
-    Trainer.save writes on rank 0 only."""
+    """iter_N and latest every save_interval (0: never) before the end, then only the newest
+    ``keep`` iter_N stay (0: all); latest at the end. Trainer.save and Trainer.prune_checkpoints
+    act on rank 0 only."""
 
-    def __init__(self, save_interval, max_iters):
-        self.interval, self.max_iters = save_interval, max_iters
+    def __init__(self, save_interval, max_iters, keep=0):
+        self.interval, self.max_iters, self.keep = save_interval, max_iters, keep
 
     def after_step(self, iteration, stats, batch_images):
         if self.interval and iteration % self.interval == 0 and iteration < self.max_iters:
             self.trainer.save(f"iter_{iteration}", iteration)
             self.trainer.save("latest", iteration)
+            if self.keep:
+                self.trainer.prune_checkpoints(self.keep)
 
     def after_train(self, iteration):
         self.trainer.save("latest", iteration)

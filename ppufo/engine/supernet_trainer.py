@@ -4,6 +4,8 @@ Sandwich rule: every step trains the subnets listed in Supernet.sandwich (larges
 random ...) on the same mixed batch, each task on its own subnet, then takes one optimiser
 step. Random subnets are drawn per task from a generator seeded by (seed, iteration), so every
 rank trains the same subnets and a resumed run draws what the uninterrupted one would have.
+Under data parallel the passes' gradients accumulate on each rank and are all-reduced once per
+step (Trainer.local_grads), not after every pass.
 """
 import numpy as np
 import paddle.nn.functional as F
@@ -25,33 +27,38 @@ class SupernetTrainer(Trainer):
             raise ConfigError("Supernet.distill_weight > 0 needs 'largest' first in Supernet.sandwich "
                               "(it is the teacher of the other subnets)")
         super().__init__(config)
+        self.sync_once = True  # several backward passes per step
         self.space = self.model.space
         self.sandwich, self.distill_weight = list(sc["sandwich"]), float(sc["distill_weight"])
         self.log.info(f"supernet search space: {self.space.describe()}; sandwich {self.sandwich}")
+
+    def may_skip_parameters(self):
+        return True  # a subnet leaves out blocks, heads, FFN paths and other tasks' FFNs
 
     def pick(self, kind, rng):
         return self.space.sample(rng) if kind == "random" else getattr(self.space, kind)()
 
     def train_step(self, batch, iteration):
-        images, labels, _, task_ids = batch
-        sizes = self.task_sizes(task_ids)
+        images, labels = batch[:2]
+        sizes = self.batch_sizes(batch, iteration)
         rng = np.random.RandomState((self.cfg["Global"]["seed"] * 1_000_003 + iteration) % 2 ** 32)
         stats, teacher, summed = {}, None, 0.0
-        for i, kind in enumerate(self.sandwich):
-            self.model.set_subnets({t: self.pick(kind, rng) for t in self.tasks})
-            self.seed_step(iteration * len(self.sandwich) + i)
-            total, parts, outs = self.forward_losses(images, labels, sizes)
-            if teacher is not None and self.distill_weight:
-                d = sum(distill_loss(outs[t]["embedding"], teacher[t]) for t in outs)
-                parts["distill"] = {"loss": d}
-                total = total + self.distill_weight * d
-            if kind == "largest" and teacher is None:
-                teacher = {t: o["embedding"].detach() for t, o in outs.items()}
-            self.backward(total)
-            summed += float(total)
-            stats.update(step_stats(total, parts, prefix=f"{kind}{i}/"))
-            if i == 0:
-                stats.update(step_stats(total, parts))
+        with self.local_grads():
+            for i, kind in enumerate(self.sandwich):
+                self.model.set_subnets({t: self.pick(kind, rng) for t in self.tasks})
+                self.seed_step(iteration * len(self.sandwich) + i)
+                total, parts, outs = self.forward_losses(images, labels, sizes)
+                if teacher is not None and self.distill_weight:
+                    d = sum(distill_loss(outs[t]["embedding"], teacher[t]) for t in outs)
+                    parts["distill"] = {"loss": d}
+                    total = total + self.distill_weight * d
+                if kind == "largest" and teacher is None:
+                    teacher = {t: o["embedding"].detach() for t, o in outs.items()}
+                self.backward(total)
+                summed = summed + total.detach().astype("float64")  # as float() summed before
+                stats.update(step_stats(total, parts, prefix=f"{kind}{i}/"))
+                if i == 0:
+                    stats.update(step_stats(total, parts))
         self.apply_step()
         stats["loss"] = summed
         return stats
@@ -65,7 +72,8 @@ class SupernetTrainer(Trainer):
         self.model.set_subnets(subnet)  # the next train_step sets its own subnets
         n = self.cfg["Supernet"]["calibration_images"]
         evaluated = [t for t in self.tasks if self.cfg["Tasks"][t]["test_sets"]]
-        with recalibrated(self.cfg, self.model, evaluated, n, "Supernet.calibration_images") as done:
+        with self.amp.eval_autocast(), \
+                recalibrated(self.cfg, self.model, evaluated, n, "Supernet.calibration_images") as done:
             if done:
                 self.log.info(f"eval subnet: BN neck of {done} recalibrated on {n} training images each")
             return super().evaluate(iteration)

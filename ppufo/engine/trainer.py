@@ -1,7 +1,14 @@
 """Iteration-based multi-task trainer (All-in-One; the supernet trainer builds on it).
 
 The loop only steps; logging, VisualDL, checkpoints and evaluation are hooks (hooks.py).
+A step does not wait for the device: task sizes come from the batch sampler, losses stay
+tensors and are read (and checked to be finite) every log_interval only.
+
+Under data parallel, gradients are all-reduced by DataParallel after each backward, or, with
+``sync_once`` (several backward passes per step, or recompute, which Paddle documents needs
+it), accumulated locally under no_sync and all-reduced once per step in fused buckets.
 """
+import contextlib
 import os
 import weakref
 
@@ -12,14 +19,16 @@ import paddle.distributed as pdist
 from ..arch import build_model
 from ..arch.multitask import load_pretrained
 from ..data.loader import build_train_loader
+from ..data.samplers.multitask import HeterogeneousBatchSampler
 from ..loss import build_loss
 from ..optimizer import build_optimizer
-from ..utils.checkpoint import load_checkpoint, read_states, save_checkpoint
+from ..utils.checkpoint import load_checkpoint, prune_checkpoints, read_states, save_checkpoint
 from ..utils.config import dump_config
 from ..utils.device import setup_device
 from ..utils.dist import rank, world_size
 from ..utils.logger import init_logger
-from .hooks import CheckpointHook, EvalHook, LoggerHook, VisualDLHook
+from .amp import MixedPrecision
+from .hooks import CheckpointHook, EvalHook, LoggerHook, VisualDLHook, host_stats
 
 
 class Trainer:
@@ -51,22 +60,19 @@ class Trainer:
         self.losses = {t: build_loss(config["Tasks"][t]["loss"], where=f"Tasks.{t}.loss")
                        for t in self.tasks}
         self.task_weights = {t: float(config["Loss"]["task_weights"].get(t, 1.0)) for t in self.tasks}
-        groups = [{"params": list(self.model.shared_parameters()), "lr_mult": 1.0}]
-        groups += [{"params": list(self.model.task_parameters(t)),
-                    "lr_mult": config["Tasks"][t]["lr_mult"]} for t in self.tasks]
-        self.optimizer, self.lr = build_optimizer(config["Optimizer"], groups, g["max_iters"], model=self.model)
+        self.optimizer, self.lr = self.build_optimizer()
+        self.amp = MixedPrecision(g["amp"], g["device"], self.log)
         if g["pretrained_model"] and not g["checkpoints"]:
             self.log.info(load_pretrained(self.model, config))
         if g["checkpoints"]:
-            load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr, states=states)
+            load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr, states=states,
+                            scaler=self.amp.scaler)
             self.log.info(f"resumed from {g['checkpoints']} at iteration {self.start_iter}")
+        self.amp.prepare(self.model, self.optimizer)
+        self.sync_once = bool(config["Arch"]["Backbone"].get("recompute", False))
         self.net = self.model
         if self.world_size > 1:
-            self.net = paddle.DataParallel(self.model, find_unused_parameters=True)
-        self.amp = g["amp"] and g["device"].startswith("gpu")
-        if g["amp"] and not self.amp:
-            self.log.warning("Global.amp is ignored on %s (mixed precision needs a GPU)", g["device"])
-        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if self.amp else None
+            self.net = paddle.DataParallel(self.model, find_unused_parameters=self.may_skip_parameters())
         self.vdl = None
         if g["use_visualdl"] and self.rank == 0:
             from visualdl import LogWriter
@@ -79,36 +85,74 @@ class Trainer:
         g, n = self.cfg["Global"], self.cfg["Global"]["max_iters"]
         return ([LoggerHook(g["log_interval"], n)]
                 + ([VisualDLHook(g["log_interval"], n)] if self.vdl else [])
-                + [CheckpointHook(g["save_interval"], n), EvalHook(g["eval_interval"], n)])
+                + [CheckpointHook(g["save_interval"], n, g["keep_checkpoints"]),
+                   EvalHook(g["eval_interval"], n)])
 
     def register_hooks(self, hooks):
         for h in hooks:
             h.trainer = weakref.proxy(self)  # no trainer <-> hook reference cycle
         self.hooks.extend(hooks)
 
+    def build_optimizer(self):
+        """(optimizer, LR schedule): shared parameters at the base LR, each task's own at its lr_mult."""
+        groups = [{"params": list(self.model.shared_parameters()), "lr_mult": 1.0}]
+        groups += [{"params": list(self.model.task_parameters(t)),
+                    "lr_mult": self.cfg["Tasks"][t]["lr_mult"]} for t in self.tasks]
+        return build_optimizer(self.cfg["Optimizer"], groups, self.cfg["Global"]["max_iters"], model=self.model)
+
+    def may_skip_parameters(self):
+        """Whether a step can leave parameters without a gradient (DataParallel must then look for
+        them each backward): a task missing from a batch (homogeneous sampler) skips its head."""
+        return not isinstance(self.loader.batch_sampler, HeterogeneousBatchSampler)
+
     def task_sizes(self, task_ids):
+        """[(task, images)] counted from a batch's task ids (reads the device; see batch_sizes)."""
         counts = np.bincount(task_ids.numpy(), minlength=len(self.tasks))
         return [(t, int(n)) for t, n in zip(self.tasks, counts)]
 
+    def batch_sizes(self, batch, iteration):
+        """[(task, images)] of ``batch``, the loader's batch of ``iteration``, as the batch sampler
+        planned it: host-side, where counting the task ids would wait for the device."""
+        bs = self.loader.batch_sampler
+        if not hasattr(bs, "_tasks_at"):
+            return self.task_sizes(batch[3])
+        present = bs._tasks_at(iteration - 1)  # the sampler counts from 0
+        sizes = [(t, bs.task_counts[t] if t in present else 0) for t in self.tasks]
+        if sum(n for _, n in sizes) != batch[0].shape[0]:
+            raise RuntimeError(f"iteration {iteration}: the batch holds {batch[0].shape[0]} images, "
+                               f"the batch sampler planned {sizes}")
+        return sizes
+
     def forward_losses(self, images, labels, sizes):
-        """(total weighted loss, {task: loss terms}, {task: model outputs}) of one forward."""
-        with paddle.amp.auto_cast(enable=self.amp):
+        """(total weighted loss, {task: loss terms}, {task: model outputs}) of one forward.
+        Only the model runs under autocast (its heads in fp32: amp.py); the losses run in fp32."""
+        with self.amp.autocast():
             outs = self.net(images, sizes, labels)
-            parts, total = {}, 0.0
-            for t, out in outs.items():
-                parts[t] = self.losses[t](out, labels_of(labels, sizes, t))
-                total = total + self.task_weights[t] * parts[t]["loss"]
+        parts, total = {}, 0.0
+        for t, out in outs.items():
+            parts[t] = self.losses[t](out, labels_of(labels, sizes, t))
+            total = total + self.task_weights[t] * parts[t]["loss"]
         return total, parts, outs
 
     def backward(self, loss):
-        (self.scaler.scale(loss) if self.amp else loss).backward()
+        self.amp.backward(loss)
+
+    @contextlib.contextmanager
+    def local_grads(self):
+        """The backward passes of one step: with sync_once under data parallel they accumulate
+        on this rank (no_sync) and are averaged over the ranks once at the end, in fused
+        buckets; otherwise DataParallel averages after each backward. Both give the mean of
+        the ranks' summed gradients."""
+        if not (self.sync_once and self.world_size > 1):
+            yield
+            return
+        from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+        with self.net.no_sync():
+            yield
+        fused_allreduce_gradients(list(self.model.parameters()), None)
 
     def apply_step(self):
-        if self.amp:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.amp.step(self.optimizer)
         self.optimizer.clear_grad()
         self.lr.step()
 
@@ -117,10 +161,11 @@ class Trainer:
 
     # one optimisation step on a collated batch (images, labels, camids, task_ids)
     def train_step(self, batch, iteration):
-        images, labels, _, task_ids = batch
+        images, labels = batch[:2]
         self.seed_step(iteration)
-        total, parts, _ = self.forward_losses(images, labels, self.task_sizes(task_ids))
-        self.backward(total)
+        with self.local_grads():
+            total, parts, _ = self.forward_losses(images, labels, self.batch_sizes(batch, iteration))
+            self.backward(total)
         self.apply_step()
         return step_stats(total, parts)
 
@@ -128,7 +173,17 @@ class Trainer:
         if self.rank != 0:
             return
         save_checkpoint(os.path.join(self.output_dir, name), self.model, self.optimizer, self.lr,
-                        {"iteration": iteration, "best": self.best})
+                        {"iteration": iteration, "best": self.best}, scaler=self.amp.scaler)
+
+    def prune_checkpoints(self, keep):
+        if self.rank != 0:
+            return
+        for prefix in prune_checkpoints(self.output_dir, keep):
+            self.log.info(f"removed checkpoint {prefix} (Global.keep_checkpoints={keep})")
+
+    def log_due(self, iteration):
+        g = self.cfg["Global"]
+        return iteration % g["log_interval"] == 0 or iteration == g["max_iters"]
 
     def evaluate(self, iteration):
         if self.evaluator is None:
@@ -136,7 +191,8 @@ class Trainer:
             self.evaluator = Evaluator(self.cfg, self.model)
         if not self.evaluator.has_sets:
             return None
-        result = self.evaluator.evaluate(tag=f"iter_{iteration}")
+        with self.amp.eval_autocast():
+            result = self.evaluator.evaluate(tag=f"iter_{iteration}")
         for h in self.hooks:
             h.after_eval(iteration, result)
         return result
@@ -160,8 +216,10 @@ class Trainer:
         try:
             for it, batch in enumerate(batches, start=self.start_iter + 1):
                 stats = self.train_step(batch, it)
-                if not np.isfinite(stats["loss"]):
-                    raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
+                if self.log_due(it):  # the loop's only wait for the device
+                    stats = host_stats(stats)
+                    if not np.isfinite(stats["loss"]):
+                        raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
                 for h in self.hooks:
                     h.after_step(it, stats, int(batch[0].shape[0]))
         except BaseException:
@@ -177,12 +235,16 @@ class Trainer:
 
 
 def step_stats(total, parts, prefix=""):
-    """{"loss": total, "<task>/<term>": value} as floats."""
-    stats = {prefix + "loss": float(total)}
+    """{"loss": total, "<task>/<term>": value} as detached tensors (hooks.host_stats reads them)."""
+    stats = {prefix + "loss": _detached(total)}
     for t, terms in parts.items():
         for k, v in terms.items():
-            stats[f"{prefix}{t}/{k}"] = float(v)
+            stats[f"{prefix}{t}/{k}"] = _detached(v)
     return stats
+
+
+def _detached(v):
+    return v.detach() if isinstance(v, paddle.Tensor) else v
 
 
 def labels_of(labels, sizes, task):

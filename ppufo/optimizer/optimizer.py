@@ -1,7 +1,7 @@
 """Optimizers from the ``Optimizer`` config section.
 
     Optimizer:
-      name: SGD            # SGD | Momentum (same thing: paddle Momentum; momentum 0 = plain SGD) | AdamW
+      name: SGD            # SGD | Momentum (same thing: paddle Momentum, or paddle SGD with momentum 0) | AdamW
       momentum: 0.9
       nesterov: false
       weight_decay: 1.0e-4 # coupled L2 for SGD/Momentum, decoupled for AdamW
@@ -14,7 +14,7 @@ multiplier of the scheduler's LR (``Optimizer._create_param_lr``). Paddle overwr
 parameter's ParamAttr ``learning_rate`` with its group's value, so the multiplier given here
 is ``lr_mult * ParamAttr learning_rate`` (remembered from the first build).
 Paddle clips each parameter group on its own; global-norm clipping over all groups is
-therefore done here, in ``step()``, before the update.
+therefore done here, in ``step()``, before the update, on the device (no host sync).
 """
 import paddle
 
@@ -32,15 +32,16 @@ CLIP_KINDS = ("per_tensor", "global")
 @paddle.no_grad()
 def clip_grad_global_norm_(params, max_norm):
     """Scale all gradients in place so that their joint L2 norm is at most ``max_norm``
-    (same rule as paddle.nn.ClipGradByGlobalNorm). Returns the norm before clipping."""
+    (same rule as paddle.nn.ClipGradByGlobalNorm: g * max_norm / max(norm, max_norm)).
+    Returns the norm before clipping, as a tensor: reading it would wait for the device."""
     grads = [p.grad for p in params
              if not p.stop_gradient and p.grad is not None and getattr(p, "need_clip", True)]
     if not grads:
         return None
-    norm = float(paddle.sqrt(paddle.add_n([paddle.sum(paddle.square(g.astype("float32"))) for g in grads])))
-    if norm > max_norm:
-        for g in grads:
-            g.scale_(max_norm / norm)
+    norm = paddle.sqrt(paddle.add_n([paddle.sum(paddle.square(g.astype("float32"))) for g in grads]))
+    factor = max_norm / paddle.maximum(norm, paddle.full_like(norm, max_norm))
+    for g in grads:
+        g.multiply_(factor.astype(g.dtype))
     return norm
 
 
@@ -60,6 +61,10 @@ class MomentumOptimizer(GlobalClipMixin, paddle.optimizer.Momentum):
     pass
 
 
+class SGDOptimizer(GlobalClipMixin, paddle.optimizer.SGD):
+    pass
+
+
 class AdamWOptimizer(GlobalClipMixin, paddle.optimizer.AdamW):
     pass
 
@@ -75,10 +80,14 @@ def _num(value, key, low=None, high=None):
 @OPTIMIZERS.register
 def SGD(learning_rate, parameters, weight_decay, grad_clip, momentum=0.9, nesterov=False):
     """SGD with (optionally Nesterov) momentum and coupled L2 decay: v = mu*v + g + wd*p;
-    p -= lr * v. The UFO reference uses momentum 0."""
+    p -= lr * v. The UFO reference uses momentum 0: then plain paddle SGD, p -= lr * (g + wd*p),
+    without a velocity buffer per parameter (Nesterov changes nothing at momentum 0)."""
     momentum = _num(momentum, "momentum", 0.0, 1.0)
     if not isinstance(nesterov, bool):
         raise ConfigError(f"nesterov: expected true/false, got {nesterov!r}")
+    if momentum == 0:
+        return SGDOptimizer(learning_rate=learning_rate, parameters=parameters,
+                            weight_decay=weight_decay, grad_clip=grad_clip)
     return MomentumOptimizer(learning_rate=learning_rate, momentum=momentum, parameters=parameters,
                              use_nesterov=nesterov, weight_decay=weight_decay, grad_clip=grad_clip)
 

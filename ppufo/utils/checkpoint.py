@@ -6,12 +6,14 @@ best metric, ...) comes last and records the size and sha256 of the files it bel
 (``files``). The files are then renamed into place, .pdstates last. A kill mid-save leaves
 either the previous checkpoint or files that disagree with .pdstates, which loading refuses
 (naming the newest complete iter_* checkpoint) rather than resume from a mix of two saves.
+The .pdopt also holds the LR schedule and, under float16 AMP, the GradScaler's state.
 """
 import hashlib
 import json
 import os
 import re
 
+import numpy as np
 import paddle
 
 from .errors import ConfigError
@@ -24,16 +26,47 @@ _TEMP = re.compile(r".+\.(pdparams|pdopt|pdstates)\.tmp(\d+)")
 
 def _rename_opt_state(state, mapping):
     """Optimizer state keys start with Paddle's generated parameter names (e.g.
-    linear_3.w_0_velocity_0), which differ between model instances; swap in stable names."""
+    linear_3.w_0_velocity_0), which differ between model instances; swap in stable names.
+    The fp32 master weights of AMP O2 are a dict keyed by parameter name."""
     out = {}
     names = sorted(mapping, key=len, reverse=True)
     for key, value in state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            value = _rename_opt_state(value, mapping)
         for n in names:
             if key.startswith(n + "_") or key == n:
                 key = mapping[n] + key[len(n):]
                 break
         out[key] = value
     return out
+
+
+_VELOCITY = re.compile(r".+_velocity_\d+")
+
+
+def _fit_opt_state(state, optimizer, prefix):
+    """Drop momentum buffers an optimizer without momentum would keep forever (Paddle holds
+    state it does not use and saves it again). They come from checkpoints written with
+    Momentum(momentum=0), where the buffer only held the last gradient: nothing is lost."""
+    if hasattr(optimizer, "_velocity_acc_str"):
+        return state
+    dropped = [k for k in state if _VELOCITY.fullmatch(k)]
+    if dropped:
+        get_logger().info(f"{prefix}.pdopt: {len(dropped)} momentum buffers dropped ({type(optimizer).__name__} "
+                          f"keeps none; saved with momentum 0, they held only the last gradient)")
+    return {k: v for k, v in state.items() if not _VELOCITY.fullmatch(k)}
+
+
+def scaler_state(scaler):
+    """A GradScaler's state as plain numbers ({} for none or a disabled one)."""
+    if scaler is None or not scaler.is_enable():
+        return {}
+    state = scaler.state_dict()
+    return dict(state, scale=float(state["scale"][0]))
+
+
+def set_scaler_state(scaler, state):
+    scaler.load_state_dict(dict(state, scale=np.array([state["scale"]], np.float32)))
 
 
 def _param_names(model):
@@ -89,8 +122,9 @@ def remove_stale_temporaries(folder):
             pass
 
 
-def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None):
-    """Write <prefix>.pdparams (+ .pdopt with an optimizer) and .pdstates as one unit.
+def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None, scaler=None):
+    """Write <prefix>.pdparams (+ .pdopt with an optimizer, and the state of an enabled
+    GradScaler ``scaler``) and .pdstates as one unit.
     ``model``: a Layer, or (weights only) the state dict to write."""
     folder = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(folder, exist_ok=True)
@@ -99,6 +133,9 @@ def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None):
     if optimizer is not None:
         parts[".pdopt"] = {"optimizer": _rename_opt_state(optimizer.state_dict(), _param_names(model)),
                            "lr": lr.state_dict() if lr is not None else {}}
+        scaling = scaler_state(scaler)
+        if scaling:
+            parts[".pdopt"]["scaler"] = scaling
     temps, files = {}, {}
     try:
         for ext, obj in parts.items():
@@ -243,10 +280,12 @@ def _load_part(prefix, ext, states, what):
         raise _incomplete(prefix, states, what) from None
 
 
-def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpoints", states=None):
+def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpoints", states=None,
+                    scaler=None):
     """Resume: model, optimizer and LR state must all be present and of one save; returns the
     states dict (``states``: what read_states already returned, so it is not read twice).
-    Nothing is applied unless every file verifies."""
+    An enabled GradScaler ``scaler`` gets its saved state (a save without one leaves it at its
+    initial state, with a warning). Nothing is applied unless every file verifies."""
     prefix = strip_prefix(prefix)
     states = states if states is not None else read_states(prefix, what)
     weights = _load_part(prefix, ".pdparams", states, what)
@@ -256,10 +295,36 @@ def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpo
     apply_state(model, weights, prefix + ".pdparams", strict=True)
     if opt is not None:
         back = {v: k for k, v in _param_names(model).items()}
-        optimizer.set_state_dict(_rename_opt_state(opt["optimizer"], back))
+        optimizer.set_state_dict(_fit_opt_state(_rename_opt_state(opt["optimizer"], back), optimizer, prefix))
         if lr is not None and opt.get("lr"):
             lr.set_state_dict(opt["lr"])
+        if scaler is not None and scaler.is_enable():
+            if opt.get("scaler"):
+                set_scaler_state(scaler, opt["scaler"])
+            else:
+                get_logger().warning(f"{prefix}.pdopt holds no loss-scaler state (saved without float16 "
+                                     f"AMP): the GradScaler starts at its initial scale")
     return states
+
+
+def prune_checkpoints(folder, keep):
+    """Delete all but the newest ``keep`` iter_<n> checkpoints in ``folder``, each with all its
+    files (.pdstates first: a deletion cut short leaves files that read as incomplete).
+    latest, best_model and other files stay. Returns the deleted prefixes."""
+    found = {}
+    for n in os.listdir(folder):
+        m = re.fullmatch(r"iter_(\d+)\.(pdparams|pdopt|pdstates)", n)
+        if m:
+            found.setdefault(int(m.group(1)), []).append(n)
+    removed = []
+    for it in sorted(found, reverse=True)[keep:]:
+        for n in sorted(found[it], key=lambda n: not n.endswith(".pdstates")):
+            try:
+                os.remove(os.path.join(folder, n))
+            except FileNotFoundError:
+                pass
+        removed.append(os.path.join(folder, f"iter_{it}"))
+    return removed
 
 
 def load_weights(model, path, strict=False, what="weights"):

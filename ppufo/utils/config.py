@@ -84,6 +84,8 @@ GLOBAL = {
     "log_interval": Field(int, 10, min=1),
     "eval_interval": Field(int, 0, min=0, doc="0 = no eval during training"),
     "save_interval": Field(int, 1000, min=0, doc="iterations between iter_<n> checkpoints; 0 = only latest"),
+    "keep_checkpoints": Field(int, 3, min=0, doc="newest iter_<n> checkpoints kept, older ones deleted after "
+                              "each save (latest and best_model are never deleted); 0 = keep all"),
     "pretrained_model": Field(OPT_STR, None),
     "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
     "released_heads": Field(dict, RELEASED_HEADS, doc="when Global.pretrained_model is the released UFO "
@@ -91,7 +93,15 @@ GLOBAL = {
                             "(task1..task4) whose BN neck the task loads; a task left out keeps its default"),
     "image_shape": Field(list, [3, 224, 224], doc="[C, H, W] of every training image"),
     "use_visualdl": Field(bool, True),
-    "amp": Field(bool, False, doc="automatic mixed precision (GPU only)"),
+    "amp": {  # `amp: true/false` (the old form) means {enable: true/false} with these defaults
+        "enable": Field(bool, False, doc="automatic mixed precision (GPU only: ignored with a warning elsewhere); "
+                                         "`Global.amp: true` is short for this"),
+        "dtype": Field(str, "bfloat16", choices=("bfloat16", "float16"),
+                       doc="bfloat16 needs no loss scaling; float16 scales the loss (GradScaler, checkpointed)"),
+        "level": Field(str, "O1", choices=("O1", "O2"),
+                       doc="O1: autocast ops; O2: low-precision weights with fp32 master weights in the "
+                           "optimizer. BN necks, classifiers and losses stay fp32 at both levels"),
+    },
     "generate_demo_data": Field(bool, False, doc="create missing demo data with tools/make_demo_data"),
 }
 
@@ -224,9 +234,18 @@ def check_schema(node, schema, path):
     return out
 
 
+def upgrade(cfg):
+    """``cfg`` with old spellings in today's form (a shallow copy where changed): ``Global.amp: bool``
+    is ``Global.amp.enable``."""
+    g = cfg.get("Global")
+    if isinstance(g, dict) and isinstance(g.get("amp"), bool):
+        cfg = dict(cfg, Global=dict(g, amp={"enable": g["amp"]}))
+    return cfg
+
+
 def validate(cfg):
     """Fill defaults and check every fixed-shape section; returns a new dict."""
-    out = check_schema(cfg, SCHEMA, "")
+    out = check_schema(upgrade(cfg), SCHEMA, "")
     weights = out["Loss"]["task_weights"]
     bad = sorted(set(weights) - set(out.get("Tasks", {})))
     if bad:
@@ -330,6 +349,7 @@ def load_config(path, overrides=(), validator=None):
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     cfg, files = read_config(path)
+    cfg = upgrade(cfg)  # so that -o Global.amp.dtype=... also works on a file with `amp: false`
     for item in overrides:
         apply_override(cfg, item)
     try:

@@ -3,9 +3,10 @@ import math
 import re
 from types import SimpleNamespace
 
+import paddle
 import pytest
 
-from ppufo.engine.hooks import CheckpointHook, EvalHook, Hook, LoggerHook, VisualDLHook
+from ppufo.engine.hooks import CheckpointHook, EvalHook, Hook, LoggerHook, VisualDLHook, host_stats
 from ppufo.utils.checkpoint import read_states
 
 
@@ -49,10 +50,13 @@ def attach(hook, trainer):
     return hook
 
 
-def run(hook, max_iters):
+STATS = {"loss": 1.5, "face/loss": 0.5, "person/loss": 1.0}
+
+
+def run(hook, max_iters, stats=STATS):
     hook.before_train()
     for it in range(1, max_iters + 1):
-        hook.after_step(it, {"loss": 1.5, "face/loss": 0.5, "person/loss": 1.0}, 16)
+        hook.after_step(it, stats, 16)
     hook.after_train(max_iters)
 
 
@@ -65,6 +69,23 @@ def test_checkpoint_hook_saves_every_interval_and_latest_at_the_end(interval, ma
     t = fake_trainer()
     run(attach(CheckpointHook(interval, max_iters), t), max_iters)
     assert t.calls == [("save",) + s for s in saves]
+
+
+def test_checkpoint_hook_keeps_the_newest_after_each_iter_save():
+    t = fake_trainer()
+    t.prune_checkpoints = lambda keep: t.calls.append(("prune", keep))
+    run(attach(CheckpointHook(2, 5, keep=3), t), 5)
+    assert t.calls == [("save", "iter_2", 2), ("save", "latest", 2), ("prune", 3),
+                       ("save", "iter_4", 4), ("save", "latest", 4), ("prune", 3), ("save", "latest", 5)]
+
+
+def test_host_stats_reads_the_tensors_in_one_copy(monkeypatch):
+    stats = {"loss": paddle.to_tensor(1.5), "face/loss": paddle.to_tensor([0.25]), "lr": 0.1}
+    copies = []
+    numpy = paddle.Tensor.numpy
+    monkeypatch.setattr(paddle.Tensor, "numpy", lambda self: (copies.append(self.shape), numpy(self))[1])
+    assert host_stats(stats) == {"loss": 1.5, "face/loss": 0.25, "lr": 0.1} and copies == [[2]]
+    assert host_stats({"loss": 2.0}) == {"loss": 2.0}
 
 
 def test_eval_hook_evaluates_every_interval_and_keeps_the_best():
@@ -94,6 +115,10 @@ def test_logger_hook_lines():
            r"ips: [\d.]+ images/s, eta: 0:00:00"
     assert re.fullmatch(line, steps[0]), steps[0]
     assert t.log[-1] == "training done: 5 iterations, 160 images in 0:00:00; checkpoint out/latest"
+    # the trainer hands over tensors between log intervals: the lines read the same
+    tensors = fake_trainer()
+    run(attach(LoggerHook(2, 5), tensors), 5, {k: paddle.to_tensor(v) for k, v in STATS.items()})
+    assert [m.split(", ips")[0] for m in tensors.log] == [m.split(", ips")[0] for m in t.log]
 
 
 def test_visualdl_hook_scalars():

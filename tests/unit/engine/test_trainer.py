@@ -117,3 +117,88 @@ def test_corrupt_image_is_an_error_naming_the_file(make_config, demo_root, tmp_p
     files[0].write_bytes(b"")  # the first image is decoded before training starts
     with pytest.raises(DataError, match=files[0].name):
         Trainer(make_config("Global.data_root=" + str(root)))
+
+
+READS = ("numpy", "item", "tolist", "__float__", "__int__", "__index__", "__bool__", "__array__")
+
+
+def watch_host_reads(monkeypatch, trainer):
+    """Wrap trainer.train_step: returns (names of Tensor methods that read a tensor on the host
+    during a step, in the main thread; {iteration: stats the step returned})."""
+    import threading
+    main, stepping, reads, returned = threading.main_thread(), [False], [], {}
+    for name in READS:
+        def read(self, *a, _orig=getattr(paddle.Tensor, name), _name=name, **k):
+            if stepping[0] and threading.current_thread() is main:  # not the loader's thread
+                reads.append(_name)
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(paddle.Tensor, name, read)
+    step = trainer.train_step
+
+    def watched(batch, it):
+        stepping[0] = True
+        try:
+            returned[it] = step(batch, it)
+        finally:
+            stepping[0] = False
+        return returned[it]
+    trainer.train_step = watched
+    return reads, returned
+
+
+def test_a_step_never_waits_for_the_device_and_the_log_prints_its_losses(make_config, monkeypatch):
+    """Losses stay tensors through the step (no tensor is read on the host, the task sizes come
+    from the batch sampler); every log_interval the trainer reads them once and the log shows them."""
+    from ppufo.engine.hooks import host_stats
+    trainer = Trainer(make_config("Global.max_iters=3", "Global.log_interval=2"))
+    reads, returned = watch_host_reads(monkeypatch, trainer)
+    trainer.train()
+    assert reads == [] and len(returned) == 3
+    assert all(isinstance(v, paddle.Tensor) for stats in returned.values() for v in stats.values())
+    with open(os.path.join(trainer.output_dir, "train.log")) as f:
+        lines = [m for m in f.read().splitlines() if "[Train][Iter:" in m]
+    assert [m.split("[Iter: ")[1].split("]")[0] for m in lines] == ["2/3", "3/3"]
+    for line, it in zip(lines, (2, 3)):
+        stats = host_stats(returned[it])
+        assert stats["loss"] == float(returned[it]["loss"])
+        per_task = ", ".join(f"{t}: {stats[f'{t}/loss']:.4f}" for t in trainer.tasks)
+        assert f"loss: {stats['loss']:.4f} ({per_task}), ips:" in line
+
+
+def test_a_supernet_step_never_waits_for_the_device(demo_root, tmp_path, monkeypatch):
+    from ppufo.engine import build_trainer
+    from helpers import tiny_supernet_config
+    trainer = build_trainer(tiny_supernet_config(demo_root, tmp_path, "Supernet.distill_weight=0.5"))
+    reads, returned = watch_host_reads(monkeypatch, trainer)
+    stats = trainer.train_step(next(iter(trainer.loader)), 1)
+    assert reads == [] and all(isinstance(v, paddle.Tensor) for v in stats.values())
+    total = sum(float(stats[f"{k}/loss"]) for k in ("largest0", "random1", "smallest2"))
+    assert float(stats["loss"]) == pytest.approx(total, rel=1e-6)
+
+
+def test_task_sizes_come_from_the_batch_sampler(make_config):
+    trainer = Trainer(make_config())
+    batch = next(iter(trainer.loader))
+    assert trainer.batch_sizes(batch, 1) == trainer.task_sizes(batch[3]) == [(t, 8) for t in trainer.tasks]
+    homogeneous = Trainer(make_config("DataLoader.Train.batch_sampler.name=HomogeneousBatchSampler"))
+    assert homogeneous.may_skip_parameters() and not trainer.may_skip_parameters()
+    for it, batch in enumerate(homogeneous.loader, start=1):  # one task a step, in turn
+        assert homogeneous.batch_sizes(batch, it) == homogeneous.task_sizes(batch[3])
+        assert sum(n > 0 for _, n in homogeneous.batch_sizes(batch, it)) == 1
+    with pytest.raises(RuntimeError, match="the batch holds 4 images, the batch sampler planned"):
+        homogeneous.batch_sizes((batch[0][:4],) + tuple(batch[1:]), it)  # not the planned batch
+
+
+def test_recompute_selects_one_gradient_all_reduce_per_step(make_config):
+    assert not Trainer(make_config()).sync_once
+    assert Trainer(make_config("Arch.Backbone.recompute=true")).sync_once
+
+
+def test_only_the_newest_iter_checkpoints_stay(make_config, tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(make_config("Global.max_iters=5", "Global.save_interval=1", "Global.keep_checkpoints=2",
+                                  output_dir=out))
+    trainer.train()
+    names = sorted(p.name for p in out.iterdir() if p.name.startswith(("iter_", "latest")))
+    assert names == [f"{p}.{e}" for p in ("iter_3", "iter_4", "latest") for e in ("pdopt", "pdparams", "pdstates")]
+    assert "removed checkpoint " + str(out / "iter_1") + " (Global.keep_checkpoints=2)" in (out / "train.log").read_text()

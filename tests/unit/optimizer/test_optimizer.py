@@ -155,6 +155,19 @@ def test_sgd_groups_match_hand_computed_update(momentum, nesterov):
     assert lrs[0] == 0.0 and lrs[2] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("name", ["SGD", "Momentum"])
+def test_momentum_0_is_plain_sgd_without_a_buffer_per_parameter(name):
+    cfg = {"name": name, "weight_decay": 1e-4, "lr": {"name": "Constant", "learning_rate": 0.1}}
+    x, y = data()
+    for momentum, kind, buffers in [(0.0, paddle.optimizer.SGD, 0), (0.9, paddle.optimizer.Momentum, 4)]:
+        model = tiny()
+        opt, _ = build_optimizer(dict(cfg, momentum=momentum), groups(model), 10)
+        loss_fn(model, x, y).backward()
+        opt.step()
+        assert isinstance(opt, kind) and (momentum > 0) == isinstance(opt, paddle.optimizer.Momentum)
+        assert sum("velocity" in k for k in opt.state_dict()) == buffers == 4 * (momentum > 0)
+
+
 def test_plain_sgd_single_step_exact():
     model = tiny()
     cfg = {"name": "SGD", "momentum": 0.0, "weight_decay": 1e-4, "lr": {"name": "Constant", "learning_rate": 0.2}}
@@ -195,7 +208,8 @@ def test_per_tensor_clip_limits_each_update():
 def test_global_clip_spans_all_groups():
     g, upd, opt = _one_step_updates({"name": "global", "max_norm": 1.0})
     total = math.sqrt(sum(np.sum(v ** 2) for v in g.values()))
-    assert total > 1.0 and opt.last_grad_norm == pytest.approx(total, rel=1e-5)
+    assert isinstance(opt.last_grad_norm, paddle.Tensor)  # left on the device: no sync in the step
+    assert total > 1.0 and float(opt.last_grad_norm) == pytest.approx(total, rel=1e-5)
     # one scale for all tensors of both groups (Paddle alone would clip each group separately)
     joint = math.sqrt(sum(np.sum(v ** 2) for v in upd.values()))
     assert joint == pytest.approx(1.0, rel=1e-4)

@@ -261,6 +261,82 @@ def test_stale_temporaries_are_removed_when_saving(tmp_path):
     assert not live_new.exists() and unrelated.exists()
 
 
+def test_only_the_newest_iter_checkpoints_are_kept(tmp_path):
+    for it in (2, 4, 6, 8, 10):
+        for ext in (".pdparams", ".pdopt", ".pdstates"):
+            (tmp_path / f"iter_{it}{ext}").write_bytes(b"x")
+    others = ["latest.pdparams", "latest.pdstates", "best_model.pdparams", "best_model.pdstates",
+              "iter_1.pdparams.tmp123", "eval_iter_2.json", "iter_x.pdparams", "my_iter_3.pdparams"]
+    for n in others:
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "iter_1.pdparams").write_bytes(b"x")  # an orphan of an interrupted save
+    removed = checkpoint.prune_checkpoints(str(tmp_path), 2)
+    assert removed == [str(tmp_path / f"iter_{i}") for i in (6, 4, 2, 1)]
+    kept = [f"iter_{i}{e}" for i in (8, 10) for e in (".pdparams", ".pdopt", ".pdstates")]
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + others)
+
+
+SGD_LR = {"name": "WarmupCosine", "learning_rate": 0.1, "warmup_iters": 2}
+
+
+def sgd_run(tmp_path, old, steps, save_at=None):
+    """Plain SGD for ``steps`` steps; ``old``: the optimizer ppufo built for momentum 0 before,
+    paddle Momentum(momentum=0). ``save_at``: save a checkpoint after that step."""
+    from ppufo.optimizer import build_lr, build_optimizer
+    from ppufo.optimizer.optimizer import MomentumOptimizer
+    model, _, _ = make()
+    if old:
+        lr = build_lr(SGD_LR, 20)
+        opt = MomentumOptimizer(learning_rate=lr, momentum=0.0, parameters=model.parameters(), weight_decay=1e-3)
+    else:
+        opt, lr = build_optimizer({"name": "SGD", "momentum": 0.0, "weight_decay": 1e-3, "lr": SGD_LR},
+                                  model.parameters(), 20)
+    for i in range(steps):
+        step(model, opt, lr)
+        if i + 1 == save_at:
+            save_checkpoint(str(tmp_path / "old"), model, opt, lr, {"iteration": save_at})
+    return model, opt, lr
+
+
+def test_a_momentum_0_checkpoint_resumes_into_plain_sgd_without_its_buffers(tmp_path):
+    """Momentum 0 builds paddle SGD now (no velocity per parameter). A checkpoint written by the
+    Momentum(momentum=0) before resumes exactly: its velocity only held the last gradient."""
+    guard = paddle.utils.unique_name.guard  # fresh parameter names, as in a new process
+    with guard():
+        reference, _, _ = sgd_run(tmp_path, old=True, steps=5, save_at=3)
+    old_opt = load_state(str(tmp_path / "old.pdopt"), "t")["optimizer"]
+    assert sum(k.endswith("_velocity_0") for k in old_opt) == sum(not p.stop_gradient for p in reference.parameters()) == 6
+    with guard():
+        model, opt, lr = sgd_run(tmp_path, old=False, steps=0)
+        assert not isinstance(opt, paddle.optimizer.Momentum)
+        load_checkpoint(str(tmp_path / "old"), model, opt, lr)
+        step(model, opt, lr, 2)
+    for (n, p), q in zip(reference.named_parameters(), model.parameters()):
+        np.testing.assert_allclose(q.numpy(), p.numpy(), rtol=1e-6, atol=1e-7, err_msg=n)
+    assert not [k for k in opt.state_dict() if "velocity" in k]  # not carried into the next save
+    save_checkpoint(str(tmp_path / "new"), model, opt, lr, {"iteration": 5})
+    assert os.path.getsize(tmp_path / "new.pdopt") < os.path.getsize(tmp_path / "old.pdopt") / 2
+
+
+def test_o2_master_weights_follow_their_parameters_across_instances(tmp_path):
+    """AMP O2 keeps fp32 master weights in the optimizer, keyed by Paddle's generated parameter
+    names, which differ in another process; a resume must hand each its own."""
+    guard = paddle.utils.unique_name.guard
+    with guard():
+        model, opt, lr = make()
+        step(model, opt, lr)
+        opt._master_weights = {p.name: paddle.full(p.shape, float(i)) for i, p in enumerate(model.parameters())}
+        save_checkpoint(str(tmp_path / "o2"), model, opt, lr, {"iteration": 1})
+        saved = {n: float(i) for i, (n, _) in enumerate(model.named_parameters())}
+    paddle.utils.unique_name.switch()  # as if other layers had been built first: other names
+    paddle.nn.Linear(2, 2)
+    other, opt2, lr2 = make()
+    assert [p.name for p in other.parameters()] != [p.name for p in model.parameters()]
+    load_checkpoint(str(tmp_path / "o2"), other, opt2, lr2)
+    for n, p in other.named_parameters():
+        assert float(opt2._master_weights[p.name].mean()) == saved[n], n
+
+
 # ------------------------------------------------------------------------- hostile weights
 
 class Payload:
