@@ -96,7 +96,9 @@ def test_shipped_configs_validate():
     assert paper["Global"]["image_shape"] == [3, 384, 384] and paper["Global"]["max_iters"] == 100000
     assert [paper["Tasks"][t]["batch_size"] for t in ("face", "person", "vehicle", "product")] == [1024, 512, 512, 512]
     assert paper["Optimizer"]["lr"]["learning_rate"] == 0.2
-    assert paper["Arch"]["Backbone"] == {"name": "ViT_large_patch16", "drop_path_rate": 0.2}
+    assert paper["Arch"]["Backbone"] == {"name": "ViT_large_patch16", "drop_path_rate": 0.2, "recompute": True,
+                                         "fused_attention": True}
+    assert paper["Global"]["amp"] == {"enable": True, "dtype": "bfloat16", "level": "O1"}
     assert sum(len(t["test_sets"]) for t in paper["Tasks"].values()) == 13
 
 
