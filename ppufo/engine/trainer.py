@@ -114,9 +114,9 @@ class Trainer:
         """[(task, images)] of ``batch``, the loader's batch of ``iteration``, as the batch sampler
         planned it: host-side, where counting the task ids would wait for the device."""
         bs = self.loader.batch_sampler
-        if not hasattr(bs, "_tasks_at"):
+        if not hasattr(bs, "tasks_at"):
             return self.task_sizes(batch[3])
-        present = bs._tasks_at(iteration - 1)  # the sampler counts from 0
+        present = bs.tasks_at(iteration - 1)  # the sampler counts from 0
         sizes = [(t, bs.task_counts[t] if t in present else 0) for t in self.tasks]
         if sum(n for _, n in sizes) != batch[0].shape[0]:
             raise RuntimeError(f"iteration {iteration}: the batch holds {batch[0].shape[0]} images, "

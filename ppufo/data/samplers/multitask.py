@@ -50,7 +50,7 @@ class _MultiTaskBatchSampler:
         while self._it < self.max_iters:
             it = self._it
             self._it += 1
-            yield self._batch(it, self._tasks_at(it))
+            yield self._batch(it, self.tasks_at(it))
 
     def _batch(self, it, tasks):
         parts = [self.offsets[t] + np.asarray(next(self.samplers[t]), dtype=np.int64) for t in tasks]
@@ -73,7 +73,8 @@ def _skip(sampler, n):
 class HeterogeneousBatchSampler(_MultiTaskBatchSampler):
     """Every step holds every task's share, tasks contiguous in dict order (UFO's mixed batch)."""
 
-    def _tasks_at(self, it):
+    def tasks_at(self, it):
+        """The tasks in step ``it`` (from 0), each with its task_counts images."""
         return self.tasks
 
     def _draws_before(self, it):
@@ -84,7 +85,7 @@ class HeterogeneousBatchSampler(_MultiTaskBatchSampler):
 class HomogeneousBatchSampler(_MultiTaskBatchSampler):
     """Ablation: step ``it`` holds only task ``tasks[it % T]`` at its own batch size."""
 
-    def _tasks_at(self, it):
+    def tasks_at(self, it):
         return [self.tasks[it % len(self.tasks)]]
 
     def _draws_before(self, it):
