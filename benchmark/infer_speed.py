@@ -14,7 +14,6 @@ Last line: the ViT-B/16 224 batch-1 ratio.
 import argparse
 import glob
 import os
-import sys
 import tempfile
 import time
 
@@ -71,12 +70,12 @@ def measure(sides, x, repeats, warmup=3):
     return [float(np.min(s.times)) for s in sides], [float(np.median(s.times)) for s in sides]
 
 
-def compare(label, overrides, batches, repeats, threads):
+def compare(label, overrides, batches, repeats, threads, work):
     cfg = load_config(os.path.join(ROOT, "configs", "quickstart.yaml"), overrides)
     paddle.seed(0)
     model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
     model.eval()
-    d = tempfile.mkdtemp()
+    d = tempfile.mkdtemp(dir=work)
     export_task(model, "person", cfg, d)
     pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=threads, max_batch_size=max(batches))
     onnx = None
@@ -118,7 +117,7 @@ def compare(label, overrides, batches, repeats, threads):
     return ratios
 
 
-def compare_subnets(repeats, threads):
+def compare_subnets(repeats, threads, work):
     """Full supernet path vs extracted subnets, each exported to Paddle Inference, on the
     reference's ViT-B/16 supernet (depth 10-12, heads 10-12, FFN 0.75-1.0) at 224, batch 1."""
     from ppufo.nas.extract import extract
@@ -143,7 +142,7 @@ def compare_subnets(repeats, threads):
     sides, diffs = [Side("supernet full path, dygraph", supernet_path)], []
     for name, sub in subnets.items():
         plain_cfg, plain = extract(cfg, supernet, ["person"], sub)
-        d = tempfile.mkdtemp()
+        d = tempfile.mkdtemp(dir=work)
         export_task(plain, "person", plain_cfg, d)
         pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=threads, max_batch_size=1)
         supernet.set_subnets(sub)
@@ -165,11 +164,12 @@ def main():
                    else os.cpu_count())
     a = p.parse_args()
     paddle.set_device("cpu")
-    compare("quickstart ViT-Ti (6 blocks, 64x64)", [], (1, 8), a.repeats, a.threads)
-    compare_subnets(a.repeats, a.threads)
-    vitb = compare("ViT-B/16 224", ["Global.image_shape=[3,224,224]", "Arch.Backbone.name=ViT_base_patch16",
-                                     "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"], (1, 8),
-                   a.repeats, a.threads)
+    with tempfile.TemporaryDirectory(prefix="ppufo_infer_speed_") as work:  # the exported models
+        compare("quickstart ViT-Ti (6 blocks, 64x64)", [], (1, 8), a.repeats, a.threads, work)
+        compare_subnets(a.repeats, a.threads, work)
+        vitb = compare("ViT-B/16 224", ["Global.image_shape=[3,224,224]", "Arch.Backbone.name=ViT_base_patch16",
+                                         "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"], (1, 8),
+                       a.repeats, a.threads, work)
     print(f"{vitb[1]:.1f}x Paddle Inference vs dygraph (ViT-B/16 224, b1, oneDNN, {a.threads} threads each)")
 
 
