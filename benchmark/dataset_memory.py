@@ -10,11 +10,8 @@ pages holding their reference counts and so copies them; arrays it only reads st
 """
 import argparse
 import gc
-import os
-import sys
 import time
 import tracemalloc
-
 
 import numpy as np
 

@@ -17,11 +17,9 @@ per-query loop's peak is reached on its first queries, so it is traced on 300 of
 python benchmark/eval_speed.py [--queries 3368] [--gallery 15913] [--dim 1024] [--noise 2.9]
 """
 import argparse
-import os
 import sys
 import time
 import tracemalloc
-
 
 import numpy as np
 

@@ -13,7 +13,6 @@ import sys
 import time
 
 
-
 def measure(threads):
     """One side, in this process: 2048² fp32 matmul GFLOP/s and the quickstart-sized training
     step (ViT-Tiny depth 6, 80 images at 64x64, forward + backward + AdamW) in seconds."""

@@ -27,12 +27,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REFERENCE_IMAGES = 4 * 12000 + 2 * 14000 + 19281 + 93820 + 13257 + 19777 + 138517 + 60502
 
 
-def vit_gflops(depth, dim, tokens, mlp_ratio=4.0):
-    """FLOPs (2 per multiply-add) of a ViT forward: matmuls and attention; norms and softmax left out."""
-    per_block = 2 * tokens * dim * (3 * dim + dim + 2 * mlp_ratio * dim) + 2 * 2 * tokens * tokens * dim
-    return (depth * per_block + 2 * (tokens - 1) * dim * 3 * 16 * 16) / 1e9
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -43,6 +37,8 @@ def main():
     paddle.seed(0)
     model = build_model(cfg)  # no classifiers: an embedding model, as the released file
     model.eval()
+    gflops = model.backbone.forward_flops() / 1e9  # matmuls, attention and the patch conv
+    shape = cfg["Global"]["image_shape"]
     with tempfile.TemporaryDirectory() as d:  # 1.2 GB of weights
         start = time.perf_counter()
         export_task(model, "person", cfg, d)
@@ -50,7 +46,7 @@ def main():
         del model
         pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=a.threads, max_batch_size=8)
     rs = np.random.RandomState(0)
-    batches = {b: rs.uniform(-1, 1, (b, 3, 384, 384)).astype("float32") for b in (1, 8)}
+    batches = {b: rs.uniform(-1, 1, (b, *shape)).astype("float32") for b in (1, 8)}
     for x in batches.values():
         pred(x)  # warm-up: oneDNN builds its kernels per shape
     best = {b: float("inf") for b in batches}
@@ -59,7 +55,6 @@ def main():
             t = time.perf_counter()
             pred(x)
             best[b] = min(best[b], (time.perf_counter() - t) / b)
-    gflops = vit_gflops(24, 1024, (384 // 16) ** 2 + 1)
     for b, s in best.items():
         print(f"batch {b}: {s:.2f} s per image, {1 / s:.2f} images/s, {gflops / s:.0f} GFLOP/s "
               f"({gflops:.0f} GFLOP per image), {a.threads} threads", flush=True)

@@ -5,10 +5,7 @@ this run. The step is also timed on one Paddle thread (Paddle's own default) for
 python benchmark/train_throughput.py [--batch 8] [--size 224] [--steps 5] [--threads 0]
 """
 import argparse
-import os
-import sys
 import time
-
 
 import ppufo  # noqa: F401  (before paddle: it configures MKL)
 import numpy as np

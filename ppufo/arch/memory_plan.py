@@ -33,11 +33,9 @@ BYTES = {"fp32": {"stream": 4, "act": 4, "stat": 4, "map": 4, "param": 4},
 
 
 def precision_of(global_cfg):
-    """"fp32", "O1" or "O2" from Global.amp: the old bool (fp16 O1) or {enable, dtype, level}."""
-    amp = global_cfg.get("amp", False)
-    if isinstance(amp, dict):
-        return amp.get("level", "O1") if amp.get("enable") else "fp32"
-    return "O1" if amp else "fp32"
+    """"fp32", "O1" or "O2" from a loaded config's Global.amp section (load_config upgrades the old bool)."""
+    amp = global_cfg["amp"]
+    return amp["level"] if amp["enable"] else "fp32"
 
 
 def optimizer_buffers(opt_cfg):
@@ -105,20 +103,17 @@ class BlockShape:
 
 def vit_blocks(backbone, subnet=None):
     """[BlockShape] of a VisionTransformer, or of a ViTSupernet on ``subnet`` (default: the
-    largest, which keeps the most: every head, the widest FFN, both FFNs of the mix path)."""
+    largest, which keeps the most: every head, the widest FFN, both FFNs of the mix path).
+    Matmul weights per block from the model's own block_widths: qkv + proj 4 c w, the FFN(s) 2 c m."""
+    c = backbone.embed_dim
     if not hasattr(backbone, "space"):
-        return [BlockShape(b.attn.num_heads, b.attn.head_dim, b.mlp.fc1.weight.shape[1], b.drop_path.p,
-                           weights=sum(int(np.prod(lay.weight.shape)) for lay in
-                                       (b.attn.qkv, b.attn.proj, b.mlp.fc1, b.mlp.fc2)))
-                for b in backbone.blocks]
-    space, c, out = backbone.space, backbone.embed_dim, []
+        return [BlockShape(b.attn.num_heads, b.attn.head_dim, m, b.drop_path.p, weights=4 * c * w + 2 * c * m)
+                for b, (w, m) in zip(backbone.blocks, backbone.block_widths())]
+    space = backbone.space
     subnet = subnet or space.largest()
-    for i in range(subnet.depth):
-        blk, h, m, p = backbone.blocks[i], subnet.heads[i], space.hidden(subnet.ratios[i]), subnet.paths[i]
-        inner, ffns = h * blk.attn.head_dim, 2 if p == "mix" else 1
-        out.append(BlockShape(h, blk.attn.head_dim, m, blk.drop_path.p, p, 4 * c * inner + 2 * ffns * c * m,
-                              fused_qkv=False))
-    return out
+    return [BlockShape(h, space.head_dim, space.hidden(r), blk.drop_path.p, p, 4 * c * w + 2 * c * m, fused_qkv=False)
+            for blk, h, p, r, (w, m) in zip(backbone.blocks, subnet.heads, subnet.paths, subnet.ratios,
+                                            space.block_widths(subnet))]
 
 
 def tokens(backbone, image_hw):
@@ -170,7 +165,8 @@ def classifier_sizes(config, given=None):
     return out
 
 
-def _count(params):
+def parameter_count(params):
+    """Number of values in ``params`` (shapes only: works under paddle.LazyGuard)."""
     return sum(int(np.prod(p.shape)) for p in params)
 
 
@@ -194,12 +190,13 @@ class MemoryPlan:
         if not hasattr(bk, "blocks") or not hasattr(bk, "patch_size"):
             raise ConfigError(f"Arch.Backbone: the memory plan models ViT backbones, not {type(bk).__name__}")
         heads = self.model.heads
-        self.params = {"backbone": _count(bk.parameters()),
-                       "necks": _count(p for t in heads for p in heads[t].neck.parameters()),
-                       "classifiers": _count(p for t in heads for p in heads[t].classifier.parameters())}
+        self.params = {"backbone": parameter_count(bk.parameters()),
+                       "necks": parameter_count(p for t in heads for p in heads[t].neck.parameters()),
+                       "classifiers": parameter_count(p for t in heads for p in heads[t].classifier.parameters())}
         self.largest_param = max(int(np.prod(p.shape)) for p in self.model.parameters())
         self.buffers = optimizer_buffers(config["Optimizer"])
         self.supernet = hasattr(bk, "space")
+        self.blocks = vit_blocks(bk)  # the largest subnet of a supernet
 
     def static(self):
         """{part: bytes} independent of the batch."""
@@ -215,8 +212,8 @@ class MemoryPlan:
         largest subnet's (passes run forward and backward one after another)."""
         precision, rc = precision or self.precision, self.recompute if recompute is None else recompute
         slices = [v for v in task_batch.values() if v] if self.supernet else [sum(task_batch.values())]
-        blocks = vit_blocks(self.backbone)
-        mem = [backbone_memory(self.backbone, blocks, self.image_hw, v, precision, self.attention, rc) for v in slices]
+        mem = [backbone_memory(self.backbone, self.blocks, self.image_hw, v, precision, self.attention, rc)
+               for v in slices]
         heads = [head_memory(self.backbone.out_dim, self.model.heads[t].neck.out_dim, self.num_classes[t], v,
                              getattr(self.model.heads[t].neck, "fc", None) is not None,
                              any("TripletLoss" in term for term in self.config["Tasks"][t]["loss"]))

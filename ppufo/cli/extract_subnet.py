@@ -22,7 +22,8 @@ def main():
         "--eval", action="store_true", help="evaluate the supernet path and the subnet side by side"))
     from ..arch import is_supernet
     from ..arch.multitask import load_trained_model
-    from ..nas.configured import count, extract_to_dir, side_by_side
+    from ..arch.memory_plan import parameter_count
+    from ..nas.configured import extract_to_dir, side_by_side
     from ..utils.device import setup_device
     from ..utils.logger import init_logger
     try:
@@ -39,7 +40,7 @@ def main():
         full = space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet")
         single = space.uniform(space.depths[-1], space.heads[-1], "task", space.ratios[-1])
         n_sub, n_full, n_single = space.params(subnet), space.params(full), space.params(single)
-        assert n_sub == count(model.backbone.parameters())
+        assert n_sub == parameter_count(model.backbone.parameters())
         log.info(f"extracted {tasks} subnet (depth {subnet.depth}, heads {list(subnet.heads)}, paths "
                  f"{list(subnet.paths)}, ratios {list(subnet.ratios)}) -> {ex['save_dir']}; max |feature diff| "
                  f"vs the supernet path {diff:.2e}")

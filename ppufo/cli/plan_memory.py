@@ -11,7 +11,7 @@ What is and is not counted: ppufo/arch/memory_plan.py.
 """
 import sys
 
-from ..arch.memory_plan import GiB, MemoryPlan, backbone_memory, vit_blocks
+from ..arch.memory_plan import GiB, MemoryPlan, backbone_memory
 from ..utils.config import load_config, parse_args
 from ..utils.errors import ConfigError
 
@@ -38,9 +38,7 @@ def per_image(backbone, blocks, image_hw, precision, attention, recompute):
 def report(plan, gpus, gpu_mem, name):
     """The table, as lines; the last is the summary."""
     g, bk = plan.config["Global"], plan.backbone
-    amp = g.get("amp")
-    dtype = amp.get("dtype", "bfloat16") if isinstance(amp, dict) else "float16"
-    prec = PRECISION_NAMES[plan.precision] + (f", {dtype}" if plan.precision != "fp32" else "")
+    prec = PRECISION_NAMES[plan.precision] + (f", {g['amp']['dtype']}" if plan.precision != "fp32" else "")
     lines = [f"memory plan: {name}",
              f"  {plan.config['Arch']['Backbone']['name']}: {len(bk.blocks)} blocks, dim {bk.embed_dim}, "
              f"{plan.image_hw[0]}x{plan.image_hw[1]} images; precision {prec}; attention "
@@ -52,9 +50,8 @@ def report(plan, gpus, gpu_mem, name):
         lines.append(f"    {part:<42}{n / 1e6:>9.1f}M")
     lines += ["", "  activations kept per image (backbone" + (", largest subnet)" if plan.supernet else ")"),
               f"    {'':<28}" + "".join(f"{PRECISION_NAMES[p].split(' (')[0]:>14}" for p in ("fp32", "O1", "O2"))]
-    blocks = vit_blocks(bk)
     for rc in (False, True):
-        row = [per_image(bk, blocks, plan.image_hw, p, plan.attention, rc) for p in ("fp32", "O1", "O2")]
+        row = [per_image(bk, plan.blocks, plan.image_hw, p, plan.attention, rc) for p in ("fp32", "O1", "O2")]
         label = "recompute (+ one block)" if rc else "no recompute"
         lines.append(f"    {label:<28}" + "".join(f"{b / 2 ** 20:>11.1f} MB" for b in row))
     per_gpu = plan.per_gpu(gpus)

@@ -13,8 +13,10 @@ def main():
         config = load_config(args.config, args.override)
         ensure_demo_data(config)
         trainer = build_trainer(config)
-        last = trainer.train()
-        trainer.evaluate(last)
+        try:
+            trainer.evaluate(trainer.train())
+        finally:
+            trainer.close()  # flush the VisualDL records of the final evaluation
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

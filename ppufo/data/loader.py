@@ -7,6 +7,7 @@ import signal
 import sys
 
 import paddle
+from paddle.io.dataloader.dataloader_iter import _DataLoaderIterMultiProcess, _DataLoaderIterSingleProcess
 
 from ..utils.device import local_processes, set_cpu_threads
 from ..utils.errors import ConfigError, DataError
@@ -91,7 +92,9 @@ class DataLoader(paddle.io.DataLoader):
         super().__init__(dataset, *args, **kwargs)
 
     def __iter__(self):
-        return LoaderIterator(super().__iter__())
+        if getattr(self, "_persistent_workers", False):
+            raise ValueError("ppufo's DataLoader does not support persistent_workers")
+        return LoaderIterator(_SingleProcessIter(self) if self.num_workers == 0 else _MultiProcessIter(self))
 
 
 def shorten_worker_error(error):
@@ -108,39 +111,52 @@ def shorten_worker_error(error):
     return type(error)(f"{last[len(prefix):] if last.startswith(prefix) else last} (in loader {worker})")
 
 
+class _KeepsLoadError:
+    """Mixin for Paddle's iterators: an error raised while reading a batch is kept (load_error)
+    and ends the reading thread as the end of data would, so the batches read before it are
+    still delivered; LoaderIterator then raises it. Guarded before the thread starts: patching
+    a running iterator would race with its prefetching (an error in a batch read before the patch
+    killed the thread and left the loop waiting forever)."""
+    load_error = None
+
+    def load_failed(self, error):
+        if self.load_error is None:
+            self.load_error = shorten_worker_error(error)
+        self._exit_thread_expectedly()  # closes the queue (not kill: queued batches stay)
+
+
+class _SingleProcessIter(_KeepsLoadError, _DataLoaderIterSingleProcess):
+    def _init_thread(self):
+        fetch = self._dataset_fetcher.fetch
+
+        def guarded_fetch(*args, **kwargs):
+            try:
+                return fetch(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - raised by LoaderIterator in the loop
+                self.load_failed(e)
+                return None  # the thread loop stops on None
+        self._dataset_fetcher.fetch = guarded_fetch
+        super()._init_thread()
+
+
+class _MultiProcessIter(_KeepsLoadError, _DataLoaderIterMultiProcess):
+    def _get_data(self):  # a worker's error is re-raised here, in the reading thread
+        try:
+            return super()._get_data()
+        except Exception as e:  # noqa: BLE001
+            self.load_failed(e)
+            return None
+
+
 class LoaderIterator:
-    """Wraps a Paddle DataLoader iterator: see DataLoader."""
+    """Wraps one of the guarded Paddle iterators above: see DataLoader."""
 
     def __init__(self, inner):
-        self.inner, self.error = inner, None
-        if hasattr(inner, "_dataset_fetcher"):  # single process: batches are read in a thread
-            fetch = inner._dataset_fetcher.fetch
+        self.inner = inner
 
-            def guarded_fetch(*args, **kwargs):
-                try:
-                    return fetch(*args, **kwargs)
-                except Exception as e:  # noqa: BLE001 - handed to the main thread in __next__
-                    self.fail(e)
-                    return None  # the thread loop stops on None
-            inner._dataset_fetcher.fetch = guarded_fetch
-        elif hasattr(inner, "_get_data"):  # worker processes: their errors re-raise in a thread
-            get_data = inner._get_data
-
-            def guarded_get_data(*args, **kwargs):
-                try:
-                    return get_data(*args, **kwargs)
-                except Exception as e:  # noqa: BLE001
-                    self.fail(e)
-                    return None
-            inner._get_data = guarded_get_data
-
-    def fail(self, error):
-        """In the reading thread: keep the first error and stop the thread. The queue is closed,
-        not killed, so the batches read before the error are still delivered; then __next__
-        raises the error instead of StopIteration."""
-        if self.error is None:
-            self.error = shorten_worker_error(error)
-        self.inner._exit_thread_expectedly()
+    @property
+    def error(self):
+        return self.inner.load_error
 
     def __iter__(self):
         return self
@@ -148,6 +164,8 @@ class LoaderIterator:
     def __next__(self):
         try:
             batch = next(self.inner)
+            if is_lean(batch):  # samples that are just an image (collate: a bare LeanImage)
+                return finish(batch)
             if isinstance(batch, list) and batch and is_lean(batch[0]):
                 batch[0] = finish(batch[0])
             return batch

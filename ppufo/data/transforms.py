@@ -94,10 +94,15 @@ class Compose:
 
     def __init__(self, ops):
         self.ops = list(ops)
+        self._split = None  # split(), worked out on the first lean call, not per sample
 
     def __call__(self, img, rng=None):
         rng = rng if rng is not None else random.Random()
-        split = self.split() if getattr(_STAGE, "lean", False) else None
+        split = None
+        if getattr(_STAGE, "lean", False):
+            if self._split is None:
+                self._split = self.split()
+            split = self._split
         if split is None or isinstance(split, str):
             for op in self.ops:
                 img = op(img, rng)

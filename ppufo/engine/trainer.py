@@ -105,17 +105,10 @@ class Trainer:
         them each backward): a task missing from a batch (homogeneous sampler) skips its head."""
         return not isinstance(self.loader.batch_sampler, HeterogeneousBatchSampler)
 
-    def task_sizes(self, task_ids):
-        """[(task, images)] counted from a batch's task ids (reads the device; see batch_sizes)."""
-        counts = np.bincount(task_ids.numpy(), minlength=len(self.tasks))
-        return [(t, int(n)) for t, n in zip(self.tasks, counts)]
-
     def batch_sizes(self, batch, iteration):
         """[(task, images)] of ``batch``, the loader's batch of ``iteration``, as the batch sampler
         planned it: host-side, where counting the task ids would wait for the device."""
         bs = self.loader.batch_sampler
-        if not hasattr(bs, "tasks_at"):
-            return self.task_sizes(batch[3])
         present = bs.tasks_at(iteration - 1)  # the sampler counts from 0
         sizes = [(t, bs.task_counts[t] if t in present else 0) for t in self.tasks]
         if sum(n for _, n in sizes) != batch[0].shape[0]:

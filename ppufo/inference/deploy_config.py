@@ -6,10 +6,9 @@ PaddleClas layout (``Global``, ``PreProcess``, ``IndexProcess``) with ppufo's ke
 import os
 
 from ..chips import DEVICES
-from ..utils.config import Field, apply_override, check_schema, load_config
+from ..utils.config import OPT_STR, Field, apply_override, check_schema, load_config
 from ..utils.errors import ConfigError
 
-OPT_STR = (str, type(None))
 PRECISIONS = ("fp32", "fp16", "int8")
 
 SCHEMA = {

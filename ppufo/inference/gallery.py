@@ -45,9 +45,9 @@ class GalleryIndex:
         features = np.ascontiguousarray(features, dtype=np.float32)
         if len(features) != len(labels) or len(labels) != len(paths):
             raise ValueError(f"gallery: {len(features)} features, {len(labels)} labels, {len(paths)} paths")
-        self.features, self.labels, self.paths = features, list(labels), list(paths)
+        self.labels, self.paths = list(labels), list(paths)
         self.index = faiss.IndexFlatIP(features.shape[1])
-        self.index.add(features)
+        self.index.add(features)  # the index holds its own copy: ``features`` is not kept
 
     def search(self, queries, k=5):
         """-> list (per query) of [{label, score, path}] best first."""
@@ -58,7 +58,7 @@ class GalleryIndex:
 
     def save(self, index_dir):
         os.makedirs(index_dir, exist_ok=True)
-        np.save(os.path.join(index_dir, "features.npy"), self.features)
+        np.save(os.path.join(index_dir, "features.npy"), self.index.reconstruct_n(0, self.index.ntotal))
         with open(os.path.join(index_dir, "gallery.json"), "w") as f:
             json.dump({"labels": self.labels, "paths": self.paths}, f)
 

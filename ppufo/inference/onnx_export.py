@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from .predictor import FeaturePredictor, OnnxPredictor, load_model_info, model_format
+from .trt import model_files
 
 
 def export_onnx(model_dir, save_file=None, opset_version=11):
@@ -17,8 +18,7 @@ def export_onnx(model_dir, save_file=None, opset_version=11):
         import paddle2onnx
     except ImportError:
         raise ImportError("paddle2onnx is not installed (pip install paddle2onnx)") from None
-    fmt = model_format(model_dir)
-    model_file = os.path.join(model_dir, "inference.json" if fmt == "pir" else "inference.pdmodel")
+    model_file, params_file = model_files(model_dir, model_format(model_dir))
     save_file = save_file or os.path.join(model_dir, "inference.onnx")
     if os.path.exists(save_file):
         os.remove(save_file)  # a failed conversion must not leave an old model looking fresh
@@ -26,7 +26,7 @@ def export_onnx(model_dir, save_file=None, opset_version=11):
         # optimize_tool "None": the default "polygraphy" sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and
         # pip-installs onnx_graphsurgeon at run time, which upgrades numpy to 2.x (measured with
         # paddle2onnx 2.1.0); "onnxoptimizer" fails on a misspelt pass name there and falls back.
-        paddle2onnx.export(model_file, os.path.join(model_dir, "inference.pdiparams"), save_file,
+        paddle2onnx.export(model_file, params_file, save_file,
                            opset_version=opset_version, enable_onnx_checker=True, optimize_tool="None")
     except Exception as e:  # paddle2onnx logs the cause, then fails on its own unset result
         raise RuntimeError(f"paddle2onnx {paddle2onnx.__version__} could not convert {model_file} "

@@ -11,14 +11,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data.datasets.base import upright_rgb
+from ..data.datasets.image_list import IMG_EXT, is_image
 from ..data.transforms import build_transforms
 from ..utils.errors import ConfigError
 from .deploy_config import predictor_kwargs
 from .gallery import GalleryIndex, list_gallery
 from .predictor import FeaturePredictor, OnnxPredictor
-
-IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
-
 
 # Formats a client may send; others (EPS runs Ghostscript, TIFF and ICO carry odd decoders) are refused.
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
@@ -97,7 +95,7 @@ class Recognizer:
 
 def image_list(path):
     if os.path.isdir(path):
-        return [os.path.join(path, n) for n in sorted(os.listdir(path)) if n.lower().endswith(IMG_EXT)]
+        return [os.path.join(path, n) for n in sorted(os.listdir(path)) if is_image(n)]
     return [path]
 
 

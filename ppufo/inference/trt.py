@@ -13,7 +13,6 @@ Two routes, as Paddle 3 documents them (docs/deploy.md#tensorrt):
 Either way the engines live in ``<trt_cache_dir>/<entry>``, keyed by the model files, the shapes,
 the precision and the Paddle/TensorRT/GPU they were built with, and are reused by later predictors.
 """
-import fcntl
 import hashlib
 import importlib
 import json
@@ -22,9 +21,9 @@ import re
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 
 from ..chips import TRT_ASKED as ASKED, TRT_INSTEAD as INSTEAD, tensorrt_env, tensorrt_problem
+from ..utils.dist import exclusive
 
 PIR_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 WORKSPACE = 1 << 30
@@ -94,14 +93,6 @@ def _makedirs(path):
                                   f"folder") from None
 
 
-@contextmanager
-def _locked(path):
-    _makedirs(os.path.dirname(path))
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # another process building the same entry: wait, then reuse it
-        yield
-
-
 def _usable(entry):
     """A complete entry whose program holds TensorRT engines that are still on disk."""
     text = _program_text(entry)
@@ -114,7 +105,9 @@ def pir_program(model_dir, plan, entry, device_id=0, convert=None):
     """``entry`` holding the TensorRT program of the PIR model in ``model_dir``: reused when complete,
     else converted (``convert(model_prefix, out_prefix, plan, device_id, log)``). Returns whether it
     was built now."""
-    with _locked(entry + ".lock"):
+    _makedirs(os.path.dirname(entry))
+    # another process building the same entry: wait for it, then reuse what it built
+    with exclusive(entry + ".lock", f"building the TensorRT engines in {entry}"):
         if _usable(entry):
             return False
         shutil.rmtree(entry, ignore_errors=True)

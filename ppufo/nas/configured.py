@@ -65,10 +65,6 @@ def write_result(config, space, res, save_dir):
 TOLERANCE = 1e-4
 
 
-def count(params):
-    return sum(int(p.size) for p in params)
-
-
 def side_by_side(config, supernet, model, tasks, rows, calibrations):
     """Evaluate the full supernet path and the extracted model; one table row per test set. Both
     carry BN-neck statistics recomputed for their own path (Extract.calibration_images)."""

@@ -39,7 +39,7 @@ def clip_grad_global_norm_(params, max_norm):
     if not grads:
         return None
     norm = paddle.sqrt(paddle.add_n([paddle.sum(paddle.square(g.astype("float32"))) for g in grads]))
-    factor = max_norm / paddle.maximum(norm, paddle.full_like(norm, max_norm))
+    factor = max_norm / paddle.clip(norm, min=max_norm)
     for g in grads:
         g.multiply_(factor.astype(g.dtype))
     return norm

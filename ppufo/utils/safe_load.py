@@ -93,11 +93,10 @@ class _HashingReader:
     """Hashes the bytes the unpickler reads, so a checksum covers exactly what was loaded."""
 
     def __init__(self, f):
-        self.f, self.h, self.size = f, hashlib.sha256(), 0
+        self.f, self.h = f, hashlib.sha256()
 
     def _seen(self, data):
         self.h.update(data)
-        self.size += len(data)
         return data
 
     def read(self, n=-1):

@@ -71,6 +71,14 @@ def run_block(block, x, recompute, *args):
     return block(x, *args)
 
 
+def backbone_part(state):
+    """The ViT weights in a state dict: its backbone.* part (a ppufo or released UFO checkpoint),
+    else the whole dict as a plain ViT without its classifier (head.*)."""
+    if any(k.startswith("backbone.") for k in state):
+        return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
+
+
 class Attention(nn.Layer):
     def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, head_dim=None, fused=True):
         super().__init__()
@@ -233,11 +241,7 @@ class VisionTransformer(ViTStem):
         path = "the state dict"
         if isinstance(state, str):
             state, path = read_weights(state, what)
-        full = state
-        if any(k.startswith("backbone.") for k in state):
-            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-        else:
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        full, state = state, backbone_part(state)
         pos = state.get("pos_embed")
         if pos is not None and list(pos.shape) != list(self.pos_embed.shape):
             side = int(round((pos.shape[1] - 1) ** 0.5))

@@ -14,7 +14,7 @@ from ...utils.errors import ConfigError
 from ...utils.checkpoint import read_weights
 from ..space import SearchSpace
 from .registry import BACKBONES
-from .vit import DropPath, ViTStem, attention, resize_pos_embed, run_block
+from .vit import DropPath, ViTStem, attention, backbone_part, resize_pos_embed, run_block
 
 
 def _super_linear(in_dim, out_dim, bias=True):
@@ -118,7 +118,8 @@ class ViTSupernet(ViTStem):
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
         self._init_linears()
         if pretrained:
-            self.load_plain_vit(_backbone_state(pretrained))
+            # a prefix, a .pdparams or the released .pdmodel
+            self.load_plain_vit(backbone_part(read_weights(pretrained, "Arch.Backbone.pretrained")[0]))
 
     def forward(self, x, task, subnet):
         if task not in self.tasks:
@@ -162,8 +163,3 @@ class ViTSupernet(ViTStem):
             raise ConfigError(f"ViTSupernet.load_plain_vit: shape mismatch for {bad[:5]}")
         self.set_state_dict(out)
 
-
-def _backbone_state(path):
-    state, _ = read_weights(path, "Arch.Backbone.pretrained")  # a prefix, a .pdparams or the released .pdmodel
-    inner = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return inner or state

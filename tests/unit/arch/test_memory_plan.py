@@ -125,7 +125,9 @@ def test_saved_activations_are_what_paddle_allocates_for_the_supernet(kind):
 
 
 def test_precision_and_optimizer_state_from_the_config():
-    assert precision_of({"amp": False}) == "fp32" and precision_of({"amp": True}) == "O1"  # the old bool
+    old_bool = [load_config(os.path.join(ROOT, "configs/quickstart.yaml"), [f"Global.amp={v}"])["Global"]
+                for v in ("false", "true")]
+    assert [precision_of(g) for g in old_bool] == ["fp32", "O1"]  # the old bool, upgraded by load_config
     assert precision_of({"amp": {"enable": True, "dtype": "bfloat16", "level": "O2"}}) == "O2"
     assert precision_of({"amp": {"enable": False, "level": "O2"}}) == "fp32"
     assert [optimizer_buffers(c) for c in ({"name": "SGD", "momentum": 0.0}, {"name": "Momentum", "momentum": 0.9},

@@ -98,10 +98,10 @@ def test_a_task_ffn_gets_no_gradient_from_other_tasks_losses(demo_root, tmp_path
     from ppufo.engine import build_trainer
     trainer = build_trainer(tiny_supernet_config(demo_root, tmp_path))
     assert type(trainer).__name__ == "SupernetTrainer"
-    images, labels, _, task_ids = next(iter(trainer.loader))
+    batch = next(iter(trainer.loader))
     model = trainer.model
     model.set_subnets(model.space.largest())  # mix path: every task uses shared + its own FFN
-    _, parts, _ = trainer.forward_losses(images, labels, trainer.task_sizes(task_ids))
+    _, parts, _ = trainer.forward_losses(batch[0], batch[1], trainer.batch_sizes(batch, 1))
     parts["person"]["loss"].backward()
     for blk in model.backbone.blocks:
         assert grad_norm(blk.ffn.task["person"].parameters()) > 0 and grad_norm(blk.ffn.shared.parameters()) > 0
@@ -181,6 +181,24 @@ def test_supernet_initialised_from_a_plain_vit_reproduces_it():
                                    atol=1e-5)
     with pytest.raises(ConfigError, match="not a plain ViT state"):
         net.load_plain_vit({"pos_embed": plain.pos_embed})
+
+
+def test_supernet_pretrained_takes_the_backbone_of_a_checkpoint_or_a_plain_vit(tmp_path):
+    plain = build_backbone({"name": "VisionTransformer", "embed_dim": 48, "depth": 4, "num_heads": 3,
+                            "mlp_ratio": 2.0}, img_size=[32, 32])
+    plain.eval()
+    state = plain.state_dict()
+    files = {"checkpoint": {**{"backbone." + k: v for k, v in state.items()},
+                            "heads.face.neck.bn.weight": paddle.ones([48])},
+             "plain": {**state, "head.weight": paddle.ones([48, 10])}}
+    x = paddle.randn([2, 3, 32, 32])
+    for name, weights in files.items():
+        path = str(tmp_path / f"{name}.pdparams")
+        paddle.save(weights, path)
+        net = supernet(pretrained=path)
+        net.eval()
+        np.testing.assert_allclose(net(x, "face", net.space.uniform(4, 3, "shared", 1.0)).numpy(),
+                                   plain(x).numpy(), atol=1e-5)
 
 
 def test_supernet_resume_trains_the_same_subnets_with_the_same_losses(demo_root, tmp_path):

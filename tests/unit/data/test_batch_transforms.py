@@ -202,3 +202,21 @@ def test_shared_memory_only_where_dev_shm_holds_the_batches(monkeypatch):
         get_logger().removeHandler(handler)
     assert any("shared memory off: /dev/shm has 64 MB free, the loader may hold 160 MB" in r.getMessage()
                for r in records)
+
+
+def test_samples_that_are_just_an_image_are_finished_too():
+    """A dataset whose items are bare images (no labels) collates to a bare lean batch; the
+    iterator finishes it like the first field of a tuple batch."""
+    ds = dataset(QUICKSTART)
+    b = batches(1)[0]
+
+    class Images(paddle.io.Dataset):
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, index):
+            return ds[index][0]
+
+    assert is_lean(collate([UInt8Samples(Images())[i] for i in b]))
+    out = next(iter(DataLoader(Images(), batch_sampler=[b])))
+    np.testing.assert_array_equal(out.numpy(), reference(ds, b))

@@ -266,44 +266,34 @@ def test_missing_folders_and_list_files_are_named(small, tmp_path):
         build("MSMT17", tmp_path / "v")
 
 
-def test_bad_names_short_lines_and_missing_images(small, tmp_path):
+def test_bad_image_name_is_named(small, tmp_path):
     d = tmp_path / "d"
     shutil.copytree(small / "duke", d)
     jpg(str(d / "bounding_box_test" / "0001_c2.jpg"))
     with pytest.raises(DataError, match=r"0001_c2.jpg does not match the pattern '<pid>_c<cam>_f<frame>.jpg' "
                                         r"\(e.g. 0001_c2_f0046182.jpg"):
         build("DukeMTMC", d).gallery()
-    m = tmp_path / "m"
-    shutil.copytree(small / "msmt", m)
-    with open(m / "list_gallery.txt", "a") as f:
-        f.write("0000/0000_000_01_0303morning_0015_0.jpg\n")
-    n = len((m / "list_gallery.txt").read_text().splitlines())
-    with pytest.raises(DataError, match=rf"list_gallery.txt:{n}: expected 2 fields \(relative/path.jpg pid\), got 1"):
-        build("MSMT17", m).gallery()
-    with open(m / "list_query.txt", "a") as f:
-        f.write("0099/0099_000_01_0303morning_0015_0.jpg 99\n")
-    n = len((m / "list_query.txt").read_text().splitlines())
-    with pytest.raises(DataError, match=rf"list_query.txt:{n}: listed image not found: .*0099_000_01"):
-        build("MSMT17", m).query()
-    with open(m / "list_val.txt", "a") as f:
-        f.write("0001/odd_name.jpg 1\n")
-    with pytest.raises(DataError, match="odd_name.jpg does not match the pattern '<pid>_<index>_<cam>_"):
-        build("MSMT17", m).val()
-    vid = tmp_path / "vid"
-    shutil.copytree(small / "vid", vid)
-    with open(vid / "train_test_split" / "train_list.txt", "a") as f:
-        f.write("9999999 3\n")
-    with pytest.raises(DataError, match=r"train_list.txt:26: listed image not found: .*image/9999999.jpg"):
-        build("VehicleID", vid).train()
-    v = tmp_path / "v"
-    shutil.copytree(small / "veri", v)
-    with open(v / "name_train.txt", "a") as f:
-        f.write("car_0001.jpg\n")
-    with pytest.raises(DataError, match=r"name_train.txt:26: image .*car_0001.jpg does not match the pattern"):
-        build("VeRi776", v).train()
-    w = tmp_path / "w"
-    shutil.copytree(small / "wild", w)
-    with open(w / "train_test_split" / "train_list.txt", "a") as f:
-        f.write("no_slash_here\n")
-    with pytest.raises(DataError, match=r"train_list.txt:26: expected '<vid>/<img>'"):
-        build("VeRiWild", w).train()
+
+
+@pytest.mark.parametrize("folder, name, list_file, line, split, error", [
+    ("msmt", "MSMT17", "list_gallery.txt", "0000/0000_000_01_0303morning_0015_0.jpg", "gallery",
+     r"list_gallery.txt:{n}: expected 2 fields \(relative/path.jpg pid\), got 1"),
+    ("msmt", "MSMT17", "list_query.txt", "0099/0099_000_01_0303morning_0015_0.jpg 99", "query",
+     r"list_query.txt:{n}: listed image not found: .*0099_000_01"),
+    ("msmt", "MSMT17", "list_val.txt", "0001/odd_name.jpg 1", "val",
+     r"list_val.txt:{n}: image .*odd_name.jpg does not match the pattern '<pid>_<index>_<cam>_"),
+    ("vid", "VehicleID", "train_test_split/train_list.txt", "9999999 3", "train",
+     r"train_list.txt:{n}: listed image not found: .*image/9999999.jpg"),
+    ("veri", "VeRi776", "name_train.txt", "car_0001.jpg", "train",
+     r"name_train.txt:{n}: image .*car_0001.jpg does not match the pattern"),
+    ("wild", "VeRiWild", "train_test_split/train_list.txt", "no_slash_here", "train",
+     r"train_list.txt:{n}: expected '<vid>/<img>'"),
+])
+def test_bad_list_line_is_named_with_its_line(small, tmp_path, folder, name, list_file, line, split, error):
+    root = tmp_path / folder
+    shutil.copytree(small / folder, root)
+    with open(root / list_file, "a") as f:
+        f.write(line + "\n")
+    n = len((root / list_file).read_text().splitlines())
+    with pytest.raises(DataError, match=error.replace("{n}", str(n))):
+        getattr(build(name, root), split)()
