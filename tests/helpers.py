@@ -40,3 +40,25 @@ def losses_of(trainer, steps):
         if len(out) == steps:
             break
     return out
+
+
+def git_clone(dest):
+    """(folder, environment) of a `git clone` of the repository's committed HEAD into ``dest``, a new
+    folder: what a new user gets, without untracked or ignored files (data/, output/) and without
+    anything that exists only on this machine. The environment's Python imports the clone's own
+    ppufo (not the editable install's). Uncommitted changes are not in it: commit before running."""
+    import subprocess
+    import sys
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", ROOT, str(dest)], check=True, capture_output=True)
+    env = dict(os.environ, PYTHONPATH=str(dest))
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return str(dest), env
+
+
+def readme_command(marker):
+    """The README line that starts with ``marker`` (e.g. "python tools/train.py"), its comment cut off."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        for line in f:
+            if line.startswith(marker):
+                return line.split("#")[0].strip()
+    raise AssertionError(f"README.md has no line starting with {marker!r}")

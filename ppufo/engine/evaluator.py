@@ -136,7 +136,9 @@ class Evaluator:
     def run_set(self, ts):
         return ts.protocol.compute(ts.metric, ts.source, self.embed(ts))
 
-    def evaluate(self, tag="eval"):
+    def evaluate(self, tag="eval", report=True):
+        """{"tag", "score", "paper_row", "sets"} of every test set; written to eval_<tag>.json and,
+        with ``report``, logged (the trainer logs it after its own lines, so the paper row ends the run)."""
         was_training = self.model.training
         self.model.eval()
         results = []
@@ -154,16 +156,21 @@ class Evaluator:
         scores = [r["score"] for r in results if r["score"] is not None]
         summary = {"tag": tag, "score": float(np.mean(scores)) if scores else None,
                    "paper_row": paper_row(results), "sets": results}
-        self.log.info(f"[Eval][{tag}]\n" + format_table(results)
-                      + (f"\nmean score: {summary['score']:.4f}" if scores else "")
-                      + "\npaper table (UFO column order; ReID rank1/mAP, faces accuracy, SOP R@1):\n"
-                      + format_paper_row(summary["paper_row"]))
+        if report:
+            self.report(summary)
         if process_group()[0] == 0:  # every rank holds the same summary
             out_dir = self.cfg["Global"]["output_dir"]
             os.makedirs(out_dir, exist_ok=True)
             with open(os.path.join(out_dir, f"eval_{tag}.json"), "w") as fh:
                 json.dump(summary, fh, indent=1, default=float)
         return summary
+
+    def report(self, summary):
+        """Log the per-set table, the mean score and, last, the paper-order row."""
+        self.log.info(f"[Eval][{summary['tag']}]\n" + format_table(summary["sets"])
+                      + (f"\nmean score: {summary['score']:.4f}" if summary["score"] is not None else "")
+                      + "\npaper table (UFO column order; ReID rank1/mAP, faces accuracy, SOP R@1):\n"
+                      + format_paper_row(summary["paper_row"]))
 
 
 def format_table(results):

@@ -11,10 +11,7 @@ import time
 
 import paddle
 
-
-def format_eta(seconds):
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+from ..utils.progress import format_eta
 
 
 def host_stats(stats):
@@ -140,7 +137,8 @@ class CheckpointHook(Hook):
 class EvalHook(Hook):
     """Evaluates every eval_interval (0: never) before the end; after any evaluation, rank 0
     keeps the best score in trainer.best (saved in every checkpoint's states, restored on
-    resume) and saves best_model when it improves."""
+    resume, and at least the score of a best_model already in the output folder) and saves
+    best_model when it improves."""
 
     def __init__(self, eval_interval, max_iters):
         self.interval, self.max_iters = eval_interval, max_iters
@@ -157,4 +155,7 @@ class EvalHook(Hook):
         if t.best["score"] is None or score > t.best["score"]:
             t.best = {"score": score, "iteration": iteration}
             t.save("best_model", iteration)
-            t.log.info(f"new best score {score:.4f} at iteration {iteration}")
+            t.log.info(f"new best score {score:.4f} at iteration {iteration}: saved {t.output_dir}/best_model")
+        else:
+            t.log.info(f"score {score:.4f} at iteration {iteration}; best_model keeps {t.best['score']:.4f} "
+                       f"(iteration {t.best['iteration']})")

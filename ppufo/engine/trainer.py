@@ -22,7 +22,8 @@ from ..data.loader import build_train_loader
 from ..data.samplers.multitask import HeterogeneousBatchSampler
 from ..loss import build_loss
 from ..optimizer import build_optimizer
-from ..utils.checkpoint import load_checkpoint, prune_checkpoints, read_states, save_checkpoint
+from ..utils.checkpoint import (check_output_dir, load_checkpoint, prune_checkpoints, read_states, saved_best,
+                                save_checkpoint)
 from ..utils.config import dump_config
 from ..utils.device import setup_device
 from ..utils.dist import rank, world_size
@@ -37,6 +38,8 @@ class Trainer:
         g = config["Global"]
         self.world_size, self.rank = world_size(), rank()
         self.output_dir = g["output_dir"]
+        if not g["checkpoints"]:
+            check_output_dir(self.output_dir, g["overwrite_output_dir"])
         os.makedirs(self.output_dir, exist_ok=True)
         self.log = init_logger(os.path.join(self.output_dir, "train.log"))
         setup_device(config)
@@ -53,6 +56,9 @@ class Trainer:
             states = read_states(g["checkpoints"])
             self.start_iter = int(states["iteration"])
             self.best = states.get("best", self.best)
+        on_disk = saved_best(self.output_dir)  # best_model is only ever replaced by a better score
+        if on_disk is not None and (self.best["score"] is None or on_disk["score"] > self.best["score"]):
+            self.best = {"score": on_disk["score"], "iteration": on_disk.get("iteration")}
         self.loader, self.task_sets = build_train_loader(config, self.rank, self.world_size,
                                                          self.start_iter)
         self.tasks = list(self.task_sets)
@@ -185,9 +191,10 @@ class Trainer:
         if not self.evaluator.has_sets:
             return None
         with self.amp.eval_autocast():
-            result = self.evaluator.evaluate(tag=f"iter_{iteration}")
+            result = self.evaluator.evaluate(tag=f"iter_{iteration}", report=False)
         for h in self.hooks:
             h.after_eval(iteration, result)
+        self.evaluator.report(result)  # last, so a run's final line is the paper-order row
         return result
 
     def close(self):

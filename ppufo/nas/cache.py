@@ -9,9 +9,8 @@ import os
 import time
 
 import numpy as np
-from tqdm import tqdm
-
 from ..utils.errors import ConfigError
+from ..utils.progress import Progress
 
 
 def subnet_key(space, subnet):
@@ -66,19 +65,26 @@ class MeasureCache:
 
 
 def measure(space, subnets, fn, cache, desc):
-    """fn(subnet) for every subnet not yet in ``cache`` (progress bar); values of all, in order.
-    A ``fn`` with ``measure_many`` and ``group`` (MeasuredLatency) gets up to ``group`` subnets
-    per call, measured together; each is cached as soon as its call returns."""
+    """fn(subnet) for every subnet not yet in ``cache`` (with progress and ETA); values of all, in
+    order. A ``fn`` with ``measure_many`` and ``group`` (MeasuredLatency) gets up to ``group``
+    subnets per call, measured together; each is cached as soon as its call returns. Such a call
+    reports its own steps (``fn.steps(n)`` of them: exports, timing passes) through ``tick``, so a
+    group of 40 subnets timed together over minutes shows progress too."""
     keys, todo = uncached(space, subnets, cache)
     many = getattr(fn, "measure_many", None)
     group = max(1, getattr(fn, "group", 1)) if many else 1
-    with tqdm(total=len(todo), desc=desc, disable=None if todo else True) as bar:
-        for i in range(0, len(todo), group):
-            chunk = todo[i:i + group]
+    chunks = [todo[i:i + group] for i in range(0, len(todo), group)]
+    steps = getattr(fn, "steps", None) if many else None
+    total = sum(steps(len(c)) for c in chunks) if steps else len(todo)
+    with Progress(total, desc) as bar:
+        for chunk in chunks:
             t = time.time()
-            values = many([s for _, s in chunk]) if many else [fn(chunk[0][1])]
+            if many and steps:
+                values = many([s for _, s in chunk], tick=bar.update)
+            else:
+                values = many([s for _, s in chunk]) if many else [fn(chunk[0][1])]
+                bar.update(len(chunk))
             record(cache, chunk, values, (time.time() - t) / len(chunk), desc)
-            bar.update(len(chunk))
     return np.array([cache.get(k) for k in keys], np.float64)
 
 

@@ -40,7 +40,7 @@ def check_timer(timer, cpu_threads):
                           f"got {cpu_threads}")
 
 
-def time_interleaved(predictors, x, warmup, repeats, rounds=1, timer="wall", seed=None, quantile=0.5):
+def time_interleaved(predictors, x, warmup, repeats, rounds=1, timer="wall", seed=None, quantile=0.5, tick=None):
     """ms of each predictor: the ``quantile`` of ``repeats`` timed runs on ``x`` (0.5: the median),
     after ``warmup`` runs.
 
@@ -49,7 +49,7 @@ def time_interleaved(predictors, x, warmup, repeats, rounds=1, timer="wall", see
     jobs, caches, the sibling thread), so subnets timed one after the other are ranked partly by
     when they ran; interleaved, every subnet sees the same drift (benchmark/gpnas_quality.py
     measures the gain). The order is fresh per call (``seed`` None), so two measurements do not
-    share an ordering bias. ``timer`` may also be a clock function."""
+    share an ordering bias. ``timer`` may also be a clock function. ``tick()`` after each pass."""
     clock = TIMERS[timer] if isinstance(timer, str) else timer
     for pred in predictors:
         for _ in range(warmup):
@@ -64,10 +64,13 @@ def time_interleaved(predictors, x, warmup, repeats, rounds=1, timer="wall", see
                 t = clock()
                 pred(x)
                 times[i].append(clock() - t)
+        if tick is not None:
+            tick()
     return [1e3 * float(np.quantile(t, quantile)) for t in times]
 
 
-def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, timer="wall", rounds=1, quantile=0.5):
+def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, timer="wall", rounds=1, quantile=0.5,
+                    tick=None):
     """ms of each exported model in ``dirs``: loaded together, timed interleaved (time_interleaved).
 
     timer "wall" is the latency a user sees. "thread_cpu" is the CPU time of the calling thread,
@@ -77,7 +80,7 @@ def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, time
     check_timer(timer, cpu_threads)
     preds = [feature_predictor(d, chip, cpu_threads, batch_size) for d in dirs]
     return time_interleaved(preds, batch_input(preds[0], batch_size), warmup, repeats, rounds, timer,
-                            quantile=quantile)
+                            quantile=quantile, tick=tick)
 
 
 def batch_input(pred, batch_size):
@@ -129,7 +132,11 @@ class MeasuredLatency:
                 "cpu_threads": self.cpu_threads, "timer": self.timer,
                 **geometry(self.supernet.space, self.config["Global"]["image_shape"], self.batch_size)}
 
-    def measure_many(self, subnets):
+    def steps(self, n):
+        """Progress steps of measure_many on n subnets: one export each, then the timing passes."""
+        return n + max(1, self.rounds)
+
+    def measure_many(self, subnets, tick=None):
         import paddle
 
         from ..engine.exporter import export_task
@@ -140,8 +147,10 @@ class MeasuredLatency:
                 dirs.append(tempfile.mkdtemp(prefix="ppufo_latency_"))
                 with paddle.no_grad():
                     export_task(model, self.task, self.config, dirs[-1])
+                if tick is not None:
+                    tick()
             return time_model_dirs(dirs, self.chip, self.batch_size, self.warmup, self.repeats, self.cpu_threads,
-                                   self.timer, self.rounds, self.quantile)
+                                   self.timer, self.rounds, self.quantile, tick=tick)
 
 
 class TableLatency:

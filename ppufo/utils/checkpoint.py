@@ -240,6 +240,41 @@ def newest_complete(folder, exclude=None):
     return None
 
 
+def saved_checkpoints(folder):
+    """Names of the checkpoints (<name>.pdstates) in ``folder``, sorted; [] when it does not exist."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n[: -len(".pdstates")] for n in os.listdir(folder) if n.endswith(".pdstates"))
+
+
+def check_output_dir(folder, overwrite):
+    """Refuse to train a new run into a folder that holds another run's checkpoints: its latest
+    and best_model would be replaced by this run's (Global.overwrite_output_dir lets it go on)."""
+    found = saved_checkpoints(folder)
+    if not found or overwrite:
+        return
+    latest = ""
+    if "latest" in found:
+        try:
+            latest = f", latest at iteration {_parse_states(os.path.join(folder, 'latest'), '')['iteration']}"
+        except ConfigError:
+            pass
+    raise ConfigError(
+        f"Global.output_dir={folder} already holds the checkpoints of another run ({', '.join(found)}{latest}); "
+        f"a new run would replace them. Resume that run with -o Global.checkpoints={os.path.join(folder, 'latest')}, "
+        f"train into another folder with -o Global.output_dir=..., or pass -o Global.overwrite_output_dir=true "
+        f"to train here anyway (best_model is then replaced only by a better score than its own)")
+
+
+def saved_best(folder):
+    """{"score", "iteration"} recorded with ``folder``/best_model, or None (none, or unreadable)."""
+    try:
+        best = _parse_states(os.path.join(folder, "best_model"), "best_model").get("best")
+    except ConfigError:
+        return None
+    return best if isinstance(best, dict) and isinstance(best.get("score"), (int, float)) else None
+
+
 def _incomplete(prefix, states, what):
     problems = _problems(prefix, states["files"], hashes=True) or ["a file changed while loading"]
     folder = os.path.dirname(os.path.abspath(prefix))

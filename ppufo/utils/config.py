@@ -88,6 +88,9 @@ GLOBAL = {
                               "each save (latest and best_model are never deleted); 0 = keep all"),
     "pretrained_model": Field(OPT_STR, None),
     "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
+    "overwrite_output_dir": Field(bool, False, doc="train into an output_dir that already holds another run's "
+                                  "checkpoints (refused otherwise; resume with Global.checkpoints instead). "
+                                  "best_model is still replaced only by a better score than the one on disk"),
     "released_heads": Field(dict, RELEASED_HEADS, doc="when Global.pretrained_model is the released UFO "
                             "checkpoint (allinone_vitlarge.pdmodel): task -> the reference head "
                             "(task1..task4) whose BN neck the task loads; a task left out keeps its default"),

@@ -7,6 +7,7 @@ OrderedDict, latin-1 bytes of protocol 2), with argument checks, and refuses eve
 """
 import collections
 import hashlib
+import os
 import pickle
 import struct
 
@@ -116,6 +117,16 @@ class _HashingReader:
         return self.h.hexdigest()
 
 
+def _expected(path):
+    """What a weights option should name, for the file it named that does not exist."""
+    ext = os.path.splitext(path)[1]
+    if ext == ".pdmodel":
+        return "expected the released UFO checkpoint, allinone_vitlarge.pdmodel: give the path of your local copy"
+    if ext in (".pdparams", ".pdopt"):
+        return "expected a checkpoint prefix such as output/quickstart/latest, or its .pdparams"
+    return "expected a .pdparams/.pdopt file, a checkpoint prefix or the released .pdmodel"
+
+
 def load_state(path, what, numpy=False, sha256=None):
     """The dict a Paddle .pdparams/.pdopt holds, converted as paddle.load converts it (arrays to
     tensors; kept as numpy arrays with ``numpy=True``). ``what`` (e.g. Global.pretrained_model)
@@ -123,7 +134,7 @@ def load_state(path, what, numpy=False, sha256=None):
     try:
         f = open(path, "rb")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise ConfigError(f"{what}: {path} not found (expected a .pdparams/.pdopt file)") from None
+        raise ConfigError(f"{what}: {path} not found ({_expected(path)})") from None
     with f:
         reader = _HashingReader(f) if sha256 is not None else f
         try:

@@ -46,27 +46,3 @@ def test_two_process_cpu_launch_keeps_ranks_in_sync(full_demo_root, tmp_path):
     single = [r["score"] for r in Evaluator(trainer.cfg, trainer.model).evaluate("single")["sets"]]
     assert e0["scores"] == pytest.approx(single, abs=1e-5) and e1["scores"] == pytest.approx(single, abs=1e-5)
     assert e0["embedded"] + e1["embedded"] == embedded[0] and abs(e0["embedded"] - e1["embedded"]) <= 16
-
-
-README_LAUNCH = ("-m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c configs/quickstart.yaml "
-                 "-o Global.max_iters=6 Global.eval_interval=0")
-
-
-@pytest.mark.slow
-def test_readme_two_process_launch_from_a_clean_copy_writes_demo_data_once(tmp_path):
-    """The README's CPU launch in a fresh checkout: both ranks want ./data/demo on first use; one
-    writes it while the other waits, then both train (rank 1 used to read a half-written set)."""
-    import shutil
-    assert README_LAUNCH in open(os.path.join(ROOT, "README.md")).read()
-    for folder in ["ppufo", "tools", "configs"]:
-        shutil.copytree(os.path.join(ROOT, folder), tmp_path / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable] + README_LAUNCH.split(), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    logs = {f: (tmp_path / "log" / f).read_text() for f in ("workerlog.0", "workerlog.1")}
-    assert proc.returncode == 0, logs["workerlog.0"][-2000:] + logs["workerlog.1"][-2000:]
-    assert "on 2 process(es)" in logs["workerlog.0"] and "[Train][Iter: 6/6]" in logs["workerlog.0"]
-    assert "generating demo sets" in logs["workerlog.0"] or "waiting for another process" in logs["workerlog.0"]
-    from ppufo.demo import WRITERS, written_sets
-    assert set(written_sets(str(tmp_path / "data" / "demo"))) == set(WRITERS)
-    assert (tmp_path / "output" / "quickstart" / "latest.pdparams").is_file()

@@ -7,27 +7,28 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, git_clone
 
 TXT = os.path.join(ROOT, "test_tipc", "configs", "ufo_quickstart_tiny", "train_infer_python.txt")
 MODE = "lite_train_lite_infer"
 
 
-def run(script, txt, env, mode=MODE):
-    return subprocess.run(["bash", os.path.join(ROOT, "test_tipc", script), str(txt), mode], cwd=ROOT, env=env,
+def run(script, txt, env, mode=MODE, root=ROOT):
+    return subprocess.run(["bash", os.path.join(root, "test_tipc", script), str(txt), mode], cwd=root, env=env,
                           capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
 def test_lite_chain_runs_and_inference_matches_dygraph(tmp_path):
-    txt = tmp_path / "train_infer_python.txt"  # the real chain, with its data in tmp_path
-    with open(TXT) as f:
-        txt.write_text(f.read().replace("./data/tipc_demo", str(tmp_path / "demo")))
-    env = dict(os.environ, TIPC_OUTPUT=str(tmp_path / "out"))
+    """The chain as a user runs it: in a git clone in a new folder, its data and output at their defaults."""
+    from pathlib import Path
+    clone, env = git_clone(tmp_path / "clone")
+    txt = os.path.relpath(TXT, ROOT)
     for script in ("prepare.sh", "test_train_inference_python.sh"):
-        proc = run(script, txt, env)
+        proc = run(script, txt, env, root=clone)
         assert proc.returncode == 0, (script, proc.stdout[-3000:], proc.stderr[-3000:])
-    out = tmp_path / "out" / "ufo_quickstart_tiny" / MODE
+    assert os.path.isfile(os.path.join(clone, "data", "tipc_demo", ".complete"))  # the chain's default data root
+    out = Path(clone) / "test_tipc" / "output" / "ufo_quickstart_tiny" / MODE
     lines = (out / "results_python.log").read_text().splitlines()
     assert all(line.startswith("Run successfully with command - ufo_quickstart_tiny - ") for line in lines), lines
     scripts = [line.split(" - ")[2].split()[1] for line in lines]
@@ -50,7 +51,7 @@ def test_lite_chain_runs_and_inference_matches_dygraph(tmp_path):
     np.savez(bad, features=saved["features"] + 1e-3, paths=saved["paths"])
     proc = subprocess.run([sys.executable, "test_tipc/compare_features.py", "-c", str(run_dir / "config.yaml"),
                            "-o", f"Global.pretrained_model={run_dir / 'latest'}", "--task", "person",
-                           "--features", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--features", str(bad)], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "FAIL: 32 images" in proc.stdout, proc.stdout + proc.stderr[-2000:]
 
 

@@ -138,3 +138,32 @@ def test_every_console_script_names_a_cli_main():
     for name, target in scripts.items():
         module, func = target.split(":")
         assert module.startswith("ppufo.cli.") and callable(getattr(importlib.import_module(module), func)), name
+
+
+def pinned(path):
+    """{canonical name: requirement line without comment} of a requirements file (options skipped)."""
+    with open(os.path.join(ROOT, path)) as f:
+        lines = [line.split("#")[0].strip() for line in f]
+    return {_canonical(re.split(r"[<>=!~\[; ]", line)[0]): line for line in lines if line and not line.startswith("-")}
+
+
+def test_gpu_requirements_pin_the_same_versions_except_paddle():
+    """requirements-gpu.txt is requirements.txt with paddlepaddle-gpu (same version) instead of the
+    CPU paddlepaddle, which would otherwise overwrite a GPU build in the same paddle/ folder."""
+    cpu, gpu = pinned("requirements.txt"), pinned("requirements-gpu.txt")
+    paddle_cpu, paddle_gpu = cpu.pop("paddlepaddle"), gpu.pop("paddlepaddle-gpu")
+    assert paddle_cpu.split("==")[1] == paddle_gpu.split("==")[1], (paddle_cpu, paddle_gpu)
+    assert "paddlepaddle" not in gpu and "paddlepaddle-gpu" not in cpu
+    assert cpu == gpu, {k: (cpu.get(k), gpu.get(k)) for k in set(cpu) | set(gpu) if cpu.get(k) != gpu.get(k)}
+    with open(os.path.join(ROOT, "requirements-gpu.txt")) as f:
+        options = [line.strip() for line in f if line.startswith("-")]
+    assert options == ["--extra-index-url https://www.paddlepaddle.org.cn/packages/stable/cu126/"]
+
+
+def test_importing_ppufo_silences_paddles_ccache_warning():
+    """Paddle warns "No ccache found" on every import (relevant only for building C++ extensions);
+    every ppufo command imports ppufo before paddle, so none prints it."""
+    proc = subprocess.run([sys.executable, "-c", "import ppufo, paddle; print(paddle.__version__)"],
+                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PATH="/usr/bin:/bin"))
+    assert proc.returncode == 0, proc.stderr
+    assert "ccache" not in proc.stderr, proc.stderr

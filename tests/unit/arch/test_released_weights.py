@@ -6,6 +6,7 @@ against a numpy forward written here from the reference's description, not from 
 """
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -261,3 +262,15 @@ def test_supernet_backbone_starts_from_the_released_file(released, tmp_path):
         np.testing.assert_array_equal(state[k].numpy(), w["backbone." + k], err_msg=k)
     np.testing.assert_array_equal(state["blocks.1.attn.k.weight"].numpy(), w["backbone.blocks.1.attn.qkv.weight"][:, DIM:2 * DIM])
     np.testing.assert_array_equal(state["blocks.1.ffn.task.person.fc2.weight"].numpy(), w["backbone.blocks.1.mlp.fc2.weight"])
+
+
+@pytest.mark.parametrize("name, says", [("allinone_vitlarge.pdmodel", "expected the released UFO checkpoint"),
+                                        ("run/latest.pdparams", "expected a checkpoint prefix"),
+                                        ("run/latest", "expected a checkpoint prefix")])
+def test_convert_weights_names_what_a_missing_input_should_be(tmp_path, monkeypatch, name, says):
+    from ppufo.cli.convert_weights import main
+    missing = str(tmp_path / name)
+    monkeypatch.setattr(sys, "argv", ["convert_weights", "-c", os.path.join(ROOT, "configs/quickstart.yaml"),
+                                      "--input", missing, "--output", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match=f"--input: {re.escape(missing)}.* not found \\({says}"):
+        main()

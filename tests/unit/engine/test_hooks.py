@@ -167,3 +167,32 @@ def test_non_finite_loss_stops_before_the_hooks_see_the_step(make_config):
     with pytest.raises(FloatingPointError, match=r"iteration 2: loss is nan \({'loss': nan}\)"):
         trainer.train()
     assert [e[:2] for e in events] == [("before_train",), ("after_step", 1)]
+
+
+def test_a_new_run_refuses_a_folder_with_another_runs_checkpoints_and_keeps_the_better_best_model(
+        make_config, tmp_path):
+    """The README's second command once replaced the quickstart's 200-iteration best_model (0.80) by
+    a 6-iteration one (0.38) under a "new best score" line."""
+    from ppufo.engine.trainer import Trainer
+    from ppufo.utils.errors import ConfigError
+    out = tmp_path / "run"
+    first = Trainer(make_config("Global.max_iters=1", output_dir=out))
+    first.train()
+    first.best = {"score": 0.8, "iteration": 200}  # as if evaluated: best_model with its score
+    first.save("best_model", 200)
+    saved = (out / "best_model.pdparams").read_bytes(), (out / "latest.pdparams").read_bytes()
+    with pytest.raises(ConfigError, match=r"Global.output_dir=.*run already holds the checkpoints of another "
+                                          r"run \(best_model, latest, latest at iteration 1\).*"
+                                          r"Global.checkpoints=.*latest.*Global.overwrite_output_dir=true"):
+        Trainer(make_config("Global.max_iters=1", output_dir=out))
+    assert ((out / "best_model.pdparams").read_bytes(), (out / "latest.pdparams").read_bytes()) == saved
+    again = Trainer(make_config("Global.max_iters=1", "Global.overwrite_output_dir=true", output_dir=out))
+    assert again.best == {"score": 0.8, "iteration": 200}  # the best already on disk, not None
+    hook = next(h for h in again.hooks if type(h).__name__ == "EvalHook")
+    hook.after_eval(6, {"score": 0.38})
+    assert (out / "best_model.pdparams").read_bytes() == saved[0] and again.best["score"] == 0.8
+    hook.after_eval(7, {"score": 0.9})
+    assert (out / "best_model.pdparams").read_bytes() != saved[0]
+    assert read_states(str(out / "best_model"))["best"] == {"score": 0.9, "iteration": 7}
+    # resuming is not a new run: no refusal
+    Trainer(make_config("Global.max_iters=2", f"Global.checkpoints={out / 'latest'}", output_dir=out))

@@ -184,3 +184,21 @@ def test_onnx_runtime_features_equal_paddle(exported, demo_root, tmp_path):
     via_yaml = Recognizer.from_config(chip("onnx", f"Global.model_dir={d}"))
     assert isinstance(via_yaml.predictor, OnnxPredictor)
     assert np.abs(via_yaml.features(paths) - Recognizer(d).features(paths)).max() <= 1e-4
+
+
+def test_the_deploy_docs_gallery_list_line_lists_every_gallery_image_with_its_person_id(demo_root, tmp_path):
+    import subprocess
+
+    from ppufo.data.datasets import DATASETS
+    from ppufo.inference.gallery import list_gallery
+    with open(os.path.join(ROOT, "docs", "deploy.md")) as f:
+        line = next(l for l in f if l.startswith("for f in ") and "gallery_list.txt" in l)
+    os.makedirs(tmp_path / "data")
+    os.symlink(demo_root, tmp_path / "data" / "demo")
+    subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True)
+    paths, labels = list_gallery(str(tmp_path / "gallery_list.txt"))
+    gallery = DATASETS.build({"name": "Market1501", "root": os.path.join(demo_root, "market1501")}).gallery()
+    want = sorted((os.path.basename(r.key), r.pid) for r in gallery)
+    got = sorted((os.path.basename(p), int(label)) for p, label in zip(paths, labels))
+    assert len(got) > 0 and got == want
+    assert all(os.path.isfile(tmp_path / p) for p in paths)

@@ -496,3 +496,33 @@ def test_extracted_config_keeps_the_training_memory_switches():
     bb = extracted_config(cfg, ["person"], sp.largest(), sp)["Arch"]["Backbone"]
     assert (bb["recompute"], bb["fused_attention"], bb["drop_path_rate"]) == (True, False, 0.1)
     assert "depths" not in bb and bb["depth"] == 3
+
+
+class Stepped(Grouped):
+    """Grouped timing that reports its exports and timing passes, as MeasuredLatency does."""
+    group, rounds = 40, 3
+
+    def steps(self, n):
+        return n + self.rounds
+
+    def measure_many(self, subnets, tick=None):
+        for _ in range(len(subnets) + self.rounds):
+            tick()
+        return super().measure_many(subnets)
+
+
+def test_a_long_grouped_measurement_reports_progress_outside_a_terminal(tmp_path, caplog):
+    """A group of 40 subnets timed together used to show nothing for minutes (tqdm is silent
+    outside a terminal, and its bar moved only when the whole group returned)."""
+    import logging
+
+    from ppufo.nas.cache import MeasureCache, measure
+    sp = space()
+    subnets = [sp.largest(), sp.smallest()] + [sp.sample(np.random.RandomState(i)) for i in range(8)]
+    fn = Stepped(fake_latency(sp))
+    with caplog.at_level(logging.INFO, logger="ppufo"):
+        values = measure(sp, subnets, fn, MeasureCache(str(tmp_path / "lat.jsonl"), {"m": 1}), "latency")
+    np.testing.assert_allclose(values, [fake_latency(sp)(s) for s in subnets])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("latency:")]
+    n = len({subnet_key(sp, s) for s in subnets})
+    assert lines[0] == f"latency: 0/{n + 3} ..." and lines[-1].startswith(f"latency: {n + 3}/{n + 3}, elapsed ")
