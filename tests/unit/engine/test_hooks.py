@@ -98,7 +98,10 @@ def test_eval_hook_evaluates_every_interval_and_keeps_the_best():
         hook.after_eval(it, {"score": score})
     assert t.best == {"score": 0.6, "iteration": 6}
     assert t.calls == [("save", "best_model", 2), ("save", "best_model", 6)]
-    assert t.log == ["new best score 0.5000 at iteration 2", "new best score 0.6000 at iteration 6"]
+    assert t.log == ["new best score 0.5000 at iteration 2: saved out/best_model",
+                     "score 0.4000 at iteration 4; best_model keeps 0.5000 (iteration 2)",
+                     "new best score 0.6000 at iteration 6: saved out/best_model",
+                     "score 0.6000 at iteration 7; best_model keeps 0.6000 (iteration 6)"]
     other = fake_trainer(rank=1)  # only rank 0 keeps (and saves) the best
     attach(EvalHook(0, 5), other).after_eval(2, {"score": 0.9})
     assert other.best["score"] is None and not other.calls
