@@ -2,6 +2,7 @@
 
 python tools/make_demo_data.py --root ./data/demo [--seed 0] [--sets market1501,veri776,...] [--overwrite]
 python tools/make_demo_data.py --root ./data/ufo --sets ufo_test_datasets   # the UFO reference's test tree
+python tools/make_demo_data.py --root ./data/big --size market1501.num_test_ids=100 --size veri776.num_train_ids=6
 
 Every set is read back with its reader after writing, and its counts are printed.
 """
@@ -13,6 +14,8 @@ import time
 
 from ..demo import EXTRA_SETS, READERS, WRITERS, write_all
 from ..demo.released import read_back
+from ..demo.sets import EXTRA_PARTS, check_request
+from ..utils.errors import ConfigError
 
 
 def describe(name, path, info):
@@ -33,6 +36,24 @@ def describe(name, path, info):
     return f"{len(files)} files ({', '.join(files)})" + (f"; {text}" if text else "")
 
 
+def parse_sizes(items):
+    """{set: {keyword: int}} from ``--size set.keyword=value`` items (checked by check_request)."""
+    sizes = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--size {item}: expected <set>.<keyword>=<integer>, e.g. market1501.num_test_ids=100")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"--size {item}: expected an integer value, got {value!r}") from None
+        if parts[1] in sizes.get(parts[0], {}):
+            raise ConfigError(f"--size {key.strip()} is given twice")
+        sizes.setdefault(parts[0], {})[parts[1]] = number
+    return sizes
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="./data/demo", help="output folder (default ./data/demo)")
@@ -40,6 +61,9 @@ def main(argv=None):
     p.add_argument("--sets", default="", help=f"comma-separated subset of: {','.join(WRITERS)} (default all "
                                               f"of these); also {','.join(EXTRA_SETS)} (the UFO reference's "
                                               f"test-set tree, written only when named)")
+    p.add_argument("--size", action="append", default=[], metavar="SET.KEYWORD=N",
+                   help="a size knob of a set's writer (repeatable), e.g. market1501.num_test_ids=100; "
+                        "as Global.demo_sizes (docs/datasets.md)")
     p.add_argument("--overwrite", action="store_true", help="delete and rewrite a non-empty --root")
     a = p.parse_args(argv)
     sets = [s.strip() for s in a.sets.split(",") if s.strip()] or None
@@ -47,6 +71,10 @@ def main(argv=None):
     unknown = sorted(set(sets or ()) - set(known))
     if unknown:
         p.error(f"unknown set(s) {unknown}; known: {','.join(known)}")
+    try:  # before --overwrite deletes anything
+        sets, sizes = check_request(sets, parse_sizes(a.size), where="--size ")
+    except ConfigError as e:
+        p.error(str(e))
     if os.path.exists(a.root) and not os.path.isdir(a.root):
         p.error(f"--root {a.root} exists and is not a folder")
     if os.path.isdir(a.root) and os.listdir(a.root):
@@ -54,9 +82,12 @@ def main(argv=None):
             p.error(f"--root {a.root} is not empty; pass --overwrite to replace it")
         shutil.rmtree(a.root)
     t = time.time()
-    written = write_all(a.root, seed=a.seed, sets=sets)
+    written = write_all(a.root, seed=a.seed, sets=sets, sizes=sizes)
     for name, w in written.items():
-        print(f"{name:13s} {w['seconds']:5.1f}s  {w['path']}\n{'':20s}{describe(name, w['path'], w['info'])}")
+        own = {f"{s}.{k}" if name in EXTRA_SETS else k: v for s, kv in sizes.items()
+               if s == name or (name in EXTRA_SETS and s in EXTRA_PARTS[name]) for k, v in kv.items()}
+        knobs = f"  ({', '.join(f'{k}={v}' for k, v in own.items())})" if own else ""
+        print(f"{name:13s} {w['seconds']:5.1f}s  {w['path']}{knobs}\n{'':20s}{describe(name, w['path'], w['info'])}")
     print(f"wrote {len(written)} demo set(s) to {a.root} in {time.time() - t:.1f}s (seed {a.seed})")
     return 0
 

@@ -14,6 +14,9 @@ from .identity import SIZES, identity_traits, render_identity
 _DATASET_TAG = {"market1501": 1, "dukemtmc": 2, "msmt17": 3, "veri776": 4, "vehicleid": 5,
                 "veriwild": 6, "sop": 7}
 _SPLIT_TAG = {"train": 0, "test": 1, "junk": 2, "distractor": 3}
+# identities are drawn from the real set's id range (so names look real): its size bounds the
+# identities a demo set can hold
+ID_RANGE = {"market1501": 1501, "dukemtmc": 7140, "veri776": 776, "veriwild": 40671}
 
 
 def identity_seed(seed, dataset, split, pid):
@@ -46,6 +49,13 @@ def _camera_plan(r, num_ids, imgs_per_id, num_cams, min_cams):
     return plan
 
 
+def _folders(root, *names):
+    """Create the split folders up front, so a split with no identity (e.g. num_train_ids=0 for a
+    test-only set) is an empty folder its reader can list, not a missing one."""
+    for name in names:
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+
+
 def _shots(r, jobs, imgs_per_id, num_cams):
     """(split, pid, n, cam) of every image in writing order. ``jobs``: (split, pids, min_cams);
     each job's camera plan is drawn from ``r`` when the job is reached."""
@@ -56,11 +66,21 @@ def _shots(r, jobs, imgs_per_id, num_cams):
                 yield split, pid, n, cam
 
 
+# the test lists of VehicleID and VeRi-Wild (named by their size in the real sets)
+VEHICLEID_LISTS, VERIWILD_LISTS = (800, 1600, 2400), (3000, 5000, 10000)
+
+
+def kept_ids(num_ids, size, sizes):
+    """How many of ``num_ids`` test identities the ``size`` list of ``sizes`` holds: in proportion
+    size / max(sizes), at least one."""
+    return max(1, num_ids * size // max(sizes))
+
+
 def _nested(ids, sizes):
-    """{size: the first ids in proportion size / max(sizes), at least one}: the smaller test lists
-    hold a subset of the identities of the larger ones, as in the real sets."""
+    """{size: the first kept_ids ids}: the smaller test lists hold a subset of the identities of
+    the larger ones, as in the real sets."""
     ids = sorted(ids)
-    return {size: set(ids[:max(1, len(ids) * size // max(sizes))]) for size in sizes}
+    return {size: set(ids[:kept_ids(len(ids), size, sizes)]) for size in sizes}
 
 
 def write_market1501(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_cams=6, seed=0,
@@ -68,9 +88,10 @@ def write_market1501(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num
     """bounding_box_train/, query/ (``queries_per_id`` per test id, distinct cameras) and
     bounding_box_test/ (the rest, plus distractors 0000_* and junk -1_*)."""
     r = rng(seed, _DATASET_TAG["market1501"])
-    pids = r.choice(np.arange(1, 1502), num_train_ids + num_test_ids, replace=False)
+    pids = r.choice(np.arange(1, ID_RANGE["market1501"] + 1), num_train_ids + num_test_ids, replace=False)
     train_ids, test_ids = sorted(pids[:num_train_ids]), sorted(pids[num_train_ids:])
     counts = {"bounding_box_train": 0, "query": 0, "bounding_box_test": 0}
+    _folders(root, *counts)
     jobs = [("train", train_ids, queries_per_id + 1), ("test", test_ids, queries_per_id + 1)]
     for split, pid, n, cam in _shots(r, jobs, imgs_per_id, num_cams):
         folder = "bounding_box_train" if split == "train" else ("query" if n < queries_per_id else "bounding_box_test")
@@ -94,12 +115,13 @@ def write_dukemtmc(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_c
     the real set, some identities appear only in the gallery."""
     r = rng(seed, _DATASET_TAG["dukemtmc"])
     n_all = num_train_ids + num_test_ids + num_gallery_only_ids
-    pids = sorted(r.choice(np.arange(1, 7141), n_all, replace=False))
+    pids = sorted(r.choice(np.arange(1, ID_RANGE["dukemtmc"] + 1), n_all, replace=False))
     order = r.permutation(n_all)
     train_ids = sorted(pids[i] for i in order[:num_train_ids])
     test_ids = sorted(pids[i] for i in order[num_train_ids:num_train_ids + num_test_ids])
     extra_ids = sorted(pids[i] for i in order[num_train_ids + num_test_ids:])
     counts = {"bounding_box_train": 0, "query": 0, "bounding_box_test": 0}
+    _folders(root, *counts)
     jobs = [("train", train_ids, 2), ("test", test_ids, max(2, queries_per_id + 1)), ("test", extra_ids, 2)]
     queried = set(test_ids)
     for split, pid, n, cam in _shots(r, jobs, imgs_per_id, num_cams):
@@ -122,6 +144,7 @@ def write_msmt17(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_cam
     folders = {"train": "train", "test": "test"} if version == "V1" else {"train": "mask_train_v2",
                                                                             "test": "mask_test_v2"}
     lists = {"train": [], "val": [], "query": [], "gallery": []}
+    _folders(root, *folders.values())
     tods = ("morning", "noon", "afternoon")
     jobs = [("train", range(num_train_ids), 2), ("test", range(num_test_ids), queries_per_id + 1)]
     for split, pid, n, cam in _shots(r, jobs, imgs_per_id, num_cams):
@@ -139,21 +162,28 @@ def write_msmt17(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_cam
 
 
 def write_veri776(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_cams=8, seed=0,
-                  queries_per_id=1):
-    """image_train/, image_query/, image_test/ + name_{train,query,test}.txt."""
+                  queries_per_id=1, num_gallery_only_ids=0):
+    """image_train/, image_query/, image_test/ + name_{train,query,test}.txt; the
+    ``num_gallery_only_ids`` distractor vehicles appear in image_test/ only."""
     r = rng(seed, _DATASET_TAG["veri776"])
-    vids = r.choice(np.arange(1, 777), num_train_ids + num_test_ids, replace=False)
+    n_test = num_train_ids + num_test_ids
+    # drawn in one go, so the default (no distractors) draws exactly what it always did
+    vids = r.choice(np.arange(1, ID_RANGE["veri776"] + 1), n_test + num_gallery_only_ids, replace=False)
     names = {"train": [], "query": [], "test": []}
+    _folders(root, *(f"image_{part}" for part in names))
     jobs = [("train", sorted(vids[:num_train_ids]), queries_per_id + 1),
-            ("test", sorted(vids[num_train_ids:]), queries_per_id + 1)]
+            ("test", sorted(vids[num_train_ids:n_test]), queries_per_id + 1),
+            ("test", sorted(vids[n_test:]), 2)]
+    queried = set(vids[num_train_ids:n_test])
     for split, vid, n, cam in _shots(r, jobs, imgs_per_id, num_cams):
-        part = "train" if split == "train" else ("query" if n < queries_per_id else "test")
+        part = "train" if split == "train" else ("query" if n < queries_per_id and vid in queried else "test")
         name = f"{vid:04d}_c{cam + 1:03d}_{1000 * (n + 1) + int(r.integers(1000)):08d}_{int(r.integers(2))}.jpg"
         save_image(os.path.join(root, f"image_{part}", name), _draw(seed, "veri776", split, vid, n, cam, "vehicle"))
         names[part].append(name)
     for part, files in names.items():
         write_lines(os.path.join(root, f"name_{part}.txt"), files)
-    return {"images": {k: len(v) for k, v in names.items()}, "train_ids": num_train_ids, "test_ids": num_test_ids}
+    return {"images": {k: len(v) for k, v in names.items()}, "train_ids": num_train_ids, "test_ids": num_test_ids,
+            "gallery_only_ids": num_gallery_only_ids}
 
 
 def write_vehicleid(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_cams=4, seed=0):
@@ -173,7 +203,7 @@ def write_vehicleid(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_
         rows[split].append((f"{img:07d}", int(vid)))
     write_lines(os.path.join(root, "train_test_split", "train_list.txt"), [f"{i} {v}" for i, v in rows["train"]])
     sizes = {}
-    for size, keep in _nested({v for _, v in rows["test"]}, (800, 1600, 2400)).items():
+    for size, keep in _nested({v for _, v in rows["test"]}, VEHICLEID_LISTS).items():
         lines = [f"{i} {v}" for i, v in rows["test"] if v in keep]
         write_lines(os.path.join(root, "train_test_split", f"test_list_{size}.txt"), lines)
         sizes[size] = {"images": len(lines), "ids": len(keep)}
@@ -210,7 +240,7 @@ def write_veriwild(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_c
     if list_style not in ("original", "id"):
         raise ValueError(f"list_style={list_style!r}: expected 'original' or 'id'")
     r = rng(seed, _DATASET_TAG["veriwild"])
-    vids = r.choice(np.arange(1, 40672), num_train_ids + num_test_ids, replace=False)
+    vids = r.choice(np.arange(1, ID_RANGE["veriwild"] + 1), num_train_ids + num_test_ids, replace=False)
     info, rows, img_no = [], {"train": [], "query": [], "gallery": []}, 0
     cam_ids = sorted(r.choice(np.arange(1, 175), num_cams, replace=False))
     jobs = [("train", sorted(vids[:num_train_ids]), queries_per_id + 1),
@@ -233,7 +263,7 @@ def write_veriwild(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_c
         write_lines(os.path.join(split_dir, "train_list_start0.txt"),
                     [f"{k}.jpg {relabel[v]} {c}" for k, v, c in rows["train"]])
     sizes = {}
-    for size, keep in _nested({v for _, v, _ in rows["query"]}, (3000, 5000, 10000)).items():
+    for size, keep in _nested({v for _, v, _ in rows["query"]}, VERIWILD_LISTS).items():
         q = [row for row in rows["query"] if row[1] in keep]
         g = [row for row in rows["gallery"] if row[1] in keep]
         for part, sel in (("query", q), ("gallery", g)):

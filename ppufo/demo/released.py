@@ -83,12 +83,13 @@ TREE = {"faces_emore_val": ("faces_val", _faces), "Market-1501-v15.09.15": ("mar
         "VERI-Wild": ("veriwild", _veriwild_id_lists), "Stanford_Online_Products": ("sop", _sop_csv)}
 
 
-def write_ufo_test_datasets(root, writers, seed=0, reuse=None, folders=None):
+def write_ufo_test_datasets(root, writers, seed=0, reuse=None, folders=None, sizes=None):
     """Write the reference tree into ``root`` (default: all folders of TREE, or ``folders``).
 
-    writers: {demo set: writer(root, seed)}, i.e. sets.WRITERS. reuse: {demo set: folder} of demo
-    sets already written with ``seed``; they are copied instead of drawn again (identical bytes;
-    a copy takes well under a second, drawing ~16 s, mostly the faces).
+    writers: {demo set: writer(root, seed, **sizes)}, i.e. sets.WRITERS. sizes: {demo set:
+    {writer keyword: value}} of the parts drawn here (checked by the caller). reuse: {demo set:
+    folder} of demo sets already written with ``seed`` and those sizes; they are copied instead of
+    drawn again (identical bytes; a copy takes well under a second, drawing ~16 s, mostly the faces).
     Returns {folder: {"demo_set", "copied_from" or "written", "converted"}}.
     """
     unknown = sorted(set(folders or ()) - set(TREE))
@@ -104,7 +105,8 @@ def write_ufo_test_datasets(root, writers, seed=0, reuse=None, folders=None):
             shutil.copytree(src, path)
             info[folder] = {"demo_set": demo_set, "copied_from": src}
         else:
-            info[folder] = {"demo_set": demo_set, "written": writers[demo_set](path, seed)}
+            written = writers[demo_set](path, seed, **(sizes or {}).get(demo_set, {}))
+            info[folder] = {"demo_set": demo_set, "written": written}
         info[folder]["converted"] = convert(path) if convert else None
     return info
 

@@ -106,6 +106,9 @@ GLOBAL = {
                            "optimizer. BN necks, classifiers and losses stay fp32 at both levels"),
     },
     "generate_demo_data": Field(bool, False, doc="create missing demo data with tools/make_demo_data"),
+    "demo_sizes": Field(dict, {}, doc="sizes of the demo sets, {set: {writer keyword: value}}, e.g. "
+                        "{market1501: {num_test_ids: 100}}; others keep their defaults. Checked against the "
+                        "demo root's manifest: a root written with other sizes is refused (docs/datasets.md)"),
 }
 
 TASK = {

@@ -136,12 +136,13 @@ def test_cli_writes_reports_and_refuses_to_overwrite(tmp_path, capsys):
     assert "train 180 imgs/30 ids/1 cams; test 120 imgs/20 ids/1 cams" in text
     assert "train 192 imgs/24 ids/8 cams; query 16 imgs/16 ids/" in text
     assert "wrote 2 demo set(s)" in text and sorted(os.listdir(out)) == [".ppufo_demo.json", "sop", "veri776"]
-    assert demo.written_sets(str(out)) == {"sop": 2, "veri776": 2}
+    assert demo.written_sets(str(out)) == {"sop": {"seed": 2, "sizes": {}}, "veri776": {"seed": 2, "sizes": {}}}
     with pytest.raises(SystemExit) as e:
         cli.main(["--root", str(out), "--sets", "sop"])
     assert e.value.code == 2 and "not empty; pass --overwrite" in capsys.readouterr().err
     assert cli.main(["--root", str(out), "--sets", "sop", "--overwrite"]) == 0
-    assert sorted(os.listdir(out)) == [".ppufo_demo.json", "sop"] and demo.written_sets(str(out)) == {"sop": 0}
+    assert sorted(os.listdir(out)) == [".ppufo_demo.json", "sop"]
+    assert demo.written_sets(str(out)) == {"sop": {"seed": 0, "sizes": {}}}
     with pytest.raises(SystemExit):
         cli.main(["--root", str(tmp_path / "x"), "--sets", "market1501,nope"])
     assert "unknown set(s) ['nope']" in capsys.readouterr().err
@@ -163,7 +164,7 @@ def test_demo_setup_writes_only_missing_sets_and_refuses_stale_folders(tmp_path,
     cfg = {"Global": {"data_root": str(tmp_path / "demo"), "generate_demo_data": True, "seed": 3}}
     demo.write_all(cfg["Global"]["data_root"], seed=3, sets=["a"])
     assert ensure_demo_data(cfg) == ["b", "c"] and calls == ["a", "b", "c"]
-    assert demo.written_sets(cfg["Global"]["data_root"]) == {"a": 3, "b": 3, "c": 3}
+    assert demo.written_sets(cfg["Global"]["data_root"]) == {s: {"seed": 3, "sizes": {}} for s in "abc"}
     assert ensure_demo_data(cfg) == [] and len(calls) == 3  # complete: nothing rewritten
     os.makedirs(tmp_path / "old" / "b")  # a set folder no manifest vouches for (older or interrupted write)
     cfg["Global"]["data_root"] = str(tmp_path / "old")
