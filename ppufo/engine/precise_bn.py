@@ -1,0 +1,91 @@
+"""Precise BN: the backbone's BatchNorm statistics re-estimated on heterogeneous batches.
+
+UFO argues for heterogeneous batches (every batch holds all tasks) because a BatchNorm backbone
+trained on homogeneous ones (one task per batch) keeps running statistics of single-task
+batches, while at test time it normalises with them whatever it sees. The control arm of that
+ablation re-estimates the backbone's statistics of a homogeneously trained model on mixed
+batches before evaluating: if the gap closes, the statistics were the cause, not the gradients.
+
+As fast-reid's precise BN, each running mean / variance becomes the plain average of the batch
+statistics over ``num_batches`` batches: with momentum k / (k + 1) at batch k (from 0), Paddle's
+``running = momentum * running + (1 - momentum) * batch`` is the cumulative mean, and the old
+running value is forgotten at batch 0. Only the backbone: a task's BN neck already sees one
+task at a time, in training as at test.
+"""
+import copy
+import numbers
+
+import paddle
+import paddle.nn as nn
+from tqdm import tqdm
+
+from ..data.loader import build_train_loader
+from ..utils.errors import ConfigError
+from ..utils.logger import get_logger
+from .amp import MixedPrecision
+
+_BN_TYPES = (nn.layer.norm._BatchNormBase, nn.BatchNorm)  # BatchNorm1D/2D/3D, SyncBatchNorm; fluid-style BatchNorm
+
+
+def backbone_bns(model):
+    """[(name, layer)] of the BatchNorm layers of ``model.backbone`` that update running
+    statistics in train mode (use_global_stats=True ones are frozen by design and left alone)."""
+    return [(n, m) for n, m in model.backbone.named_sublayers()
+            if isinstance(m, _BN_TYPES) and not getattr(m, "_use_global_stats", None)]
+
+
+def heterogeneous_loader(config, num_batches, seed=0):
+    """The training loader of ``config`` turned heterogeneous: ``num_batches`` batches, each with
+    every task's own batch size of images (training transforms, drawn with ``seed``)."""
+    cfg = copy.deepcopy(config)
+    cfg["Global"]["max_iters"], cfg["Global"]["seed"] = int(num_batches), int(seed)
+    cfg["DataLoader"]["Train"]["batch_sampler"] = {"name": "HeterogeneousBatchSampler"}
+    cfg["DataLoader"]["Train"]["num_workers"] = 0  # a few batches: workers would cost more than they save
+    loader, _ = build_train_loader(cfg)
+    return loader
+
+
+def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
+    """Set every backbone BN's running mean / variance to the average of its batch statistics
+    over ``num_batches`` heterogeneous training batches of ``config`` (see the module doc).
+
+    Runs the backbone in train mode (as in training, under the config's autocast) with
+    ``paddle.no_grad()``: only BN buffers change. Paddle's global RNG is seeded with ``seed`` for
+    the pass (DropPath/dropout draws) and restored after, as are every layer's train/eval mode and
+    every BN's momentum. ``log``: a logger (default ppufo's). Returns {"layers", "batches",
+    "images"}; a backbone without BatchNorm (the ViT) gives 0 layers and reads no data."""
+    log = log or get_logger()
+    bns = [m for _, m in backbone_bns(model)]
+    if not bns:
+        log.info("precise BN: the backbone has no BatchNorm; nothing to recompute")
+        return {"layers": 0, "batches": 0, "images": 0}
+    if isinstance(num_batches, bool) or not isinstance(num_batches, numbers.Integral) or num_batches < 1:
+        raise ConfigError(f"precise BN: num_batches={num_batches!r}; expected an integer >= 1")
+    loader = heterogeneous_loader(config, num_batches, seed)
+    sampler = loader.batch_sampler
+    sizes = [(t, sampler.task_counts[t]) for t in sampler.tasks]
+    momenta = [bn._momentum for bn in bns]
+    modes = [(m, m.training) for m in model.sublayers(include_self=True)]
+    rng = paddle.get_rng_state()
+    amp = MixedPrecision(config["Global"]["amp"], config["Global"]["device"])
+    batches = images = 0
+    try:
+        model.backbone.train()
+        paddle.seed(seed)
+        with paddle.no_grad():
+            for batch in tqdm(loader, desc="precise BN", total=num_batches, leave=False, disable=None):
+                for bn in bns:
+                    bn._momentum = batches / (batches + 1)  # cumulative mean (module doc)
+                with amp.autocast():
+                    model.backbone_features(batch[0], sizes)
+                batches += 1
+                images += int(batch[0].shape[0])
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn._momentum = m
+        for m, training in modes:
+            m.training = training
+        paddle.set_rng_state(rng)
+    log.info(f"precise BN: {len(bns)} backbone BatchNorm layers re-estimated on {batches} heterogeneous "
+             f"batches ({images} images, {', '.join(f'{t} {n}' for t, n in sizes)} per batch)")
+    return {"layers": len(bns), "batches": batches, "images": images}
