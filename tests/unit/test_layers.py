@@ -1,9 +1,10 @@
 """ppufo's packages import one way, low to high, and no module imports itself back.
 
 Order (a package may import its own layer and the ones before it):
-utils, chips < data < demo < arch < loss, optimizer, metric < engine < inference < nas < cli.
+utils, chips < data < demo < arch < loss, optimizer, metric < engine < inference < nas < ablation < cli.
 inference (Paddle Inference predictor, gallery, serving) sits below nas because the chip search
-times subnets with that predictor; nothing in inference needs the search. Imports inside
+times subnets with that predictor; nothing in inference needs the search. ablation (studies of
+the article's claims) drives training and evaluation in worker processes. Imports inside
 functions count too: a lazy import is still a dependency.
 """
 import ast
@@ -16,7 +17,7 @@ import ppufo
 
 PACKAGE = os.path.dirname(os.path.abspath(ppufo.__file__))
 LAYERS = [("utils", "chips"), ("data",), ("demo",), ("arch",), ("loss", "optimizer", "metric"),
-          ("engine",), ("inference",), ("nas",), ("cli",)]
+          ("engine",), ("inference",), ("nas",), ("ablation",), ("cli",)]
 RANK = {pkg: i for i, group in enumerate(LAYERS) for pkg in group}
 
 

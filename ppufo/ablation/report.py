@@ -1,0 +1,250 @@
+"""The study's report from its finished runs: <study>/table.md, table.json and plot.png.
+
+Per compared (set, metric) cell: each arm's mean over seeds with its 95% t-interval, each pair's
+per-seed differences a - b with their mean, interval and verdict (stats.py); beside them the
+compute per arm (steps, images seen per task, mean wall time per run) and the seeds and commits
+the runs were made at. Built from result.json files only, so it is the same whether the runs
+finished in one go or over several resumed sessions.
+"""
+import json
+import os
+from collections import Counter
+
+from ..utils.errors import ConfigError
+from . import stats
+from .experiment import PRECISE_BN
+from .worker import read_result, write_json_atomic
+
+
+def cell_key(set_name, metric):
+    return f"{set_name}/{metric}"
+
+
+def select_cells(exp, scores, where="a run"):
+    """[(set, metric)] compared, from one run's ``scores`` ({set: {key: number}}). A metric list
+    applies to every set that has the key; each set must get one and each metric be found."""
+    missing = [s for s in exp.sets if s not in scores]
+    if missing:
+        raise ConfigError(f"{exp.path}: compare.sets: {where} has no scores for {missing} (it scored "
+                          f"{sorted(scores)}); the compared sets changed after it ran: rerun it in "
+                          f"another --out, or delete its folder")
+    if isinstance(exp.metrics, dict):
+        bad = {s: [m for m in ms if m not in scores[s]] for s, ms in exp.metrics.items()}
+        bad = {s: ms for s, ms in bad.items() if ms}
+        if bad:
+            s = next(iter(bad))
+            raise ConfigError(f"{exp.path}: compare.metrics.{s}: {bad[s]} not in the result of set {s}; "
+                              f"its keys: {sorted(scores[s])}")
+        return [(s, m) for s in exp.sets for m in exp.metrics[s]]
+    cells = [(s, m) for s in exp.sets for m in exp.metrics if m in scores[s]]
+    unused = [m for m in exp.metrics if not any(m == c[1] for c in cells)]
+    bare = [s for s in exp.sets if not any(s == c[0] for c in cells)]
+    if unused or bare:
+        keys = {s: sorted(scores[s]) for s in exp.sets}
+        what = (f"metric(s) {unused} are in no compared set's result" if unused
+                else f"set(s) {bare} have none of the metrics")
+        raise ConfigError(f"{exp.path}: compare.metrics: {what}; the sets' result keys: {keys}")
+    return cells
+
+
+def finished_results(runs):
+    """{run index: result} of the runs that have a result.json."""
+    out = {}
+    for r in runs:
+        res = read_result(r.run_dir)
+        if res is not None:
+            out[r.index] = res
+    return out
+
+
+def _mean(xs):
+    return sum(xs) / len(xs) if xs else None
+
+
+def wall_seconds(result):
+    """Training + post-step + scoring of one run (not the demo data writing nor process start)."""
+    s = result["seconds"]
+    return s.get("train", 0.0) + s.get("post_step", 0.0) + s.get("eval", 0.0)
+
+
+def build_table(exp, runs, results, study_dir):
+    """The report as a JSON-ready dict (see the module doc); ``results`` from finished_results."""
+    by_arm = {a: [r for r in runs if r.arm == a] for a in exp.arms}
+    first = next((results[r.index] for r in runs if r.index in results), None)
+    if first is None:
+        raise ConfigError(f"{study_dir}: no finished run to report on")
+    for r in runs:  # every result must hold every compared set
+        if r.index in results:
+            select_cells(exp, results[r.index]["scores"], where=r.rel_dir)
+    cells = select_cells(exp, first["scores"])
+    values = {a: {cell_key(*c): {r.seed: results[r.index]["scores"][c[0]][c[1]]
+                                 for r in rs if r.index in results} for c in cells}
+              for a, rs in by_arm.items()}
+    arms = {}
+    for a, rs in by_arm.items():
+        arm = exp.arms[a]
+        arms[a] = {"kind": PRECISE_BN if arm.derived else "train", "source": arm.source,
+                   "cells": {k: dict(stats.summarize(v[s] for s in sorted(v)),
+                                     values={str(s): v[s] for s in sorted(v)})
+                             for k, v in values[a].items()}}
+    pairs = []
+    for p in exp.pairs:
+        pc = {}
+        for c in cells:
+            k = cell_key(*c)
+            d = stats.paired(values[p.a][k], values[p.b][k], p.claim)
+            pc[k] = dict(d, seeds=[str(s) for s in d["seeds"]])
+        pairs.append({"a": p.a, "b": p.b, "claim": p.claim, "note": p.note, "cells": pc})
+    compute = {}
+    for a, rs in by_arm.items():
+        done = [results[r.index] for r in rs if r.index in results]
+        tasks = list(done[0]["images_per_task"]) if done else []
+        compute[a] = {"runs": len(done), "steps": sorted({d["steps"] for d in done}),
+                      "images_per_task": {t: _mean([d["images_per_task"][t] for d in done]) for t in tasks},
+                      "wall_seconds_mean": _mean([wall_seconds(d) for d in done]),
+                      "source": exp.arms[a].source, "precise_bn": exp.arms[a].precise_bn}
+    commits = Counter(results[i].get("commit", "unknown") for i in sorted(results))
+    return {"name": exp.name, "experiment": exp.path, "base": exp.base, "description": exp.description,
+            "seeds": list(exp.seeds), "commits": dict(sorted(commits.items())), "level": stats.LEVEL,
+            "runs": {"planned": len(runs), "finished": len(results),
+                     "missing": [r.rel_dir for r in runs if r.index not in results]},
+            "cells": [{"set": s, "metric": m} for s, m in cells],
+            "arms": arms, "pairs": pairs, "compute": compute}
+
+
+def _num(x, signed=False):
+    return "-" if x is None else (f"{x:+.4f}" if signed else f"{x:.4f}")
+
+
+def _duration(seconds):
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _arm_cell(c):
+    if c["n"] == 0:
+        return "no runs"
+    if c["n"] == 1:
+        return f"{_num(c['mean'])} (n=1, no interval)"
+    return f"{_num(c['mean'])} ± {c['half_width']:.4f} (n={c['n']})"
+
+
+def _rel(path):
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def render_markdown(table):
+    """table.md: what was run, the arms, the paired differences, the compute per arm."""
+    pct = int(round(table["level"] * 100))
+    commits = ", ".join(c if n == table["runs"]["finished"] else f"{c} ({n} runs)"
+                        for c, n in table["commits"].items())
+    runs = table["runs"]
+    lines = [f"## Ablation `{table['name']}`", ""]
+    if table["description"]:
+        lines += [table["description"], ""]
+    lines += [f"Experiment `{_rel(table['experiment'])}`, base config `{_rel(table['base'])}`; "
+              f"seeds {', '.join(map(str, table['seeds']))}; commit {commits}. "
+              f"Runs finished: {runs['finished']} of {runs['planned']}"
+              + (f" (missing: {', '.join(runs['missing'])})" if runs["missing"] else "") + ".",
+              f"Every run is scored once, at its final iteration. Intervals: {pct}% t-intervals over seeds, "
+              f"mean ± t(0.975, n-1)·s/√n; n=1 gives none.", ""]
+    arms = list(table["arms"])
+    lines += [f"### Arms: mean ± {pct}% half-width", "",
+              "| set | metric | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for c in table["cells"]:
+        k = cell_key(c["set"], c["metric"])
+        lines.append(f"| {c['set']} | {c['metric']} | "
+                     + " | ".join(_arm_cell(table["arms"][a]["cells"][k]) for a in arms) + " |")
+    if table["pairs"]:
+        lines += ["", "### Paired differences a - b (seeds both arms have)", "",
+                  f"| set | metric | a - b | claim | per seed | mean | {pct}% interval | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p in table["pairs"]:
+            for c in table["cells"]:
+                d = p["cells"][cell_key(c["set"], c["metric"])]
+                per_seed = ", ".join(f"{s}: {v:+.4f}" for s, v in zip(d["seeds"], d["diffs"])) or "-"
+                interval = (f"[{d['low']:+.4f}, {d['high']:+.4f}]" if d["low"] is not None
+                            else f"none (n={d['n']})")
+                lines.append(f"| {c['set']} | {c['metric']} | {p['a']} - {p['b']} | {p['claim']} | "
+                             f"{per_seed} | {_num(d['mean'], True)} | {interval} | {d['verdict']} |")
+        notes = [f"- {p['a']} - {p['b']} ({p['claim']}): {p['note']}" for p in table["pairs"] if p["note"]]
+        if notes:
+            lines += ["", "Claims:", *notes]
+        lines += ["", "Verdict: `reproduced` only where the interval excludes zero in the claimed "
+                      "direction; `opposite` where it excludes zero the other way; else `not resolved`."]
+    lines += ["", "### Compute per arm", "",
+              "| arm | runs | steps | images seen per task | mean wall time per run (train or post-step, + score) |",
+              "|---|---|---|---|---|"]
+    for a, c in table["compute"].items():
+        steps = "/".join(map(str, c["steps"])) or "-"
+        if c["source"]:
+            steps += f" (trained by {c['source']}) + precise BN on {c['precise_bn']['num_batches']} batches"
+        images = ", ".join(f"{t} {v:g}" for t, v in c["images_per_task"].items()) or "-"
+        lines.append(f"| {a} | {c['runs']} | {steps} | {images} | {_duration(c['wall_seconds_mean'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table, path):
+    """plot.png: per cell, each arm's mean with its interval (and the per-seed values), and each
+    pair's per-seed differences with their mean, interval and a zero line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells, arms, pairs = table["cells"], list(table["arms"]), table["pairs"]
+    cols = 2 if pairs else 1
+    fig, axes = plt.subplots(len(cells), cols, figsize=(5.5 * cols, 2.8 * len(cells)), squeeze=False)
+    for row, c in enumerate(cells):
+        k = cell_key(c["set"], c["metric"])
+        ax = axes[row][0]
+        for i, a in enumerate(arms):
+            s = table["arms"][a]["cells"][k]
+            if s["mean"] is None:
+                continue
+            vals = list(s["values"].values())
+            ax.scatter([i] * len(vals), vals, s=12, color="0.6", zorder=2)
+            ax.errorbar([i], [s["mean"]], yerr=None if s["half_width"] is None else [[s["half_width"]]] * 2,
+                        fmt="o", color="C0", capsize=5, zorder=3)
+        ax.set_xticks(range(len(arms)))
+        ax.set_xticklabels(arms, rotation=20, fontsize=8)
+        ax.set_xlim(-0.5, len(arms) - 0.5)
+        ax.set_title(f"{c['set']} {c['metric']}: arms (mean, {int(table['level'] * 100)}% CI)", fontsize=9)
+        if pairs:
+            ax = axes[row][1]
+            for i, p in enumerate(pairs):
+                d = p["cells"][k]
+                ax.scatter([i] * len(d["diffs"]), d["diffs"], s=12, color="0.6", zorder=2)
+                if d["mean"] is not None:
+                    err = None if d["half_width"] is None else [[d["half_width"]]] * 2
+                    color = {"reproduced": "C2", "opposite": "C3"}.get(d["verdict"], "C0")
+                    ax.errorbar([i], [d["mean"]], yerr=err, fmt="o", color=color, capsize=5, zorder=3)
+            ax.axhline(0.0, color="k", lw=0.8)
+            ax.set_xticks(range(len(pairs)))
+            ax.set_xticklabels([f"{p['a']} - {p['b']}\n(claim {p['claim']})" for p in pairs], fontsize=8)
+            ax.set_xlim(-0.5, len(pairs) - 0.5)
+            ax.set_title(f"{c['set']} {c['metric']}: paired differences", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(exp, runs, study_dir):
+    """Write table.md, table.json and plot.png into ``study_dir``; returns the markdown."""
+    table = build_table(exp, runs, finished_results(runs), study_dir)
+    md = render_markdown(table)
+    os.makedirs(study_dir, exist_ok=True)
+    write_json_atomic(os.path.join(study_dir, "table.json"), table)
+    tmp = os.path.join(study_dir, f"table.md.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(md)
+    os.replace(tmp, os.path.join(study_dir, "table.md"))
+    plot(table, os.path.join(study_dir, "plot.png"))
+    return md

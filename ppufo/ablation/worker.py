@@ -1,0 +1,225 @@
+"""One run of an ablation study, in its own process: python -m ppufo.ablation.worker <run_dir>/spec.json
+
+A trained run writes the demo data of its seed if the config generates it (ensure_demo_data locks
+the folder, so two runs of one seed starting together write it once), trains from scratch with
+no evaluation during training, and scores the final iteration once on the compared sets. A derived
+run (precise_bn) loads the same seed's final checkpoint of its source arm, recomputes the
+backbone's BN statistics on heterogeneous batches and scores that; it trains nothing.
+
+Output in the run folder: train.log (derived: eval.log), config.yaml (the merged config),
+eval_<tag>.json (the evaluator's full result), checkpoints (trained runs), and LAST, written
+atomically (temporary file + rename), result.json::
+
+    {"arm", "seed", "kind", "identity", "iteration", "steps", "images_per_task": {task: n},
+     "scores": {set: {key: number}}, "seconds": {"total", "demo_data", "train", "eval"},
+     "config": "<run_dir>/config.yaml", "eval_json", "commit", "post_step" (derived: the
+     post-step's summary), "source" (derived: the source run's folder)}
+
+A run folder without result.json is an interrupted run. While a worker lives it holds an
+exclusive lock on <run_dir>/.running (with its pid inside), which the study checks before it
+deletes such a folder. Paddle is imported inside main(), after the start time is taken.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+_T0 = time.time()
+RESULT, SPEC, RUNNING = "result.json", "spec.json", ".running"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; the study cannot see a live worker there
+    fcntl = None
+
+
+def write_json_atomic(path, data, sort_keys=False):
+    """``data`` as JSON into ``path`` through a temporary file in the same folder, fsynced and
+    renamed into place: a reader sees the old file or the complete new one, never a part."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=sort_keys, default=float)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_result(run_dir):
+    """The run's result dict, or None when it has not finished."""
+    path = os.path.join(run_dir, RESULT)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def hold_running_lock(run_dir):
+    """Lock <run_dir>/.running for this process's lifetime (the kernel lets go when it dies)."""
+    fh = open(os.path.join(run_dir, RUNNING), "a+")
+    if fcntl:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh  # keep a reference: closing it releases the lock
+
+
+def running_pid(run_dir):
+    """The pid of a live worker holding <run_dir>/.running, else None."""
+    path = os.path.join(run_dir, RUNNING)
+    if not fcntl or not os.path.isfile(path):
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            return fh.read().strip() or "?"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+def git_commit():
+    """`git rev-parse --short HEAD` of the repository holding this ppufo, with "-dirty" when
+    tracked files differ from it; "unknown" outside a git checkout."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=20)
+        if head.returncode != 0 or not head.stdout.strip():
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=20)
+        return head.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def numbers_of(summary, sets):
+    """{set: {key: number}} of the compared sets in an Evaluator summary (counts included)."""
+    out = {}
+    for r in summary["sets"]:
+        if r["set"] in sets:
+            out[r["set"]] = {k: float(v) for k, v in r.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seconds"}
+    missing = [s for s in sets if s not in out]
+    if missing:
+        raise RuntimeError(f"the evaluation has no result for set(s) {missing}")
+    return out
+
+
+def images_per_task(batch_sampler, start, stop):
+    """{task: images} the batch sampler draws over steps start..stop-1 (one process)."""
+    seen = dict.fromkeys(batch_sampler.tasks, 0)
+    for it in range(start, stop):
+        for t in batch_sampler.tasks_at(it):
+            seen[t] += batch_sampler.task_counts[t]
+    return seen
+
+
+def train_run(spec):
+    from ..demo import ensure_demo_data
+    from ..engine import build_trainer
+    from ..engine.evaluator import Evaluator
+    from ..engine.hooks import EvalHook
+    from ..utils.config import load_config
+
+    config = load_config(spec["base"], spec["overrides"])
+    t = time.time()
+    ensure_demo_data(config)
+    t_data = time.time() - t
+    t = time.time()
+    trainer = build_trainer(config)
+    # scored once, at the end, on the compared sets; no best_model (it would be chosen on them)
+    trainer.hooks = [h for h in trainer.hooks if not isinstance(h, EvalHook)]
+    trainer.evaluator = Evaluator(config, trainer.model, only=spec["sets"])
+    try:
+        last = trainer.train()
+        t_train = time.time() - t
+        t = time.time()
+        summary = trainer.evaluate(last)
+        t_eval = time.time() - t
+    finally:
+        trainer.close()
+    bs = trainer.loader.batch_sampler
+    return {"iteration": last, "steps": last - trainer.start_iter,
+            "images_per_task": {k: v * trainer.world_size for k, v in
+                                images_per_task(bs, trainer.start_iter, last).items()},
+            "scores": numbers_of(summary, spec["sets"]),
+            "seconds": {"demo_data": t_data, "train": t_train, "eval": t_eval},
+            "config": os.path.join(spec["run_dir"], "config.yaml"),
+            "eval_json": os.path.join(spec["run_dir"], f"eval_{summary['tag']}.json")}
+
+
+def precise_bn_run(spec):
+    from ..arch.multitask import load_trained_model
+    from ..engine.amp import MixedPrecision
+    from ..engine.evaluator import Evaluator
+    from ..engine.precise_bn import recompute_backbone_bn  # noqa: lazy: the derived path only
+    from ..utils.config import dump_config, load_config
+    from ..utils.device import setup_device
+    from ..utils.logger import init_logger
+
+    src_dir, run_dir = spec["source_dir"], spec["run_dir"]
+    source = read_result(src_dir)
+    if source is None:
+        raise RuntimeError(f"{src_dir}: the source run has not finished (no {RESULT})")
+    config = load_config(os.path.join(src_dir, "config.yaml"),
+                         [f"Global.output_dir={run_dir}", f"Global.pretrained_model={os.path.join(src_dir, 'latest')}",
+                          "Global.checkpoints=null", f"Global.cpu_threads={spec['cpu_threads']}"])
+    log = init_logger(os.path.join(run_dir, "eval.log"))
+    setup_device(config)
+    dump_config(config, os.path.join(run_dir, "config.yaml"))
+    t = time.time()
+    model = load_trained_model(config)
+    n = spec["precise_bn"]["num_batches"]
+    post = recompute_backbone_bn(model, config, n, seed=spec["seed"], log=log)
+    log.info(f"precise BN on {n} heterogeneous batches (seed {spec['seed']}): {post}")
+    model.eval()
+    t_post = time.time() - t
+    t = time.time()
+    amp = MixedPrecision(config["Global"]["amp"], config["Global"]["device"], log)
+    with amp.eval_autocast():
+        summary = Evaluator(config, model, only=spec["sets"]).evaluate(tag="precise_bn")
+    t_eval = time.time() - t
+    return {"iteration": source["iteration"], "steps": source["steps"],
+            "images_per_task": source["images_per_task"], "scores": numbers_of(summary, spec["sets"]),
+            "seconds": {"demo_data": 0.0, "train": 0.0, "post_step": t_post, "eval": t_eval},
+            "config": os.path.join(run_dir, "config.yaml"),
+            "eval_json": os.path.join(run_dir, f"eval_{summary['tag']}.json"),
+            "post_step": post, "source": src_dir}
+
+
+KINDS = {"train": train_run, "precise_bn": precise_bn_run}
+
+
+def run(spec_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    lock = hold_running_lock(spec["run_dir"])
+    try:
+        result = KINDS[spec["kind"]](spec)
+        result.update(arm=spec["arm"], seed=spec["seed"], kind=spec["kind"], identity=spec["identity"],
+                      commit=git_commit())
+        result["seconds"]["total"] = time.time() - _T0
+        write_json_atomic(os.path.join(spec["run_dir"], RESULT), result)
+    finally:
+        lock.close()
+    return result
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit("usage: python -m ppufo.ablation.worker <run_dir>/spec.json (started by ppufo-ablate)")
+    from ..utils.errors import ConfigError, DataError
+    try:
+        run(argv[0])
+    except (ConfigError, DataError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
