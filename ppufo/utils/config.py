@@ -62,7 +62,8 @@ class Field:
 
 
 class MapOf:
-    """A mapping from user-chosen names (e.g. task names) to entries of one schema."""
+    """A mapping from user-chosen names (e.g. task names) to entries of one schema; an entry set to
+    null (`-o Tasks.face=null`) is dropped, so one task of a config can be trained alone."""
 
     def __init__(self, schema):
         self.schema = schema
@@ -220,6 +221,7 @@ def check_schema(node, schema, path):
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(node).__name__} {node!r}")
     if isinstance(schema, MapOf):
+        node = {k: v for k, v in node.items() if v is not None}  # `-o Tasks.face=null` drops a task
         if not node:
             raise ConfigError(f"{path}: needs at least one entry")
         return {k: check_schema(v, schema.schema, f"{path}.{k}") for k, v in node.items()}

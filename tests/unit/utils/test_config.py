@@ -120,3 +120,10 @@ def test_unknown_backbone_key_names_path_and_allowed_keys(make_config):
         build_model(config, {t: 10 for t in config["Tasks"]})
     assert "Arch.Backbone" in str(e.value) and "['foo']" in str(e.value)
     assert "accepted: [" in str(e.value) and "'depth'" in str(e.value) and "'embed_dim'" in str(e.value)
+
+
+def test_a_task_set_to_null_is_dropped_and_not_all_may_be(make_config):
+    cfg = make_config("Tasks.face=null", "Tasks.vehicle=null", "Tasks.product=null")
+    assert list(cfg["Tasks"]) == ["person"] and cfg["Tasks"]["person"]["batch_size"] == 8
+    with pytest.raises(ConfigError, match="Tasks: needs at least one entry"):
+        make_config("Tasks.face=null", "Tasks.person=null", "Tasks.vehicle=null", "Tasks.product=null")
