@@ -17,17 +17,24 @@ Schema (every key is checked; errors name the file and the key)::
         precise_bn: {num_batches: 20}   # heterogeneous batches, then scored
     compare:
       sets: [Market1501, SOP]       # test-set labels as the evaluator names them (alias, set_name,
-                                    # <name>-<test_size> or the dataset name)
+                                    # <name>-<test_size> or the dataset name). An arm may hold only
+                                    # some of them (a single-task arm: -o Tasks.face=null ...): each
+                                    # run scores the compared sets its config holds, and the report
+                                    # shows "—" for the others. Every arm must hold at least one,
+                                    # every set be held by at least one arm (a typo is held by none)
       metrics: [rank1, mAP, recall@1]   # keys of a set's result (rank1, rank5, mAP, mINP,
                                     # accuracy_mean, recall@1, ..., score = the set's headline
                                     # number); a list applies to every set that has the key, a
                                     # mapping {set: [keys]} names them per set
-      pairs:                        # optional; a - b per seed, and the claimed direction
+      pairs:                        # optional; a - b per seed, and the claimed direction, on the
+                                    # compared sets both arms hold (they must share at least one)
         - {arms: [hetero, homo], claim: greater, note: "UFO: mixed batches beat one-task batches"}
 
 A run of a trained arm is ``base`` + ``overrides`` + the command line's ``-o`` + the arm's
 overrides + what the study sets itself (see ``Run``). Runs are ordered seed by seed, trained arms
-before derived ones, so the first seed's runs finish a first complete comparison.
+before derived ones, so the first seed's runs finish a first complete comparison. A derived arm
+holds the compared sets of its source. The compared sets every arm holds are checked when the
+runs are planned, before anything trains.
 """
 import copy
 import hashlib
@@ -99,7 +106,9 @@ class Run:
     """One (arm, seed). A trained run is ``python -m ppufo.ablation.worker`` training the merged
     config ``overrides`` on ``base``; a derived run scores ``source``'s final checkpoint after its
     post-step. ``identity`` fingerprints what decides its result (the merged config, without
-    output_dir and cpu_threads): a finished run of another identity is never mixed into a table."""
+    output_dir and cpu_threads): a finished run of another identity is never mixed into a table.
+    ``sets``: the compared sets it scores, those its config holds, in compare.sets order (they
+    follow from the config, so the identity covers them)."""
     index: int
     arm: str
     seed: int
@@ -110,6 +119,7 @@ class Run:
     identity: str
     source: "Run" = None
     precise_bn: dict = None
+    sets: list = None
 
     @property
     def name(self):
@@ -291,26 +301,47 @@ def identity_of(config, study_dir):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _check_sets(exp, arm, config):
+def config_labels(config):
+    """The labels of the config's test sets, in config order."""
     from ..engine.evaluator import configured_labels  # imports Paddle: only when planning runs
-    labels = list(configured_labels(config))
-    missing = [s for s in exp.sets if s not in labels]
-    if missing:
-        raise ConfigError(f"{exp.path}: compare.sets: {missing} are not test sets of arm {arm}'s "
-                          f"config; its test sets: {labels}")
+    return list(configured_labels(config))
+
+
+def _check_sets(exp, labels):
+    """``labels``: {trained arm: its config's test-set labels}. Every compared set must be held by
+    an arm (a typo is held by none), every arm hold one, every pair share one."""
+    of = {a: labels[arm.source or a] for a, arm in exp.arms.items()}  # derived: their source's
+    held = {a: [s for s in exp.sets if s in of[a]] for a in exp.arms}
+    orphans = [s for s in exp.sets if not any(s in h for h in held.values())]
+    if orphans:
+        raise ConfigError(f"{exp.path}: compare.sets: {orphans} {'is' if len(orphans) == 1 else 'are'} "
+                          f"a test set of no arm's config; the arms' test sets: "
+                          + "; ".join(f"{a}: {t}" for a, t in labels.items()))
+    for a, h in held.items():
+        if not h:
+            src = exp.arms[a].source
+            raise ConfigError(f"{exp.path}: compare.sets: arm {a}{f' (derived from {src})' if src else ''} "
+                              f"holds none of {exp.sets}; its test sets: {of[a]}")
+    for i, p in enumerate(exp.pairs):
+        if not set(held[p.a]) & set(held[p.b]):
+            raise ConfigError(f"{exp.path}: compare.pairs.{i}: arms {p.a} and {p.b} share no compared "
+                              f"set ({p.a} holds {held[p.a]}, {p.b} holds {held[p.b]} of compare.sets "
+                              f"{exp.sets}); test sets: {p.a}: {of[p.a]}; {p.b}: {of[p.b]}")
+    return held
 
 
 def plan_runs(exp, study_dir, extra_overrides=()):
     """[Run] of ``exp`` in the order they start. Every trained run's config is loaded (and so
-    validated) here, before anything trains; ``extra_overrides`` (the command line's -o) go after
-    the file's common overrides and before the arm's."""
+    validated) here, and the compared sets each arm holds checked, before anything trains;
+    ``extra_overrides`` (the command line's -o) go after the file's common overrides and before
+    the arm's."""
     study_dir = os.path.abspath(study_dir)
     common = list(exp.overrides) + list(extra_overrides)
     for o in extra_overrides:
         key = o.split("=", 1)[0].strip()
         if key in STUDY_KEYS:
             raise ConfigError(f"-o {o}: {key} is set by the study for every run ({', '.join(STUDY_KEYS)})")
-    runs, trained, checked = [], {}, set()
+    runs, trained, labels = [], {}, {}
     for seed in exp.seeds:
         for arm in arm_order(exp):
             run_dir = os.path.join(study_dir, "runs", arm.name, f"seed_{seed}")
@@ -319,7 +350,7 @@ def plan_runs(exp, study_dir, extra_overrides=()):
                 ident = hashlib.sha256(json.dumps({"from": src.identity, "precise_bn": arm.precise_bn},
                                                   sort_keys=True).encode()).hexdigest()[:16]
                 runs.append(Run(len(runs) + 1, arm.name, seed, PRECISE_BN, run_dir, src.base, [],
-                                ident, source=src, precise_bn=dict(arm.precise_bn)))
+                                ident, source=src, precise_bn=dict(arm.precise_bn), sets=src.sets))
                 continue
             where = f"{exp.path}: arms.{arm.name} (seed {seed})"
             arm_ovr = common + arm.overrides
@@ -333,18 +364,19 @@ def plan_runs(exp, study_dir, extra_overrides=()):
             if merged["Global"]["generate_demo_data"]:  # each seed draws its own demo data
                 run_ovr.append(f"Global.data_root={os.path.join(study_dir, 'data', f'seed_{seed}')}")
             config = load_config(exp.base, run_ovr)
-            if arm.name not in checked:
-                _check_sets(exp, arm.name, config)
-                checked.add(arm.name)
+            own = labels.setdefault(arm.name, config_labels(config))
             run = Run(len(runs) + 1, arm.name, seed, TRAIN, run_dir, exp.base, run_ovr,
-                      identity_of(config, study_dir))
+                      identity_of(config, study_dir), sets=[s for s in exp.sets if s in own])
             trained[(arm.name, seed)] = run
             runs.append(run)
+        if seed == exp.seeds[0]:  # every arm's test sets are known: check before the other seeds
+            _check_sets(exp, labels)
     return runs
 
 
 def run_spec(run, sets, cpu_threads):
-    """What the worker reads (``<run_dir>/spec.json``)."""
+    """What the worker reads (``<run_dir>/spec.json``); ``sets``: the sets it scores, ``run.sets``
+    (the compared sets its config holds)."""
     spec = {"arm": run.arm, "seed": run.seed, "kind": run.kind, "run_dir": run.run_dir,
             "base": run.base, "overrides": list(run.overrides) + [f"Global.cpu_threads={cpu_threads}"],
             "sets": list(sets), "identity": run.identity, "cpu_threads": cpu_threads}

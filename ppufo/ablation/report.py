@@ -1,10 +1,11 @@
 """The study's report from its finished runs: <study>/table.md, table.json and plot.png.
 
-Per compared (set, metric) cell: each arm's mean over seeds with its 95% t-interval, each pair's
-per-seed differences a - b with their mean, interval and verdict (stats.py); beside them the
-compute per arm (steps, images seen per task, mean wall time per run) and the seeds and commits
-the runs were made at. Built from result.json files only, so it is the same whether the runs
-finished in one go or over several resumed sessions.
+Per compared (set, metric) cell: each arm's mean over seeds with its 95% t-interval ("—" in
+table.md, null in table.json, for a set the arm's config does not hold), each pair's per-seed
+differences a - b with their mean, interval and verdict (stats.py), on the sets both arms hold
+only (the pair's "sets"); beside them the compute per arm (steps, images seen per task, mean
+wall time per run) and the seeds and commits the runs were made at. Built from result.json files
+only, so it is the same whether the runs finished in one go or over several resumed sessions.
 """
 import json
 import os
@@ -20,30 +21,74 @@ def cell_key(set_name, metric):
     return f"{set_name}/{metric}"
 
 
-def select_cells(exp, scores, where="a run"):
-    """[(set, metric)] compared, from one run's ``scores`` ({set: {key: number}}). A metric list
-    applies to every set that has the key; each set must get one and each metric be found."""
-    missing = [s for s in exp.sets if s not in scores]
+def select_cells(exp, scores, where="a run", sets=None):
+    """[(set, metric)] compared, from one run's ``scores`` ({set: {key: number}}) on ``sets``: the
+    compared sets the run's config holds (``Run.sets``; default every compared set), each of which
+    it must have scores for. A metric list applies to every set that has the key; each set must get
+    one, and each metric be found (decided here only for a run holding every compared set;
+    metrics_found checks that over several runs)."""
+    sets = list(exp.sets) if sets is None else [s for s in exp.sets if s in sets]
+    missing = [s for s in sets if s not in scores]
     if missing:
         raise ConfigError(f"{exp.path}: compare.sets: {where} has no scores for {missing} (it scored "
                           f"{sorted(scores)}); the compared sets changed after it ran: rerun it in "
                           f"another --out, or delete its folder")
     if isinstance(exp.metrics, dict):
-        bad = {s: [m for m in ms if m not in scores[s]] for s, ms in exp.metrics.items()}
+        bad = {s: [m for m in exp.metrics[s] if m not in scores[s]] for s in sets}
         bad = {s: ms for s, ms in bad.items() if ms}
         if bad:
             s = next(iter(bad))
             raise ConfigError(f"{exp.path}: compare.metrics.{s}: {bad[s]} not in the result of set {s}; "
                               f"its keys: {sorted(scores[s])}")
-        return [(s, m) for s in exp.sets for m in exp.metrics[s]]
-    cells = [(s, m) for s in exp.sets for m in exp.metrics if m in scores[s]]
-    unused = [m for m in exp.metrics if not any(m == c[1] for c in cells)]
-    bare = [s for s in exp.sets if not any(s == c[0] for c in cells)]
-    if unused or bare:
-        keys = {s: sorted(scores[s]) for s in exp.sets}
-        what = (f"metric(s) {unused} are in no compared set's result" if unused
-                else f"set(s) {bare} have none of the metrics")
-        raise ConfigError(f"{exp.path}: compare.metrics: {what}; the sets' result keys: {keys}")
+        return [(s, m) for s in sets for m in exp.metrics[s]]
+    cells = [(s, m) for s in sets for m in exp.metrics if m in scores[s]]
+    if len(sets) == len(exp.sets):
+        metrics_found(exp, [scores])
+    bare = [s for s in sets if not any(s == c[0] for c in cells)]
+    if bare:
+        _metrics_error(exp, f"set(s) {bare} have none of the metrics", scores)
+    return cells
+
+
+def _metrics_error(exp, what, scores):
+    keys = {s: sorted(scores[s]) for s in exp.sets if s in scores}
+    raise ConfigError(f"{exp.path}: compare.metrics: {what}; the sets' result keys: {keys}")
+
+
+def metrics_found(exp, scores_list):
+    """A metric list's every key must be in some compared set's result: checked over the runs'
+    ``scores`` once they cover every compared set (the runs of single-task arms each hold a part)."""
+    if isinstance(exp.metrics, dict):
+        return
+    keys = {}
+    for scores in scores_list:
+        for s in exp.sets:
+            if s in scores:
+                keys.setdefault(s, scores[s])
+    if len(keys) < len(exp.sets):
+        return
+    unused = [m for m in exp.metrics if not any(m in keys[s] for s in exp.sets)]
+    if unused:
+        _metrics_error(exp, f"metric(s) {unused} are in no compared set's result", keys)
+
+
+def study_cells(exp, runs, results):
+    """[(set, metric)] of the study, in compare.sets and compare.metrics order: those of the
+    finished runs (each checked with select_cells on the sets its config holds). With a metric
+    list, a set no finished run holds has no cells yet."""
+    per_run = {r.index: select_cells(exp, results[r.index]["scores"], where=r.rel_dir, sets=r.sets)
+               for r in runs if r.index in results}
+    metrics_found(exp, [results[i]["scores"] for i in per_run])
+    found = {c for cells in per_run.values() for c in cells}
+    cells = [(s, m) for s in exp.sets
+             for m in (exp.metrics[s] if isinstance(exp.metrics, dict) else exp.metrics) if (s, m) in found]
+    for r in runs:  # a set's keys are the same in every run holding it
+        if r.index in per_run:
+            lacking = [c for c in cells if c[0] in r.sets and c not in per_run[r.index]]
+            if lacking:
+                s, m = lacking[0]
+                raise ConfigError(f"{exp.path}: compare.metrics: {r.rel_dir} has no {m} for set {s}, "
+                                  f"which other runs have; its keys: {sorted(results[r.index]['scores'][s])}")
     return cells
 
 
@@ -70,31 +115,36 @@ def wall_seconds(result):
 def build_table(exp, runs, results, study_dir):
     """The report as a JSON-ready dict (see the module doc); ``results`` from finished_results."""
     by_arm = {a: [r for r in runs if r.arm == a] for a in exp.arms}
-    first = next((results[r.index] for r in runs if r.index in results), None)
-    if first is None:
+    if not any(r.index in results for r in runs):
         raise ConfigError(f"{study_dir}: no finished run to report on")
-    for r in runs:  # every result must hold every compared set
-        if r.index in results:
-            select_cells(exp, results[r.index]["scores"], where=r.rel_dir)
-    cells = select_cells(exp, first["scores"])
+    cells = study_cells(exp, runs, results)  # every result must hold the compared sets of its config
+    held = {a: list(rs[0].sets) for a, rs in by_arm.items()}  # an arm's runs hold the same sets
     values = {a: {cell_key(*c): {r.seed: results[r.index]["scores"][c[0]][c[1]]
-                                 for r in rs if r.index in results} for c in cells}
+                                 for r in rs if r.index in results} for c in cells if c[0] in held[a]}
               for a, rs in by_arm.items()}
     arms = {}
     for a, rs in by_arm.items():
         arm = exp.arms[a]
+        arm_cells = {}
+        for c in cells:
+            k = cell_key(*c)
+            v = values[a].get(k)
+            # a set the arm's config does not hold: None (no numbers, not an error)
+            arm_cells[k] = None if v is None else dict(stats.summarize(v[s] for s in sorted(v)),
+                                                       values={str(s): v[s] for s in sorted(v)})
         arms[a] = {"kind": PRECISE_BN if arm.derived else "train", "source": arm.source,
-                   "cells": {k: dict(stats.summarize(v[s] for s in sorted(v)),
-                                     values={str(s): v[s] for s in sorted(v)})
-                             for k, v in values[a].items()}}
+                   "sets": held[a], "cells": arm_cells}
     pairs = []
     for p in exp.pairs:
+        shared = [s for s in exp.sets if s in held[p.a] and s in held[p.b]]
         pc = {}
         for c in cells:
+            if c[0] not in shared:  # only the sets both arms hold
+                continue
             k = cell_key(*c)
             d = stats.paired(values[p.a][k], values[p.b][k], p.claim)
             pc[k] = dict(d, seeds=[str(s) for s in d["seeds"]])
-        pairs.append({"a": p.a, "b": p.b, "claim": p.claim, "note": p.note, "cells": pc})
+        pairs.append({"a": p.a, "b": p.b, "claim": p.claim, "note": p.note, "sets": shared, "cells": pc})
     compute = {}
     for a, rs in by_arm.items():
         done = [results[r.index] for r in rs if r.index in results]
@@ -125,7 +175,12 @@ def _duration(seconds):
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+NOT_HELD = "—"  # an arm's cell of a test set its config does not hold
+
+
 def _arm_cell(c):
+    if c is None:
+        return NOT_HELD
     if c["n"] == 0:
         return "no runs"
     if c["n"] == 1:
@@ -163,13 +218,17 @@ def render_markdown(table):
         k = cell_key(c["set"], c["metric"])
         lines.append(f"| {c['set']} | {c['metric']} | "
                      + " | ".join(_arm_cell(table["arms"][a]["cells"][k]) for a in arms) + " |")
+    if any(cell is None for a in arms for cell in table["arms"][a]["cells"].values()):
+        lines += ["", f"{NOT_HELD}: the arm's config does not hold that test set."]
     if table["pairs"]:
-        lines += ["", "### Paired differences a - b (seeds both arms have)", "",
+        lines += ["", "### Paired differences a - b (seeds and test sets both arms have)", "",
                   f"| set | metric | a - b | claim | per seed | mean | {pct}% interval | verdict |",
                   "|---|---|---|---|---|---|---|---|"]
         for p in table["pairs"]:
             for c in table["cells"]:
-                d = p["cells"][cell_key(c["set"], c["metric"])]
+                d = p["cells"].get(cell_key(c["set"], c["metric"]))
+                if d is None:  # a set one of the two arms does not hold
+                    continue
                 per_seed = ", ".join(f"{s}: {v:+.4f}" for s, v in zip(d["seeds"], d["diffs"])) or "-"
                 interval = (f"[{d['low']:+.4f}, {d['high']:+.4f}]" if d["low"] is not None
                             else f"none (n={d['n']})")
@@ -207,7 +266,7 @@ def plot(table, path):
         ax = axes[row][0]
         for i, a in enumerate(arms):
             s = table["arms"][a]["cells"][k]
-            if s["mean"] is None:
+            if s is None or s["mean"] is None:  # a set the arm does not hold, or no runs
                 continue
             vals = list(s["values"].values())
             ax.scatter([i] * len(vals), vals, s=12, color="0.6", zorder=2)
@@ -220,7 +279,9 @@ def plot(table, path):
         if pairs:
             ax = axes[row][1]
             for i, p in enumerate(pairs):
-                d = p["cells"][k]
+                d = p["cells"].get(k)
+                if d is None:  # a set one of the two arms does not hold
+                    continue
                 ax.scatter([i] * len(d["diffs"]), d["diffs"], s=12, color="0.6", zorder=2)
                 if d["mean"] is not None:
                     err = None if d["half_width"] is None else [[d["half_width"]]] * 2

@@ -27,7 +27,7 @@ import time
 
 from ..utils.errors import ConfigError
 from .experiment import run_spec
-from .report import select_cells
+from .report import metrics_found, select_cells
 from .worker import RESULT, SPEC, read_result, running_pid, write_json_atomic
 
 try:
@@ -115,9 +115,9 @@ class Study:
         with open(os.path.join(self.dir, "ablate.log"), "a") as f:
             f.write(line + "\n")
 
-    def score_text(self, result):
+    def score_text(self, run, result):
         try:
-            cells = select_cells(self.exp, result["scores"])
+            cells = select_cells(self.exp, result["scores"], sets=run.sets)
         except ConfigError:
             return "scores: " + ", ".join(sorted(result["scores"]))
         return ", ".join(f"{s}/{m} {result['scores'][s][m]:.4f}" for s, m in cells)
@@ -182,7 +182,7 @@ class Study:
         self.clean_stale_demo_data(run, {r.seed for r in running})
         os.makedirs(run.run_dir)
         spec_path = os.path.join(run.run_dir, SPEC)
-        write_json_atomic(spec_path, run_spec(run, self.exp.sets, self.cpu_threads))
+        write_json_atomic(spec_path, run_spec(run, run.sets, self.cpu_threads))
         log = open(os.path.join(run.run_dir, "worker.log"), "w")
         proc = subprocess.Popen(self.worker_cmd(spec_path), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=worker_env(self.cpu_threads, self.parallel),
@@ -279,11 +279,12 @@ class Study:
         self.done[run.index] = result
         self.durations.setdefault(run.kind, []).append(seconds)
         eta = self.estimate(todo, [(r, t0) for r, (_, _, t0) in running.items()])
-        self.say(f"{k} done in {format_duration(seconds)} ({self.score_text(result)}); study ETA "
+        self.say(f"{k} done in {format_duration(seconds)} ({self.score_text(run, result)}); study ETA "
                  f"{'unknown' if eta is None else format_duration(eta)}, runs left {len(todo) + len(running)}")
-        try:
-            select_cells(self.exp, result["scores"], where=run.rel_dir)
-        except ConfigError as e:  # caught after the first run, not after the whole study
+        try:  # the sets its config holds; the metrics once the finished runs cover every set
+            select_cells(self.exp, result["scores"], where=run.rel_dir, sets=run.sets)
+            metrics_found(self.exp, [r["scores"] for r in self.done.values()])
+        except ConfigError as e:  # caught after the first run(s), not after the whole study
             return e
         return None
 

@@ -2,7 +2,8 @@
 
 A trained run writes the demo data of its seed if the config generates it (ensure_demo_data locks
 the folder, so two runs of one seed starting together write it once), trains from scratch with
-no evaluation during training, and scores the final iteration once on the compared sets. A derived
+no evaluation during training, and scores the final iteration once on the compared sets its
+config holds (the spec's "sets": all of compare.sets, or a part for a single-task arm). A derived
 run (precise_bn) loads the same seed's final checkpoint of its source arm, recomputes the
 backbone's BN statistics on heterogeneous batches and scores that; it trains nothing.
 
@@ -11,7 +12,7 @@ eval_<tag>.json (the evaluator's full result), checkpoints (trained runs), and L
 atomically (temporary file + rename), result.json::
 
     {"arm", "seed", "kind", "identity", "iteration", "steps", "images_per_task": {task: n},
-     "scores": {set: {key: number}}, "seconds": {"total", "demo_data", "train", "eval"},
+     "scores": {set: {key: number}} (the spec's sets), "seconds": {"total", "demo_data", "train", "eval"},
      "config": "<run_dir>/config.yaml", "eval_json", "commit", "post_step" (derived: the
      post-step's summary), "source" (derived: the source run's folder)}
 

@@ -2,7 +2,7 @@
 for every seed, score each run once at its final iteration, and report per compared test set and
 metric each arm's mean with a 95% t-interval and the paired per-seed differences with theirs.
 
-python tools/ablate.py configs/ablations/example_tiny.yaml                 # train, score, report
+python tools/ablate.py -c configs/ablations/example_tiny.yaml              # train, score, report (or ppufo-ablate)
 python tools/ablate.py configs/ablations/example_tiny.yaml --parallel 2    # two runs at a time
 python tools/ablate.py configs/ablations/example_tiny.yaml --report-only   # table from finished runs
 python tools/ablate.py configs/ablations/example_tiny.yaml --dry-run       # list the runs only
@@ -29,8 +29,10 @@ def build_parser():
                     "differences a - b with theirs and a verdict on the claimed direction.",
         epilog="Resumable: rerun the same command after an interruption; runs with a result.json are "
                "kept, interrupted ones restart from scratch. The markdown table is printed to stdout.")
-    p.add_argument("experiment", help="experiment file, e.g. configs/ablations/example_tiny.yaml "
-                                      "(its base: path is relative to the file's folder)")
+    p.add_argument("experiment", nargs="?", help="experiment file, e.g. configs/ablations/example_tiny.yaml "
+                                                 "(its base: path is relative to the file's folder)")
+    p.add_argument("-c", "--config", dest="config", metavar="EXPERIMENT",
+                   help="the experiment file, as -c in the other ppufo tools (same as the positional one)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="study folder (default: output/ablations/<experiment file name>)")
     p.add_argument("--parallel", type=int, default=None, metavar="N",
@@ -46,7 +48,8 @@ def build_parser():
 
 
 def describe_runs(runs, exp, study_dir, common):
-    """The planned runs: the overrides every run shares once, then each run's own."""
+    """The planned runs: the overrides every run shares once, then each run's own (and the
+    compared sets it scores, where its config holds only some of them)."""
     lines = [f"{len(runs)} runs in {study_dir}", f"base: {exp.base}",
              f"every trained run: {' '.join(common) or '(no overrides)'}"]
     for r in runs:
@@ -54,13 +57,19 @@ def describe_runs(runs, exp, study_dir, common):
             what = f"from {r.source.rel_dir}, precise BN on {r.precise_bn['num_batches']} batches"
         else:
             what = " ".join(r.overrides[len(common):])
+        if r.sets != exp.sets:
+            what += f" [scores {', '.join(r.sets)} only]"
         lines.append(f"  [{r.index}] {r.kind:10s} arm={r.arm} seed={r.seed} -> {r.rel_dir}: {what}")
     return "\n".join(lines)
 
 
 def main(argv=None, worker_cmd=None):
     """``worker_cmd(spec_path) -> argv`` replaces the worker process (tests)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.experiment) == bool(args.config):
+        parser.error("give the experiment file once: ppufo-ablate -c configs/ablations/<name>.yaml")
+    args.experiment = args.experiment or args.config
     overrides = [o for group in args.override for o in group]
     from ..ablation.experiment import load_experiment, plan_runs
     from ..ablation.report import write_report

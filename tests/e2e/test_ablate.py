@@ -14,7 +14,7 @@ EXAMPLE = "configs/ablations/example_tiny.yaml"
 
 
 def ablate(out, demo_root, *extra):
-    cmd = [sys.executable, "tools/ablate.py", EXAMPLE, "--out", str(out), *extra,
+    cmd = [sys.executable, "tools/ablate.py", "-c", EXAMPLE, "--out", str(out), *extra,
            "-o", f"Global.data_root={demo_root}", "Global.generate_demo_data=false"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

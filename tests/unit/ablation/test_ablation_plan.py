@@ -7,7 +7,7 @@ import yaml
 
 from helpers import ROOT
 from ppufo.ablation.experiment import load_experiment, plan_runs, run_spec
-from ppufo.ablation.report import select_cells
+from ppufo.ablation.report import metrics_found, select_cells
 from ppufo.utils.config import load_config
 from ppufo.utils.errors import ConfigError
 
@@ -140,7 +140,8 @@ def test_file_level_errors(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, extra, message", [
-    ("compare.sets", ["Market", "SOP"], [], "compare.sets: ['Market'] are not test sets of arm a's config"),
+    ("compare.sets", ["Market", "SOP"], [], "compare.sets: ['Market'] is a test set of no arm's config; "
+                                            "the arms' test sets: a: ['lfw', "),
     ("arms.b.overrides", ["Global.nope=1"], [], "arms.b (seed 3)"),
     ("overrides", [], ["Global.output_dir=x"], "-o Global.output_dir=x: Global.output_dir is set by the study"),
 ])
@@ -150,6 +151,64 @@ def test_planning_checks_the_configs_before_anything_runs(tmp_path, key, value, 
     with pytest.raises(ConfigError) as e:
         plan_runs(load_experiment(write(tmp_path, raw)), str(tmp_path / "s"), extra)
     assert message in str(e.value)
+
+
+def only(task):
+    """The overrides that drop every task of the quickstart but ``task``."""
+    return [f"Tasks.{t}=null" for t in ("face", "person", "vehicle", "product") if t != task]
+
+
+PERSON = ["Market1501", "DukeMTMC", "MSMT17"]
+VEHICLE = ["VeRi776", "VehicleID-2400", "VeRiWild-10000"]
+SINGLE = {"base": QUICKSTART, "overrides": ["Global.max_iters=4", "Tasks.person.batch_size=8"], "seeds": [0, 1],
+          "arms": {"multi": {"overrides": []}, "p": {"overrides": only("person")},
+                   "s": {"overrides": only("product")}, "pd": {"from": "p", "precise_bn": {"num_batches": 2}}},
+          "compare": {"sets": ["SOP", "Market1501"], "metrics": ["rank1", "recall@1"],
+                      "pairs": [{"arms": ["multi", "p"], "claim": "greater"},
+                                {"arms": ["multi", "s"], "claim": "greater"}]}}
+
+
+def test_single_task_arms_score_the_compared_sets_their_config_holds(tmp_path):
+    exp = load_experiment(write(tmp_path, SINGLE))
+    runs = plan_runs(exp, str(tmp_path / "s"))
+    # in compare.sets order (SOP first), not the config's; a derived arm holds its source's sets
+    assert [(r.arm, r.seed, r.sets) for r in runs] == [
+        (arm, seed, sets) for seed in (0, 1) for arm, sets in
+        [("multi", ["SOP", "Market1501"]), ("p", ["Market1501"]), ("s", ["SOP"]), ("pd", ["Market1501"])]]
+    assert all(run_spec(r, r.sets, 2)["sets"] == r.sets for r in runs)
+    p = load_config(runs[1].base, runs[1].overrides)
+    assert list(p["Tasks"]) == ["person"] and p["Tasks"]["person"]["batch_size"] == 8
+    assert list(load_config(runs[2].base, runs[2].overrides)["Tasks"]) == ["product"]
+    # a finished run stays valid: the identity is the config's, whatever other arms the study has
+    alone = copy.deepcopy(SINGLE)
+    alone["arms"] = {"multi": {"overrides": []}}
+    alone["compare"] = {"sets": ["Market1501"], "metrics": ["rank1"]}
+    assert plan_runs(load_experiment(write(tmp_path, alone, "alone.yaml")), str(tmp_path / "s"))[0].identity \
+        == runs[0].identity
+    assert len({r.identity for r in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"compare.sets": ["SOP", "Market"]},  # a typo is held by no arm
+     "exp.yaml: compare.sets: ['Market'] is a test set of no arm's config; the arms' test sets: "
+     f"multi: ['lfw', 'cplfw', 'calfw', 'cfp_ff', 'cfp_fp', 'agedb_30', {str(PERSON)[1:-1]}, {str(VEHICLE)[1:-1]}, "
+     f"'SOP']; p: {PERSON}; s: ['SOP']"),
+    ({"arms.v": {"overrides": only("vehicle")}},
+     f"exp.yaml: compare.sets: arm v holds none of ['SOP', 'Market1501']; its test sets: {VEHICLE}"),
+    ({"arms.p.overrides": only("vehicle")},  # the derived arm pd holds nothing either; p is named first
+     f"exp.yaml: compare.sets: arm p holds none of ['SOP', 'Market1501']; its test sets: {VEHICLE}"),
+    ({"compare.pairs": [{"arms": ["multi", "s"], "claim": "greater"}, {"arms": ["pd", "s"], "claim": "less"}]},
+     "exp.yaml: compare.pairs.1: arms pd and s share no compared set (pd holds ['Market1501'], s holds ['SOP'] "
+     f"of compare.sets ['SOP', 'Market1501']); test sets: pd: {PERSON}; s: ['SOP']"),
+])
+def test_compared_sets_each_arm_holds_are_checked_before_anything_runs(tmp_path, change, message):
+    raw = copy.deepcopy(SINGLE)
+    for k, v in change.items():
+        _set(raw, k, v)
+    with pytest.raises(ConfigError) as e:
+        plan_runs(load_experiment(write(tmp_path, raw)), str(tmp_path / "s"))
+    assert message in str(e.value)
+    assert not os.path.exists(tmp_path / "s")
 
 
 SCORES = {"Market1501": {"rank1": 0.5, "mAP": 0.4, "score": 0.5}, "SOP": {"recall@1": 0.3, "score": 0.3}}
@@ -181,3 +240,31 @@ def test_metrics_missing_from_a_result_name_the_key(tmp_path, metrics, message):
     with pytest.raises(ConfigError, match=r"compare.sets: runs/a/seed_3 has no scores for \['SOP'\]"):
         select_cells(load_experiment(write(tmp_path, EXP)), {"Market1501": SCORES["Market1501"]},
                      where="runs/a/seed_3")
+
+
+def test_a_run_holding_some_sets_is_checked_on_those(tmp_path):
+    raw = copy.deepcopy(EXP)
+    raw["compare"]["metrics"] = ["rank1", "recall@1", "nope"]
+    exp = load_experiment(write(tmp_path, raw))
+    person, product = {"Market1501": SCORES["Market1501"]}, {"SOP": SCORES["SOP"]}
+    assert select_cells(exp, person, sets=["Market1501"]) == [("Market1501", "rank1")]
+    metrics_found(exp, [person])  # the runs so far cover Market1501 only: "nope" may be SOP's
+    with pytest.raises(ConfigError, match=r"compare.metrics: metric\(s\) \['nope'\] are in no compared set's result"):
+        metrics_found(exp, [person, product])
+    with pytest.raises(ConfigError, match=r"compare.sets: runs/p/seed_0 has no scores for \['Market1501'\]"):
+        select_cells(exp, product, where="runs/p/seed_0", sets=["Market1501"])  # a set its config holds
+
+
+@pytest.mark.parametrize("argv", [[], ["a.yaml", "-c", "b.yaml"]])
+def test_the_cli_takes_the_experiment_file_exactly_once(argv, capsys):
+    from ppufo.cli.ablate import main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "give the experiment file once: ppufo-ablate -c" in capsys.readouterr().err
+
+
+def test_the_cli_reads_the_experiment_from_c_as_the_other_tools(tmp_path):
+    from ppufo.cli.ablate import main
+    with pytest.raises(SystemExit) as e:
+        main(["-c", str(tmp_path / "missing.yaml"), "--dry-run"])
+    assert str(e.value.code) == f"error: experiment file not found: {tmp_path / 'missing.yaml'}"

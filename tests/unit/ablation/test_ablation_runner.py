@@ -188,6 +188,75 @@ def test_half_written_demo_data_of_a_seed_is_cleared(tmp_path, env):
     assert not os.path.exists(stale)
 
 
+def only(task):
+    return [f"Tasks.{t}=null" for t in ("face", "person", "vehicle", "product") if t != task]
+
+
+SINGLE = {"base": EXP["base"], "seeds": [0, 1, 2],
+          "arms": {"a": {"overrides": []}, "p": {"overrides": only("person")}, "s": {"overrides": only("product")}},
+          "compare": {"sets": ["Market1501", "SOP"], "metrics": ["rank1", "recall@1"],
+                      "pairs": [{"arms": ["a", "p"], "claim": "greater"}, {"arms": ["s", "a"], "claim": "less"}]}}
+
+
+def interval(diffs):
+    """(mean, half-width) of a 95% t-interval, computed here from the numbers."""
+    from scipy import stats as st
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
+    return mean, st.t.ppf(0.975, n - 1) * sd / n ** 0.5
+
+
+def test_single_task_arms_show_dashes_and_pairs_on_the_sets_both_hold(tmp_path, env):
+    exp, runs, study = setup(tmp_path, SINGLE)
+    Study(exp, runs, study, 1, worker_cmd=fake_cmd).execute()
+    assert json.load(open(os.path.join(study, "runs", "p", "seed_0", "spec.json")))["sets"] == ["Market1501"]
+    assert sorted(json.load(open(os.path.join(study, "runs", "s", "seed_2", "result.json")))["scores"]) == ["SOP"]
+    md = write_report(exp, runs, study)
+    table = json.load(open(os.path.join(study, "table.json")))
+    arms = table["arms"]
+    assert [(c["set"], c["metric"]) for c in table["cells"]] == [("Market1501", "rank1"), ("SOP", "recall@1")]
+    assert (arms["a"]["sets"], arms["p"]["sets"], arms["s"]["sets"]) == (["Market1501", "SOP"], ["Market1501"], ["SOP"])
+    assert arms["p"]["cells"]["SOP/recall@1"] is None and arms["s"]["cells"]["Market1501/rank1"] is None
+    a_r1, p_r1 = [0.5 + 0.1 * s for s in range(3)], [0.42 + 0.07 * s for s in range(3)]
+    a_sop, s_sop = [0.3 + 0.01 * s for s in range(3)], [0.27 + 0.02 * s for s in range(3)]
+    p_mean, p_half = interval(p_r1)
+    assert arms["p"]["cells"]["Market1501/rank1"]["mean"] == pytest.approx(p_mean)
+    assert arms["p"]["cells"]["Market1501/rank1"]["half_width"] == pytest.approx(p_half)
+    ap, sa = table["pairs"]
+    assert ap["sets"] == ["Market1501"] and list(ap["cells"]) == ["Market1501/rank1"]
+    assert sa["sets"] == ["SOP"] and list(sa["cells"]) == ["SOP/recall@1"]
+    d_ap = [x - y for x, y in zip(a_r1, p_r1)]  # 0.08, 0.11, 0.14
+    d_sa = [x - y for x, y in zip(s_sop, a_sop)]  # -0.03, -0.02, -0.01
+    for got, diffs in ((ap["cells"]["Market1501/rank1"], d_ap), (sa["cells"]["SOP/recall@1"], d_sa)):
+        mean, half = interval(diffs)
+        assert got["diffs"] == pytest.approx(diffs) and got["mean"] == pytest.approx(mean)
+        assert (got["low"], got["high"]) == pytest.approx((mean - half, mean + half))
+    assert ap["cells"]["Market1501/rank1"]["verdict"] == "reproduced"
+    assert sa["cells"]["SOP/recall@1"]["verdict"] == "not resolved"  # -0.02 ± 0.0248 holds 0
+    mean, half = interval(d_ap)
+    assert f"| Market1501 | rank1 | 0.6000 ± 0.2484 (n=3) | {p_mean:.4f} ± {p_half:.4f} (n=3) | — |" in md
+    assert f"| SOP | recall@1 | 0.3100 ± 0.0248 (n=3) | — | 0.2900 ± 0.0497 (n=3) |" in md
+    assert "—: the arm's config does not hold that test set." in md
+    assert f"| Market1501 | rank1 | a - p | greater | 0: +0.0800, 1: +0.1100, 2: +0.1400 | {mean:+.4f} | " \
+           f"[{mean - half:+.4f}, {mean + half:+.4f}] | reproduced |" in md
+    assert "| SOP | recall@1 | a - p |" not in md and "| Market1501 | rank1 | s - a |" not in md
+    assert "| SOP | recall@1 | s - a | less | 0: -0.0300, 1: -0.0200, 2: -0.0100 |" in md
+    assert os.path.getsize(os.path.join(study, "plot.png")) > 10_000
+    log = open(os.path.join(study, "ablate.log")).read()
+    assert "arm=p seed=0 done in" in log and "(Market1501/rank1 0.4200); study ETA" in log
+    env.write_text("")
+    Study(exp, runs, study, 1, worker_cmd=fake_cmd).execute()  # finished single-task runs stay valid
+    assert events(env) == []
+    # a result without a set its config does hold is still an error
+    path = os.path.join(study, "runs", "a", "seed_1", "result.json")
+    res = json.load(open(path))
+    del res["scores"]["SOP"]
+    json.dump(res, open(path, "w"))
+    with pytest.raises(ConfigError, match=r"compare.sets: runs/a/seed_1 has no scores for \['SOP'\]"):
+        write_report(exp, runs, study)
+
+
 @pytest.mark.slow  # a study process of its own (imports Paddle)
 def test_killing_the_study_stops_its_workers_and_a_rerun_finishes_the_same_table(tmp_path, env, monkeypatch):
     exp, runs, study = setup(tmp_path)

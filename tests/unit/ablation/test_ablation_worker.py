@@ -108,6 +108,21 @@ def test_precise_bn_on_a_vit_changes_nothing(trained):
     assert result["post_step"]["layers"] == 0 and result["scores"] == source["scores"]
 
 
+def test_a_single_task_run_scores_the_compared_sets_its_config_holds(demo_root, tmp_path):
+    raw = {"base": os.path.join(ROOT, "configs", "quickstart.yaml"), "seeds": [0],
+           "overrides": TINY + [f"Global.data_root={demo_root}", "Global.max_iters=2"],
+           "arms": {"person_only": {"overrides": ["Tasks.face=null", "Tasks.vehicle=null", "Tasks.product=null"]},
+                    "multi": {"overrides": []}},
+           "compare": {"sets": SETS, "metrics": ["rank1", "recall@1"]}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    runs = {r.arm: r for r in plan_runs(load_experiment(str(tmp_path / "exp.yaml")), str(tmp_path / "study"))}
+    assert (runs["person_only"].sets, runs["multi"].sets) == (["Market1501"], SETS)
+    result = run(runs["person_only"], runs["person_only"].sets)
+    assert list(result["scores"]) == ["Market1501"] and result["images_per_task"] == {"person": 16}
+    summary = json.load(open(result["eval_json"]))
+    assert [s["set"] for s in summary["sets"]] == ["Market1501"]
+
+
 def test_a_failing_run_writes_no_result(demo_root, tmp_path):
     runs = plan(tmp_path, demo_root)
     with pytest.raises(ConfigError, match=r"unknown test set\(s\) \['nope'\]"):
