@@ -1,5 +1,6 @@
 """Training memory per GPU from a config's own shapes (the model is built under paddle.LazyGuard:
-shapes only, no weights allocated).
+shapes only, no weights allocated), for ViT backbones (closed formulas, below) and PaddleClas CNN
+backbones such as ResNet50 (BatchNorm; measured, see ``measure_cnn``).
 
 Counted: parameters, gradients, optimizer state (SGD with momentum 0: none; Momentum: 1 buffer;
 AdamW: 2), fp32 master weights under AMP O2; the input batch; every tensor Paddle 3.3.1's autograd
@@ -9,9 +10,19 @@ the working set of the one block running backward (the gradients of its attentio
 hidden layer) and the largest parameter gradient before it is added to ``.grad``. The classifier
 weights and logits (face: [1024, 93431]) are counted, in fp32 (the heads run in fp32).
 16-bit sizes (O1 / O2) follow Paddle's AMP op lists; they were not measured (no GPU here).
+A PaddleClas CNN's activations are no closed formula over a few shapes: its backbone is built for
+real on the CPU and what it keeps for backward is measured with Paddle's CPU allocator around one
+train-mode forward at the planned image size, at batch 1 and 2 (per image = the difference, the
+rest per step: BN's saved batch statistics), and its backward's excess over that at batch 2; the
+16-bit sizes are computed from that measurement (under AMP every kept activation is 16-bit: conv2d
+is on the white list, BN, ReLU, add and pooling run in their input's dtype; plus the conv's 16-bit
+copy of the images and, under O1, of the conv weights). The heads are built lazily as for the ViT.
+A HomogeneousBatchSampler config (one task a step) is planned at its costliest step.
 Not counted, covered by the margin instead (MARGIN_FIXED + MARGIN_FRACTION of the tensors): the
 CUDA context, cuBLAS/cuDNN workspaces, NCCL buffers and the caching allocator's fragmentation.
 """
+import gc
+
 import numpy as np
 import paddle
 
@@ -138,6 +149,91 @@ def backbone_memory(backbone, blocks, image_hw, batch, precision="fp32", attenti
                 working=saved[i] - batch * n * c * b["stream"] + work[i])
 
 
+def is_paddleclas(backbone_cfg):
+    """True when Arch.Backbone names a PaddleClas model (PaddleClasBackbone, or a shortcut such
+    as ResNet50): a real model is then built and measured (measure_cnn)."""
+    from .backbone import BACKBONES
+    name = backbone_cfg.get("name") if isinstance(backbone_cfg, dict) else None
+    return name in BACKBONES and BACKBONES.get(name).__module__.endswith(".paddleclas_backbones")
+
+
+def _allocated():
+    from paddle.base import core
+    return core.host_memory_stat_current_value("Allocated", 0)
+
+
+def _kept_and_peak(backbone, x):
+    """(bytes allocated after a train-mode forward of ``x`` with its output alive, the peak over
+    that forward and the backward), both over the allocation before it (``x`` included there)."""
+    from paddle.base import core
+    gc.collect()
+    base = _allocated()
+    core.host_memory_stat_reset_peak_value("Allocated", 0)
+    out = backbone(x)
+    kept = _allocated() - base
+    out.square().mean().backward()
+    del out
+    peak = core.host_memory_stat_peak_value("Allocated", 0) - base
+    for p in backbone.parameters():
+        p.clear_gradient(set_to_zero=True)  # the gradients stay allocated: baseline of the next pass
+    return kept, peak
+
+
+def measure_cnn(backbone, image_hw):
+    """What a real (CPU) CNN backbone keeps for backward, measured with Paddle's host allocator
+    around one training step per batch size at the planned image size, fp32:
+
+    - ``per_image``: bytes kept after the forward at batch 2 minus at batch 1 (every tensor
+      autograd holds for backward, plus the [B, C] output; the input images are counted apart);
+    - ``fixed``: the rest at batch 1, independent of the batch (BN's saved mean / variance);
+    - ``working_per_image``: the backward's peak at batch 2 over the kept bytes, less the largest
+      parameter gradient (counted apart, before it is added to ``.grad``), per image, at least 0;
+    - ``weights16``: elements of the conv / linear weights (the 16-bit copies O1 keeps).
+
+    A first step at a small size allocates the parameter gradients (kept, zeroed) beforehand.
+    ResNet50 at 384x384 on CPU: a few seconds. tests/unit/arch/test_memory_plan.py checks the result
+    against the tensors each layer's backward needs and linearity in the batch."""
+    from paddle.nn.layer.conv import _ConvNd
+    backbone.train()
+    small = [min(int(v), 64) for v in image_hw]
+    _kept_and_peak(backbone, paddle.ones([2, 3] + small))
+    kept1, _ = _kept_and_peak(backbone, paddle.ones([1, 3] + list(image_hw)))
+    kept2, peak2 = _kept_and_peak(backbone, paddle.ones([2, 3] + list(image_hw)))
+    largest = 4 * max(int(np.prod(p.shape)) for p in backbone.parameters())
+    weights = [m.weight for m in backbone.sublayers() if isinstance(m, (_ConvNd, paddle.nn.Linear))]
+    return {"per_image": kept2 - kept1, "fixed": 2 * kept1 - kept2,
+            "working_per_image": max(0, peak2 - kept2 - largest) / 2,
+            "weights16": parameter_count(weights)}
+
+
+def cnn_memory(measured, image_hw, batch, precision="fp32"):
+    """Bytes of a measured CNN backbone's training step over ``batch`` images, as backbone_memory:
+    {"input", "saved", "working"}. fp32 as measured; under AMP the activations in 16 bits, a 16-bit
+    copy of the images, and under O1 the 16-bit copies of the conv weights (once per step)."""
+    pixels, half = 3 * image_hw[0] * image_hw[1], precision != "fp32"
+    per_image = measured["per_image"] / (2 if half else 1) + (2 * pixels if half else 0)
+    return {"input": batch * pixels * 4,
+            "saved": batch * per_image + measured["fixed"] + (2 * measured["weights16"] if precision == "O1" else 0),
+            "working": batch * measured["working_per_image"] / (2 if half else 1)}
+
+
+def _cnn_model(config, num_classes):
+    """The model build_model makes, with its PaddleClas backbone built for real on the current
+    device (it runs a forward when built, and is measured) and the heads under paddle.LazyGuard."""
+    from .backbone import build_backbone
+    from .head import HEADS, NECKS
+    from .multitask import ARCHS, TaskHead
+    bb = {k: v for k, v in config["Arch"]["Backbone"].items() if k != "pretrained"}  # weights change no size
+    backbone = build_backbone(bb, img_size=list(config["Global"]["image_shape"][1:]), tasks=list(config["Tasks"]))
+    heads = {}
+    with paddle.LazyGuard():  # as build_model does
+        for t, tcfg in config["Tasks"].items():
+            neck = NECKS.build(tcfg["neck"], where=f"Tasks.{t}.neck", in_dim=backbone.out_dim)
+            clf = HEADS.build(tcfg["head"], where=f"Tasks.{t}.head", in_dim=neck.out_dim, num_classes=num_classes[t])
+            heads[t] = TaskHead(neck, clf)
+    return ARCHS.get(config["Arch"]["name"])(backbone, heads)
+
+
 def head_memory(in_dim, feature_dim, num_classes, batch, has_fc, triplet):
     """(saved, working) bytes of one task's BN neck, CosFace-style classifier and losses over
     ``batch`` images, all fp32: the normalised weight copy [D, K], three [B, K] logit tensors
@@ -173,22 +269,40 @@ def parameter_count(params):
 class MemoryPlan:
     """Memory of one training step on one GPU for ``config`` (see the module docstring).
     precision ("fp32" | "O1" | "O2"), recompute and attention ("flash" | "math") default to the
-    config's: Global.amp, Arch.Backbone.recompute, fused_attention on a GPU device."""
+    config's: Global.amp, Arch.Backbone.recompute, fused_attention on a GPU device. A PaddleClas
+    CNN backbone (``self.cnn``) is built for real on the CPU and measured (``self.measured``,
+    measure_cnn); it has no recompute and no attention."""
 
     def __init__(self, config, num_classes=None, precision=None, recompute=None, attention=None):
         from .multitask import build_model
         g, bb = config["Global"], config["Arch"]["Backbone"]
         self.config, self.image_hw = config, [int(v) for v in g["image_shape"][1:]]
         self.precision = precision or precision_of(g)
+        self.cnn = is_paddleclas(bb)
         self.recompute = bool(bb.get("recompute", False)) if recompute is None else recompute
+        if self.cnn and self.recompute:
+            raise ConfigError("recompute: PaddleClas backbones have none (Arch.Backbone.recompute is the ViT's)")
         gpu = str(g.get("device", "cpu")).startswith("gpu")
-        self.attention = attention or ("flash" if gpu and bb.get("fused_attention", True) else "math")
+        self.attention = None if self.cnn else attention or (
+            "flash" if gpu and bb.get("fused_attention", True) else "math")
         self.num_classes = classifier_sizes(config, num_classes)
-        with paddle.LazyGuard():  # shapes only
-            self.model = build_model(config, self.num_classes)
+        sampler = ((config.get("DataLoader") or {}).get("Train") or {}).get("batch_sampler") or {}
+        self.homogeneous = sampler.get("name") == "HomogeneousBatchSampler"  # one task a step
+        if self.cnn:
+            device = paddle.get_device()
+            paddle.set_device("cpu")  # measured with the host allocator
+            try:
+                self.model = _cnn_model(config, self.num_classes)
+                self.measured = measure_cnn(self.model.backbone, self.image_hw)
+            finally:
+                paddle.set_device(device)
+        else:
+            with paddle.LazyGuard():  # shapes only
+                self.model = build_model(config, self.num_classes)
         self.backbone = bk = self.model.backbone
-        if not hasattr(bk, "blocks") or not hasattr(bk, "patch_size"):
-            raise ConfigError(f"Arch.Backbone: the memory plan models ViT backbones, not {type(bk).__name__}")
+        if not self.cnn and (not hasattr(bk, "blocks") or not hasattr(bk, "patch_size")):
+            raise ConfigError(f"Arch.Backbone: the memory plan models ViT backbones and PaddleClas CNNs "
+                              f"(PaddleClasBackbone, ResNet50), not {type(bk).__name__}")
         heads = self.model.heads
         self.params = {"backbone": parameter_count(bk.parameters()),
                        "necks": parameter_count(p for t in heads for p in heads[t].neck.parameters()),
@@ -196,7 +310,22 @@ class MemoryPlan:
         self.largest_param = max(int(np.prod(p.shape)) for p in self.model.parameters())
         self.buffers = optimizer_buffers(config["Optimizer"])
         self.supernet = hasattr(bk, "space")
-        self.blocks = vit_blocks(bk)  # the largest subnet of a supernet
+        self.blocks = None if self.cnn else vit_blocks(bk)  # the largest subnet of a supernet
+
+    def backbone_memory(self, batch, precision=None, recompute=None):
+        """{"input", "saved", "working"} bytes of the backbone over ``batch`` images (one pass)."""
+        precision, rc = precision or self.precision, self.recompute if recompute is None else recompute
+        if self.cnn:
+            if rc:
+                raise ConfigError("recompute: PaddleClas backbones have none")
+            return cnn_memory(self.measured, self.image_hw, batch, precision)
+        return backbone_memory(self.backbone, self.blocks, self.image_hw, batch, precision, self.attention, rc)
+
+    def per_image(self, precision, recompute=False):
+        """Saved + working bytes per image, without the per-step parts (O1 weight copies, slices,
+        BN statistics)."""
+        one, two = (self.backbone_memory(b, precision, recompute) for b in (1, 2))
+        return two["saved"] + two["working"] - one["saved"] - one["working"]
 
     def static(self):
         """{part: bytes} independent of the batch."""
@@ -212,8 +341,7 @@ class MemoryPlan:
         largest subnet's (passes run forward and backward one after another)."""
         precision, rc = precision or self.precision, self.recompute if recompute is None else recompute
         slices = [v for v in task_batch.values() if v] if self.supernet else [sum(task_batch.values())]
-        mem = [backbone_memory(self.backbone, self.blocks, self.image_hw, v, precision, self.attention, rc)
-               for v in slices]
+        mem = [self.backbone_memory(v, precision, rc) for v in slices]
         heads = [head_memory(self.backbone.out_dim, self.model.heads[t].neck.out_dim, self.num_classes[t], v,
                              getattr(self.model.heads[t].neck, "fc", None) is not None,
                              any("TripletLoss" in term for term in self.config["Tasks"][t]["loss"]))
@@ -234,15 +362,29 @@ class MemoryPlan:
         """{task: images per GPU}: Tasks.<t>.batch_size / gpus."""
         return {t: tcfg["batch_size"] / gpus for t, tcfg in self.config["Tasks"].items()}
 
+    def step_batches(self, gpus):
+        """[{task: images per GPU}] of the kinds of step the batch sampler draws: one mixed step,
+        or (HomogeneousBatchSampler) one step per task at its own batch size."""
+        share = self.per_gpu(gpus)
+        return [{t: v} for t, v in share.items()] if self.homogeneous else [share]
+
+    def peak_step(self, gpus, **kw):
+        """(task_batch, step parts) of the costliest kind of step on one of ``gpus`` GPUs."""
+        return max(((tb, self.step(tb, **kw)) for tb in self.step_batches(gpus)), key=lambda s: s[1]["peak"])
+
     def max_batch(self, gpu_bytes, **kw):
-        """The largest per-GPU batch (the config's task mix) whose peak fits in ``gpu_bytes``."""
+        """The largest per-GPU batch whose peak fits in ``gpu_bytes``: of the config's task mix,
+        or (homogeneous) of one task a step, for every task (the costliest one decides)."""
+        def largest(fits):
+            lo, hi = 0, 1
+            while fits(hi) and hi < 2 ** 20:
+                lo, hi = hi, hi * 2
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+            return lo
+        if self.homogeneous:
+            return min(largest(lambda b, t=t: self.step({t: b}, **kw)["peak"] <= gpu_bytes) for t in self.per_gpu(1))
         share = self.per_gpu(1)
         total = sum(share.values())
-        fits = lambda b: self.step({t: b * v / total for t, v in share.items()}, **kw)["peak"] <= gpu_bytes
-        lo, hi = 0, 1
-        while fits(hi) and hi < 2 ** 20:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-        return lo
+        return largest(lambda b: self.step({t: b * v / total for t, v in share.items()}, **kw)["peak"] <= gpu_bytes)

@@ -12,8 +12,8 @@ from paddle.base import core
 
 from ppufo.arch import build_model
 from ppufo.arch.backbone import build_backbone
-from ppufo.arch.memory_plan import (GiB, MemoryPlan, backbone_memory, optimizer_buffers, precision_of,
-                                    vit_blocks)
+from ppufo.arch.memory_plan import (GiB, MemoryPlan, backbone_memory, cnn_memory, is_paddleclas,
+                                    optimizer_buffers, precision_of, vit_blocks)
 from ppufo.utils.config import load_config
 from ppufo.utils.errors import ConfigError
 
@@ -154,3 +154,103 @@ def test_cli_on_the_paper_config(monkeypatch, capsys):
     assert "does NOT fit 80 GiB" in fp32 and "fp32, recompute off" in fp32
     with pytest.raises(ConfigError, match="classes of .*unknown"):
         MemoryPlan(load_config(cfg, ["Tasks.face.datasets=[{name: ImageList, root: x}]"]))
+
+
+# --- PaddleClas CNN backbones (BatchNorm): measured, not a formula -------------------------------
+RESNET = ["Global.image_shape=[3,64,64]", "Arch.Backbone={name: PaddleClasBackbone, model: ResNet50}"]
+
+
+@pytest.fixture(scope="module")
+def resnet_plan():
+    pytest.importorskip("paddleclas")
+    return MemoryPlan(load_config(os.path.join(ROOT, "configs/quickstart.yaml"), RESNET), CLASSES)
+
+
+def test_resnet_parameter_count_equals_the_built_models(resnet_plan):
+    assert resnet_plan.cnn and resnet_plan.blocks is None and resnet_plan.attention is None
+    paddle.seed(0)
+    model = build_model(resnet_plan.config, CLASSES)
+    assert sum(resnet_plan.params.values()) == count(model)
+    assert resnet_plan.params["backbone"] == count(model.backbone) == 23_561_152  # ResNet50 without its fc
+    assert resnet_plan.largest_param == max(int(np.prod(p.shape)) for p in model.parameters())
+    assert is_paddleclas({"name": "ResNet50"}) and not is_paddleclas({"name": "ViT_large_patch16"})
+
+
+def _saved_by_layers(model, x):
+    """Bytes per tensor that the layers' backward passes need, from forward hooks (independent of
+    the allocator): conv and BN inputs, ReLU outputs, pooling inputs and outputs, each tensor once,
+    the input images left out; and the BN layers' channels."""
+    saved, rules = {}, {"Conv2D": ("in",), "BatchNorm": ("in",), "ReLU": ("out",), "MaxPool2D": ("in", "out"),
+                        "AdaptiveAvgPool2D": ("in", "out")}
+
+    def hook(layer, inputs, out):
+        for what in rules.get(type(layer).__name__, ()):
+            t = inputs[0] if what == "in" else out
+            saved[t.data_ptr()] = 4 * int(np.prod(t.shape))
+    handles = [m.register_forward_post_hook(hook) for m in model.sublayers() if not m.sublayers()]
+    out = model(x)
+    for h in handles:
+        h.remove()
+    saved.pop(x.data_ptr(), None)
+    channels = sum(m.weight.shape[0] for m in model.sublayers() if type(m).__name__ == "BatchNorm")
+    return sum(saved.values()), channels, out
+
+
+def test_resnet_activations_are_what_the_allocator_measures_and_scale_with_the_batch(resnet_plan):
+    m = resnet_plan.measured
+    # per image: exactly the tensors the layers' backward needs (counted by hooks at batch 3)
+    paddle.seed(0)
+    net = build_backbone({"name": "PaddleClasBackbone", "model": "ResNet50"}, img_size=[64, 64])
+    net.train()
+    by_layers, channels, _ = _saved_by_layers(net, paddle.randn([3, 3, 64, 64]))
+    assert m["per_image"] * 3 == by_layers
+    assert m["fixed"] == 2 * 4 * channels  # BN's saved batch mean and variance, fp32, per step
+    # at batch 4, Paddle's allocator after the forward: the plan to the byte (tolerance 0.1%: an
+    # allocator rounding or a Paddle change, not a modelling error); the step's peak within 5%
+    kept, peak = _forward_kept_and_step_peak(net, paddle.randn([4, 3, 64, 64]), net)
+    plan = cnn_memory(m, [64, 64], 4, "fp32")
+    assert plan["saved"] == pytest.approx(kept, rel=1e-3)
+    grad_temp = 4 * max(int(np.prod(p.shape)) for p in net.parameters())
+    assert plan["saved"] + plan["working"] + grad_temp == pytest.approx(peak, rel=0.05)
+    # linear in the batch: saved = fixed + batch x per image, at every precision
+    for precision in ("fp32", "O1", "O2"):
+        one, eight = (cnn_memory(m, [64, 64], b, precision) for b in (1, 8))
+        per_step = m["fixed"] + (2 * m["weights16"] if precision == "O1" else 0)
+        assert eight["saved"] - per_step == 8 * (one["saved"] - per_step)
+        assert eight["working"] == 8 * one["working"] and eight["input"] == 8 * one["input"]
+
+
+def test_resnet_16_bit_sizes_are_computed_from_the_fp32_measurement(resnet_plan):
+    m = {"per_image": 1000, "fixed": 80, "working_per_image": 10, "weights16": 7}
+    pixels = 3 * 8 * 8
+    assert cnn_memory(m, [8, 8], 2, "fp32") == {"input": 2 * pixels * 4, "saved": 2000 + 80, "working": 20}
+    o1 = cnn_memory(m, [8, 8], 2, "O1")  # 16-bit activations, a 16-bit image copy, 16-bit conv weights
+    assert o1["saved"] == 2 * (500 + 2 * pixels) + 80 + 2 * 7 and o1["working"] == 10
+    assert cnn_memory(m, [8, 8], 2, "O2")["saved"] == 2 * (500 + 2 * pixels) + 80
+    with pytest.raises(ConfigError, match="PaddleClas backbones have none"):
+        resnet_plan.backbone_memory(1, recompute=True)
+
+
+def test_cli_on_a_resnet_config_says_what_was_measured(monkeypatch, capsys):
+    pytest.importorskip("paddleclas")
+    cfg = os.path.join(ROOT, "configs/ufo_vitl.yaml")
+    out = run_cli(monkeypatch, capsys, "-c", cfg, "-o", "Arch.Backbone={name: PaddleClasBackbone, model: ResNet50}",
+                  "Global.image_shape=[3,96,96]")
+    text = "\n".join(out)
+    assert "PaddleClasBackbone ResNet50 (PaddleClas CNN): 53 BatchNorm layers, 2048-d feature, 96x96" in text
+    assert "fp32 MEASURED" in text and "AMP COMPUTED" in text and "n/a (PaddleClas backbones have no recompute)" in text
+    assert re.fullmatch(r".*ufo_vitl.yaml: [\d.]+ GiB peak per GPU at batch 320 on 8 GPUs \(fits 80 GiB; "
+                        r"largest batch \d+; O1, recompute off\)", out[-1])
+
+
+def test_a_homogeneous_sampler_is_planned_at_its_costliest_step():
+    homo = ["DataLoader.Train.batch_sampler.name=HomogeneousBatchSampler", "Tasks.face.batch_size=4096",
+            "Tasks.person.batch_size=2048", "Tasks.vehicle.batch_size=2048", "Tasks.product.batch_size=2048"]
+    plan = MemoryPlan(load_config(os.path.join(ROOT, "configs/ufo_vitl.yaml"), homo))
+    assert plan.homogeneous and plan.step_batches(8)[1] == {"person": 256}
+    batch, step = plan.peak_step(8)
+    assert batch == {"face": 512}  # the largest batch and classifier
+    assert step == plan.step({"face": 512}) and step["peak"] > plan.step({"person": 256})["peak"]
+    best = plan.max_batch(80 * GiB)
+    assert plan.step({"face": best})["peak"] <= 80 * GiB < plan.step({"face": best + 1})["peak"]
+    assert plan.step({"product": best + 1})["peak"] <= 80 * GiB  # face decides
