@@ -260,7 +260,7 @@ def plot(table, path):
 
     cells, arms, pairs = table["cells"], list(table["arms"]), table["pairs"]
     cols = 2 if pairs else 1
-    fig, axes = plt.subplots(len(cells), cols, figsize=(5.5 * cols, 2.8 * len(cells)), squeeze=False)
+    fig, axes = plt.subplots(len(cells), cols, figsize=(5.5 * cols, 3.2 * len(cells)), squeeze=False)
     for row, c in enumerate(cells):
         k = cell_key(c["set"], c["metric"])
         ax = axes[row][0]
@@ -273,7 +273,7 @@ def plot(table, path):
             ax.errorbar([i], [s["mean"]], yerr=None if s["half_width"] is None else [[s["half_width"]]] * 2,
                         fmt="o", color="C0", capsize=5, zorder=3)
         ax.set_xticks(range(len(arms)))
-        ax.set_xticklabels(arms, rotation=20, fontsize=8)
+        ax.set_xticklabels(arms, rotation=25, ha="right", rotation_mode="anchor", fontsize=8)
         ax.set_xlim(-0.5, len(arms) - 0.5)
         ax.set_title(f"{c['set']} {c['metric']}: arms (mean, {int(table['level'] * 100)}% CI)", fontsize=9)
         if pairs:
@@ -289,7 +289,8 @@ def plot(table, path):
                     ax.errorbar([i], [d["mean"]], yerr=err, fmt="o", color=color, capsize=5, zorder=3)
             ax.axhline(0.0, color="k", lw=0.8)
             ax.set_xticks(range(len(pairs)))
-            ax.set_xticklabels([f"{p['a']} - {p['b']}\n(claim {p['claim']})" for p in pairs], fontsize=8)
+            ax.set_xticklabels([f"{p['a']}\n- {p['b']}\n({p['claim']})" for p in pairs], rotation=25,
+                               ha="right", rotation_mode="anchor", fontsize=7)
             ax.set_xlim(-0.5, len(pairs) - 0.5)
             ax.set_title(f"{c['set']} {c['metric']}: paired differences", fontsize=9)
     fig.tight_layout()
