@@ -89,3 +89,53 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
     log.info(f"precise BN: {len(bns)} backbone BatchNorm layers re-estimated on {batches} heterogeneous "
              f"batches ({images} images, {', '.join(f'{t} {n}' for t, n in sizes)} per batch)")
     return {"layers": len(bns), "batches": batches, "images": images}
+
+
+def task_statistics_shift(model, config, num_batches, seed=0):
+    """How far each task's statistics at the input of each backbone BN layer sit from the mixed
+    batch's: {layer: {task: shift}}, shift = mean over channels of |mean_task - mean_mixed| /
+    std_mixed, with the means and variances pooled over ``num_batches`` heterogeneous batches, the
+    model in eval mode (normalised by its running statistics, as at test). UFO's mechanism needs
+    this to be large: with shifts near 0, per-task and mixed normalisation are the same thing."""
+    bns = backbone_bns(model)
+    if not bns:
+        return {}
+    loader = heterogeneous_loader(config, num_batches, seed)
+    sampler = loader.batch_sampler
+    sizes = [(t, sampler.task_counts[t]) for t in sampler.tasks]
+    sums = {}  # (layer, task or None) -> [sum x, sum x^2, count] per channel
+
+    def hook(name):
+        def record(layer, inputs):
+            x = inputs[0].astype("float32")
+            parts = paddle.split(x, [n for _, n in sizes]) if len(sizes) > 1 else [x]
+            for key, part in [(None, x)] + [(t, p) for (t, _), p in zip(sizes, parts)]:
+                s = sums.setdefault((name, key), [0.0, 0.0, 0])
+                s[0] = s[0] + part.sum(axis=[0, 2, 3])
+                s[1] = s[1] + (part * part).sum(axis=[0, 2, 3])
+                s[2] += part.shape[0] * part.shape[2] * part.shape[3]
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in bns]
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            for batch in loader:
+                model.backbone(batch[0])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    def moments(key):
+        s1, s2, n = sums[key]
+        mean = s1 / n
+        return mean, (s2 / n - mean * mean).clip(min=1e-12)
+
+    out = {}
+    for name, _ in bns:
+        mix_mean, mix_var = moments((name, None))
+        out[name] = {t: float((((moments((name, t))[0] - mix_mean).abs()) / mix_var.sqrt()).mean())
+                     for t, _ in sizes}
+    return out
