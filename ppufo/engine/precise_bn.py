@@ -17,11 +17,11 @@ import numbers
 
 import paddle
 import paddle.nn as nn
-from tqdm import tqdm
 
 from ..data.loader import build_train_loader
 from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
+from ..utils.progress import Progress
 from .amp import MixedPrecision
 
 _BN_TYPES = (nn.layer.norm._BatchNormBase, nn.BatchNorm)  # BatchNorm1D/2D/3D, SyncBatchNorm; fluid-style BatchNorm
@@ -72,14 +72,15 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
     try:
         model.backbone.train()
         paddle.seed(seed)
-        with paddle.no_grad():
-            for batch in tqdm(loader, desc="precise BN", total=num_batches, leave=False, disable=None):
+        with paddle.no_grad(), Progress(num_batches, "precise BN", log=log) as progress:
+            for batch in loader:
                 for bn in bns:
                     bn._momentum = batches / (batches + 1)  # cumulative mean (module doc)
                 with amp.autocast():
                     model.backbone_features(batch[0], sizes)
                 batches += 1
                 images += int(batch[0].shape[0])
+                progress.update()
     finally:
         for bn, m in zip(bns, momenta):
             bn._momentum = m
