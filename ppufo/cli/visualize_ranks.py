@@ -29,11 +29,13 @@ def add_args(p):
 def rank_lists(evaluator, ts):
     """Features of ``ts`` by the evaluator -> (RankLists, query records, gallery records). The
     protocol's first split queries its last: query -> gallery (reid), or the test split itself."""
-    feats = evaluator.embed(ts)
+    feats, src = evaluator.embed(ts), ts.source
     (qf, q), (gf, g) = feats[ts.protocol.splits[0]], feats[ts.protocol.splits[-1]]
-    gallery = (gf, g.labels, g.cameras) if len(feats) > 1 else None
-    ranks = protocol_rank_lists(ts.protocol.name, (qf, q.labels, q.cameras), gallery,
-                                seed=getattr(ts.metric, "seed", 0))
+    cams = (q.cameras, g.cameras) if src.has_cameras else (None, None)  # as ReIDProtocol scores
+    gallery = (gf, g.labels, cams[1]) if len(feats) > 1 else None
+    ranks = protocol_rank_lists(ts.protocol.name, (qf, q.labels, cams[0]), gallery,
+                                seed=getattr(ts.metric, "seed", 0), junk_pid=src.junk_pid,
+                                distractor_pid=src.distractor_pid)
     return ranks, q.splits[0], g.splits[0]
 
 

@@ -31,7 +31,10 @@ def _ints(values, name, where):
 @METRICS.register
 class ReIDMetric:
     """Market1501 rule: mAP, mINP, CMC rank-k (see reid.py). query_expansion (AQE) and
-    re_ranking (k-reciprocal, memory O(Nq*Ng + N*k1^2)) are applied in that order."""
+    re_ranking (k-reciprocal, memory O(Nq*Ng + N*k1^2)) are applied in that order.
+
+    The call's camids (None: no cameras) and junk_pid / distractor_pid (None: no such id) come
+    from the data (ReIDProtocol reads them off the source), not from the config."""
 
     def __init__(self, topk=(1, 5, 10), chunk_size=256, use_faiss=False, re_ranking=False,
                  query_expansion=False, k1=20, k2=6, lambda_value=0.3, qe_k=5, qe_alpha=3.0):
@@ -41,14 +44,15 @@ class ReIDMetric:
         self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
         self.qe_k, self.qe_alpha = qe_k, qe_alpha
 
-    def __call__(self, qf, gf, q_pids, g_pids, q_camids, g_camids):
+    def __call__(self, qf, gf, q_pids, g_pids, q_camids, g_camids, junk_pid=-1, distractor_pid=0):
         if self.query_expansion:
             qf, gf = average_query_expansion(qf, gf, self.qe_k, self.qe_alpha, self.chunk_size)
         scores = None
         if self.re_ranking:
             scores = -k_reciprocal_rerank(qf, gf, self.k1, self.k2, self.lambda_value, self.chunk_size)
         return evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, self.topk, self.chunk_size,
-                             use_faiss=self.use_faiss, scores=scores)
+                             use_faiss=self.use_faiss, scores=scores, junk_pid=junk_pid,
+                             distractor_pid=distractor_pid)
 
 
 @METRICS.register

@@ -20,6 +20,7 @@ class Protocol:
     splits = ("test",)    # source methods whose records are embedded, in this order
     flip = False          # default of a test set's flip_test
     score_key = ""        # result key of the main score and of the headline cell
+    no_match = ""         # why a query can have nothing to find (result num_queries_without_match)
 
     def records(self, source, split):
         return getattr(source, split)()
@@ -50,12 +51,18 @@ class _Ranking(Protocol):
 
 @PROTOCOLS.register(name="reid")
 class ReIDProtocol(_Ranking):
-    """Query against gallery, with cameras (Market1501 rule)."""
+    """Query against gallery under the Market1501 rule, as far as the source has its parts:
+    ``source.has_cameras`` False (a user's list without a camid column) removes no gallery
+    item for sharing the query's camera -- every Record's camid 0 would otherwise remove
+    every true match -- and ``junk_pid`` / ``distractor_pid`` None make every id a real one."""
     name, metric, splits = "reid", "ReIDMetric", ("query", "gallery")
+    no_match = "its id is not in the gallery, only under the query's camera, or a distractor id"
 
     def compute(self, metric, source, feats):
         (qf, q), (gf, g) = feats["query"], feats["gallery"]
-        return metric(qf, gf, q.labels, g.labels, q.cameras, g.cameras)
+        cams = (q.cameras, g.cameras) if source.has_cameras else (None, None)
+        return metric(qf, gf, q.labels, g.labels, *cams, junk_pid=source.junk_pid,
+                      distractor_pid=source.distractor_pid)
 
 
 @PROTOCOLS.register(name="vehicleid")
@@ -81,6 +88,7 @@ class VerificationProtocol(Protocol):
 class RecallAtKProtocol(Protocol):
     """Every test image queries all others (SOP)."""
     name, metric, score_key = "recall_at_k", "RecallAtK", "recall@1"
+    no_match = "the only image of its label"
 
 
 def build_protocol(name, where="protocol"):

@@ -1,7 +1,10 @@
 """Recall@K, every item querying all others (SOP protocol).
 
 Recall@K = share of queries with a same-label item in their top K; K clamps to N - 1 (the
-list length). exclude="self" removes the query by index (the standard protocol);
+list length). A query whose label no other item has (a singleton) has nothing to retrieve:
+as a ReID query without a match, it is left out of the share in both exclude modes and
+counted in ``num_queries_without_match`` (SOP has no singleton, so its numbers are those of
+the standard protocol). exclude="self" removes the query by index (the standard protocol);
 exclude="first_hit" ranks all N items and drops the first one, whatever it is (the UFO
 reference: faiss top K+1, first column dropped; if the query is not first, e.g. behind an
 exact duplicate, that duplicate is dropped instead and the query itself counts as a hit).
@@ -71,7 +74,9 @@ def _positions(sim, s, labels, groups, exclude):
 
 def evaluate_recall_at_k(features, labels, ks=(1, 10, 100, 1000), chunk_size=256, use_faiss=False,
                          exclude="self"):
-    """-> {"recall@K": share of queries with a same-label item in the top K, for K in ks}."""
+    """-> {"recall@K": share of queries with a same-label item in the top K, for K in ks;
+    "num_queries": N; "num_queries_without_match": items whose label no other item has (left
+    out of every share)}. DataError if every label is a singleton."""
     where = "evaluate_recall_at_k"
     if exclude not in ("self", "first_hit"):
         raise ConfigError(f"{where}: exclude={exclude!r}; expected 'self' or 'first_hit'")
@@ -84,6 +89,11 @@ def evaluate_recall_at_k(features, labels, ks=(1, 10, 100, 1000), chunk_size=256
     if n < 2:
         raise DataError(f"{where}: need at least 2 items, got {n}")
     labels = as_ids(labels, n, "labels", where)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    valid = counts[inverse.reshape(-1)] > 1
+    if not valid.any():
+        raise DataError(f"{where}: each of the {n} items has a label no other item has; "
+                        f"there is nothing to retrieve")
     kmax = min(max(ks), n - 1)
     if use_faiss:
         if exclude == "self":
@@ -97,4 +107,6 @@ def evaluate_recall_at_k(features, labels, ks=(1, 10, 100, 1000), chunk_size=256
         groups = _Gallery(labels, np.zeros(n, np.int64))
         pos = np.concatenate([_positions(sim, s, labels, groups, exclude)
                               for s, sim in score_chunks(f, f, chunk_size)])
-    return {f"recall@{k}": float(np.mean(pos <= min(k, kmax))) for k in ks}
+    out = {f"recall@{k}": float(np.mean(pos[valid] <= min(k, kmax))) for k in ks}
+    out.update(num_queries=int(n), num_queries_without_match=int(n - valid.sum()))
+    return out

@@ -1,7 +1,8 @@
 """ReID CMC / mAP / mINP with the Market1501 rule, chunked and without sorting the gallery.
 
 Rule (= fast-reid's ``eval_market1501`` on a gallery whose junk was dropped, as its loaders
-do): for each query, gallery items with the query's id AND camera are removed; gallery items
+do): for each query, gallery items with the query's id AND camera are removed (no camera ids,
+``q_camids = g_camids = None``: nothing is removed, for sets without cameras); gallery items
 with ``junk_pid`` (-1) are ignored; distractors (``distractor_pid`` 0) stay in the ranking and
 never match (a query with that id has no valid match); queries without a valid match are
 skipped and counted. Ranking: score descending, ties by lower gallery index (what a stable
@@ -26,8 +27,8 @@ NUM_BUCKETS = 1024
 class _Gallery:
     """Gallery ids grouped by value: the same-id items of a query without a pass over Ng."""
 
-    def __init__(self, pids, cams):
-        self.pids, self.cams = pids, cams
+    def __init__(self, pids, cams=None):
+        self.pids, self.cams = pids, cams  # cams None: no camera rule
         self.order = np.argsort(pids, kind="stable")  # ascending gallery index inside an id
         self.sorted_pids = pids[self.order]
 
@@ -102,7 +103,7 @@ def _chunk_stats(sim, q_pids, q_cams, gallery, skip):
     """Per query of one chunk: (valid, first-hit rank, AP, INP) over the kept ranking."""
     c = len(sim)
     rows, cols = gallery.same_id(q_pids, skip)
-    is_pos = gallery.cams[cols] != q_cams[rows]
+    is_pos = np.ones(len(rows), bool) if q_cams is None else gallery.cams[cols] != q_cams[rows]
     n_pos = np.bincount(rows[is_pos], minlength=c)
     valid = n_pos > 0
     first = np.zeros(c, np.int64)
@@ -139,12 +140,17 @@ def reid_query_stats(qf, gf, q_pids, g_pids, q_camids, g_camids, chunk_size=256,
     else:
         scores = as_features(scores, "scores", where)
         nq, ng = scores.shape
-    q_pids, q_camids = as_ids(q_pids, nq, "q_pids", where), as_ids(q_camids, nq, "q_camids", where)
-    g_pids, g_camids = as_ids(g_pids, ng, "g_pids", where), as_ids(g_camids, ng, "g_camids", where)
+    q_pids, g_pids = as_ids(q_pids, nq, "q_pids", where), as_ids(g_pids, ng, "g_pids", where)
+    if (q_camids is None) != (g_camids is None):
+        raise DataError(f"{where}: camera ids for the {'gallery' if q_camids is None else 'query'} only; "
+                        f"give both (same-id same-camera items removed) or neither (nothing removed)")
+    cameras = q_camids is not None
+    if cameras:
+        q_camids, g_camids = as_ids(q_camids, nq, "q_camids", where), as_ids(g_camids, ng, "g_camids", where)
     keep = np.ones(ng, bool) if junk_pid is None else g_pids != junk_pid
     if not keep.any():
         raise DataError(f"{where}: every gallery item has the junk id {junk_pid}")
-    gallery = _Gallery(g_pids[keep], g_camids[keep])
+    gallery = _Gallery(g_pids[keep], g_camids[keep] if cameras else None)
     skip = np.zeros(nq, bool) if distractor_pid is None else q_pids == distractor_pid
 
     if scores is not None:
@@ -170,21 +176,24 @@ def reid_query_stats(qf, gf, q_pids, g_pids, q_camids, g_camids, chunk_size=256,
     ap, inp = np.zeros(nq), np.zeros(nq)
     for s, sim in chunks:
         sl = slice(s, s + len(sim))
-        valid[sl], first[sl], ap[sl], inp[sl] = _chunk_stats(sim, q_pids[sl], q_camids[sl],
-                                                             gallery, skip[sl])
+        q_cams = q_camids[sl] if cameras else None
+        valid[sl], first[sl], ap[sl], inp[sl] = _chunk_stats(sim, q_pids[sl], q_cams, gallery, skip[sl])
     return valid, first, ap, inp
 
 
 def evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, topk=(1, 5, 10), chunk_size=256,
                   use_faiss=False, scores=None, junk_pid=-1, distractor_pid=0):
-    """ReID metrics -> dict(mAP, mINP, rank<k> for k in topk, num_queries, num_valid_queries).
+    """ReID metrics -> dict(mAP, mINP, rank<k> for k in topk, num_queries, num_valid_queries,
+    num_queries_without_match).
 
     qf [Nq, D], gf [Ng, D]: features ranked by inner product (L2-normalise for cosine).
     scores: optional precomputed [Nq, Ng] similarity (higher = closer; pass -distmat for a
     distance such as the re-ranked one), then qf/gf may be None. use_faiss: scores come from
     faiss (exact IndexFlatIP, all Ng neighbours per query; slower, same ranking rule).
-    junk_pid / distractor_pid: None disables the rule. Averages are over valid queries;
-    raises DataError if there is none.
+    q_camids = g_camids = None: no cameras, no same-camera removal.
+    junk_pid / distractor_pid: None disables the rule. Averages are over valid queries (the
+    others, e.g. a query whose id is not in the gallery, are counted in
+    num_queries_without_match); raises DataError if there is none.
     """
     where = "evaluate_reid"
     topk = tuple(int(k) for k in topk)
@@ -195,13 +204,14 @@ def evaluate_reid(qf, gf, q_pids, g_pids, q_camids, g_camids, topk=(1, 5, 10), c
     nq, max_k = len(valid), max(topk)
     n_valid = int(valid.sum())
     if n_valid == 0:
+        rule = "same id under another camera" if q_camids is not None else "same id"
         raise DataError(f"{where}: none of the {nq} queries has a valid match in the gallery "
-                        f"(same id under another camera); check the ids and cameras")
+                        f"({rule}); check the ids and cameras")
     # one mean over per-query values in query order: independent of chunk_size, and the same
     # reduction as eval_func's np.mean(all_AP) (INP values are even bitwise the same)
     hits = np.bincount(np.minimum(first[valid], max_k + 1) - 1, minlength=max_k + 1)
     cmc = np.cumsum(hits[:max_k]) / n_valid
     out = {f"rank{k}": float(cmc[k - 1]) for k in topk}
     out.update(mAP=float(np.mean(ap[valid])), mINP=float(np.mean(inp[valid])), num_queries=int(nq),
-               num_valid_queries=n_valid)
+               num_valid_queries=n_valid, num_queries_without_match=int(nq - n_valid))
     return out

@@ -2,9 +2,9 @@
 each framed green (same identity) or red (different), with its rank and score below.
 
 The lists follow the protocol the metric scores (so the picture shows what was counted):
-ReID drops gallery items with the query's id AND camera and junk ids (-1), and skips queries
-without a valid match (e.g. distractor id 0); VehicleID uses one seeded gallery draw (the
-metric's first repeat); Recall@K (SOP) excludes the query itself. Ranking: score descending,
+ReID drops gallery items with the query's id AND camera (sets with cameras) and junk ids (-1),
+and skips queries without a valid match (e.g. distractor id 0); VehicleID uses one seeded
+gallery draw (the metric's first repeat); Recall@K (SOP) excludes the query itself. Ranking: score descending,
 ties by lower gallery index, as everywhere in ppufo.metric. Works on numpy features and image
 loaders, so it needs no model.
 """
@@ -39,8 +39,10 @@ class RankLists:
         where = "RankLists"
         self.qf, self.gf = as_features(qf, "qf", where), as_features(gf, "gf", where)
         nq, ng = len(self.qf), len(self.gf)
-        self.q_pids, self.q_cams = as_ids(q_pids, nq, "q_pids", where), as_ids(q_cams, nq, "q_cams", where)
-        self.g_pids, self.g_cams = as_ids(g_pids, ng, "g_pids", where), as_ids(g_cams, ng, "g_cams", where)
+        self.q_pids, self.g_pids = as_ids(q_pids, nq, "q_pids", where), as_ids(g_pids, ng, "g_pids", where)
+        self.cameras = q_cams is not None  # None (both): no camera, nothing removed, as the metric
+        self.q_cams = as_ids(q_cams, nq, "q_cams", where) if self.cameras else None
+        self.g_cams = as_ids(g_cams, ng, "g_cams", where) if g_cams is not None else None
         self.junk_pid = junk_pid
         self.q_ids = np.arange(nq) if q_ids is None else np.asarray(q_ids)
         self.g_ids = np.arange(ng) if g_ids is None else np.asarray(g_ids)
@@ -63,7 +65,9 @@ class RankLists:
     def top(self, q, k):
         """Top ``k`` kept gallery items of query position ``q``: [(gallery position, rank,
         score, correct)], rank 1-based among kept items."""
-        keep = ~((self.g_pids == self.q_pids[q]) & (self.g_cams == self.q_cams[q]))
+        keep = np.ones(len(self.g_pids), bool)
+        if self.cameras:
+            keep &= ~((self.g_pids == self.q_pids[q]) & (self.g_cams == self.q_cams[q]))
         if self.junk_pid is not None:
             keep &= self.g_pids != self.junk_pid
         cand = np.flatnonzero(keep)
@@ -73,18 +77,21 @@ class RankLists:
                 for n, i in enumerate(best)]
 
 
-def protocol_rank_lists(protocol, query, gallery=None, seed=0, chunk_size=256):
+def protocol_rank_lists(protocol, query, gallery=None, seed=0, chunk_size=256, junk_pid=-1,
+                        distractor_pid=0):
     """RankLists of a test set under its protocol.
 
     query = (features, pids, cams): the query split ("reid") or the whole test set
-    ("vehicleid", "recall_at_k"); gallery = (features, pids, cams) for "reid" only.
-    seed: the VehicleID metric's seed (its first gallery draw is used).
+    ("vehicleid", "recall_at_k"); gallery = (features, pids, cams) for "reid" only (cams None
+    in both: no cameras). seed: the VehicleID metric's seed (its first gallery draw is used).
+    junk_pid / distractor_pid: the reid rule's, as the source gives them (None: no such id).
     """
     f, pids, cams = query
     if protocol == "reid":
         if gallery is None:
             raise DataError("protocol_rank_lists: the reid protocol needs a gallery")
-        return RankLists(f, gallery[0], pids, gallery[1], cams, gallery[2], chunk_size=chunk_size)
+        return RankLists(f, gallery[0], pids, gallery[1], cams, gallery[2], junk_pid, distractor_pid,
+                         chunk_size=chunk_size)
     if protocol == "verification":
         raise DataError("protocol 'verification' scores image pairs; it has no gallery and no "
                         "rank list to draw")

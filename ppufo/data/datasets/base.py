@@ -56,9 +56,24 @@ class DatasetSource:
 
     protocol: how its test split is evaluated -- "reid" (query/gallery with cameras),
     "vehicleid" (gallery sampled per identity), "verification" (image pairs),
-    "recall_at_k" (every test image queries all others), or None (training only).
+    "recall_at_k" (every test image queries all others), or None (training only). A source
+    whose protocol depends on its config (ImageList, ImageFolder) sets it per instance and
+    answers ``protocol_of(entry)`` from the config entry alone.
+
+    How the reid protocol reads the ids: ``has_cameras`` False removes no gallery item for
+    sharing the query's camera (every camid is 0 then); ``junk_pid`` (ignored in the gallery)
+    and ``distractor_pid`` (never matches) are Market1501's -1 and 0, None where a dataset
+    has no such id.
     """
     protocol = None
+    test_hint = ""  # appended to "<name> has no test protocol": how a test set of this reader is given
+    has_cameras = True
+    junk_pid, distractor_pid = -1, 0
+
+    @classmethod
+    def protocol_of(cls, entry):
+        """The protocol a config entry ``{name, root, ...}`` gets, without opening the data."""
+        return cls.protocol
 
     def __init__(self, root):
         if not os.path.isdir(root):

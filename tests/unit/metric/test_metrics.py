@@ -288,24 +288,42 @@ def brute_recall(f, labels, ks, exclude):
         hit = np.flatnonzero(labels[ranked] == labels[i])
         first.append(hit[0] + 1 if len(hit) else n + 1)
     first = np.array(first)
-    return {f"recall@{k}": float(np.mean(first <= min(k, n - 1))) for k in ks}
+    alone = np.array([np.sum(labels == lb) == 1 for lb in labels])  # nothing to find: left out
+    return {f"recall@{k}": float(np.mean(first[~alone] <= min(k, n - 1))) for k in ks}
 
 
 def test_recall_hand_computed_self_vs_first_hit():
-    # items: 0 = x (label 5), 1 = x again (label 7, an exact duplicate), 2 = y (label 5)
-    # x = [1, 0], y = [0.75, 0.5]: x.x = 1, x.y = 0.75, y.y = 0.8125
-    # exclude="self":  q0 -> [1 x, 2 hit] first hit 2; q1 -> [0 x, 2 x] none; q2 -> [0 hit] 1
-    #   R@1 = 1/3, R@2 = 2/3, R@10 clamps to R@2
-    # exclude="first_hit": q0 ranks [0, 1, 2] (tie 0/1: lower index), drops 0 -> [1 x, 2 hit];
-    #   q1 ranks [0, 1, 2], drops 0 (not itself!) -> [1 = itself, hit] 1; q2 drops itself -> 1
-    #   R@1 = 2/3, R@2 = 1
+    # items: 0 = x (label 5), 1 = x again (label 7, an exact duplicate), 2 = y (label 5),
+    # 3 = z (label 7); x = [1, 0], y = [0.75, 0.5], z = [0, 1]:
+    # x.x = 1, x.y = 0.75, x.z = 0, y.y = 0.8125, y.z = 0.5, z.z = 1
+    # exclude="self":  q0 -> [1 x, 2 hit] first hit 2; q1 -> [0 x, 2 x, 3 hit] 3;
+    #   q2 -> [0 hit] 1; q3 -> [2 x, 0 x, 1 hit] (tie 0/1: lower index) 3
+    #   R@1 = 1/4, R@2 = 2/4, R@3 = 1, R@10 clamps to R@3
+    # exclude="first_hit": q0 ranks [0, 1, 2, 3], drops 0 -> [1 x, 2 hit] 2; q1 ranks [0, 1, ...],
+    #   drops 0 (not itself!) -> [1 = itself, hit] 1; q2 drops itself -> [0 hit] 1; q3 -> 3
+    #   R@1 = 2/4, R@2 = 3/4, R@3 = 1
+    f = np.array([[1, 0], [1, 0], [0.75, 0.5], [0, 1]], np.float32)
+    labels = np.array([5, 7, 5, 7])
+    counts = {"num_queries": 4, "num_queries_without_match": 0}
+    for use_faiss in (False, True):
+        r = evaluate_recall_at_k(f, labels, ks=(1, 2, 3, 10), use_faiss=use_faiss)
+        assert r == {"recall@1": 1 / 4, "recall@2": 2 / 4, "recall@3": 1.0, "recall@10": 1.0, **counts}
+        r = evaluate_recall_at_k(f, labels, ks=(1, 2, 3), use_faiss=use_faiss, exclude="first_hit")
+        assert r == {"recall@1": 2 / 4, "recall@2": 3 / 4, "recall@3": 1.0, **counts}
+
+
+def test_recall_leaves_singleton_labels_out_and_counts_them():
+    # the 3-item set of the test above without z: x's duplicate (label 7) is alone. exclude="self":
+    # q0 -> first hit 2, q2 -> 1, q1 left out -> R@1 1/2, R@2 1 (counted in: 1/3, 2/3);
+    # exclude="first_hit" would count q1 a hit (itself behind x): left out there too
     f = np.array([[1, 0], [1, 0], [0.75, 0.5]], np.float32)
     labels = np.array([5, 7, 5])
     for use_faiss in (False, True):
-        r = evaluate_recall_at_k(f, labels, ks=(1, 2, 10), use_faiss=use_faiss)
-        assert r == {"recall@1": 1 / 3, "recall@2": 2 / 3, "recall@10": 2 / 3}
-        r = evaluate_recall_at_k(f, labels, ks=(1, 2), use_faiss=use_faiss, exclude="first_hit")
-        assert r == {"recall@1": 2 / 3, "recall@2": 1.0}
+        for exclude in ("self", "first_hit"):
+            r = evaluate_recall_at_k(f, labels, ks=(1, 2), use_faiss=use_faiss, exclude=exclude)
+            assert r == {"recall@1": 0.5, "recall@2": 1.0, "num_queries": 3, "num_queries_without_match": 1}
+    with pytest.raises(DataError, match="each of the 3 items has a label no other item has"):
+        evaluate_recall_at_k(f, np.array([5, 7, 6]))
 
 
 @pytest.mark.parametrize("exclude", ["self", "first_hit"])
@@ -319,6 +337,7 @@ def test_recall_matches_brute_force(exclude, quantised):
         f = rng.standard_normal((n, 16)).astype(np.float32)
         f /= np.linalg.norm(f, axis=1, keepdims=True)
     labels = rng.integers(0, 45, n)
+    alone = int(np.sum(np.bincount(labels)[labels] == 1))
     ks = (1, 5, 50, 1000)
     expect = brute_recall(f, labels, ks, exclude)
     chunks = (5, 64, n) if quantised else (n,)
@@ -327,6 +346,7 @@ def test_recall_matches_brute_force(exclude, quantised):
             got = evaluate_recall_at_k(f, labels, ks, chunk, use_faiss, exclude)
             for k in ks:
                 assert got[f"recall@{k}"] == pytest.approx(expect[f"recall@{k}"], abs=1e-6)
+            assert got["num_queries_without_match"] == alone > 0  # labels drawn once
     assert 0 < expect["recall@1"] < expect["recall@50"] <= 1
 
 
@@ -451,7 +471,8 @@ def test_registry_protocol_defaults_headlines_and_injected_config():
     qf, gf, qp, gp, qc, gc = clustered(2)
     reid = METRICS.build({"name": "ReIDMetric", "query_expansion": True})(qf, gf, qp, gp, qc, gc)
     assert all(isinstance(v, (int, float)) for v in reid.values())
-    assert set(reid) == {"rank1", "rank5", "rank10", "mAP", "mINP", "num_queries", "num_valid_queries"}
+    assert set(reid) == {"rank1", "rank5", "rank10", "mAP", "mINP", "num_queries", "num_valid_queries",
+                         "num_queries_without_match"}
     assert build_protocol("reid").headline({"rank1": 0.964, "mAP": 0.926}) == "96.40/92.60"
     assert build_protocol("verification").headline({"accuracy_mean": 0.99817, "accuracy_std": 0.001}) == "99.82"
     assert build_protocol("recall_at_k").headline({"recall@1": 0.8905, "recall@10": 0.95}) == "89.05"

@@ -10,7 +10,9 @@ from ppufo.utils.errors import ConfigError
 
 
 class Source:
-    """The split methods of a DatasetSource, returning their own names as records."""
+    """The split methods of a DatasetSource, returning their own names as records, and how its
+    ids read (Market1501's: cameras, junk -1, distractor 0)."""
+    has_cameras, junk_pid, distractor_pid = True, -1, 0
 
     def query(self):
         return "query records"
@@ -30,8 +32,8 @@ def embedded(*splits):
             for s in splits}
 
 
-def recorder(*args):
-    return {"called with": args}
+def recorder(*args, **kwargs):
+    return {"called with": args, "keywords": kwargs}
 
 
 def test_registry_covers_every_dataset_protocol_with_a_known_metric():
@@ -58,8 +60,20 @@ def test_splits_records_and_metric_call(name, splits, records, call, flip):
     p, src = build_protocol(name), Source()
     assert p.splits == splits and p.flip is flip
     assert [p.records(src, s) for s in p.splits] == records
-    got = p.compute(recorder, src, embedded(*splits))["called with"]
-    assert [np.asarray(a).tolist() if isinstance(a, np.ndarray) else a for a in got] == list(call)
+    res = p.compute(recorder, src, embedded(*splits))
+    assert [np.asarray(a).tolist() if isinstance(a, np.ndarray) else a for a in res["called with"]] == list(call)
+    assert res["keywords"] == ({"junk_pid": -1, "distractor_pid": 0} if name == "reid" else {})
+
+
+def test_reid_reads_cameras_and_special_ids_off_the_source():
+    """A source without cameras (a user's list) gets no camera ids, so the metric removes no
+    gallery item for sharing the query's camera; None ids make every id a real one."""
+    src = Source()
+    src.has_cameras, src.junk_pid, src.distractor_pid = False, None, None
+    res = build_protocol("reid").compute(recorder, src, embedded("query", "gallery"))
+    assert res["called with"] == ("query features", "gallery features", "query labels", "gallery labels",
+                                  None, None)
+    assert res["keywords"] == {"junk_pid": None, "distractor_pid": None}
 
 
 @pytest.mark.parametrize("name, result, cell, score", [

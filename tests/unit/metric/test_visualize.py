@@ -50,6 +50,19 @@ def test_reid_lists_drop_same_id_same_camera_and_junk():
         r.select(1, "random")
 
 
+def test_lists_without_cameras_or_special_ids_keep_every_gallery_item():
+    # a user's own set: no cameras, -1 and 0 are ordinary ids (as the source says)
+    r = protocol_rank_lists("reid", (QF, Q_PIDS, None), (GF, G_PIDS, None), junk_pid=None, distractor_pid=None)
+    # query 0 now sees g0 (same id, camera unknown) and g2 (id -1, an ordinary id) first
+    assert [(g, ok) for g, _, _, ok in r.top(0, 4)] == [(0, True), (2, False), (1, False), (3, True)]
+    assert r.valid.tolist() == [True, True, True, False]  # query 2 (id 0) finds g4; query 3 nothing
+    rule = dict(junk_pid=None, distractor_pid=None)
+    assert np.mean(r.ap[r.valid]) == pytest.approx(
+        evaluate_reid(QF, GF, Q_PIDS, G_PIDS, None, None, **rule)["mAP"])
+    with pytest.raises(DataError, match="camera ids for the query only; give both"):
+        evaluate_reid(QF, GF, Q_PIDS, G_PIDS, Q_CAMS, None)
+
+
 def test_other_camera_same_id_is_kept_and_correct():
     top = reid_ranks().top(1, 3)
     # query 1 (id 2, cam 0) at 12 deg: g1 (id 2, camera 1) stays; g0 is another id, so kept
