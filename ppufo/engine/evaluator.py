@@ -12,7 +12,7 @@ from ..data.datasets.base import ImageDataset
 from ..data.loader import build_eval_loader, eval_transforms
 from ..metric import METRICS, build_protocol
 from ..utils.dist import process_group
-from ..utils.errors import ConfigError
+from ..utils.errors import ConfigError, DataError
 from ..utils.logger import get_logger
 
 EVAL_KEYS = ("metric", "alias", "flip_test")
@@ -44,10 +44,13 @@ def build_test_sets(config, only=None):
             label = set_label(entry)
             if only and label not in only and task not in only:
                 continue
-            source = build_source({k: v for k, v in entry.items() if k not in EVAL_KEYS},
-                                  config["Global"]["data_root"], where=where)
+            try:
+                source = build_source({k: v for k, v in entry.items() if k not in EVAL_KEYS},
+                                      config["Global"]["data_root"], where=where)
+            except ConfigError as e:  # a reader's own check (ImageList's lists) names no entry
+                raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
             if source.protocol is None:
-                raise ConfigError(f"{where}: {source.name} has no test protocol")
+                raise ConfigError(f"{where}: {source.name} has no test protocol{source.test_hint}")
             protocol = build_protocol(source.protocol, where)
             metric_cfg = dict(entry.get("metric") or {"name": protocol.metric})
             metric = METRICS.build(metric_cfg, where=f"{where}.metric", **mcfg)
@@ -64,8 +67,14 @@ def build_test_sets(config, only=None):
 
 def configured_labels(config):
     """{label: protocol} of every configured test set, from the config (no dataset opened)."""
-    return {set_label(e): DATASETS.get(e["name"]).protocol if e["name"] in DATASETS
-            else None for t in config["Tasks"].values() for e in t["test_sets"]}
+    out = {}
+    for task, tcfg in config["Tasks"].items():
+        for i, e in enumerate(tcfg["test_sets"]):
+            try:
+                out[set_label(e)] = DATASETS.get(e["name"]).protocol_of(e) if e["name"] in DATASETS else None
+            except ConfigError as err:  # e.g. an ImageList whose lists and protocol disagree
+                raise ConfigError(f"Tasks.{task}.test_sets.{i}: {err}") from None
+    return out
 
 
 class Rows:
@@ -134,7 +143,10 @@ class Evaluator:
                                 desc + (f" {s}" if len(splits) > 1 else "")) for s in splits}
 
     def run_set(self, ts):
-        return ts.protocol.compute(ts.metric, ts.source, self.embed(ts))
+        try:
+            return ts.protocol.compute(ts.metric, ts.source, self.embed(ts))
+        except DataError as e:  # the metric's own errors do not know the set
+            raise DataError(f"test set {ts.task}/{ts.label} ({ts.source.name}, {ts.source.root}): {e}") from None
 
     def evaluate(self, tag="eval", report=True):
         """{"tag", "score", "paper_row", "sets"} of every test set; written to eval_<tag>.json and,
@@ -146,6 +158,10 @@ class Evaluator:
             for ts in self.sets:
                 t = time.time()
                 res, p = self.run_set(ts), ts.protocol
+                if res.get("num_queries_without_match"):
+                    self.log.warning(f"{ts.task}/{ts.label}: {res['num_queries_without_match']} of "
+                                     f"{res['num_queries']} queries have no match to find "
+                                     f"({p.no_match}); left out of the scores")
                 results.append({"task": ts.task, "set": ts.label, "dataset": ts.source.name,
                                 "protocol": p.name, "headline": p.headline(res),
                                 "score": p.main_score(res), "seconds": round(time.time() - t, 2),

@@ -208,7 +208,7 @@ def test_sop_counts_and_header(small, tmp_path):
 def test_image_list_and_folder(tmp_path):
     for rel in ["a/1.jpg", "a/2.png", "b/3.jpg"]:
         jpg(str(tmp_path / rel))
-    lines(str(tmp_path / "list.txt"), ["a/1.jpg 7", "a/2.png 7 2", "b/3.jpg   9  1"])
+    lines(str(tmp_path / "list.txt"), ["a/1.jpg 7 0", "a/2.png 7 2", "b/3.jpg   9  1"])
     src = build("ImageList", tmp_path, list_file="list.txt")
     assert [(os.path.relpath(r.key, tmp_path), r.pid, r.camid) for r in src.train()] == \
            [("a/1.jpg", 7, 0), ("a/2.png", 7, 2), ("b/3.jpg", 9, 1)]

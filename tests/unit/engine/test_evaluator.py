@@ -1,12 +1,16 @@
 """Evaluator: the paper-style row, and all 13 test protocols of the quickstart on demo data."""
 import json
+import logging
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from helpers import tiny_config
 from ppufo.engine.evaluator import (PAPER_COLUMNS, Evaluator, configured_labels, format_paper_row,
                                     paper_row)
-from ppufo.utils.errors import ConfigError
+from ppufo.utils.errors import ConfigError, DataError
 
 PAPER_ORDER = ["CALFW", "CPLFW", "LFW", "CFP-FF", "CFP-FP", "AgeDB-30", "Market1501", "DukeMTMC",
                "MSMT17", "VeRi-776", "VehicleID", "VeRi-Wild", "SOP"]
@@ -50,7 +54,6 @@ def test_a_label_shadowing_a_column_goes_under_task_and_label():
 
 
 def test_quickstart_evaluates_all_13_protocols(full_demo_root, tmp_path):
-    from helpers import tiny_config
     from ppufo.engine.trainer import Trainer
     out = tmp_path / "eval"
     config = tiny_config(full_demo_root, out, ["Global.max_iters=1"])
@@ -80,3 +83,74 @@ def test_unknown_set_lists_the_configured_labels_without_opening_them(make_confi
     # DukeMTMC's demo root does not exist in the session demo: listing labels must not open it
     with pytest.raises(ConfigError, match=r"unknown test set\(s\) \['Nope'\]; configured: \['lfw', 'cplfw'.*'SOP'\]"):
         Evaluator(make_config(), model=None, only=["Nope"])
+
+
+# ----------------------------------------------------------------------------- a user's own data
+
+class MeanColour:
+    """Stands in for a network: the feature is the image's mean colour, so images of one
+    solid colour rank each other first and an identity's colour decides every score."""
+    training = False
+
+    def eval(self):
+        pass
+
+    def train(self):
+        pass
+
+    def embed(self, imgs, task, normalize=False):
+        return imgs.mean(axis=[2, 3])
+
+
+COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255), 9: (90, 90, 90)}
+
+
+def own_lists(root, query_ids, gallery_ids):
+    for split, ids in (("query", query_ids), ("gallery", gallery_ids)):
+        rows = []
+        for n, pid in enumerate(ids):
+            path = root / split / f"{n}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 8, 3), COLOURS[pid], np.uint8)).save(path)
+            rows.append(f"{split}/{n}.jpg {pid}\n")
+        (root / f"{split}.txt").write_text("".join(rows))
+
+
+def own_config(tmp_path, entry):
+    config = tiny_config(str(tmp_path), tmp_path / "out")
+    config["Tasks"] = {"person": {"test_sets": [{"name": "ImageList", "root": "mine", "alias": "mine", **entry}]}}
+    return config
+
+
+def test_own_list_query_without_match_is_scored_out_and_warned_about(tmp_path):
+    # queries: ids 1, 2 and 9 (9 is not in the gallery); gallery: 1, 1, 2 and 3 (a distractor)
+    own_lists(tmp_path / "mine", [1, 2, 9], [1, 1, 2, 3])
+    config = own_config(tmp_path, {"query_list": "query.txt", "gallery_list": "gallery.txt"})
+    assert configured_labels(config) == {"mine": "reid"}
+    warned = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage()) if record.levelno >= logging.WARNING else None
+    logging.getLogger("ppufo").addHandler(handler)
+    try:
+        res = Evaluator(config, MeanColour()).evaluate(report=False)["sets"][0]
+    finally:
+        logging.getLogger("ppufo").removeHandler(handler)
+    assert (res["protocol"], res["num_queries"], res["num_queries_without_match"]) == ("reid", 3, 1)
+    assert (res["rank1"], res["mAP"]) == (1.0, 1.0)  # each valid query finds its colour first
+    assert "person/mine: 1 of 3 queries have no match to find (its id is not in the gallery" in "\n".join(warned)
+
+
+def test_own_list_errors_name_the_set_and_what_to_give(tmp_path):
+    own_lists(tmp_path / "mine", [1, 2], [3, 3])
+    config = own_config(tmp_path, {"query_list": "query.txt", "gallery_list": "gallery.txt"})
+    with pytest.raises(DataError, match=r"test set person/mine \(ImageList, .*mine\): ImageList: no query of "
+                                        r".*query.txt has a match in .*gallery.txt"):
+        Evaluator(config, MeanColour()).evaluate(report=False)
+    config = own_config(tmp_path, {"list_file": "query.txt"})
+    with pytest.raises(ConfigError, match=r"Tasks.person.test_sets.0: ImageList has no test protocol; give "
+                                          r"query_list \+ gallery_list \(protocol reid\) or test_list"):
+        Evaluator(config, MeanColour())
+    config = own_config(tmp_path, {"query_list": "query.txt"})
+    with pytest.raises(ConfigError, match=r"Tasks.person.test_sets.0: ImageList: query_list and gallery_list "
+                                          r"go together"):
+        Evaluator(config, MeanColour())
