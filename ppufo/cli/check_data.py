@@ -4,7 +4,9 @@ python tools/check_data.py -c configs/ufo_vitl.yaml [-o Section.key=value ...] [
 
 The sets are built as training and evaluation build them (build_task_train_set, build_test_sets and
 each protocol's splits) and every item is decoded by its own source (ImageDataset.read), so what
-passes here is what training can read. Exit status 1 if any image or set is bad, else 0.
+passes here is what training can read. Test queries that will have nothing to find (an id not in
+the gallery, a label with one image) are noted, not failed. Exit status 1 if any image or set is
+bad, else 0.
 """
 import multiprocessing
 import os
@@ -48,9 +50,10 @@ def check_range(k, start, stop):
 
 
 def build_sets(config, split):
-    """([(name, ImageDataset)], [(name, error)]): the sets as training/evaluation build them; a set
-    that cannot be built is reported and the others are still checked."""
-    sets, failed = [], []
+    """([(name, ImageDataset)], [(name, error)], [(name, note)]): the sets as training/evaluation
+    build them; a set that cannot be built is reported and the others are still checked. Notes:
+    test queries that will have nothing to find (a user's ImageList / ImageFolder counts them)."""
+    sets, failed, notes = [], [], []
     if split in ("train", "all"):
         for task in config["Tasks"]:
             try:
@@ -76,7 +79,12 @@ def build_sets(config, split):
                         sets.append((name, ImageDataset([(ts.source, records)], relabel=False)))
                     except DataError as e:
                         failed.append((name, str(e)))
-    return sets, failed
+                        continue
+                    lost = getattr(ts.source, "without_match", {}).get(s)
+                    if lost:
+                        notes.append((name, f"{lost} of {len(records)} queries have nothing to find "
+                                            f"({ts.protocol.no_match}); the scores leave them out"))
+    return sets, failed, notes
 
 
 def check_sets(sets, workers):
@@ -121,7 +129,7 @@ def main():
     try:
         config = load_config(args.config, args.override)
         ensure_demo_data(config)
-        sets, failed = build_sets(config, args.split)
+        sets, failed, notes = build_sets(config, args.split)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
     for name, error in failed:
@@ -143,6 +151,8 @@ def main():
         print(f"  {name:{width}s} {checked:8d} checked {len(bad):6d} bad  {sources}{short}")
     for name, _ in failed:
         print(f"  {name:{width}s} {'not built':>24s}")
+    for name, note in notes:
+        print(f"  note: {name}: {note}")
     total = sum(c for c, _ in results)
     if n_bad:
         sys.exit(f"error: {n_bad} bad (images, records or sets) of {total} images in "

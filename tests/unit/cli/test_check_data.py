@@ -119,3 +119,75 @@ def test_every_bad_item_is_listed_and_the_exit_is_non_zero(bad_root, demo_root, 
     built = {name: n for name, n in want.items() if name != "test/vehicle/VeRi776 gallery"}
     assert summary(out) == {name: (n, n_bad[name]) for name, n in built.items()}
     assert re.search(r"^  test/vehicle/VeRi776 gallery\s+not built$", out, re.M)
+
+
+# ----------------------------------------------------------------------------- a user's own data
+
+def own_data(root):
+    """ImageList lists and ImageFolder folders of a user's own test data: query ids 1, 2, 9 (9
+    not in the gallery) against gallery ids 1, 1, 2, 3; test labels 5, 5, 6, 6, 7 (7 alone)."""
+    from PIL import Image
+
+    def img(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 8), (120, 30, 200)).save(path)
+    for name, ids in (("query", [1, 2, 9]), ("gallery", [1, 1, 2, 3]), ("test", [5, 5, 6, 6, 7]),
+                      ("bad_query", [4]), ("bad_gallery", [5])):
+        rows = []
+        for n, pid in enumerate(ids):
+            img(root / "mine" / name / f"{n}.jpg")
+            img(root / "folders" / name / str(pid) / f"{n}.jpg")
+            rows.append(f"{name}/{n}.jpg {pid}\n")
+        (root / "mine" / f"{name}.txt").write_text("".join(rows))
+
+
+def run_own(monkeypatch, capsys, root, person, product):
+    monkeypatch.setattr(sys, "argv", [
+        "check_data.py", "-c", os.path.join(ROOT, "configs/quickstart.yaml"), "-o", f"Global.data_root={root}",
+        f"Global.output_dir={root}/out", "Global.generate_demo_data=false", "Tasks.face.test_sets=[]",
+        "Tasks.vehicle.test_sets=[]", f"Tasks.person.test_sets={person}", f"Tasks.product.test_sets={product}",
+        "--split", "test", "--workers", "0"])
+    try:
+        main()
+        code = None
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().out
+
+
+PERSON = ("[{name: ImageList, root: mine, query_list: query.txt, gallery_list: gallery.txt, alias: mine}, "
+          "{name: ImageFolder, root: folders, protocol: reid, alias: folder}]")
+PRODUCT = ("[{name: ImageList, root: mine, test_list: test.txt}, "
+           "{name: ImageFolder, root: folders, protocol: recall_at_k, alias: folder-test}]")
+
+
+def test_own_data_splits_are_checked_and_unmatched_queries_noted(tmp_path, monkeypatch, capsys):
+    own_data(tmp_path)
+    code, out = run_own(monkeypatch, capsys, tmp_path, PERSON, PRODUCT)
+    assert code is None, out
+    assert summary(out) == {"test/person/mine query": (3, 0), "test/person/mine gallery": (4, 0),
+                            "test/person/folder query": (3, 0), "test/person/folder gallery": (4, 0),
+                            "test/product/ImageList": (5, 0), "test/product/folder-test": (5, 0)}
+    notes = [line.strip() for line in out.splitlines() if line.startswith("  note: ")]
+    assert notes == [f"note: test/person/{s} query: 1 of 3 queries have nothing to find (its id is not in "
+                     f"the gallery, only under the query's camera, or a distractor id); the scores leave "
+                     f"them out" for s in ("mine", "folder")] + \
+                    [f"note: test/product/{s}: 1 of 5 queries have nothing to find (the only image of its "
+                     f"label); the scores leave them out" for s in ("ImageList", "folder-test")]
+    assert "ok: all 24 images of 6 sets decode" in out
+
+
+def test_own_data_set_without_any_match_is_bad(tmp_path, monkeypatch, capsys):
+    own_data(tmp_path)
+    person = ("[{name: ImageList, root: mine, query_list: bad_query.txt, gallery_list: bad_gallery.txt, "
+              "alias: nomatch}]")
+    code, out = run_own(monkeypatch, capsys, tmp_path, person, "[]")
+    assert isinstance(code, str) and code.startswith("error: 1 bad"), (code, out)
+    assert (f"BAD test/person/nomatch query: cannot build the set: ImageList: no query of "
+            f"{tmp_path / 'mine' / 'bad_query.txt'} has a match in {tmp_path / 'mine' / 'bad_gallery.txt'} "
+            f"(an image of its id); query ids [4], gallery ids [5]") in out
+    assert summary(out) == {"test/person/nomatch gallery": (1, 0)}  # the gallery is still checked
+    code, out = run_own(monkeypatch, capsys, tmp_path, "[{name: ImageList, root: mine, protocol: reid, "
+                                                       "test_list: test.txt}]", "[]")
+    assert code == ("error: Tasks.person.test_sets.0: ImageList: protocol reid reads query_list and "
+                    "gallery_list; not given")
