@@ -176,7 +176,8 @@ def test_test_list_of_singletons_only_is_an_error(tmp_path):
 # ----------------------------------------------------------------------------- bad lines, protocol
 
 @pytest.mark.parametrize("rows, n, error", [
-    (["a/1.jpg 1 0", "a/2.jpg 1"], 2, "2 fields, but line 1 has 3; the camid column must be on every line or on none"),
+    (["a/1.jpg 1 0", "a/2.jpg 1"], 2,
+     "2 fields, but line 1 has 3; the camid column must be on every line or on none"),
     (["a/1.jpg 1", "a/2.jpg 1 0"], 2, "3 fields, but line 1 has 2"),
     (["a/1.jpg 1", "a/2.jpg one"], 2, "label must be an integer, got 'one'"),
     (["a/1.jpg 1 c1", "a/2.jpg 1 0"], 1, "camid must be an integer, got 'c1'"),
@@ -227,7 +228,8 @@ def test_protocol_is_inferred_or_taken_as_given(tmp_path, keys, protocol):
     ({"protocol": "recall_at_k", "list_file": "train.txt"}, "protocol recall_at_k reads test_list; not given"),
     ({"query_list": "q.txt", "gallery_list": "g.txt", "test_list": "t.txt"},
      "both query_list/gallery_list and test_list given; set protocol: reid or protocol: recall_at_k"),
-    ({"protocol": "rank", "test_list": "t.txt"}, "protocol 'rank'; expected reid, recall_at_k or none \\(inferred from the lists\\)"),
+    ({"protocol": "rank", "test_list": "t.txt"},
+     "protocol 'rank'; expected reid, recall_at_k or none \\(inferred from the lists\\)"),
 ])
 def test_protocol_mismatch_is_a_config_error(tmp_path, keys, error):
     for name in ("train.txt", "q.txt", "g.txt", "t.txt"):
@@ -313,7 +315,8 @@ def test_train_folder_holding_split_folders_points_to_the_fix(tmp_path):
     assert [r.pid for r in build("ImageFolder", tmp_path / "train").train()] == [0]
     with pytest.raises(DataError, match="has no 'query' split"):
         build("ImageFolder", tmp_path / "train").query()
-    with pytest.raises(ConfigError, match=r"ImageFolder: protocol 'test'; expected reid, recall_at_k or none \(training data\)"):
+    with pytest.raises(ConfigError, match=r"ImageFolder: protocol 'test'; expected reid, recall_at_k or "
+                                          r"none \(training data\)"):
         build("ImageFolder", tmp_path, protocol="test")
 
 
