@@ -2,9 +2,10 @@
 
 Recall@K = share of queries with a same-label item in their top K; K clamps to N - 1 (the
 list length). A query whose label no other item has (a singleton) has nothing to retrieve:
-as a ReID query without a match, it is left out of the share in both exclude modes and
-counted in ``num_queries_without_match`` (SOP has no singleton, so its numbers are those of
-the standard protocol). exclude="self" removes the query by index (the standard protocol);
+with exclude="self" it is left out of the share, as a ReID query without a match; with
+"first_hit" it stays in, as the UFO reference counts it. Either way it is counted in
+``num_queries_without_match`` (SOP has no singleton, so its numbers are those of the
+standard protocol). exclude="self" removes the query by index (the standard protocol);
 exclude="first_hit" ranks all N items and drops the first one, whatever it is (the UFO
 reference: faiss top K+1, first column dropped; if the query is not first, e.g. behind an
 exact duplicate, that duplicate is dropped instead and the query itself counts as a hit).
@@ -76,7 +77,7 @@ def evaluate_recall_at_k(features, labels, ks=(1, 10, 100, 1000), chunk_size=256
                          exclude="self"):
     """-> {"recall@K": share of queries with a same-label item in the top K, for K in ks;
     "num_queries": N; "num_queries_without_match": items whose label no other item has (left
-    out of every share)}. DataError if every label is a singleton."""
+    out of every share with exclude="self")}. DataError if every label is a singleton."""
     where = "evaluate_recall_at_k"
     if exclude not in ("self", "first_hit"):
         raise ConfigError(f"{where}: exclude={exclude!r}; expected 'self' or 'first_hit'")
@@ -107,6 +108,7 @@ def evaluate_recall_at_k(features, labels, ks=(1, 10, 100, 1000), chunk_size=256
         groups = _Gallery(labels, np.zeros(n, np.int64))
         pos = np.concatenate([_positions(sim, s, labels, groups, exclude)
                               for s, sim in score_chunks(f, f, chunk_size)])
-    out = {f"recall@{k}": float(np.mean(pos[valid] <= min(k, kmax))) for k in ks}
+    scored = pos[valid] if exclude == "self" else pos
+    out = {f"recall@{k}": float(np.mean(scored <= min(k, kmax))) for k in ks}
     out.update(num_queries=int(n), num_queries_without_match=int(n - valid.sum()))
     return out

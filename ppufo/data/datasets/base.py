@@ -62,13 +62,14 @@ class DatasetSource:
 
     How the reid protocol reads the ids: ``has_cameras`` False removes no gallery item for
     sharing the query's camera (every camid is 0 then); ``junk_pid`` (ignored in the gallery)
-    and ``distractor_pid`` (never matches) are Market1501's -1 and 0, None where a dataset
-    has no such id.
+    is Market1501's -1; ``distractor_pid`` (never matches) is None but in the Market1501-style
+    folders, where it is 0: elsewhere 0 is a real id (MSMT17's first test identity), as the
+    UFO reference's metric treats it.
     """
     protocol = None
     test_hint = ""  # appended to "<name> has no test protocol": how a test set of this reader is given
     has_cameras = True
-    junk_pid, distractor_pid = -1, 0
+    junk_pid, distractor_pid = -1, None
 
     @classmethod
     def protocol_of(cls, entry):

@@ -17,6 +17,7 @@ class _FolderReID(FileSource):
     gallery (it never matches a query) and is skipped, counted, in train and query.
     """
     protocol = "reid"
+    distractor_pid = 0
     splits = ("train", "query", "gallery")
     folders = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
     pattern = None

@@ -115,3 +115,20 @@ def test_evaluator_gives_each_test_set_its_protocol(make_config):
                    ("Market1501", "reid", "ReIDMetric", False),
                    ("VeRi776", "reid", "ReIDMetric", False),
                    ("SOP", "recall_at_k", "RecallAtK", False)]
+
+
+def test_id_0_is_a_distractor_only_in_market1501_style_folders():
+    # MSMT17's first test identity is 0: the UFO reference's metric scores its queries like any
+    # other; only Market1501 / DukeMTMC mark gallery distractors with 0
+    assert (DATASETS.get("Market1501").distractor_pid, DATASETS.get("DukeMTMC").distractor_pid) == (0, 0)
+    for name in ("MSMT17", "VeRi776", "VeRiWild", "ImageList", "ImageFolder"):
+        assert DATASETS.get(name).distractor_pid is None, name
+    f = np.eye(2, dtype=np.float32)
+    q = SimpleNamespace(labels=np.array([0, 1]), cameras=np.array([0, 0]))
+    g = SimpleNamespace(labels=np.array([1, 0]), cameras=np.array([1, 1]))
+    msmt = SimpleNamespace(has_cameras=True, junk_pid=-1, distractor_pid=DATASETS.get("MSMT17").distractor_pid)
+    metric = METRICS.build({"name": "ReIDMetric", "topk": [1]})
+    res = build_protocol("reid").compute(metric, msmt, {"query": (f, q), "gallery": (f[[1, 0]], g)})
+    assert res["num_valid_queries"] == 2 and res["rank1"] == 1.0
+    res = build_protocol("reid").compute(metric, Source(), {"query": (f, q), "gallery": (f[[1, 0]], g)})
+    assert res["num_valid_queries"] == 1  # Market1501's rule: the id-0 query has no valid match
