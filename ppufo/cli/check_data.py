@@ -21,7 +21,7 @@ from ..data.datasets.base import ImageDataset
 from ..data.loader import build_task_train_set, exit_with_parent
 from ..demo import ensure_demo_data
 from ..engine.evaluator import build_test_sets, configured_labels
-from ..utils.config import load_config, parse_args
+from ..utils.config import arg_range, load_config, parse_args
 from ..utils.errors import ConfigError, DataError
 
 CHUNK = 64  # images per pool task: few round trips, yet a smooth progress bar
@@ -121,11 +121,9 @@ def check_sets(sets, workers):
 
 def main():
     args = parse_args("ppufo dataset check", extra=lambda p: (
-        p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+        p.add_argument("--workers", type=arg_range(int, min=0), default=min(4, os.cpu_count() or 1),
                        help="decoding processes (0: in this process; default min(4, cores))"),
         p.add_argument("--split", choices=("train", "test", "all"), default="all")))
-    if args.workers < 0:
-        sys.exit(f"error: --workers {args.workers}; expected 0 (decode in this process) or more")
     try:
         config = load_config(args.config, args.override)
         ensure_demo_data(config)

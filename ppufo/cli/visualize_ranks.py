@@ -10,7 +10,7 @@ import sys
 from ..arch.multitask import load_trained_model
 from ..engine.evaluator import Evaluator, configured_labels
 from ..metric.visualize import ORDERS, protocol_rank_lists, write_rank_lists
-from ..utils.config import load_config, parse_args
+from ..utils.config import arg_range, load_config, parse_args
 from ..utils.device import setup_device
 from ..utils.errors import ConfigError, DataError
 from ..utils.logger import get_logger, init_logger
@@ -18,12 +18,12 @@ from ..utils.logger import get_logger, init_logger
 
 def add_args(p):
     p.add_argument("--set", required=True, help="test-set label, as in the eval table (e.g. Market1501)")
-    p.add_argument("--num_queries", type=int, default=10)
-    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--num_queries", type=arg_range(int, min=1), default=10)
+    p.add_argument("--topk", type=arg_range(int, min=1), default=10)
     p.add_argument("--order", choices=ORDERS, default="worst",
                    help="worst: lowest AP first (as fast-reid); best: highest AP first; first: query order")
     p.add_argument("--out", default="", help="output folder (default: <Global.output_dir>/ranks/<set>)")
-    p.add_argument("--tile_height", type=int, default=128)
+    p.add_argument("--tile_height", type=arg_range(int, min=16), default=128)
 
 
 def rank_lists(evaluator, ts):
@@ -42,8 +42,6 @@ def rank_lists(evaluator, ts):
 def main():
     args = parse_args("ppufo rank-list visualiser", extra=add_args)
     try:
-        if args.num_queries < 1 or args.topk < 1 or args.tile_height < 16:
-            raise ConfigError("--num_queries and --topk must be >= 1 and --tile_height >= 16")
         config = load_config(args.config, args.override)
         g = config["Global"]
         labels = configured_labels(config)
