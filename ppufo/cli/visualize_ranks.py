@@ -13,6 +13,7 @@ from ..metric.visualize import ORDERS, protocol_rank_lists, write_rank_lists
 from ..utils.config import arg_range, load_config, parse_args
 from ..utils.device import setup_device
 from ..utils.errors import ConfigError, DataError
+from ..utils.fs import check_writable_dir
 from ..utils.logger import get_logger, init_logger
 
 
@@ -51,6 +52,9 @@ def main():
             ranked = [lb for lb, p in labels.items() if p != "verification"]
             raise ConfigError(f"--set {args.set}: protocol 'verification' (10-fold accuracy on "
                               f"image pairs) has no gallery ranking to draw; sets with one: {ranked}")
+        out = args.out or os.path.join(g["output_dir"], "ranks", args.set)
+        check_writable_dir(g["output_dir"], "Global.output_dir")  # visualize.log
+        check_writable_dir(out, "--out" if args.out else "Global.output_dir")
         init_logger(os.path.join(g["output_dir"], "visualize.log"))
         setup_device(config)
         log = get_logger()
@@ -60,7 +64,6 @@ def main():
         queries = ranks.select(args.num_queries, args.order)
         log.info(f"{args.set}: {int(ranks.valid.sum())} of {len(ranks.valid)} queries have a valid "
                  f"match; drawing {len(queries)} ({args.order}) with top-{args.topk}")
-        out = args.out or os.path.join(g["output_dir"], "ranks", args.set)
         paths = write_rank_lists(ranks, queries, args.topk, lambda i: ts.source.read(q_rec[i]),
                                  lambda i: ts.source.read(g_rec[i]), out, args.tile_height)
         log.info(f"wrote {len(paths)} rank list(s) to {out}")

@@ -27,6 +27,7 @@ from ..utils.checkpoint import (check_output_dir, load_checkpoint, prune_checkpo
 from ..utils.config import dump_config
 from ..utils.device import setup_device
 from ..utils.dist import rank, world_size
+from ..utils.fs import check_writable_dir
 from ..utils.logger import init_logger
 from .amp import MixedPrecision
 from .hooks import CheckpointHook, EvalHook, LoggerHook, VisualDLHook, host_stats
@@ -37,7 +38,7 @@ class Trainer:
         self.cfg = config
         g = config["Global"]
         self.world_size, self.rank = world_size(), rank()
-        self.output_dir = g["output_dir"]
+        self.output_dir = check_writable_dir(g["output_dir"], "Global.output_dir")
         if not g["checkpoints"]:
             check_output_dir(self.output_dir, g["overwrite_output_dir"])
         os.makedirs(self.output_dir, exist_ok=True)
