@@ -44,9 +44,22 @@ def one_thread_worker(worker_id, parent_pid=None):
     """A loader worker decodes and augments one image at a time: one Paddle thread each, so
     N workers add N busy cores next to Global.cpu_threads, not N times as many. On Linux the
     worker is also killed when the process that started it dies (prctl PR_SET_PDEATHSIG), so
-    a crashed or killed trainer leaves no workers behind."""
+    a crashed or killed trainer leaves no workers behind. A worker leaves its parent's process
+    group: Ctrl-C (the terminal's whole group) and a launcher's or study's SIGTERM to the group
+    reach the parent only, which stops its workers itself; a worker killed by them instead would
+    end the trainer mid-step (Paddle's SIGCHLD handler), before its checkpoint (engine/interrupt.py)."""
     exit_with_parent(parent_pid)
+    own_process_group()
     set_cpu_threads(1)
+
+
+def own_process_group():
+    """Move this process into a process group of its own (POSIX; a no-op elsewhere)."""
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
 
 
 def exit_with_parent(parent_pid=None):
