@@ -215,11 +215,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.exit("usage: python -m ppufo.ablation.worker <run_dir>/spec.json (started by ppufo-ablate)")
+    from ..engine.interrupt import TrainingInterrupted
     from ..utils.errors import ConfigError, DataError
     try:
         run(argv[0])
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
+    except TrainingInterrupted as e:  # the study stopped it (SIGTERM): no traceback in worker.log
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.code)
 
 
 if __name__ == "__main__":

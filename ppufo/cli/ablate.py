@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from ..utils.config import arg_range
 from ..utils.errors import ConfigError, DataError
 
 
@@ -35,7 +36,7 @@ def build_parser():
                    help="the experiment file, as -c in the other ppufo tools (same as the positional one)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="study folder (default: output/ablations/<experiment file name>)")
-    p.add_argument("--parallel", type=int, default=None, metavar="N",
+    p.add_argument("--parallel", type=arg_range(int, min=1), default=None, metavar="N",
                    help="runs at a time, each with Global.cpu_threads = max(1, cores // N) "
                         "(default: the file's parallel, else 1)")
     p.add_argument("--report-only", action="store_true",

@@ -15,7 +15,7 @@ import platform
 import shlex
 import sys
 
-from ..utils.config import cli_config
+from ..utils.config import arg_range, cli_config
 from ..utils.errors import ConfigError
 
 
@@ -31,11 +31,11 @@ def cpu_name():
 
 
 def extra(p):
-    p.add_argument("--estimate_gflops", type=float, default=None,
+    p.add_argument("--estimate_gflops", type=arg_range(float, above=0), default=None,
                    help="write a placeholder from FLOPs at this assumed GFLOP/s instead of measuring")
-    p.add_argument("--overhead_ms", type=float, default=0.0, help="assumed ms per kernel launch (estimate)")
+    p.add_argument("--overhead_ms", type=arg_range(float, min=0), default=0.0, help="assumed ms per kernel launch (estimate)")
     p.add_argument("--note", default="", help="why these assumptions (stored in the provenance)")
-    p.add_argument("--copies", type=int, default=8, help="stacked copies per op when measuring")
+    p.add_argument("--copies", type=arg_range(int, min=1), default=8, help="stacked copies per op when measuring")
     p.add_argument("--output", default=None, help="table file (default ppufo/chips/tables/<chip>.json)")
 
 

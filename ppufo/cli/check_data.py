@@ -4,9 +4,10 @@ python tools/check_data.py -c configs/ufo_vitl.yaml [-o Section.key=value ...] [
 
 The sets are built as training and evaluation build them (build_task_train_set, build_test_sets and
 each protocol's splits) and every item is decoded by its own source (ImageDataset.read), so what
-passes here is what training can read. Test queries that will have nothing to find (an id not in
-the gallery, a label with one image) are noted, not failed. Exit status 1 if any image or set is
-bad, else 0.
+passes here is what training can read. A symbolic link under a dataset root whose target is gone
+is bad too (the folder scanners would pass over it as a non-image file). Test queries that will
+have nothing to find (an id not in the gallery, a label with one image) are noted, not failed.
+Exit status 1 if any image, link or set is bad, else 0.
 """
 import multiprocessing
 import os
@@ -21,7 +22,7 @@ from ..data.datasets.base import ImageDataset
 from ..data.loader import build_task_train_set, exit_with_parent
 from ..demo import ensure_demo_data
 from ..engine.evaluator import build_test_sets, configured_labels
-from ..utils.config import load_config, parse_args
+from ..utils.config import arg_range, load_config, parse_args
 from ..utils.errors import ConfigError, DataError
 
 CHUNK = 64  # images per pool task: few round trips, yet a smooth progress bar
@@ -87,6 +88,30 @@ def build_sets(config, split):
     return sets, failed, notes
 
 
+def dangling_links(roots):
+    """[(link, target)] of the symbolic links under the folders ``roots`` whose target does not
+    exist, sorted. Links to folders are not followed (no cycles); a root that is a link is."""
+    found, seen = [], set()
+    stack = [r for r in roots if os.path.isdir(r)]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # unreadable: the sets' own reading reports what it needs from it
+            continue
+        for e in entries:
+            if e.is_symlink():
+                if not os.path.exists(e.path):
+                    found.append((e.path, os.readlink(e.path)))
+            elif e.is_dir():
+                stack.append(e.path)
+    return sorted(found)
+
+
 def check_sets(sets, workers):
     """[(checked, [(index, error)])] per set, with a progress bar per set."""
     global _SETS
@@ -121,11 +146,9 @@ def check_sets(sets, workers):
 
 def main():
     args = parse_args("ppufo dataset check", extra=lambda p: (
-        p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+        p.add_argument("--workers", type=arg_range(int, min=0), default=min(4, os.cpu_count() or 1),
                        help="decoding processes (0: in this process; default min(4, cores))"),
         p.add_argument("--split", choices=("train", "test", "all"), default="all")))
-    if args.workers < 0:
-        sys.exit(f"error: --workers {args.workers}; expected 0 (decode in this process) or more")
     try:
         config = load_config(args.config, args.override)
         ensure_demo_data(config)
@@ -134,6 +157,9 @@ def main():
         sys.exit(f"error: {e}")
     for name, error in failed:
         print(f"BAD {name}: cannot build the set: {error}", flush=True)
+    links = dangling_links(sorted({s.root for _, ds in sets for s in ds.sources}))
+    for link, target in links:
+        print(f"BAD {link}: dangling symbolic link to {target} (the target does not exist)", flush=True)
     print(f"checking {len(sets)} sets, {sum(len(ds) for _, ds in sets)} images, "
           f"with {args.workers or 'no'} worker processes", flush=True)
     t = time.time()
@@ -143,7 +169,7 @@ def main():
         sys.exit(f"error: a decoding worker died ({e}); rerun with --workers 0 to find the image")
     width = max([len(n) for n, _ in sets + failed] + [4])
     print("summary:")
-    n_bad = len(failed)
+    n_bad = len(failed) + len(links)
     for (name, ds), (checked, bad) in zip(sets, results):
         sources = "+".join(s.name for s in ds.sources)
         short = f"  CHECKED ONLY {checked} OF {len(ds)}" if checked != len(ds) else ""
@@ -151,11 +177,13 @@ def main():
         print(f"  {name:{width}s} {checked:8d} checked {len(bad):6d} bad  {sources}{short}")
     for name, _ in failed:
         print(f"  {name:{width}s} {'not built':>24s}")
+    if links:
+        print(f"  {len(links)} dangling symbolic link(s) under the dataset roots")
     for name, note in notes:
         print(f"  note: {name}: {note}")
     total = sum(c for c, _ in results)
     if n_bad:
-        sys.exit(f"error: {n_bad} bad (images, records or sets) of {total} images in "
+        sys.exit(f"error: {n_bad} bad (images, records, links or sets) of {total} images in "
                  f"{len(sets) + len(failed)} sets; see the BAD lines above")
     print(f"ok: all {total} images of {len(sets)} sets decode ({time.time() - t:.1f}s)")
 

@@ -13,6 +13,7 @@ from ..engine.evaluator import Evaluator
 from ..utils.config import load_config, parse_args
 from ..utils.device import setup_device
 from ..utils.errors import ConfigError, DataError
+from ..utils.fs import check_writable_dir
 from ..utils.logger import init_logger
 
 
@@ -22,6 +23,7 @@ def main():
     try:
         config = load_config(args.config, args.override)
         g = config["Global"]
+        check_writable_dir(g["output_dir"], "Global.output_dir")  # eval.log, eval_<tag>.json
         init_logger(os.path.join(g["output_dir"], "eval.log"))
         setup_device(config)
         if dist.get_world_size() > 1:

@@ -7,6 +7,7 @@ import sys
 
 from ..utils.config import cli_config
 from ..utils.errors import ConfigError
+from ..utils.fs import check_writable_dir
 
 
 def main():
@@ -20,6 +21,7 @@ def main():
         if is_supernet(config):
             raise ConfigError(f"{args.config}: a supernet is not exported whole; extract a subnet first "
                               f"(tools/extract_subnet.py) and export its config.yaml")
+        check_writable_dir(config["Export"]["save_dir"], "Export.save_dir")
         setup_device(config, device="cpu")  # export is device independent
         written = export_model(load_trained_model(config), config)
     except ConfigError as e:

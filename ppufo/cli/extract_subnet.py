@@ -16,6 +16,7 @@ import sys
 
 from ..utils.config import cli_config
 from ..utils.errors import ConfigError, DataError
+from ..utils.fs import check_writable_dir
 
 def main():
     args, config = cli_config("ppufo subnet extraction", extra=lambda p: p.add_argument(
@@ -32,6 +33,7 @@ def main():
                               f"a supernet config (Arch.name: SupernetMultiTaskModel)")
         ex = config["Extract"]
         tasks = [t.strip() for t in ex["task"].split(",") if t.strip()]
+        check_writable_dir(ex["save_dir"], "Extract.save_dir")
         log = init_logger(os.path.join(ex["save_dir"], "extract.log"))
         setup_device(config)
         supernet = load_trained_model(config)

@@ -15,6 +15,7 @@ import time
 from ..demo import EXTRA_SETS, READERS, WRITERS, write_all
 from ..demo.released import read_back
 from ..demo.sets import EXTRA_PARTS, check_request
+from ..utils.config import SEED_MAX, arg_range
 from ..utils.errors import ConfigError
 
 
@@ -57,7 +58,7 @@ def parse_sizes(items):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="./data/demo", help="output folder (default ./data/demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_range(int, min=0, max=SEED_MAX), default=0)
     p.add_argument("--sets", default="", help=f"comma-separated subset of: {','.join(WRITERS)} (default all "
                                               f"of these); also {','.join(EXTRA_SETS)} (the UFO reference's "
                                               f"test-set tree, written only when named)")

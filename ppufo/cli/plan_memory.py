@@ -15,15 +15,15 @@ What is and is not counted: ppufo/arch/memory_plan.py.
 import sys
 
 from ..arch.memory_plan import GiB, MemoryPlan
-from ..utils.config import load_config, parse_args
+from ..utils.config import arg_range, load_config, parse_args
 from ..utils.errors import ConfigError
 
 PRECISION_NAMES = {"fp32": "fp32", "O1": "AMP O1", "O2": "AMP O2 (fp32 master weights)"}
 
 
 def _args(p):
-    p.add_argument("--gpu_mem", type=float, default=80.0, help="memory of one GPU, GiB")
-    p.add_argument("--gpus", type=int, default=8, help="GPUs the global batch is split over")
+    p.add_argument("--gpu_mem", type=arg_range(float, above=0), default=80.0, help="memory of one GPU, GiB")
+    p.add_argument("--gpus", type=arg_range(int, min=1), default=8, help="GPUs the global batch is split over")
     p.add_argument("--num_classes", nargs="+", default=[], metavar="TASK=N",
                    help="classifier sizes (default: the full public training sets of the task's datasets)")
 
@@ -94,8 +94,8 @@ def main():
         given = {}
         for item in args.num_classes:
             task, _, n = item.partition("=")
-            if not n.isdigit():
-                raise ConfigError(f"--num_classes {item}: expected TASK=N")
+            if not n.isdigit() or int(n) < 1:
+                raise ConfigError(f"--num_classes {item}: expected TASK=N with N >= 1")
             given[task] = int(n)
         plan = MemoryPlan(config, given)
         print("\n".join(report(plan, args.gpus, args.gpu_mem, args.config)))

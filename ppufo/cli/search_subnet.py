@@ -16,6 +16,7 @@ import sys
 
 from ..utils.config import cli_config
 from ..utils.errors import ConfigError, DataError
+from ..utils.fs import check_writable_dir
 
 
 def main():
@@ -37,6 +38,8 @@ def main():
         unknown = [t for t in tasks if t not in config["Tasks"]]
         if unknown:
             raise ConfigError(f"Search.task: unknown task(s) {unknown}; tasks: {list(config['Tasks'])}")
+        check_writable_dir(s["save_dir"], "Search.save_dir")
+        check_writable_dir(s["cache_dir"], "Search.cache_dir")
         log = init_logger(os.path.join(s["save_dir"], "search.log"))
         setup_device(config)
         supernet = load_trained_model(config)

@@ -10,20 +10,21 @@ import sys
 from ..arch.multitask import load_trained_model
 from ..engine.evaluator import Evaluator, configured_labels
 from ..metric.visualize import ORDERS, protocol_rank_lists, write_rank_lists
-from ..utils.config import load_config, parse_args
+from ..utils.config import arg_range, load_config, parse_args
 from ..utils.device import setup_device
 from ..utils.errors import ConfigError, DataError
+from ..utils.fs import check_writable_dir
 from ..utils.logger import get_logger, init_logger
 
 
 def add_args(p):
     p.add_argument("--set", required=True, help="test-set label, as in the eval table (e.g. Market1501)")
-    p.add_argument("--num_queries", type=int, default=10)
-    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--num_queries", type=arg_range(int, min=1), default=10)
+    p.add_argument("--topk", type=arg_range(int, min=1), default=10)
     p.add_argument("--order", choices=ORDERS, default="worst",
                    help="worst: lowest AP first (as fast-reid); best: highest AP first; first: query order")
     p.add_argument("--out", default="", help="output folder (default: <Global.output_dir>/ranks/<set>)")
-    p.add_argument("--tile_height", type=int, default=128)
+    p.add_argument("--tile_height", type=arg_range(int, min=16), default=128)
 
 
 def rank_lists(evaluator, ts):
@@ -42,8 +43,6 @@ def rank_lists(evaluator, ts):
 def main():
     args = parse_args("ppufo rank-list visualiser", extra=add_args)
     try:
-        if args.num_queries < 1 or args.topk < 1 or args.tile_height < 16:
-            raise ConfigError("--num_queries and --topk must be >= 1 and --tile_height >= 16")
         config = load_config(args.config, args.override)
         g = config["Global"]
         labels = configured_labels(config)
@@ -53,6 +52,9 @@ def main():
             ranked = [lb for lb, p in labels.items() if p != "verification"]
             raise ConfigError(f"--set {args.set}: protocol 'verification' (10-fold accuracy on "
                               f"image pairs) has no gallery ranking to draw; sets with one: {ranked}")
+        out = args.out or os.path.join(g["output_dir"], "ranks", args.set)
+        check_writable_dir(g["output_dir"], "Global.output_dir")  # visualize.log
+        check_writable_dir(out, "--out" if args.out else "Global.output_dir")
         init_logger(os.path.join(g["output_dir"], "visualize.log"))
         setup_device(config)
         log = get_logger()
@@ -62,7 +64,6 @@ def main():
         queries = ranks.select(args.num_queries, args.order)
         log.info(f"{args.set}: {int(ranks.valid.sum())} of {len(ranks.valid)} queries have a valid "
                  f"match; drawing {len(queries)} ({args.order}) with top-{args.topk}")
-        out = args.out or os.path.join(g["output_dir"], "ranks", args.set)
         paths = write_rank_lists(ranks, queries, args.topk, lambda i: ts.source.read(q_rec[i]),
                                  lambda i: ts.source.read(g_rec[i]), out, args.tile_height)
         log.info(f"wrote {len(paths)} rank list(s) to {out}")

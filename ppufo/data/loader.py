@@ -1,6 +1,7 @@
 """Build the mixed-batch training loader and plain evaluation loaders from the config."""
 import ctypes
 import functools
+import gc
 import math
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 
 import paddle
 from paddle.io.dataloader.dataloader_iter import _DataLoaderIterMultiProcess, _DataLoaderIterSingleProcess
+from paddle.io.dataloader.worker import _WorkerException
 
 from ..utils.device import local_processes, set_cpu_threads
 from ..utils.errors import ConfigError, DataError
@@ -42,9 +44,22 @@ def one_thread_worker(worker_id, parent_pid=None):
     """A loader worker decodes and augments one image at a time: one Paddle thread each, so
     N workers add N busy cores next to Global.cpu_threads, not N times as many. On Linux the
     worker is also killed when the process that started it dies (prctl PR_SET_PDEATHSIG), so
-    a crashed or killed trainer leaves no workers behind."""
+    a crashed or killed trainer leaves no workers behind. A worker leaves its parent's process
+    group: Ctrl-C (the terminal's whole group) and a launcher's or study's SIGTERM to the group
+    reach the parent only, which stops its workers itself; a worker killed by them instead would
+    end the trainer mid-step (Paddle's SIGCHLD handler), before its checkpoint (engine/interrupt.py)."""
     exit_with_parent(parent_pid)
+    own_process_group()
     set_cpu_threads(1)
+
+
+def own_process_group():
+    """Move this process into a process group of its own (POSIX; a no-op elsewhere)."""
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
 
 
 def exit_with_parent(parent_pid=None):
@@ -80,6 +95,11 @@ class DataLoader(paddle.io.DataLoader):
     reading thread with num_workers 0, in a worker process otherwise) to the loop that
     iterates, as the original exception, instead of hanging or raising Paddle's "Blocking
     queue is killed"; the iterator then shuts its thread and workers down (close()).
+
+    Guarantee: every batch before the failing one is delivered, in order, then the error is
+    raised, with any number of workers (a worker's error waits for its batch's turn, as a
+    batch would; Paddle itself raises it as soon as it arrives and drops the batches queued
+    before it). Batches after the failing one are not delivered.
 
     With ``lean`` (and no collate_fn of the caller's) samples travel as uint8 and Normalize /
     RandomErasing run on the batch where Paddle put it (batch_transforms): the batches are the
@@ -139,10 +159,52 @@ class _SingleProcessIter(_KeepsLoadError, _DataLoaderIterSingleProcess):
         super()._init_thread()
 
 
+class _FailedBatch:
+    """A worker's error standing in the place of the batch it could not make."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+class _WorkerErrorsInOrder:
+    """The workers' result queue as the reading thread sees it: a worker's error
+    (_WorkerException) comes as a _FailedBatch in the place of its batch, so Paddle orders it
+    with the batches instead of killing the blocking queue (dropping the batches read before
+    it, which the loop has not taken yet) the moment it arrives."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def get(self, *args, **kwargs):
+        data = self.queue.get(*args, **kwargs)
+        if isinstance(data, tuple) and len(data) == 3 and isinstance(data[1], _WorkerException):
+            return data[0], _FailedBatch(data[1]), data[2]
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.queue, name)
+
+
 class _MultiProcessIter(_KeepsLoadError, _DataLoaderIterMultiProcess):
+    def _init_workers(self):
+        # The workers are forked: a child inherits this process's garbage, and collecting it
+        # there runs native destructors of objects whose threads live only here (a Paddle
+        # reader of an earlier, abandoned iterator: its pthread_cond_destroy waits forever for
+        # a waiter that is not in the child). Freeze what exists now, so a child's gc never
+        # looks at it (gc.freeze's documented use before fork); the parent unfreezes at once.
+        gc.freeze()
+        try:
+            super()._init_workers()
+        finally:
+            gc.unfreeze()
+        self._data_queue = _WorkerErrorsInOrder(self._data_queue)
+
     def _get_data(self):  # a worker's error is re-raised here, in the reading thread
         try:
-            return super()._get_data()
+            batch = super()._get_data()
+            if isinstance(batch, _FailedBatch):  # its turn: the batches before it are queued
+                batch.error.reraise()
+            return batch
         except Exception as e:  # noqa: BLE001
             self.load_failed(e)
             return None
@@ -153,6 +215,7 @@ class LoaderIterator:
 
     def __init__(self, inner):
         self.inner = inner
+        self.closed = False
 
     @property
     def error(self):
@@ -162,6 +225,8 @@ class LoaderIterator:
         return self
 
     def __next__(self):
+        if self.closed:
+            raise StopIteration
         try:
             batch = next(self.inner)
             if is_lean(batch):  # samples that are just an image (collate: a bare LeanImage)
@@ -184,12 +249,20 @@ class LoaderIterator:
         return len(self.inner)
 
     def close(self, timeout=5):
-        """Stop the reading thread and worker processes (waiting up to ``timeout`` s each)."""
-        shutdown = getattr(self.inner, "_try_shutdown_all", None)
+        """Stop the reading thread and worker processes (waiting up to ``timeout`` s each), and
+        free the native reader now: an abandoned iterator often lives on in a reference cycle
+        (the error's traceback holds the loop's frame), and its reader's idle thread pool must
+        be destroyed here, in the process where that thread runs."""
+        inner, self.closed = self.inner, True
+        shutdown = getattr(inner, "_try_shutdown_all", None)
         if shutdown is None:
             return
         try:
-            shutdown(timeout) if hasattr(self.inner, "_workers") else shutdown()
+            shutdown(timeout) if hasattr(inner, "_workers") else shutdown()
+            reader = getattr(inner, "_reader", None)
+            if reader is not None:  # as Paddle's own end of data does; the reading thread never uses it
+                reader.shutdown()
+                inner._reader = None
         except Exception:  # noqa: BLE001 - best effort while another error propagates
             pass
 

@@ -10,6 +10,7 @@ it), accumulated locally under no_sync and all-reduced once per step in fused bu
 """
 import contextlib
 import os
+import signal
 import weakref
 
 import numpy as np
@@ -27,9 +28,11 @@ from ..utils.checkpoint import (check_output_dir, load_checkpoint, prune_checkpo
 from ..utils.config import dump_config
 from ..utils.device import setup_device
 from ..utils.dist import rank, world_size
+from ..utils.fs import check_writable_dir
 from ..utils.logger import init_logger
 from .amp import MixedPrecision
 from .hooks import CheckpointHook, EvalHook, LoggerHook, VisualDLHook, host_stats
+from .interrupt import StopRequest, TrainingInterrupted
 
 
 class Trainer:
@@ -37,7 +40,7 @@ class Trainer:
         self.cfg = config
         g = config["Global"]
         self.world_size, self.rank = world_size(), rank()
-        self.output_dir = g["output_dir"]
+        self.output_dir = check_writable_dir(g["output_dir"], "Global.output_dir")
         if not g["checkpoints"]:
             check_output_dir(self.output_dir, g["overwrite_output_dir"])
         os.makedirs(self.output_dir, exist_ok=True)
@@ -207,31 +210,62 @@ class Trainer:
             self.vdl = None
 
     def train(self):
-        """Train from start_iter to Global.max_iters; returns the last iteration."""
+        """Train from start_iter to Global.max_iters; returns the last iteration. SIGINT or
+        SIGTERM stops it after the current step: ``latest`` is saved (rank 0), then
+        TrainingInterrupted is raised (interrupt.py)."""
         self.model.train()
         for h in self.hooks:
             h.before_train()
         it = self.start_iter
         batches = iter(self.loader)
-        try:
-            for it, batch in enumerate(batches, start=self.start_iter + 1):
-                stats = self.train_step(batch, it)
-                if self.log_due(it):  # the loop's only wait for the device
-                    stats = host_stats(stats)
-                    if not np.isfinite(stats["loss"]):
-                        raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
-                for h in self.hooks:
-                    h.after_step(it, stats, int(batch[0].shape[0]))
-        except BaseException:
-            # stop the loader's thread and workers now, while they can still be joined: left to
-            # interpreter exit they can hang it (Paddle's iterator __del__ on a dead worker's pipe)
-            if hasattr(batches, "close"):
-                batches.close()
-            self.close()
-            raise
+        with StopRequest() as stop:  # held through the save: a repeated signal must not cut it short
+            try:
+                while not self.stop_agreed(stop, it):
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        break
+                    except Exception:
+                        if stop.signum is None:
+                            raise
+                        break  # the signal stopped the loader's workers too: stop at the last whole step
+                    it += 1
+                    stats = self.train_step(batch, it)
+                    if self.log_due(it):  # the loop's only wait for the device
+                        stats = host_stats(stats)
+                        if not np.isfinite(stats["loss"]):
+                            raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
+                    for h in self.hooks:
+                        h.after_step(it, stats, int(batch[0].shape[0]))
+            except BaseException:
+                self.stop_loader(batches)
+                raise
+            if stop.signum is not None and it < self.cfg["Global"]["max_iters"]:  # else: the run is done
+                self.stop_loader(batches)
+                self.save("latest", it)
+                checkpoint = os.path.join(self.output_dir, "latest") if self.rank == 0 else None
+                self.log.warning(f"stopped by {signal.Signals(stop.signum).name} after iteration {it}"
+                                 + (f"; saved {checkpoint}" if checkpoint else ""))
+                raise TrainingInterrupted(stop.signum, it, checkpoint)
         for h in reversed(self.hooks):
             h.after_train(it)
         return it
+
+    def stop_agreed(self, stop, iteration):
+        """Whether to stop before the step after ``iteration`` on a signal this process (under a
+        launch: any rank) received. Ranks agree after every step on the CPU, else at log steps
+        (no extra wait for the device); never after the last step, which ends the run anyway."""
+        if iteration >= self.cfg["Global"]["max_iters"]:
+            return False
+        cpu = self.cfg["Global"]["device"] == "cpu"
+        return stop.agreed(self.world_size, due=cpu or self.log_due(iteration))
+
+    def stop_loader(self, batches):
+        """Stop the loader's thread and workers now, while they can still be joined: left to
+        interpreter exit they can hang it (Paddle's iterator __del__ on a dead worker's pipe)."""
+        if hasattr(batches, "close"):
+            batches.close()
+        self.close()
 
 
 def step_stats(total, parts, prefix=""):

@@ -12,12 +12,15 @@ the merged result, which is then validated. docs/config.md is generated from SCH
 """
 import argparse
 import copy
+import io
+import math
 import os
 
 import yaml
 
 from ..chips import CHIP_NAMES
 from .errors import ConfigError
+from .textfile import read_text
 
 REQUIRED = object()
 
@@ -251,8 +254,26 @@ def upgrade(cfg):
     return cfg
 
 
+REQUIRED_SECTIONS = ("Arch", "Tasks")  # no model, no data without them
+
+
+def check_finite(node, path=""):
+    """Refuse NaN and infinite numbers anywhere in ``node`` (the registry-built sections too,
+    e.g. Optimizer.lr.learning_rate=.nan, which would otherwise start training)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{path or 'value'}: {node!r} is not a finite number")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        check_finite(value, f"{path}.{key}" if path else str(key))
+
+
 def validate(cfg):
     """Fill defaults and check every fixed-shape section; returns a new dict."""
+    check_finite(cfg)
+    missing = [s for s in REQUIRED_SECTIONS if s not in cfg]
+    if missing:
+        raise ConfigError(f"required section(s) {missing} missing; a training config has "
+                          f"{', '.join(SCHEMA)} (see configs/quickstart.yaml)")
     out = check_schema(upgrade(cfg), SCHEMA, "")
     weights = out["Loss"]["task_weights"]
     bad = sorted(set(weights) - set(out.get("Tasks", {})))
@@ -303,13 +324,17 @@ BASE_KEY = "_BASE_"
 
 
 def _read_yaml(path):
-    with open(path) as f:
-        try:
-            cfg = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    stream = io.StringIO(read_text(path, ConfigError))
+    stream.name = path  # YAML's error marks name the file
+    try:
+        cfg = yaml.safe_load(stream)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if cfg is None:
+        raise ConfigError(f"{path}: the file is empty (or only comments); a config is a mapping of "
+                          f"sections, e.g. Global:, Arch:, Tasks: as in configs/quickstart.yaml")
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(cfg).__name__} {cfg!r:.80}")
     return cfg
 
 
@@ -361,6 +386,7 @@ def load_config(path, overrides=(), validator=None):
     for item in overrides:
         apply_override(cfg, item)
     try:
+        check_finite(cfg)  # for every validator
         return (validator or validate)(cfg)
     except ConfigError as e:
         bases = f" (with {BASE_KEY} {', '.join(dict.fromkeys(files[:-1]))})" if len(files) > 1 else ""
@@ -372,6 +398,26 @@ def dump_config(cfg, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         yaml.safe_dump({k: v for k, v in cfg.items() if k != BASE_KEY}, f, sort_keys=False)
+
+
+def arg_range(kind=int, min=None, max=None, above=None):
+    """An argparse ``type``: a ``kind`` (int or float) number in [min, max] (either may be None:
+    unbounded), and greater than ``above`` when given; floats must be finite. A value outside
+    is a usage error naming the argument and the range (exit status 2)."""
+    limits = ([f">= {min}"] if min is not None else []) + ([f"> {above}"] if above is not None else []) \
+        + ([f"<= {max}"] if max is not None else [])
+    want = f"{'an integer' if kind is int else 'a number'}{' ' + ' and '.join(limits) if limits else ''}"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or (min is not None and value < min) \
+                or (max is not None and value > max) or (above is not None and value <= above):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+        return value
+    return parse
 
 
 def parse_args(description="ppufo", extra=None):

@@ -10,6 +10,7 @@ from ...utils.dist import exclusive
 from ...utils.errors import DataError
 from ...utils.logger import get_logger
 from ...utils.safe_load import UNPICKLE_ERRORS, RestrictedUnpickler
+from ...utils.textfile import read_text
 from ..recordio import RecordIOReader
 from .base import DATASETS, DatasetSource, Record, RecordArray
 
@@ -29,8 +30,7 @@ def decode_image(data, where):
 def read_property(path):
     """``num_classes,height,width`` from an insightface ``property`` file."""
     try:
-        with open(path) as fh:
-            text = fh.read().strip()
+        text = read_text(path).strip()
     except FileNotFoundError:
         raise DataError(f"property file not found: {path} (expected one line "
                         f"'num_classes,112,112')") from None

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from ...utils.errors import DataError
+from ...utils.textfile import text_lines
 from .base import DATASETS, Record
 from .image_list import FileSource, listed_image, need_file
 
@@ -69,13 +70,12 @@ class FaceVerificationFilelist(FileSource):
 
     def _load_test(self):
         records, lines = [], []
-        with open(self.filelist, encoding="utf-8-sig") as f:
-            for n, line in enumerate(f, 1):
-                fields = line.split()
-                if fields:
-                    path = listed_image(os.path.join(self.root, fields[0]), self.filelist, n)
-                    records.append(Record(path, -1, 0))
-                    lines.append(n)
+        for n, line in text_lines(self.filelist):
+            fields = line.split()
+            if fields:
+                path = listed_image(os.path.join(self.root, fields[0]), self.filelist, n)
+                records.append(Record(path, -1, 0))
+                lines.append(n)
         if not records:
             raise DataError(f"{self.filelist}: lists no images")
         if len(records) % 2:

@@ -191,3 +191,22 @@ def test_own_data_set_without_any_match_is_bad(tmp_path, monkeypatch, capsys):
                                                        "test_list: test.txt}]", "[]")
     assert code == ("error: Tasks.person.test_sets.0: ImageList: protocol reid reads query_list and "
                     "gallery_list; not given")
+
+
+def test_a_dangling_link_in_a_dataset_is_bad_and_named(demo_root, tmp_path, monkeypatch, capsys):
+    """The folder scanners pass over a link whose target is gone (counted as a non-image file, as
+    Thumbs.db is): check_data names it as bad. The images are all still checked."""
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copytree(os.path.join(demo_root, "market1501"), root / "market1501")
+    for name in QUICK_SETS:
+        if name != "market1501":
+            os.symlink(os.path.join(demo_root, name), root / name)  # linked roots are walked too
+    gone = root / "market1501" / "bounding_box_train" / "0001_c1s1_000001_00.jpg"
+    os.symlink(tmp_path / "moved_away.jpg", gone)
+    code, out = run(monkeypatch, capsys, root, "--workers", "0", "--split", "train")
+    assert isinstance(code, str) and code.startswith("error: 1 bad (images, records, links or sets)"), (code, out)
+    assert [line for line in out.splitlines() if line.startswith("BAD ")] == [
+        f"BAD {gone}: dangling symbolic link to {tmp_path / 'moved_away.jpg'} (the target does not exist)"]
+    assert "1 dangling symbolic link(s) under the dataset roots" in out
+    assert summary(out) == {name: (n, 0) for name, n in expected_counts(demo_root).items() if name.startswith("train/")}

@@ -127,3 +127,59 @@ def test_a_task_set_to_null_is_dropped_and_not_all_may_be(make_config):
     assert list(cfg["Tasks"]) == ["person"] and cfg["Tasks"]["person"]["batch_size"] == 8
     with pytest.raises(ConfigError, match="Tasks: needs at least one entry"):
         make_config("Tasks.face=null", "Tasks.person=null", "Tasks.vehicle=null", "Tasks.product=null")
+
+
+# ----------------------------------------------------------------------------- files and values that slipped through
+
+@pytest.mark.parametrize("text, message", [
+    ("", "the file is empty"),
+    ("# only a comment\n", "the file is empty"),
+    ("- Global\n- Arch\n", "top level must be a mapping of sections, got list"),
+    ("just text\n", "top level must be a mapping of sections, got str"),
+])
+def test_an_empty_or_non_mapping_config_file_is_one_error_naming_it(tmp_path, text, message):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+def test_a_config_without_arch_or_tasks_names_the_missing_section(tmp_path):
+    cfg = minimal()
+    del cfg["Arch"]
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, cfg))
+    assert "c.yaml: required section(s) ['Arch'] missing" in str(e.value)
+    with pytest.raises(ConfigError, match=r"required section\(s\) \['Arch', 'Tasks'\] missing"):
+        validate({"Global": {"max_iters": 3}})
+
+
+@pytest.mark.parametrize("override, key", [
+    ("Optimizer.lr.learning_rate=.nan", "Optimizer.lr.learning_rate"),  # a registry-built section
+    ("Optimizer.lr.learning_rate=.inf", "Optimizer.lr.learning_rate"),
+    ("Tasks.person.lr_mult=.inf", "Tasks.person.lr_mult"),  # passed the range check before (no max)
+    ("Search.budget=.nan", "Search.budget"),  # nan < min is False: passed the range check before
+    ("Tasks.person.head.scale=.NaN", "Tasks.person.head.scale"),
+    ("Tasks.person.loss.0.CELoss.weight=.inf", "Tasks.person.loss.0.CELoss.weight"),
+])
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, minimal()), [override])
+    assert f"c.yaml: {key}: " in str(e.value) and "is not a finite number" in str(e.value)
+
+
+def test_non_finite_numbers_in_the_file_itself_are_refused(tmp_path):
+    cfg = minimal()
+    cfg["Optimizer"] = {"name": "SGD", "lr": {"name": "Cosine", "learning_rate": float("nan")}}
+    with pytest.raises(ConfigError, match=r"c.yaml: Optimizer.lr.learning_rate: nan is not a finite number"):
+        load_config(write(tmp_path, cfg))
+
+
+def test_a_config_in_another_encoding_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(yaml.safe_dump(minimal()).encode() + "# caf\u00e9 au lait\n".encode("latin-1"))
+    n = path.read_bytes().count(b"\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert str(e.value).startswith(f"{path}:{n}: not UTF-8 text (byte 0xe9 at byte 6 of the line")
