@@ -35,8 +35,8 @@ def parse_args(argv=None):
                         "for use behind a reverse proxy)")
     p.add_argument("--backlog", type=int_in(1), default=1024)
     p.add_argument("--connection_limit", type=int_in(1), default=200,
-                   help="open connections at most; at the limit the longest-idle (else the slowest-arriving) "
-                        "one is closed to make room (default 200)")
+                   help="open connections at most; at the limit the one that has waited longest without "
+                        "delivering a request (idle, silent or slow) is closed to make room (default 200)")
     p.add_argument("--health_ttl", type=positive_float, default=3.0,
                    help="seconds a /health self-test result is reused (default 3)")
     a = p.parse_args(argv)

@@ -16,11 +16,11 @@ holds a predictor; but its own limits are not enough against slow clients:
   connection is closed;
 * a cap on the connections open from one client address (``per_client``; 0 = no cap): the ones
   above it get a 429 and are closed at once;
-* at the connection limit it keeps accepting and makes room: it closes the connection that has been
-  idle longest (a keep-alive connection between requests, or one that has sent nothing), else the
-  request that has been arriving longest (503); only when every connection has a request in the
-  workers' hands is the new one refused (503). A client that sends its request at once therefore
-  never waits behind slow ones.
+* at the connection limit it keeps accepting and makes room: it closes the connection that has held
+  its slot longest without delivering a request -- idle since its last answer (keep-alive), silent
+  since it opened, or still sending its request (that one gets a 503). Only when every connection
+  has a request in the workers' hands is the new one refused (503). A client that sends its request
+  at once therefore never waits behind slow or idle ones.
 
 ``StrictParser`` answers a chunk size that cannot fit the body limit, or a Content-Length too long to
 be a number, with an error at once instead of waiting for the bytes.
@@ -148,6 +148,15 @@ class GuardedChannel(HTTPChannel):
         return self.request is not None and not self.busy
 
     @property
+    def waiting_since(self):
+        """Since when this connection has held its slot without a complete request: the start of the
+        request arriving (the opening, for a first one), or the end of the last answer; None when it
+        cannot be closed to make room (a worker owns it, or its answer is still being sent)."""
+        if self.busy or self.total_outbufs_len:
+            return None
+        return self.request_started if self.request_started is not None else self.last_activity
+
+    @property
     def leaving(self):
         """Marked to close: it no longer counts against the limits."""
         return self.closing is not None or self.will_close
@@ -256,17 +265,16 @@ class GuardedServer(TcpWSGIServer):
             return 429, f"{cap} connections are already open from {host}; close one or wait"
         if len(channels) < self.adj.connection_limit:
             return None
-        idle = [c for c in channels if not (c.busy or c.receiving or c.total_outbufs_len)]
-        if idle:
-            self.stats["closed_idle"] += 1
-            min(idle, key=lambda c: c.last_activity).close_soon()
-            return None
-        slow = [c for c in channels if c.receiving]
-        if slow:
-            self.stats["closed_slow"] += 1
-            min(slow, key=lambda c: c.request_started).close_soon(
-                503, f"the server is at its connection limit ({self.adj.connection_limit}) and this request "
-                     "was the one arriving slowest; send it at once")
+        waiting = [c for c in channels if c.waiting_since is not None]
+        if waiting:
+            victim = min(waiting, key=lambda c: c.waiting_since)
+            if victim.receiving:
+                self.stats["closed_slow"] += 1
+                victim.close_soon(503, f"the server is at its connection limit ({self.adj.connection_limit}) and "
+                                       "this request had been arriving longest; send it at once")
+            else:
+                self.stats["closed_idle"] += 1
+                victim.close_soon()
             return None
         self.stats["refused_busy"] += 1
         return 503, f"all {self.adj.connection_limit} connections have requests being answered; retry shortly"
