@@ -161,3 +161,21 @@ def test_a_slowloris_and_an_idle_flood_from_many_addresses_do_not_delay_valid_cl
     assert max(t for _, t in results) < max(1.0, 10 * quiet[-1])
     for s in attack:
         s.close()
+
+
+def test_room_is_made_from_the_longest_waiting_connection_not_the_newest(server):
+    """A client just connected (nothing read from it yet) is not closed for the next one: the
+    trickling connection that has waited longest is."""
+    srv = server(connection_limit=4, per_client=0, timeout=30, header_timeout=20, request_timeout=30)
+    trickling = []
+    for n in (2, 3, 4):
+        trickling.append(attacker(srv.port, n))
+        time.sleep(0.05)
+    fresh = socket.create_connection(("127.0.0.1", srv.port), timeout=10)  # fills the limit, sends nothing yet
+    time.sleep(0.3)
+    trickling.append(attacker(srv.port, 5))  # one more: room must be made
+    assert closed_within(trickling[0], 2)[0] == 503
+    fresh.sendall(request(GREEN))
+    assert read_answer(fresh)[0] == 200
+    for s in [fresh] + trickling[1:]:
+        s.close()
