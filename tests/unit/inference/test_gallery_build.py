@@ -1,6 +1,7 @@
 """ppufo-predict --build_index and ppufo-serve at start: bad galleries, lists, output folders and
 flag values are refused with a message naming what is wrong (a real exported model, random weights)."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -12,6 +13,7 @@ from helpers import ROOT
 from ppufo.cli import predict_rec, serve as serve_cli
 from ppufo.inference.gallery import GalleryIndex, list_gallery
 from ppufo.inference.serving import serve
+from ppufo.utils.logger import get_logger
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,15 @@ def gallery(tmp_path):
     return tmp_path / "gal"
 
 
+class Messages(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def predict(*args):
     """Exit message of ppufo-predict (None when it succeeds)."""
     try:
@@ -50,9 +61,15 @@ def predict(*args):
 def test_non_image_files_in_a_gallery_folder_are_skipped_and_counted(model_dir, gallery, tmp_path, capsys):
     (gallery / "a" / "notes.txt").write_text("taken on a Tuesday")
     (gallery / "b" / "Thumbs.db").write_bytes(b"\0\1")
-    assert predict("--model_dir", model_dir, "--build_index", gallery, "--index_dir", tmp_path / "idx") is None
-    out = capsys.readouterr().out
-    assert "skipped 2 non-image files" in out and "a/notes.txt" in out and "indexed 4 gallery images" in out
+    logged = Messages()
+    get_logger().addHandler(logged)  # the ppufo logger does not propagate; its stream may be another test's
+    try:
+        assert predict("--model_dir", model_dir, "--build_index", gallery, "--index_dir", tmp_path / "idx") is None
+    finally:
+        get_logger().removeHandler(logged)
+    log = " ".join(logged.messages)
+    assert "skipped 2 non-image files" in log and "a/notes.txt" in log and "b/Thumbs.db" in log
+    assert "indexed 4 gallery images" in capsys.readouterr().out
     assert GalleryIndex.load(str(tmp_path / "idx")).paths == list_gallery(str(gallery))[0]
 
 
