@@ -253,8 +253,9 @@ def attack_runs(a, model_dir, index_dir, kinds):
             times = sorted(t for _, t in results)  # a failed request counts with the time it took to fail
             share = sum(ok for ok, _ in results) / max(1, len(results))
             out[phase] = (share, times[int(len(times) * 0.95)], len(results))
-            print(f"{phase}: {share:.0%} of {len(results)} valid requests answered, p50 {times[len(times) // 2] * 1000:.0f} ms, "
-                  f"p95 {out[phase][1] * 1000:.0f} ms" + (f"; attack: {attack.summary()}" if attack else ""), flush=True)
+            print(f"{phase}: {share:.0%} of {len(results)} valid requests answered, "
+                  f"p50 {times[len(times) // 2] * 1000:.0f} ms, p95 {out[phase][1] * 1000:.0f} ms"
+                  + (f"; attack: {attack.summary()}" if attack else ""), flush=True)
     finally:
         server.terminate()
         server.wait(30)
@@ -314,8 +315,8 @@ def run_all(a, cfg, model, work, rs, kinds, plan):
               f"{dropped} dropped{' (' + ', '.join(wrong) + ')' if wrong else ''}, server peak {peak:.2f} GB")
     first, last = a.threads[0], a.threads[-1]
     mixed = (f"mixed load {dropped} dropped of {a.requests} ({a.clients} clients, {a.hostile:.0%} hostile), "
-             f"{rates[last] / rates[first]:.2f}x the req/s of {first} predictor(s) with {last}, {rates[last]:.0f} req/s, "
-             f"p95 {p95 * 1000:.0f} ms, peak {peak:.2f} GB")
+             f"{rates[last] / rates[first]:.2f}x the req/s of {first} predictor(s) with {last}, "
+             f"{rates[last]:.0f} req/s, p95 {p95 * 1000:.0f} ms, peak {peak:.2f} GB")
     if not a.attacks:
         print(mixed)
         return

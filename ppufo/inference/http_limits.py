@@ -37,7 +37,7 @@ from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.receiver import ChunkedReceiver
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
-from waitress.utilities import BadRequest, RequestEntityTooLarge
+from waitress.utilities import BadRequest
 
 log = logging.getLogger("ppufo.serve")
 

@@ -125,7 +125,8 @@ def run(cfg):
         if not paths:
             raise ConfigError(f"IndexProcess.data_file={idx['data_file']}: no gallery images listed")
     if g["infer_imgs"] and g["save_features"]:
-        check_writable(os.path.dirname(os.path.abspath(g["save_features"])), f"Global.save_features={g['save_features']}")
+        check_writable(os.path.dirname(os.path.abspath(g["save_features"])),
+                       f"Global.save_features={g['save_features']}")
     rec = Recognizer.from_config(cfg)
     if idx["data_file"]:
         GalleryIndex(rec.features(paths), labels, paths, where=idx["data_file"]).save(idx["index_dir"])

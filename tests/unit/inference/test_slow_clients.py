@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serving_fakes import GREEN, RED, FakeRecognizer, exchange, get, post, read_answer, request
+from serving_fakes import GREEN, RED, FakeRecognizer, get, post, read_answer, request
 
 HEAD = b"POST /predict HTTP/1.1\r\nHost: t\r\n"
 
