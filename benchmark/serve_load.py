@@ -26,6 +26,7 @@ import argparse
 import http.client
 import io
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -87,6 +88,13 @@ def send(port, path, body, headers):
         conn.close()
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_memory_gb(pid):
     with open(f"/proc/{pid}/status") as f:
         kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
@@ -142,18 +150,39 @@ def load_run(model_dir, index_dir, threads, plan, kinds, clients):
 
 class Attack:
     """``sockets`` slow or idle connections from loopback addresses 127.0.0.2..., kept open: the ones
-    the server closes are reopened every second (a thread; ``stop()`` ends it and closes them all)."""
-
-    HEAD = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n"
+    the server closes are reopened every second. It runs in a process of its own, so that it does not
+    take the valid clients' interpreter lock; ``stop()`` ends it and returns its summary."""
 
     def __init__(self, kind, port, sockets, addresses, trickle):
-        self.kind, self.port, self.addresses, self.trickle = kind, port, addresses, trickle
+        ctx = multiprocessing.get_context("spawn")
+        self.done, ready, self.summary = ctx.Event(), ctx.Event(), ctx.Queue()
+        self.proc = ctx.Process(target=attack_process, args=(kind, port, sockets, addresses, trickle, self.done,
+                                                             ready, self.summary), daemon=True)
+        self.proc.start()
+        if not ready.wait(120):
+            raise RuntimeError(f"the {kind} attacker did not start")
+
+    def stop(self):
+        self.done.set()
+        summary = self.summary.get(timeout=60)
+        self.proc.join(30)
+        return summary
+
+
+def attack_process(kind, port, sockets, addresses, trickle, done, ready, summary):
+    attack = AttackSockets(kind, port, sockets, addresses, trickle, done)
+    attack.run(ready)
+    summary.put(attack.summary())
+
+
+class AttackSockets:
+    HEAD = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n"
+
+    def __init__(self, kind, port, sockets, addresses, trickle, done):
+        self.kind, self.port, self.addresses, self.trickle, self.done = kind, port, addresses, trickle, done
         self.socks = [None] * sockets
         self.opened = self.closed_by_server = self.refused = 0
         self.answers = {}  # status code the server closed a socket with -> count
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
 
     def open(self, i):
         try:
@@ -182,7 +211,7 @@ class Attack:
         s.close()
         return True
 
-    def run(self):
+    def run(self, ready):
         next_line, n = time.time() + self.trickle, 0
         while not self.done.is_set():
             trickle = self.kind == "slowloris" and time.time() >= next_line
@@ -200,11 +229,8 @@ class Attack:
                         s.send(b"X-Slow-%d: %d\r\n" % (n, i))
                     except OSError:
                         pass
+            ready.set()
             self.done.wait(1.0)
-
-    def stop(self):
-        self.done.set()
-        self.thread.join()
         for s in self.socks:
             if s is not None:
                 s.close()
@@ -244,18 +270,19 @@ def attack_runs(a, model_dir, index_dir, kinds):
         for phase in ["quiet"] + a.attacks:
             attack = None if phase == "quiet" else Attack(phase, port, a.attack_sockets, a.attack_addresses,
                                                           a.trickle)
-            if attack:
-                time.sleep(2)  # let it open its sockets first
+            cpu = cpu_seconds(server.pid)
             results = valid_clients(port, kinds, a.attack_clients, a.attack_seconds)
+            cpu = cpu_seconds(server.pid) - cpu
             if attack:
-                attack.stop()
+                summary = attack.stop()
                 time.sleep(1.5)  # the server drops the closed sockets
             times = sorted(t for _, t in results)  # a failed request counts with the time it took to fail
             share = sum(ok for ok, _ in results) / max(1, len(results))
             out[phase] = (share, times[int(len(times) * 0.95)], len(results))
             print(f"{phase}: {share:.0%} of {len(results)} valid requests answered, "
-                  f"p50 {times[len(times) // 2] * 1000:.0f} ms, p95 {out[phase][1] * 1000:.0f} ms"
-                  + (f"; attack: {attack.summary()}" if attack else ""), flush=True)
+                  f"p50 {times[len(times) // 2] * 1000:.0f} ms, p95 {out[phase][1] * 1000:.0f} ms, "
+                  f"server CPU {cpu / len(results) * 1000:.1f} ms per valid request"
+                  + (f"; attack: {summary}" if attack else ""), flush=True)
     finally:
         server.terminate()
         server.wait(30)
