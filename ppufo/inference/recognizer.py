@@ -103,6 +103,8 @@ def image_list(path):
 def check_writable(folder, key):
     """Create ``folder`` if needed and write a scratch file in it, so that a read-only or impossible
     output folder fails (ConfigError naming ``key``) before any image is embedded."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"{key}: cannot write to {folder}: it is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
