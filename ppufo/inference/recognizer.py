@@ -6,6 +6,7 @@ import io
 import json
 import os
 import random
+import tempfile
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -65,7 +66,7 @@ class Recognizer:
         where = "PreProcess.transform_ops" if transform_ops is not None else "inference.yml"
         ops = transform_ops if transform_ops is not None else self.predictor.info["transforms"]
         self.transform = build_transforms(ops, where=where)
-        self.batch_size = batch_size
+        self.batch_size, self.model_dir = batch_size, model_dir
 
     @classmethod
     def from_config(cls, cfg):
@@ -99,6 +100,19 @@ def image_list(path):
     return [path]
 
 
+def check_writable(folder, key):
+    """Create ``folder`` if needed and write a scratch file in it, so that a read-only or impossible
+    output folder fails (ConfigError naming ``key``) before any image is embedded."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"{key}: cannot write to {folder}: it is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot write to {folder}: {e.strerror or e}") from None
+
+
 def run(cfg):
     """Build the gallery index and/or embed (and search) the images that ``cfg`` names."""
     g, idx = cfg["Global"], cfg["IndexProcess"]
@@ -107,10 +121,17 @@ def run(cfg):
                           "IndexProcess.data_file (--build_index)")
     if idx["data_file"] and not idx["index_dir"]:
         raise ConfigError("IndexProcess.data_file (--build_index) needs IndexProcess.index_dir (--index_dir)")
+    if idx["data_file"]:
+        check_writable(idx["index_dir"], f"IndexProcess.index_dir={idx['index_dir']}")
+        paths, labels = list_gallery(idx["data_file"])
+        if not paths:
+            raise ConfigError(f"IndexProcess.data_file={idx['data_file']}: no gallery images listed")
+    if g["infer_imgs"] and g["save_features"]:
+        check_writable(os.path.dirname(os.path.abspath(g["save_features"])),
+                       f"Global.save_features={g['save_features']}")
     rec = Recognizer.from_config(cfg)
     if idx["data_file"]:
-        paths, labels = list_gallery(idx["data_file"])
-        GalleryIndex(rec.features(paths), labels, paths).save(idx["index_dir"])
+        GalleryIndex(rec.features(paths), labels, paths, where=idx["data_file"]).save(idx["index_dir"])
         print(f"indexed {len(paths)} gallery images ({len(set(labels))} labels) -> {idx['index_dir']}")
     if not g["infer_imgs"]:
         return
@@ -119,11 +140,12 @@ def run(cfg):
         raise FileNotFoundError(f"Global.infer_imgs: no {'/'.join(IMG_EXT)} images in {g['infer_imgs']}")
     feats = rec.features(files)
     if g["save_features"]:
-        os.makedirs(os.path.dirname(os.path.abspath(g["save_features"])), exist_ok=True)
         np.savez(g["save_features"], features=feats, paths=np.array(files))
         print(f"saved {len(files)} features -> {g['save_features']}")
     if idx["index_dir"]:
-        hits = GalleryIndex.load(idx["index_dir"]).search(feats, idx["return_k"])
+        index = GalleryIndex.load(idx["index_dir"])
+        index.check_dim(feats.shape[1], g["model_dir"])
+        hits = index.search(feats, idx["return_k"])
         for f, h in zip(files, hits):
             print(json.dumps({"image": f, "top": h}))
     else:

@@ -5,25 +5,29 @@ curl -X POST --data-binary @query.jpg "http://127.0.0.1:8866/predict?topk=5"
 -> {"feature_dim": 128, "feature": [...], "top": [{"label", "score", "path"}, ...]}
 
 Served by waitress (docs/deploy.md says why): its I/O thread reads each request whole before a
-worker sees it, so a slow or stalled upload never holds a predictor; timeouts, the worker pool,
-the connection limit, the backlog and the body limit are its settings. Each worker thread runs
-its own predictor clone (weights shared). Every answer, refusals included, is JSON.
+worker sees it, so a slow or stalled upload never holds a predictor. http_limits.py adds what
+waitress lacks against slow clients (deadlines per request, a per-address cap, room-making at the
+connection limit). Each worker thread runs its own predictor clone (weights shared). Every answer,
+refusals included, is JSON. ``/health`` answers from one real inference (cached a few seconds).
 """
 import json
 import logging
 import threading
+import time
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
-from waitress.channel import HTTPChannel
-from waitress.server import create_server
-from waitress.task import ErrorTask
+import numpy as np
+from PIL import Image
 
 from .gallery import GalleryIndex
+from .http_limits import GuardedServer, Limits
 from .recognizer import ImageError, ImageTooLarge, Recognizer, load_image
 
 log = logging.getLogger("ppufo.serve")
 MAX_TOPK = 1000
+RAW_BYTES_HINT = ("send the raw image bytes as the body, not a form: "
+                  "curl -X POST --data-binary @query.jpg \"http://HOST:PORT/predict?topk=5\"")
 
 
 def default_max_pixels(image_shape):
@@ -38,20 +42,34 @@ class HTTPError(Exception):
 
 
 def _topk(query):
-    raw = parse_qs(query).get("topk", ["5"])[-1]
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOPK:
-        raise HTTPError(400, f"topk={raw!r}: expected an integer from 1 to {MAX_TOPK}")
-    return int(raw)
+    """topk from the query string: ASCII digits only, at most 4 of them (int() is never asked to
+    read '²' or a 5000-digit number), 1..MAX_TOPK; anything else is a 400."""
+    raw = parse_qs(query, keep_blank_values=True).get("topk", ["5"])[-1]
+    if raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_TOPK)) and 1 <= int(raw) <= MAX_TOPK:
+        return int(raw)
+    shown = raw if len(raw) <= 20 else raw[:20] + f"... ({len(raw)} characters)"
+    raise HTTPError(400, f"topk={shown!r}: expected an integer from 1 to {MAX_TOPK}")
+
+
+def _looks_like_a_form(environ, head):
+    return (environ.get("CONTENT_TYPE", "").lower().startswith("multipart/")
+            or (head.startswith(b"--") and b"content-disposition" in head[:1024].lower()))
 
 
 class FeatureApp:
     """The WSGI application. Paddle Inference predictors are not thread-safe, so each worker
-    thread embeds with its own clone of ``recognizer``."""
+    thread embeds with its own clone of ``recognizer``. ``health_ttl``: seconds a /health
+    self-test result is reused."""
 
-    def __init__(self, recognizer, index=None, max_pixels=None):
+    def __init__(self, recognizer, index=None, max_pixels=None, health_ttl=3.0):
+        info = recognizer.predictor.info
+        if index is not None:
+            index.check_dim(info["feature_dim"], getattr(recognizer, "model_dir", "being served"))
         self.recognizer, self.index = recognizer, index
-        self.max_pixels = max_pixels or default_max_pixels(recognizer.predictor.info["image_shape"])
+        self.max_pixels = max_pixels or default_max_pixels(info["image_shape"])
         self.local = threading.local()
+        self.health_ttl, self._health, self._health_lock = health_ttl, None, threading.Lock()
+        self.connection_stats = None  # set by FeatureServer: its slow-client counters
 
     def embed(self, image):
         if not hasattr(self.local, "recognizer"):
@@ -71,11 +89,53 @@ class FeatureApp:
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
+    def self_test(self):
+        """(None, details) if one tiny inference through the model and the index works, else
+        (reason, details)."""
+        info = self.recognizer.predictor.info
+        _, h, w = info["image_shape"]
+        details = {"feature_dim": info["feature_dim"], "gallery": len(self.index.labels) if self.index else 0}
+        try:
+            feat = np.asarray(self.embed(Image.new("RGB", (w, h), (124, 116, 104))))
+        except Exception as e:
+            log.exception("health self-test: inference failed")
+            return f"the model failed on a test image: {type(e).__name__}: {str(e)[:200]}", details
+        if feat.shape != (info["feature_dim"],):
+            return f"the model gave a feature of shape {list(feat.shape)}, expected [{info['feature_dim']}]", details
+        if not np.isfinite(feat).all():
+            return "the model gave non-finite values (NaN or inf) for a test image", details
+        if self.index is not None:
+            try:
+                top = self.index.search(feat[None], 1)[0]
+            except Exception as e:
+                log.exception("health self-test: gallery search failed")
+                return f"the gallery search failed: {type(e).__name__}: {str(e)[:200]}", details
+            if not top or not np.isfinite(top[0]["score"]):
+                return "the gallery search found no valid neighbour for a test image", details
+        return None, details
+
+    def health(self):
+        """-> (status code, body): the self-test, rerun when older than ``health_ttl`` seconds."""
+        with self._health_lock:
+            now = time.monotonic()
+            if self._health is None or now - self._health[0] > self.health_ttl:
+                self._health = (now, *self.self_test())
+            at, reason, details = self._health
+        body = {"status": "failing" if reason else "ok", **details, "max_pixels": self.max_pixels,
+                "checked_seconds_ago": round(time.monotonic() - at, 3)}
+        if reason:
+            body["reason"] = reason
+        if self.connection_stats is not None:
+            body["connections"] = self.connection_stats()
+        return (503 if reason else 200), body
+
     def handle(self, environ):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path == "/health" and method == "GET":
-            return {"status": "ok", "gallery": len(self.index.labels) if self.index else 0,
-                    "feature_dim": self.recognizer.predictor.info["feature_dim"], "max_pixels": self.max_pixels}
+            code, body = self.health()
+            if code != 200:
+                raise HTTPError(code, f"unhealthy: {body['reason']}")
+            return body
         if path not in ("/predict", "/health"):
             raise HTTPError(404, f"unknown path {path}: POST /predict with the image bytes, or GET /health")
         if path == "/health" or method != "POST":
@@ -83,55 +143,45 @@ class FeatureApp:
         if not environ.get("CONTENT_LENGTH"):
             raise HTTPError(411, "Content-Length required: POST the image bytes with their length")
         topk = _topk(environ.get("QUERY_STRING", ""))
-        size = int(environ["CONTENT_LENGTH"])  # waitress has checked it is digits, under max_bytes
+        size = int(environ["CONTENT_LENGTH"])  # the parser has checked: at most 19 ASCII digits, under max_bytes
         if size == 0:
             raise HTTPError(400, "empty body: send the image bytes")
+        data = environ["wsgi.input"].read(size)
+        if _looks_like_a_form(environ, data[:1024]):
+            raise HTTPError(400, f"a multipart form upload: {RAW_BYTES_HINT}")
         try:
-            image = load_image(environ["wsgi.input"].read(size), self.max_pixels)
+            image = load_image(data, self.max_pixels)
         except ImageTooLarge as e:
             raise HTTPError(413, str(e)) from None
         except ImageError as e:
             raise HTTPError(400, str(e)) from None
         feat = self.embed(image)
+        if not np.isfinite(feat).all():
+            log.error("the model gave a non-finite feature for a %dx%d image", *image.size)
+            raise HTTPError(500, "the model gave a non-finite feature (NaN or inf) for this image")
         body = {"feature_dim": len(feat), "feature": feat.tolist()}
         if self.index is not None:
             body["top"] = self.index.search(feat[None], topk)[0]
         return body
 
 
-class _JsonErrorTask(ErrorTask):
-    """waitress's own refusals (malformed request or Content-Length 400, body over the limit 413,
-    unhandled 500) in the same JSON shape as the application's."""
-
-    def execute(self):
-        e = self.request.error
-        message = e.body
-        if e.code == 413:
-            message = f"request body over the limit of {self.channel.adj.max_request_body_size - 1} bytes"
-        body = json.dumps({"error": f"{e.reason}: {message}"}).encode()
-        self.status = f"{e.code} {e.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
-
-
-class _JsonErrorChannel(HTTPChannel):
-    error_task_class = _JsonErrorTask
-
-
 class FeatureServer:
-    """waitress serving ``app``: ``run()`` blocks, ``shutdown()`` (from any thread) ends it."""
+    """waitress (with http_limits' slow-client guard) serving ``app``: ``run()`` blocks,
+    ``shutdown()`` (from any thread) ends it. ``timeout``: seconds of inactivity before a connection
+    is closed; ``header_timeout`` / ``request_timeout``: deadlines for a request's headers / the
+    whole request, however active the client; ``per_client``: connections one address may hold
+    (0 = no cap)."""
 
     def __init__(self, app, host="127.0.0.1", port=8866, threads=2, max_bytes=20 * 2 ** 20, timeout=30,
-                 backlog=1024, connection_limit=200):
+                 backlog=1024, connection_limit=200, header_timeout=10.0, request_timeout=60.0, per_client=32):
         self.app = app
-        self.server = create_server(
-            app, host=host, port=port, threads=threads, backlog=backlog, connection_limit=connection_limit,
-            channel_timeout=timeout, cleanup_interval=max(1, timeout // 3),
+        self.server = GuardedServer(
+            app, Limits(header_timeout, request_timeout, per_client), host=host, port=port, threads=threads,
+            backlog=backlog, connection_limit=connection_limit, channel_timeout=timeout,
             max_request_body_size=max_bytes + 1,  # waitress refuses lengths >= this
             ident="ppufo-serve", expose_tracebacks=False, clear_untrusted_proxy_headers=True)
-        self.server.channel_class = _JsonErrorChannel
+        app.connection_stats = lambda: {"open": self.server.open_connections(),
+                                        "limit": connection_limit, **self.server.stats}
         self.host, self.port = host, self.server.effective_port
 
     def run(self):
@@ -148,8 +198,15 @@ class FeatureServer:
 
 
 def serve(model_dir, index_dir=None, host="127.0.0.1", port=8866, threads=2, cpu_threads=1,
-          max_pixels=None, **server_kwargs):
-    """A FeatureServer for an exported model (and gallery index); call ``run()``."""
+          max_pixels=None, health_ttl=3.0, **server_kwargs):
+    """A FeatureServer for an exported model (and gallery index); call ``run()``. Refuses to start
+    (ValueError naming the file) on an empty or non-finite gallery, a gallery of another dimension
+    than the model's, or a model that fails its self-test."""
     recognizer = Recognizer(model_dir, batch_size=1, cpu_threads=cpu_threads)
     index = GalleryIndex.load(index_dir) if index_dir else None
-    return FeatureServer(FeatureApp(recognizer, index, max_pixels), host, port, threads, **server_kwargs)
+    app = FeatureApp(recognizer, index, max_pixels, health_ttl)
+    reason, _ = app.self_test()
+    if reason:
+        raise ValueError(f"{model_dir}{' + ' + index_dir if index_dir else ''}: self-test failed: {reason}")
+    app.local = threading.local()  # the test's predictor clone belongs to this thread, not a worker
+    return FeatureServer(app, host, port, threads, **server_kwargs)

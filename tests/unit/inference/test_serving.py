@@ -2,9 +2,7 @@
 
 The service runs for real (waitress on 127.0.0.1, port 0); the model is a stand-in recognizer so
 that these tests check the HTTP behaviour in seconds (tests/e2e/test_export.py serves a real
-exported model)."""
-import io
-import json
+exported model; tests/unit/inference/test_slow_clients.py attacks it with slow clients)."""
 import socket
 import threading
 import time
@@ -15,70 +13,8 @@ from PIL import Image
 
 from ppufo.inference.gallery import GalleryIndex
 from ppufo.inference.recognizer import ImageError, ImageTooLarge, load_image
-from ppufo.inference.serving import FeatureApp, FeatureServer, default_max_pixels
-
-
-class FakeRecognizer:
-    """Feature = mean colour (3-d) of the image; counts clones and the threads that embed."""
-
-    def __init__(self, fail_on=None):
-        self.predictor = type("P", (), {"info": {"image_shape": [3, 32, 32], "feature_dim": 3}})()
-        self.clones, self.threads, self.fail_on = [], set(), fail_on
-
-    def clone(self):
-        self.clones.append(threading.get_ident())
-        return self
-
-    def features_of_images(self, images):
-        self.threads.add(threading.get_ident())
-        feat = np.asarray(images[0], np.float32).mean(axis=(0, 1))
-        if self.fail_on is not None and int(feat[0]) == self.fail_on:
-            raise RuntimeError("predictor exploded")
-        return (feat / np.linalg.norm(feat))[None]
-
-
-def encode(image, fmt="PNG"):
-    buf = io.BytesIO()
-    image.save(buf, fmt)
-    return buf.getvalue()
-
-
-RED, GREEN = encode(Image.new("RGB", (40, 30), (200, 10, 10))), encode(Image.new("RGB", (40, 30), (10, 200, 10)))
-
-
-@pytest.fixture
-def server():
-    started = []
-
-    def start(recognizer=None, index=None, max_pixels=None, **kwargs):
-        app = FeatureApp(recognizer or FakeRecognizer(), index, max_pixels)
-        srv = FeatureServer(app, port=0, **kwargs)
-        threading.Thread(target=srv.run, daemon=True).start()
-        started.append(srv)
-        return srv
-    yield start
-    for srv in started:
-        srv.shutdown()
-
-
-def exchange(port, data, timeout=20):
-    """Raw bytes in, (status, JSON body) out; the connection is closed after one request."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    head, _, body = out.partition(b"\r\n\r\n")
-    status = int(head.split(b" ")[1])
-    assert b"application/json" in head.lower(), head
-    return status, json.loads(body)
-
-
-def post(port, body, path="/predict", length=None, headers=b""):
-    length = str(len(body)).encode() if length is None else length
-    cl = b"" if length == b"-" else b"Content-Length: " + length + b"\r\n"
-    return exchange(port, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + cl + headers
-                    + b"\r\n" + body)
+from ppufo.inference.serving import FeatureApp, default_max_pixels
+from serving_fakes import GREEN, RED, FakeRecognizer, encode, exchange, get, post
 
 
 def test_features_and_gallery_search(server):
@@ -90,7 +26,7 @@ def test_features_and_gallery_search(server):
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(RED), RED)
     status, body = post(srv.port, chunked, "/predict?topk=1", b"-", b"Transfer-Encoding: chunked\r\n")
     assert status == 200 and [t["label"] for t in body["top"]] == ["red"]
-    status, body = exchange(srv.port, b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    status, body = get(srv.port)
     assert status == 200 and body["gallery"] == 3 and body["max_pixels"] == 4096 * 4096
 
 
@@ -99,6 +35,20 @@ def test_features_and_gallery_search(server):
     ((RED, "/predict?topk=-1"), 400, "topk='-1'"),
     ((RED, "/predict?topk=x"), 400, "topk='x'"),
     ((RED, "/predict?topk=1001"), 400, "from 1 to 1000"),
+    ((RED, "/predict?topk=%C2%B2"), 400, "topk='\u00b2'"),  # '\u00b2'.isdigit() is True, int() fails
+    ((RED, "/predict?topk=%D9%A3"), 400, "from 1 to 1000"),  # Arabic-Indic 3: int() reads it, we do not
+    ((RED, "/predict?topk=" + "1" * 5000), 400, "(5000 characters)"),  # over int()'s 4300-digit limit
+    ((RED, "/predict?topk=00005"), 400, "topk='00005'"),  # 5 characters: more than 1000 needs
+    ((RED, "/predict?topk=+5"), 400, "from 1 to 1000"),
+    ((RED, "/predict?topk="), 400, "topk=''"),
+    ((RED, "/predict", b"1" * 5000), 400, "Content-Length is invalid"),  # was a dropped connection
+    ((RED, "/predict", b"1" * 20), 400, "Content-Length is invalid"),
+    ((b"FFFFFFFFFFFFFFFFFFFF\r\nabc", "/predict", b"-", b"Transfer-Encoding: chunked\r\n"), 400,
+     "Invalid chunk size: the chunk would take the body over the limit"),  # at once, not at the timeout
+    ((b"F" * 2000, "/predict", b"-", b"Transfer-Encoding: chunked\r\n"), 400, "chunk size line is too long"),
+    ((b"--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n" + RED + b"\r\n--XX--\r\n", "/predict", None,
+      b"Content-Type: multipart/form-data; boundary=XX\r\n"), 400, "send the raw image bytes as the body"),
+    ((b"--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n" + RED, "/predict"), 400, "--data-binary @"),
     ((RED, "/predict", b"abc"), 400, "Content-Length is invalid"),
     ((RED, "/predict", b"1.5"), 400, "Content-Length is invalid"),
     ((RED, "/predict", b"-"), 411, "Content-Length required"),
@@ -112,8 +62,11 @@ def test_features_and_gallery_search(server):
     ((RED, "/health"), 405, "POST /health"),
 ])
 def test_each_bad_request_gets_its_status_and_the_service_keeps_serving(server, request_, code, message):
-    srv = server(max_bytes=1000 if request_[-1] == b"999999999" else 20 * 2 ** 20)
+    srv = server(max_bytes=1000 if request_[-1] == b"999999999" else 20 * 2 ** 20, timeout=30, header_timeout=20,
+                 request_timeout=30)
+    start = time.time()
     status, body = post(srv.port, *request_)
+    assert time.time() - start < 5  # answered at once, none waits for a timeout
     assert (status, message in body["error"]) == (code, True), body
     assert post(srv.port, RED)[0] == 200
 
@@ -164,3 +117,52 @@ def test_each_worker_thread_embeds_with_its_own_clone(server):
     assert results == [200] * 48
     assert len(rec.clones) == len(set(rec.clones)) == len(rec.threads) <= 3  # one clone per worker thread
     assert rec.threads == set(rec.clones)
+
+
+def test_health_runs_the_model_and_the_index_and_caches_the_result(server):
+    rec = FakeRecognizer()
+    srv = server(rec, GalleryIndex(np.eye(3, dtype=np.float32), ["r", "g", "b"], ["r", "g", "b"]), health_ttl=0.5)
+    status, body = get(srv.port)
+    assert status == 200 and body["status"] == "ok" and rec.calls == 1  # one real inference
+    assert body["connections"]["limit"] == 200 and body["connections"]["open"] >= 1
+    assert get(srv.port)[1]["checked_seconds_ago"] > 0 and rec.calls == 1  # cached
+    time.sleep(0.6)
+    assert get(srv.port)[0] == 200 and rec.calls == 2  # stale: run again
+
+
+@pytest.mark.parametrize("recognizer, reason", [
+    (FakeRecognizer(fail_on=124), "the model failed on a test image: RuntimeError: predictor exploded"),
+    (FakeRecognizer(nan=True), "non-finite values (NaN or inf)"),
+])
+def test_health_is_503_with_the_reason_when_the_model_cannot_answer(server, recognizer, reason):
+    srv = server(recognizer, health_ttl=0.2)
+    status, body = get(srv.port)
+    assert status == 503 and reason in body["error"], body
+    if recognizer.nan:  # a NaN feature is never searched nor returned as an answer
+        status, body = post(srv.port, RED)
+        assert status == 500 and "non-finite feature" in body["error"]
+    recognizer.fail_on, recognizer.nan = None, False  # the model recovers: health follows within the TTL
+    time.sleep(0.3)
+    assert get(srv.port)[0] == 200
+
+
+def test_a_gallery_that_cannot_answer_is_refused_before_serving(tmp_path):
+    with pytest.raises(ValueError, match="dimension 4, but the model .* gives 3"):
+        FeatureApp(FakeRecognizer(), GalleryIndex(np.eye(2, 4, dtype=np.float32), ["a", "b"], ["a", "b"]))
+    with pytest.raises(ValueError, match=r"gallery is empty .*shape \[0, 3\]"):
+        GalleryIndex(np.zeros((0, 3), np.float32), [], [])
+    feats = np.eye(3, dtype=np.float32)
+    GalleryIndex(feats, ["a", "b", "c"], ["a.jpg", "b.jpg", "c.jpg"]).save(str(tmp_path))
+    feats[1, 0] = np.nan
+    np.save(tmp_path / "features.npy", feats)
+    with pytest.raises(ValueError, match=r"features.npy: 1 of 3 gallery features are not finite .*\['b.jpg'\]"):
+        GalleryIndex.load(str(tmp_path))
+    np.save(tmp_path / "features.npy", np.eye(3, 5, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"features.npy: gallery features have dimension 5.*model \(m\) gives 3"):
+        GalleryIndex.load(str(tmp_path)).check_dim(3, "m")
+
+
+def test_search_never_reads_faiss_no_hit_as_the_last_label():
+    index = GalleryIndex(np.eye(3, dtype=np.float32), ["a", "b", "c"], ["a", "b", "c"])
+    assert [h["label"] for h in index.search(np.array([[0.1, 1, 0.5]]), 3)[0]] == ["b", "c", "a"]
+    assert index.search(np.full((1, 3), np.nan, np.float32), 3) == [[]]  # faiss gives -1 x3: was "c", "c", "c"
