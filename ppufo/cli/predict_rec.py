@@ -15,7 +15,7 @@ import sys
 
 from ..inference.deploy_config import load_deploy_config
 from ..inference.recognizer import ImageError, run
-from .arg_types import int_in
+from ..utils.config import arg_range
 
 # shorthand flag -> deploy-config key (kept from before deploy YAMLs existed)
 FLAGS = {"model_dir": "Global.model_dir", "images": "Global.infer_imgs", "device": "Global.device",
@@ -34,11 +34,11 @@ def parse_args(argv=None):
     p.add_argument("--images", help="an image or a folder of images")
     p.add_argument("--build_index", help="gallery folder (<label>/<img>) or list file (path label)")
     p.add_argument("--index_dir", help="where the gallery index is (or is written)")
-    p.add_argument("--topk", type=int_in(1))
+    p.add_argument("--topk", type=arg_range(min=1))
     p.add_argument("--device")
     p.add_argument("--enable_mkldnn", type=int, choices=(0, 1))
-    p.add_argument("--cpu_threads", type=int_in(1))
-    p.add_argument("--batch_size", type=int_in(1))
+    p.add_argument("--cpu_threads", type=arg_range(min=1))
+    p.add_argument("--batch_size", type=arg_range(min=1))
     p.add_argument("--save_features", help=".npz file for the features and image paths")
     a = p.parse_args(argv)
     flags = [f"{key}={json.dumps(bool(v) if name == 'enable_mkldnn' else v)}"

@@ -6,7 +6,7 @@ import sys
 
 from ..inference.recognizer import ImageError
 from ..inference.serving import serve
-from .arg_types import int_in, positive_float
+from ..utils.config import arg_range
 
 
 def parse_args(argv=None):
@@ -14,30 +14,30 @@ def parse_args(argv=None):
     p.add_argument("--model_dir", required=True)
     p.add_argument("--index_dir")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int_in(0, 65535), default=8866, help="0 picks a free port")
-    p.add_argument("--threads", type=int_in(1), default=2,
+    p.add_argument("--port", type=arg_range(min=0, max=65535), default=8866, help="0 picks a free port")
+    p.add_argument("--threads", type=arg_range(min=1), default=2,
                    help="worker threads, each with its own predictor clone (default 2)")
-    p.add_argument("--cpu_threads", type=int_in(0), default=0,
+    p.add_argument("--cpu_threads", type=arg_range(min=0), default=0,
                    help="math threads per predictor (default 0: cores // threads, at least 1)")
-    p.add_argument("--max_bytes", type=int_in(1), default=20 * 2 ** 20, help="largest request body (413 above)")
-    p.add_argument("--max_pixels", type=int_in(0), default=0,
+    p.add_argument("--max_bytes", type=arg_range(min=1), default=20 * 2 ** 20, help="largest request body (413 above)")
+    p.add_argument("--max_pixels", type=arg_range(min=0), default=0,
                    help="largest image width x height, checked before decoding (413 above; default 0: "
                         "256x the model's input area, at least 4096x4096)")
-    p.add_argument("--timeout", type=int_in(1), default=30,
+    p.add_argument("--timeout", type=arg_range(min=1), default=30,
                    help="seconds without any traffic before a connection is closed (default 30)")
-    p.add_argument("--header_timeout", type=positive_float, default=10.0,
+    p.add_argument("--header_timeout", type=arg_range(float, above=0), default=10.0,
                    help="seconds a request's line and headers may take to arrive, however active the client "
                         "(default 10; 408 after)")
-    p.add_argument("--request_timeout", type=positive_float, default=60.0,
+    p.add_argument("--request_timeout", type=arg_range(float, above=0), default=60.0,
                    help="seconds a whole request (headers and body) may take to arrive (default 60; 408 after)")
-    p.add_argument("--per_client", type=int_in(0), default=32,
+    p.add_argument("--per_client", type=arg_range(min=0), default=32,
                    help="connections one client address may hold open (429 above; default 32; 0 = no cap, "
                         "for use behind a reverse proxy)")
-    p.add_argument("--backlog", type=int_in(1), default=1024)
-    p.add_argument("--connection_limit", type=int_in(1), default=200,
+    p.add_argument("--backlog", type=arg_range(min=1), default=1024)
+    p.add_argument("--connection_limit", type=arg_range(min=1), default=200,
                    help="open connections at most; at the limit the one that has waited longest without "
                         "delivering a request (idle, silent or slow) is closed to make room (default 200)")
-    p.add_argument("--health_ttl", type=positive_float, default=3.0,
+    p.add_argument("--health_ttl", type=arg_range(float, above=0), default=3.0,
                    help="seconds a /health self-test result is reused (default 3)")
     a = p.parse_args(argv)
     if a.header_timeout > a.request_timeout:

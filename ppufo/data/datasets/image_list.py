@@ -18,6 +18,7 @@ from collections import Counter
 
 from ...utils.errors import ConfigError, DataError
 from ...utils.logger import get_logger
+from ...utils.textfile import text_lines
 from .base import DATASETS, DatasetSource, Record
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -81,19 +82,18 @@ def read_rows(path, fields, what, sep=None, header=None, fmt=""):
     want = " or ".join(map(str, allowed))
     fmt = f" ({fmt})" if fmt else ""
     rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            text = line.strip()
-            if not text:
-                continue
-            parts = text.split() if sep is None else [p.strip() for p in text.split(sep)]
-            if header is not None and n == 1:
-                if parts != list(header):
-                    raise DataError(f"{path}:1: expected the header {' '.join(header)!r}, got {text!r}")
-                continue
-            if len(parts) not in allowed:
-                raise DataError(f"{path}:{n}: expected {want} fields{fmt}, got {len(parts)}: {text!r}")
-            rows.append((n, parts))
+    for n, line in text_lines(path):
+        text = line.strip()
+        if not text:
+            continue
+        parts = text.split() if sep is None else [p.strip() for p in text.split(sep)]
+        if header is not None and n == 1:
+            if parts != list(header):
+                raise DataError(f"{path}:1: expected the header {' '.join(header)!r}, got {text!r}")
+            continue
+        if len(parts) not in allowed:
+            raise DataError(f"{path}:{n}: expected {want} fields{fmt}, got {len(parts)}: {text!r}")
+        rows.append((n, parts))
     return rows
 
 

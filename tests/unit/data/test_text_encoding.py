@@ -28,3 +28,17 @@ def test_a_latin1_property_file_names_the_file(tmp_path):
     prop.write_bytes(b"85742,112,112 \xb5\n")
     with pytest.raises(DataError, match=f"^{prop}:1: not UTF-8 text"):
         read_property(str(prop))
+
+
+def test_a_latin1_image_list_names_the_file_and_line(tmp_path):
+    # every list read by read_rows (ImageList, MSMT17, VehicleID, VeRi-Wild, SOP) goes through the helper
+    from ppufo.data.datasets import DATASETS
+    for name in ("a.jpg", "\u00e9.jpg"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    lst = tmp_path / "train.txt"
+    lst.write_bytes("a.jpg 0\n\u00e9.jpg 1\n".encode("latin-1"))
+    src = DATASETS.build({"name": "ImageList", "root": str(tmp_path), "list_file": "train.txt"})
+    with pytest.raises(DataError, match=f"^{lst}:2: not UTF-8 text \\(byte 0xe9 at byte 1 of the line"):
+        src.train()
+    lst.write_bytes("a.jpg 0\n\u00e9.jpg 1\n".encode("utf-8"))
+    assert [r.pid for r in src.train()] == [0, 1]

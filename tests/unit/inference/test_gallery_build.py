@@ -123,15 +123,15 @@ def test_the_service_refuses_to_start_on_a_gallery_that_cannot_answer(model_dir,
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--port", "70000"], "--port: expected an integer from 0 to 65535, got 70000"),
-    (["--port", "-1"], "--port: expected an integer from 0 to 65535, got -1"),
-    (["--max_pixels", "-1"], "--max_pixels: expected an integer >= 0, got -1"),
-    (["--threads", "0"], "--threads: expected an integer >= 1, got 0"),
-    (["--per_client", "-2"], "--per_client: expected an integer >= 0, got -2"),
-    (["--header_timeout", "0"], "--header_timeout: expected a number of seconds > 0, got 0"),
-    (["--request_timeout", "nan"], "--request_timeout: expected a number of seconds > 0, got nan"),
+    (["--port", "70000"], "--port: expected an integer >= 0 and <= 65535, got '70000'"),
+    (["--port", "-1"], "--port: expected an integer >= 0 and <= 65535, got '-1'"),
+    (["--max_pixels", "-1"], "--max_pixels: expected an integer >= 0, got '-1'"),
+    (["--threads", "0"], "--threads: expected an integer >= 1, got '0'"),
+    (["--per_client", "-2"], "--per_client: expected an integer >= 0, got '-2'"),
+    (["--header_timeout", "0"], "--header_timeout: expected a number > 0, got '0'"),
+    (["--request_timeout", "nan"], "--request_timeout: expected a number > 0, got 'nan'"),
     (["--header_timeout", "20", "--request_timeout", "10"], "--header_timeout (20) must not exceed"),
-    (["--connection_limit", "x"], "--connection_limit: expected an integer, got 'x'"),
+    (["--connection_limit", "x"], "--connection_limit: expected an integer >= 1, got 'x'"),
 ])
 def test_serve_flags_out_of_range_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -148,4 +148,4 @@ def test_serve_flag_defaults_and_bounds_pass():
 def test_predict_rec_flags_out_of_range_are_usage_errors(flag, capsys):
     with pytest.raises(SystemExit) as e:
         predict_rec.parse_args(["--model_dir", "m", flag, "0"])
-    assert e.value.code == 2 and f"{flag}: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert e.value.code == 2 and f"{flag}: expected an integer >= 1, got '0'" in capsys.readouterr().err
