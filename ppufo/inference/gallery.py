@@ -10,7 +10,8 @@ import numpy as np
 
 def list_gallery(source):
     """(paths, labels) from a folder with one sub-folder per label, or a list file of
-    ``relative/path label`` lines (relative to the list file's folder)."""
+    ``relative/path label [camid]`` lines (relative to the list file's folder): the lists an
+    ImageList test set reads, whose camid column the index has no use for."""
     if os.path.isdir(source):
         paths, labels = [], []
         for label in sorted(os.listdir(source)):
@@ -32,8 +33,8 @@ def list_gallery(source):
             if not line.strip():
                 continue
             parts = line.split()
-            if len(parts) != 2:
-                raise ValueError(f"{source}:{n}: expected 'path label', got {line.strip()!r}")
+            if len(parts) not in (2, 3):
+                raise ValueError(f"{source}:{n}: expected 'path label' or 'path label camid', got {line.strip()!r}")
             paths.append(os.path.join(base, parts[0]))
             labels.append(parts[1])
     return paths, labels

@@ -166,3 +166,20 @@ def test_global_demo_sets_writes_it_beside_the_default_sets(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match=r"Global.demo_sets: unknown extra demo set\(s\) \['ufo_test_datasets'\]; "
                                           r"expected some of \['custom_example'\]"):
         ensure_demo_data({"Global": dict(g, demo_sets=["ufo_test_datasets"])})
+
+
+def test_the_gallery_index_reads_the_same_lists(small, tmp_path):
+    """ppufo-predict --build_index takes gallery.txt as ImageList does: camid ignored, paths relative
+    to the list's folder; other line shapes are refused naming the file and line."""
+    from ppufo.inference.gallery import list_gallery
+    root, _ = small
+    path = os.path.join(root, "list", "gallery.txt")
+    paths, labels = list_gallery(path)
+    want = [(os.path.join(root, "list", r[0]), r[1]) for r in lines(path)]
+    assert list(zip(paths, labels)) == want and all(os.path.isfile(p) for p in paths)
+    assert list_gallery(os.path.join(root, "list", "test.txt"))[1] == [r[1] for r in lines(
+        os.path.join(root, "list", "test.txt"))]  # two columns
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.jpg 1 2\n\nb.jpg 1 2 3\n")
+    with pytest.raises(ValueError, match=r"bad\.txt:3: expected 'path label' or 'path label camid', got 'b\.jpg 1 2 3'"):
+        list_gallery(str(bad))
