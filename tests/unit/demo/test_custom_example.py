@@ -1,11 +1,11 @@
 """The custom_example demo set (a logo set in the list and folder layouts of one's own data): what it
 writes, read back by ppufo's readers, its size knobs and determinism, and how it is added to a demo
 root (the CLI's --sets, Global.demo_sets) without touching the sets already there."""
-import hashlib
 import os
 
 import pytest
 
+from helpers import tree_digest as digest
 from ppufo import demo
 from ppufo.data.datasets import DATASETS
 from ppufo.demo import ensure_demo_data
@@ -13,15 +13,6 @@ from ppufo.demo.custom import FIRST_ID
 from ppufo.utils.errors import ConfigError, DataError
 
 SMALL = dict(num_train_ids=5, num_test_ids=4, imgs_per_id=4, queries_per_id=2, num_gallery_only_ids=2, num_cams=3)
-
-
-def digest(root):
-    h = hashlib.sha256()
-    for d, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            h.update(os.path.relpath(os.path.join(d, f), root).encode())
-            h.update(open(os.path.join(d, f), "rb").read())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
