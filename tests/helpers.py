@@ -32,6 +32,19 @@ def tiny_supernet_config(demo_root, tmp_path, *extra):
         "Tasks.product.batch_size=8", *extra])
 
 
+def tree_digest(root):
+    """sha256 of every file's relative path and bytes under ``root``: equal trees, equal digests."""
+    import hashlib
+    h = hashlib.sha256()
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            h.update(os.path.relpath(p, root).encode())
+            with open(p, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
 def losses_of(trainer, steps):
     """The losses of the next ``steps`` training steps."""
     out = []

@@ -1,6 +1,7 @@
 """The demo sets: their writers and readers, their size knobs, the manifest of completely written
 sets, and ``write_all``. WRITERS are the default (quickstart) sets; EXTRA_SETS are written only
-when named.
+when named: either made of WRITERS sets (EXTRA_PARTS: their sizes apply) or with a writer and
+size knobs of their own (``custom_example``).
 
 Sizes are ``{set: {writer keyword: value}}``; a set's size keywords are the int keywords of its
 writer's signature except ``seed`` (``size_keywords``), checked by ``check_sizes``.
@@ -11,14 +12,18 @@ import os
 import time
 
 from ..utils.errors import ConfigError
+from .custom import read_back as read_custom_example
+from .custom import write_custom_example
 from .face import write_face_folder, write_ms1m_recordio, write_verification_bin
 from .manifest import MANIFEST, entry, record_written, written_sets
-from .released import TREE, write_ufo_test_datasets
+from .released import TREE, read_back as read_ufo_test_datasets
+from .released import write_ufo_test_datasets
 from .reid import (ID_RANGE, write_dukemtmc, write_market1501, write_msmt17, write_sop, write_vehicleid,
                    write_veri776, write_veriwild)
 
-__all__ = ["EXTRA_PARTS", "EXTRA_SETS", "FACE_VAL_PAIRS", "MANIFEST", "READERS", "WRITERS", "check_request",
-           "check_sizes", "completed_sets", "size_keywords", "write_all", "written_sets"]
+__all__ = ["EXTRA_PARTS", "EXTRA_SETS", "FACE_VAL_PAIRS", "MANIFEST", "READERS", "READ_BACK", "WRITERS",
+           "check_request", "check_sizes", "completed_sets", "size_keywords", "sized_sets", "write_all",
+           "written_sets"]
 
 # the six verification sets of the UFO tables; pair counts keep the real 6,000 : 7,000 ratio
 FACE_VAL_PAIRS = {"lfw": 120, "cplfw": 120, "calfw": 120, "cfp_ff": 140, "cfp_fp": 140, "agedb_30": 120}
@@ -51,10 +56,13 @@ def _ufo_test_datasets(root, seed, sizes):
     return write_ufo_test_datasets(root, WRITERS, seed, reuse=reuse, sizes=sizes)
 
 
-# the UFO reference's released test-set tree (released.py), made of the demo sets above
-EXTRA_SETS = {"ufo_test_datasets": _ufo_test_datasets}
-# extra set -> the demo sets it is made of (their sizes apply to it)
+# the UFO reference's released test-set tree (released.py), made of the demo sets above; an
+# example of one's own data in the ImageList and ImageFolder layouts (custom.py), with its own knobs
+EXTRA_SETS = {"ufo_test_datasets": _ufo_test_datasets, "custom_example": _writer(write_custom_example)}
+# extra set made of demo sets -> those sets (their sizes apply to it)
 EXTRA_PARTS = {"ufo_test_datasets": tuple(dict.fromkeys(s for s, _ in TREE.values()))}
+# extra set -> [(folder, label, reader, counts)] of its parts opened with ppufo's readers
+READ_BACK = {"ufo_test_datasets": read_ufo_test_datasets, "custom_example": read_custom_example}
 
 # demo set -> the reader that opens it (for summaries); face sets are read by data/datasets/face.py
 READERS = {"market1501": "Market1501", "dukemtmc": "DukeMTMC", "msmt17": "MSMT17", "veri776": "VeRi776",
@@ -63,9 +71,15 @@ READERS = {"market1501": "Market1501", "dukemtmc": "DukeMTMC", "msmt17": "MSMT17
 
 # ----------------------------------------------------------------------------- size knobs
 
+def sized_sets():
+    """{set: writer} of the sets with size knobs of their own: WRITERS and the extra sets that
+    are not made of them."""
+    return {**WRITERS, **{n: w for n, w in EXTRA_SETS.items() if n not in EXTRA_PARTS}}
+
+
 def size_keywords(name):
     """{keyword: default} of demo set ``name``'s size knobs (its writer's int keywords but seed)."""
-    params = inspect.signature(WRITERS[name]).parameters.values()
+    params = inspect.signature(sized_sets()[name]).parameters.values()
     return {p.name: p.default for p in params if p.name != "seed" and type(p.default) is int}
 
 
@@ -112,11 +126,11 @@ def check_sizes(sizes, where="sizes."):
         return {}
     if not isinstance(sizes, dict):
         raise ConfigError(f"{where.rstrip('. ')}: expected a mapping {{set: {{keyword: value}}}}, got {sizes!r}")
-    out = {}
+    out, sized = {}, sized_sets()
     for name, given in sizes.items():
-        if name not in WRITERS:
+        if name not in sized:
             parts = f" (sized through its parts {list(EXTRA_PARTS[name])})" if name in EXTRA_PARTS else ""
-            raise ConfigError(f"{where}{name}: unknown demo set{parts}; known: {list(WRITERS)}")
+            raise ConfigError(f"{where}{name}: unknown demo set{parts}; known: {list(sized)}")
         known = size_keywords(name)
         if not isinstance(given, dict):
             raise ConfigError(f"{where}{name}: expected a mapping {{keyword: value}} of {list(known)}, got {given!r}")
@@ -179,12 +193,12 @@ def write_all(root, seed=0, sets=None, sizes=None):
     for name in sets:
         t = time.time()
         path = os.path.join(root, name)
-        if name in EXTRA_SETS:
+        if name in EXTRA_PARTS:
             own = {s: v for s, v in sizes.items() if s in EXTRA_PARTS[name]}
             info = EXTRA_SETS[name](path, seed, own)
         else:
             own = sizes.get(name, {})
-            info = WRITERS[name](path, seed, **own)
+            info = sized_sets()[name](path, seed, **own)
         record_written(root, name, seed, own)
         out[name] = {"path": path, "seconds": round(time.time() - t, 2), "info": info}
     return out

@@ -9,12 +9,14 @@ import numpy as np
 
 from ..data.datasets.image_list import is_image
 from ..utils.logger import get_logger
+from ..utils.textfile import text_lines
 
 
 def list_gallery(source):
     """(paths, labels) from a folder with one sub-folder per label, or a list file of
-    ``relative/path label`` lines (relative to the list file's folder). Non-image files in the
-    folders (notes.txt, Thumbs.db) are skipped and counted in the log, as the datasets do."""
+    ``relative/path label [camid]`` lines (relative to the list file's folder): the lists an
+    ImageList test set reads, whose camid column the index has no use for. Non-image files in
+    the folders (notes.txt, Thumbs.db) are skipped and counted in the log, as the datasets do."""
     if os.path.isdir(source):
         paths, labels, skipped = [], [], []
         for label in sorted(os.listdir(source)):
@@ -36,18 +38,14 @@ def list_gallery(source):
         raise FileNotFoundError(f"gallery source not found: {source}")
     base = os.path.dirname(os.path.abspath(source))
     paths, labels = [], []
-    with open(source, encoding="utf-8", errors="surrogateescape") as f:
-        for n, line in enumerate(f, 1):
-            if not line.isascii() and any("\udc80" <= c <= "\udcff" for c in line):
-                shown = line.encode("utf-8", "surrogateescape").strip()
-                raise ValueError(f"{source}:{n}: not UTF-8 text ({shown!r}); save the list as UTF-8")
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise ValueError(f"{source}:{n}: expected 'path label', got {line.strip()!r}")
-            paths.append(os.path.join(base, parts[0]))
-            labels.append(parts[1])
+    for n, line in text_lines(source, error=ValueError):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) not in (2, 3):
+            raise ValueError(f"{source}:{n}: expected 'path label' or 'path label camid', got {line.strip()!r}")
+        paths.append(os.path.join(base, parts[0]))
+        labels.append(parts[1])
     return paths, labels
 
 

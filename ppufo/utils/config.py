@@ -110,6 +110,9 @@ GLOBAL = {
                            "optimizer. BN necks, classifiers and losses stay fp32 at both levels"),
     },
     "generate_demo_data": Field(bool, False, doc="create missing demo data with tools/make_demo_data"),
+    "demo_sets": Field(list, [], doc="extra demo sets generate_demo_data writes besides the default ones, "
+                       "e.g. [custom_example] (configs/custom_example.yaml); checked, sized and listed in the "
+                       "manifest like the others"),
     "demo_sizes": Field(dict, {}, doc="sizes of the demo sets, {set: {writer keyword: value}}, e.g. "
                         "{market1501: {num_test_ids: 100}}; others keep their defaults. Checked against the "
                         "demo root's manifest: a root written with other sizes is refused (docs/datasets.md)"),

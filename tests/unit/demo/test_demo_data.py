@@ -1,5 +1,4 @@
 """Demo data: deterministic, learnable, in the real layouts, protocols satisfied; the CLI."""
-import hashlib
 import json
 import os
 import time
@@ -9,20 +8,9 @@ import pytest
 
 from ppufo import demo
 from ppufo.data.datasets import DATASETS
-from helpers import ROOT
+from helpers import ROOT, tree_digest
 from ppufo.demo import SIZES, render_identity, write_all
 
-
-
-def tree_digest(root):
-    h = hashlib.sha256()
-    for d, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            p = os.path.join(d, f)
-            h.update(os.path.relpath(p, root).encode())
-            with open(p, "rb") as fh:
-                h.update(fh.read())
-    return h.hexdigest()
 
 
 def test_render_identity_shapes_and_determinism():

@@ -1,12 +1,12 @@
 """Size knobs of the demo sets: what each writes (read back by ppufo's readers), their validation,
 the manifest that records them, Global.demo_sizes, the CLI's --size and the standard-error helper."""
-import hashlib
 import json
 import math
 import os
 
 import pytest
 
+from helpers import tree_digest as digest
 from ppufo import demo
 from ppufo.data.datasets import DATASETS
 from ppufo.demo import check_sizes, ensure_demo_data, resolution, scored_count, size_keywords, standard_error
@@ -46,15 +46,6 @@ TINY = {
     "faces_folder": dict(num_ids=2, imgs_per_id=3),
     "faces_val": dict(lfw=10, cplfw=12, calfw=14, cfp_ff=16, cfp_fp=18, agedb_30=20),
 }
-
-
-def digest(root):
-    h = hashlib.sha256()
-    for d, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            h.update(os.path.relpath(os.path.join(d, f), root).encode())
-            h.update(open(os.path.join(d, f), "rb").read())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
