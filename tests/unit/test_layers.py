@@ -1,7 +1,7 @@
 """ppufo's packages import one way, low to high, and no module imports itself back.
 
 Order (a package may import its own layer and the ones before it):
-utils, chips < data < demo < arch < loss, optimizer, metric < engine < inference < nas < ablation < cli.
+utils, chips < io < data < demo < arch < loss, optimizer, metric < engine < inference < nas < ablation < cli.
 inference (Paddle Inference predictor, gallery, serving) sits below nas because the chip search
 times subnets with that predictor; nothing in inference needs the search. ablation (studies of
 the article's claims) drives training and evaluation in worker processes. Imports inside
@@ -16,7 +16,7 @@ import pytest
 import ppufo
 
 PACKAGE = os.path.dirname(os.path.abspath(ppufo.__file__))
-LAYERS = [("utils", "chips"), ("data",), ("demo",), ("arch",), ("loss", "optimizer", "metric"),
+LAYERS = [("utils", "chips"), ("io",), ("data",), ("demo",), ("arch",), ("loss", "optimizer", "metric"),
           ("engine",), ("inference",), ("nas",), ("ablation",), ("cli",)]
 RANK = {pkg: i for i, group in enumerate(LAYERS) for pkg in group}
 
