@@ -12,8 +12,11 @@ the merged result, which is then validated. docs/config.md is generated from SCH
 """
 import argparse
 import copy
+import functools
+import inspect
 import io
 import math
+import numbers
 import os
 
 import yaml
@@ -26,31 +29,48 @@ REQUIRED = object()
 
 
 class Field:
-    """A config key: its type(s), default (REQUIRED: none), allowed choices, and for numbers an
-    inclusive range ``min``..``max`` (either may be None: unbounded)."""
+    """A config key (or a keyword argument, see check_args): its type(s), default (REQUIRED: none),
+    allowed choices, and for numbers a range: ``min``/``max`` inclusive, ``above``/``below``
+    exclusive (None: unbounded). Floats must be finite; numpy numbers count as int/float. A list
+    value with ``items`` (a Field) must be non-empty and every element must pass ``items``."""
 
-    def __init__(self, types, default=REQUIRED, choices=None, doc="", min=None, max=None):
+    def __init__(self, types, default=REQUIRED, choices=None, doc="", min=None, max=None,
+                 above=None, below=None, items=None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.choices = choices
         self.doc = doc
         self.min, self.max = min, max
+        self.above, self.below, self.items = above, below, items
 
     def range_text(self):
-        """'>= 1', '<= 5', '[0, 4294967295]' or '' (no range)."""
-        if self.min is not None and self.max is not None:
-            return f"[{self.min}, {self.max}]"
-        if self.min is not None:
-            return f">= {self.min}"
-        if self.max is not None:
-            return f"<= {self.max}"
+        """'>= 1', '< 5', '[0, 4294967295]', '[0, 1.5)', '> 0' or '' (no range)."""
+        low = ("[", self.min) if self.min is not None else ("(", self.above) if self.above is not None else None
+        high = (self.max, "]") if self.max is not None else (self.below, ")") if self.below is not None else None
+        if low and high:
+            return f"{low[0]}{low[1]}, {high[0]}{high[1]}"
+        if low:
+            return f"{'>=' if low[0] == '[' else '>'} {low[1]}"
+        if high:
+            return f"{'<=' if high[1] == ']' else '<'} {high[0]}"
         return ""
+
+    def _out_of_range(self, value):
+        return ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+                or (self.above is not None and value <= self.above)
+                or (self.below is not None and value >= self.below))
 
     def check(self, value, path):
         if value is None and type(None) in self.types:
             return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int in self.types:
+            value = int(value)  # numpy integers too
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)) and float in self.types:
+            value = float(value)
         if float in self.types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: {value!r} is not a finite number")
         ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool))
                  for t in self.types)
         if not ok:
@@ -58,10 +78,42 @@ class Field:
             raise ConfigError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{path}: {value!r} is not one of {list(self.choices)}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                (self.min is not None and value < self.min) or (self.max is not None and value > self.max)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and self._out_of_range(value):
             raise ConfigError(f"{path}: {value!r} is out of range; allowed: {self.range_text()}")
+        if self.items is not None and isinstance(value, (list, tuple)):
+            if not value:
+                raise ConfigError(f"{path}: expected at least one item, got {value!r}")
+            value = [self.items.check(v, f"{path}.{i}") for i, v in enumerate(value)]
         return value
+
+
+def check_args(**fields):
+    """Decorator of a class or function: the named keyword arguments are checked against their
+    Fields (and converted, e.g. int -> float) before the body runs. A direct call's error names
+    ``Class.arg`` (a function's: ``arg``; its caller adds the config path); the registries check
+    the same Fields first, naming the config key (``arg_fields``, see registry.check_kwargs)."""
+    def wrap(obj):
+        fn = obj.__init__ if isinstance(obj, type) else obj
+        sig = inspect.signature(fn)
+        unknown = sorted(set(fields) - set(sig.parameters))
+        if unknown:
+            raise TypeError(f"check_args: {obj.__qualname__} has no argument(s) {unknown}")
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            where = f"{type(args[0]).__name__}." if isinstance(obj, type) else ""
+            for name, field in fields.items():
+                bound.arguments[name] = field.check(bound.arguments[name], f"{where}{name}")
+            return fn(*bound.args, **bound.kwargs)
+
+        if not isinstance(obj, type):
+            checked.arg_fields = fields
+            return checked
+        obj.__init__, obj.arg_fields = checked, fields
+        return obj
+    return wrap
 
 
 class MapOf:

@@ -43,12 +43,14 @@ class Registry:
         for k, v in injected.items():
             if k not in kwargs and k in params and params[k].kind != params[k].VAR_KEYWORD:
                 kwargs[k] = v
-        check_kwargs(obj, kwargs, f"{where} ({cfg['name']})")
+        kwargs = check_kwargs(obj, kwargs, f"{where} ({cfg['name']})", path=where)
         return obj(**kwargs)
 
 
-def check_kwargs(fn, kwargs, where):
-    """Fail on unknown or missing keyword arguments, naming the accepted ones."""
+def check_kwargs(fn, kwargs, where, path=None):
+    """Fail on unknown or missing keyword arguments, naming the accepted ones, and on values
+    outside the Fields ``fn`` declares with ``config.check_args`` (naming ``<path or where>.<key>``).
+    Returns ``kwargs`` with the checked values."""
     params = inspect.signature(fn).parameters
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
@@ -58,3 +60,5 @@ def check_kwargs(fn, kwargs, where):
     missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in kwargs]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {missing}")
+    fields = getattr(fn, "arg_fields", {})
+    return {k: fields[k].check(v, f"{path or where}.{k}") if k in fields else v for k, v in kwargs.items()}
