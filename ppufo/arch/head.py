@@ -5,7 +5,6 @@ scale * cos(theta) with the margin applied to the target column only when a labe
 (training); without a label (eval) they return the plain scaled cosine.
 """
 import math
-import numbers
 
 import numpy as np
 import paddle
@@ -13,22 +12,13 @@ import paddle.distributed as dist
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..utils.config import Field, check_args
 from ..utils.dist import process_group
-from ..utils.errors import ConfigError
 from ..utils.registry import Registry
 
 NECKS = Registry("neck")
 HEADS = Registry("head")
-
-
-def _check_positive_int(name, value, where):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ConfigError(f"{where}: {name}={value!r}; expected a positive integer")
-
-
-def _check_number(name, value, where, ok, expected):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
-        raise ConfigError(f"{where}: {name}={value!r}; expected {expected}")
+DIM = Field(int, min=1)
 
 
 def _mean_over_ranks(t):
@@ -97,6 +87,7 @@ class FrozenBetaBatchNorm1D(nn.Layer):
 
 
 @NECKS.register
+@check_args(in_dim=DIM, feature_dim=Field((int, type(None)), min=1))
 class BNNeck(nn.Layer):
     """Optional bias-free projection to ``feature_dim`` then BatchNorm with frozen beta
     (gamma 1, beta 0). The reference's SyncBN necks start with gamma 0 / beta 1 (a constructor
@@ -104,11 +95,8 @@ class BNNeck(nn.Layer):
 
     def __init__(self, in_dim, feature_dim=None):
         super().__init__()
-        _check_positive_int("in_dim", in_dim, "BNNeck")
-        if feature_dim is not None:
-            _check_positive_int("feature_dim", feature_dim, "BNNeck")
-        self.in_dim = int(in_dim)
-        self.out_dim = self.in_dim if feature_dim is None else int(feature_dim)
+        self.in_dim = in_dim
+        self.out_dim = in_dim if feature_dim is None else feature_dim
         self.fc = None
         if self.out_dim != self.in_dim:
             self.fc = nn.Linear(self.in_dim, self.out_dim, bias_attr=False)
@@ -126,18 +114,14 @@ def _flat_label(label):
     return label.reshape([-1]).astype("int64")
 
 
+@check_args(in_dim=DIM, num_classes=DIM, scale=Field(float, above=0), margin=Field(float, min=0, below=1.5))
 class _CosineHead(nn.Layer):
     """cos(theta) between L2-normalised rows of x and L2-normalised weight columns."""
 
     def __init__(self, in_dim, num_classes, scale, margin):
         super().__init__()
-        name = type(self).__name__
-        _check_positive_int("in_dim", in_dim, name)
-        _check_positive_int("num_classes", num_classes, name)
-        _check_number("scale", scale, name, lambda v: v > 0, "a number > 0")
-        _check_number("margin", margin, name, lambda v: 0 <= v < 1.5, "a number in [0, 1.5)")
-        self.in_dim, self.num_classes = int(in_dim), int(num_classes)
-        self.scale, self.margin = float(scale), float(margin)
+        self.in_dim, self.num_classes = in_dim, num_classes
+        self.scale, self.margin = scale, margin
         # std 0.001 as in the reference; the scale is irrelevant after normalisation
         self.weight = self.create_parameter(
             [self.in_dim, self.num_classes], default_initializer=nn.initializer.Normal(0.0, 0.001))
@@ -194,16 +178,15 @@ class ArcFace(_CosineHead):
 
 
 @HEADS.register
+@check_args(in_dim=DIM, num_classes=DIM)
 class LinearHead(nn.Layer):
     """Plain fully connected classifier (classification tasks); the label is ignored.
     Parameters are named ``weight``/``bias`` so checkpoints read like the margin heads'."""
 
     def __init__(self, in_dim, num_classes, bias=False):
         super().__init__()
-        _check_positive_int("in_dim", in_dim, "LinearHead")
-        _check_positive_int("num_classes", num_classes, "LinearHead")
-        self.num_classes = int(num_classes)
-        self.weight = self.create_parameter([int(in_dim), self.num_classes],
+        self.num_classes = num_classes
+        self.weight = self.create_parameter([in_dim, self.num_classes],
                                             default_initializer=nn.initializer.XavierUniform())
         self.bias = self.create_parameter([self.num_classes], is_bias=True) if bias else None
 

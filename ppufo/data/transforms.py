@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..utils.config import Field, check_args
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry, check_kwargs
 from .batch_transforms import LeanImage
@@ -37,17 +38,7 @@ def _hw(value, key):
     return int(value[0]), int(value[1])
 
 
-def _prob(value, key="prob"):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{key}: expected a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _number(value, key, low=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (low is not None and value < low):
-        bound = f" >= {low}" if low is not None else ""
-        raise ConfigError(f"{key}: expected a number{bound}, got {value!r}")
-    return float(value)
+PROB, NONNEG, NUMBER = Field(float, min=0, max=1), Field(float, min=0), Field(float)
 
 
 def _to_pil(img):
@@ -218,12 +209,13 @@ class RandomCrop(Op):
 
 
 @TRANSFORMS.register
+@check_args(prob=PROB)
 class RandomHorizontalFlip(Op):
     """Mirror with probability ``prob``; works on PIL images and CHW arrays."""
     takes = gives = ANY
 
     def __init__(self, prob=0.5):
-        self.prob = _prob(prob)
+        self.prob = prob
 
     def __call__(self, img, rng=None):
         rng = rng if rng is not None else random.Random()
@@ -235,14 +227,13 @@ class RandomHorizontalFlip(Op):
 
 
 @TRANSFORMS.register
+@check_args(brightness=NONNEG, contrast=NONNEG, saturation=NONNEG, prob=PROB)
 class ColorJitter(Op):
     """Brightness, contrast and saturation factors drawn from [1-x, 1+x], applied in random order."""
 
     def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, prob=1.0):
-        self.brightness = _number(brightness, "brightness", 0)
-        self.contrast = _number(contrast, "contrast", 0)
-        self.saturation = _number(saturation, "saturation", 0)
-        self.prob = _prob(prob)
+        self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
+        self.prob = prob
 
     def __call__(self, img, rng=None):
         rng = rng if rng is not None else random.Random()
@@ -341,12 +332,13 @@ POLICIES = {"imagenet": IMAGENET_POLICY, "original": IMAGENET_POLICY}
 
 
 @TRANSFORMS.register
+@check_args(prob=PROB, magnitude_std=NONNEG)
 class AutoAugment(Op):
     """With probability ``prob`` pick one sub-policy and apply its two ops, each with its own
     probability. ``magnitude_std`` > 0 adds Gaussian noise to magnitudes (timm "mstd")."""
 
     def __init__(self, prob=0.5, policy="imagenet", fill=(128, 128, 128), magnitude_std=0.0):
-        self.prob = _prob(prob)
+        self.prob = prob
         if policy not in POLICIES:
             raise ConfigError(f"policy: expected one of {sorted(POLICIES)}, got {policy!r}")
         self.policy = policy
@@ -355,7 +347,7 @@ class AutoAugment(Op):
         if not ok:
             raise ConfigError(f"fill: expected an int or [r, g, b], got {fill!r}")
         self.fill = tuple(fill) if isinstance(fill, (list, tuple)) else fill
-        self.magnitude_std = _number(magnitude_std, "magnitude_std", 0)
+        self.magnitude_std = magnitude_std
         self._subs = POLICIES[policy]
 
     def __call__(self, img, rng=None):
@@ -375,6 +367,7 @@ class AutoAugment(Op):
 
 # ----------------------------------------------------------------------------- to array
 @TRANSFORMS.register
+@check_args(scale=NUMBER)
 class Normalize(Op):
     """PIL/HWC uint8 -> float32 CHW: (x * scale - mean) / std. Ends the PIL part."""
     takes, gives = PIL, CHW
@@ -386,7 +379,7 @@ class Normalize(Op):
         if any(s == 0 for s in std):
             raise ConfigError(f"std: must not contain 0, got {std!r}")
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
-        self.scale = _number(scale, "scale")
+        self.scale = scale
         m, s = np.asarray(self.mean), np.asarray(self.std)
         self._a = (self.scale / s).astype(np.float32)  # x * a + b == (x * scale - mean) / std
         self._b = (-m / s).astype(np.float32)
@@ -412,6 +405,8 @@ class Normalize(Op):
 
 # ----------------------------------------------------------------------------- array ops
 @TRANSFORMS.register
+@check_args(prob=PROB, sl=NUMBER, sh=NUMBER, r1=Field(float, above=0, max=1),
+            value=Field((float, list, tuple), items=NUMBER))
 class RandomErasing(Op):
     """Random erasing (Zhong et al.; timm's variant) on a CHW float array.
 
@@ -423,20 +418,15 @@ class RandomErasing(Op):
     MODES = ("pixel", "rand", "const")
 
     def __init__(self, prob=0.5, sl=0.02, sh=0.33, r1=0.3, mode="pixel", value=0.0, attempts=10):
-        self.prob = _prob(prob)
-        self.sl, self.sh = _number(sl, "sl"), _number(sh, "sh")
+        self.prob = prob
+        self.sl, self.sh = sl, sh
         if not 0.0 < self.sl <= self.sh < 1.0:
             raise ConfigError(f"sl/sh: expected 0 < sl <= sh < 1, got sl={sl!r} sh={sh!r}")
-        self.r1 = _number(r1, "r1")
-        if not 0.0 < self.r1 <= 1.0:
-            raise ConfigError(f"r1: expected an aspect ratio in (0, 1], got {r1!r}")
+        self.r1 = r1
         if mode not in self.MODES:
             raise ConfigError(f"mode: expected one of {list(self.MODES)}, got {mode!r}")
         self.mode = mode
-        if isinstance(value, (list, tuple)):
-            self.value = [_number(v, "value") for v in value]
-        else:
-            self.value = _number(value, "value")
+        self.value = value
         if not isinstance(attempts, int) or attempts < 1:
             raise ConfigError(f"attempts: expected an int >= 1, got {attempts!r}")
         self.attempts = attempts

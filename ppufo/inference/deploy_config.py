@@ -16,20 +16,20 @@ SCHEMA = {
         "model_dir": Field(OPT_STR, None, doc="exported model folder (tools/export_model.py)"),
         "infer_imgs": Field(OPT_STR, None, doc="an image or a folder of images"),
         "save_features": Field(OPT_STR, None, doc=".npz file for the features and image paths"),
-        "batch_size": Field(int, 8),
+        "batch_size": Field(int, 8, min=1),
         "device": Field(str, "cpu", choices=DEVICES),
-        "device_id": Field(int, 0),
+        "device_id": Field(int, 0, min=0),
         "enable_mkldnn": Field(bool, True, doc="oneDNN (x86 CPU only; ignored on other devices)"),
-        "mkldnn_cache_capacity": Field(int, 10, doc="input shapes cached by oneDNN (0 = unbounded)"),
-        "cpu_num_threads": Field(int, 2),
+        "mkldnn_cache_capacity": Field(int, 10, min=0, doc="input shapes cached by oneDNN (0 = unbounded)"),
+        "cpu_num_threads": Field(int, 2, min=1),
         "ir_optim": Field(bool, True),
         "memory_optim": Field(bool, False, doc="breaks PIR models on CPU in Paddle 3.3.1; skipped there"),
-        "gpu_mem": Field(int, 500, doc="initial GPU memory pool, MB"),
+        "gpu_mem": Field(int, 500, min=1, doc="initial GPU memory pool, MB"),
         "use_tensorrt": Field(bool, False, doc="refused, never skipped, where TensorRT cannot run"),
         "precision": Field(str, "fp32", choices=PRECISIONS,
                            doc="fp16/int8 need TensorRT; int8 a PaddleSlim-quantised model"),
-        "min_subgraph_size": Field(int, 3, doc="smallest op group handed to TensorRT"),
-        "trt_opt_batch_size": Field((int, type(None)), None,
+        "min_subgraph_size": Field(int, 3, min=1, doc="smallest op group handed to TensorRT"),
+        "trt_opt_batch_size": Field((int, type(None)), None, min=1,
                                     doc="batch TensorRT tunes for (null = batch_size); it runs 1..batch_size"),
         "trt_cache_dir": Field(OPT_STR, None,
                                doc="TensorRT engines, reused across runs (null = <model_dir>/_trt_cache)"),
@@ -42,7 +42,7 @@ SCHEMA = {
     "IndexProcess": {
         "index_dir": Field(OPT_STR, None, doc="gallery index folder (features.npy + gallery.json)"),
         "data_file": Field(OPT_STR, None, doc="build the index from this folder or 'path label' list"),
-        "return_k": Field(int, 5),
+        "return_k": Field(int, 5, min=1),
     },
 }
 
@@ -60,18 +60,10 @@ def _check(cfg):
         raise ConfigError(f"Global.{k}: PaddleClas key not used by ppufo; write Global.{RENAMED[k]}")
     out = check_schema(cfg, SCHEMA, "")
     g = out["Global"]
-    for key in ("batch_size", "cpu_num_threads", "min_subgraph_size", "gpu_mem"):
-        if g[key] < 1:
-            raise ConfigError(f"Global.{key}: expected an int >= 1, got {g[key]}")
-    for key in ("device_id", "mkldnn_cache_capacity"):
-        if g[key] < 0:
-            raise ConfigError(f"Global.{key}: expected an int >= 0, got {g[key]}")
-    if out["IndexProcess"]["return_k"] < 1:
-        raise ConfigError(f"IndexProcess.return_k: expected an int >= 1, got {out['IndexProcess']['return_k']}")
     if g["use_tensorrt"] and g["device"] != "gpu":
         raise ConfigError(f"Global.use_tensorrt: TensorRT runs on device gpu, not {g['device']}")
     opt = g["trt_opt_batch_size"]
-    if opt is not None and not 1 <= opt <= g["batch_size"]:
+    if opt is not None and opt > g["batch_size"]:
         raise ConfigError(f"Global.trt_opt_batch_size: expected 1..batch_size ({g['batch_size']}), got {opt}")
     if g["precision"] != "fp32" and not g["use_tensorrt"]:
         raise ConfigError(f"Global.precision: {g['precision']} needs Global.use_tensorrt: true "

@@ -5,6 +5,7 @@ the set names one, and injects the ``Metric`` config section (chunk_size, use_fa
 ufo_compat, ...) into the metrics that accept those keys. Ranking ties go by lower gallery
 index everywhere (search.py).
 """
+from ..utils.config import Field, check_args
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry
 from .protocol import PROTOCOLS, Protocol, build_protocol
@@ -16,19 +17,11 @@ from .vehicleid import evaluate_vehicleid
 from .verification import evaluate_verification
 
 METRICS = Registry("metric")
-
-
-def _ints(values, name, where):
-    try:
-        out = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.{name}: expected a list of positive integers, got {values!r}")
-    if not out or min(out) < 1:
-        raise ConfigError(f"{where}.{name}: expected a list of positive integers, got {values!r}")
-    return out
+RANKS = Field((list, tuple), items=Field(int, min=1))  # topk / ks: a non-empty list of positive ints
 
 
 @METRICS.register
+@check_args(topk=RANKS)
 class ReIDMetric:
     """Market1501 rule: mAP, mINP, CMC rank-k (see reid.py). query_expansion (AQE) and
     re_ranking (k-reciprocal, memory O(Nq*Ng + N*k1^2)) are applied in that order.
@@ -38,7 +31,7 @@ class ReIDMetric:
 
     def __init__(self, topk=(1, 5, 10), chunk_size=256, use_faiss=False, re_ranking=False,
                  query_expansion=False, k1=20, k2=6, lambda_value=0.3, qe_k=5, qe_alpha=3.0):
-        self.topk = _ints(topk, "topk", "ReIDMetric")
+        self.topk = tuple(topk)
         self.chunk_size, self.use_faiss = int(chunk_size), bool(use_faiss)
         self.re_ranking, self.query_expansion = bool(re_ranking), bool(query_expansion)
         self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
@@ -56,11 +49,12 @@ class ReIDMetric:
 
 
 @METRICS.register
+@check_args(topk=RANKS)
 class VehicleIDMetric:
     """One random gallery image per id, seeded repeats; ufo_compat = a single draw."""
 
     def __init__(self, repeats=10, seed=0, topk=(1, 5), ufo_compat=False, chunk_size=256):
-        self.topk = _ints(topk, "topk", "VehicleIDMetric")
+        self.topk = tuple(topk)
         self.repeats, self.seed, self.ufo_compat = repeats, seed, bool(ufo_compat)
         self.chunk_size = int(chunk_size)
 
@@ -81,12 +75,13 @@ class VerificationMetric:
 
 
 @METRICS.register
+@check_args(ks=RANKS)
 class RecallAtK:
     """Recall@K, each item querying all others; ufo_compat switches exclude to "first_hit"."""
 
     def __init__(self, ks=(1, 10, 100, 1000), use_faiss=False, exclude="self", chunk_size=256,
                  ufo_compat=False):
-        self.ks = _ints(ks, "ks", "RecallAtK")
+        self.ks = tuple(ks)
         if exclude not in ("self", "first_hit"):
             raise ConfigError(f"RecallAtK.exclude: {exclude!r}; expected 'self' or 'first_hit'")
         self.use_faiss, self.chunk_size = bool(use_faiss), int(chunk_size)

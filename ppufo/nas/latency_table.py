@@ -16,6 +16,7 @@ import json
 import os
 
 from ..chips import table_path
+from ..utils.config import Field
 from ..utils.errors import ConfigError
 
 GEOMETRY_KEYS = ("embed_dim", "head_dim", "patch_size", "image_shape", "batch_size")
@@ -33,10 +34,7 @@ def required_entries(space):
     return {"attention": sorted(space.heads), "ffn": sorted(hidden)}
 
 
-def _positive(value, where):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{where}: expected a positive number of ms, got {value!r}")
-    return float(value)
+MS = Field(float, above=0)  # a table entry, milliseconds
 
 
 class LatencyTable:
@@ -49,7 +47,7 @@ class LatencyTable:
             raise ConfigError(f"{where}.provenance: required, a mapping with 'measured' (true/false) "
                               f"and how the entries were obtained")
         self.measured = bool(self.provenance["measured"])
-        self.stem = _positive(entry.get("stem"), f"{where}.stem")
+        self.stem = MS.check(entry.get("stem"), f"{where}.stem")
         self.ops = {}
         for op, needed in required_entries(space).items():
             given = entry.get(op)
@@ -57,7 +55,7 @@ class LatencyTable:
                 raise ConfigError(f"{where}.{op}: expected a mapping {{width: ms}}, got {given!r}")
             if not all(str(k).isdigit() for k in given):
                 raise ConfigError(f"{where}.{op}: keys must be integers, got {sorted(given)}")
-            values = {int(k): _positive(v, f"{where}.{op}.{k}") for k, v in given.items()}
+            values = {int(k): MS.check(v, f"{where}.{op}.{k}") for k, v in given.items()}
             missing = [n for n in needed if n not in values]
             if missing:
                 unit = "heads" if op == "attention" else "hidden units"

@@ -9,39 +9,31 @@ import math
 
 from paddle.optimizer.lr import LRScheduler
 
+from ..utils.config import Field, check_args
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry
 
 LR_SCHEDULERS = Registry("lr")
 
-
-def _num(value, key, low=0.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-        raise ConfigError(f"{key}: expected a number >= {low}, got {value!r}")
-    return float(value)
-
-
-def _int(value, key, low=0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{key}: expected an int >= {low}, got {value!r}")
-    return int(value)
+NONNEG = Field(float, min=0)
+# the arguments every schedule shares
+WARMUP = {"learning_rate": NONNEG, "warmup_start_lr": NONNEG, "warmup_iters": Field(int, min=0),
+          "warmup_ratio": Field((float, type(None)), min=0, below=1),
+          "max_iters": Field((int, type(None)), min=1)}
 
 
 def resolve_warmup(warmup_iters, warmup_ratio, max_iters):
-    """Warmup length in iterations from ``warmup_iters`` or ``warmup_ratio * max_iters``."""
+    """Warmup length in iterations from ``warmup_iters`` or ``warmup_ratio * max_iters`` (each
+    already checked against WARMUP)."""
     if warmup_ratio is not None:
         if warmup_iters:
             raise ConfigError("warmup_iters/warmup_ratio: give one of them, not both")
-        ratio = _num(warmup_ratio, "warmup_ratio")
-        if ratio >= 1.0:
-            raise ConfigError(f"warmup_ratio: expected a fraction of max_iters in [0, 1), got {warmup_ratio!r}")
         if max_iters is None:
             raise ConfigError("warmup_ratio: needs max_iters")
-        return int(round(ratio * max_iters))
-    warmup = _int(warmup_iters, "warmup_iters")
-    if max_iters is not None and warmup > max_iters:
-        raise ConfigError(f"warmup_iters: {warmup} is more than max_iters {max_iters}")
-    return warmup
+        return int(round(warmup_ratio * max_iters))
+    if max_iters is not None and warmup_iters > max_iters:
+        raise ConfigError(f"warmup_iters: {warmup_iters} is more than max_iters {max_iters}")
+    return warmup_iters
 
 
 class WarmupScheduler(LRScheduler):
@@ -50,8 +42,8 @@ class WarmupScheduler(LRScheduler):
 
     def __init__(self, learning_rate, warmup, warmup_start_lr=0.0):
         self.warmup = warmup
-        self.warmup_start_lr = _num(warmup_start_lr, "warmup_start_lr")
-        super().__init__(_num(learning_rate, "learning_rate"))
+        self.warmup_start_lr = warmup_start_lr
+        super().__init__(learning_rate)
 
     def get_lr(self):
         it = self.last_epoch
@@ -64,14 +56,15 @@ class WarmupScheduler(LRScheduler):
 
 
 @LR_SCHEDULERS.register
+@check_args(**dict(WARMUP, max_iters=Field(int, min=1)), eta_min=NONNEG)
 class WarmupCosine(WarmupScheduler):
     """Warmup, then cosine from ``learning_rate`` at the end of warmup to ``eta_min`` at
     ``max_iters`` (and ``eta_min`` after). UFO: 0.2 -> 0.004, warmup 10%."""
 
     def __init__(self, learning_rate, max_iters, warmup_iters=0, warmup_ratio=None,
                  warmup_start_lr=0.0, eta_min=0.0):
-        self.max_iters = _int(max_iters, "max_iters", 1)
-        self.eta_min = _num(eta_min, "eta_min")
+        self.max_iters = max_iters
+        self.eta_min = eta_min
         super().__init__(learning_rate, resolve_warmup(warmup_iters, warmup_ratio, self.max_iters),
                          warmup_start_lr)
 
@@ -82,6 +75,7 @@ class WarmupCosine(WarmupScheduler):
 
 
 @LR_SCHEDULERS.register
+@check_args(**WARMUP)
 class Constant(WarmupScheduler):
     """``learning_rate`` throughout (after an optional warmup)."""
 
@@ -93,6 +87,7 @@ class Constant(WarmupScheduler):
 
 
 @LR_SCHEDULERS.register
+@check_args(**WARMUP, gamma=NONNEG)
 class WarmupPiecewise(WarmupScheduler):
     """Warmup, then ``learning_rate * gamma ** k`` where k = milestones (iterations) passed."""
 
@@ -104,7 +99,7 @@ class WarmupPiecewise(WarmupScheduler):
             raise ConfigError(f"milestones: expected an increasing list of positive iteration numbers, "
                               f"got {milestones!r}")
         self.milestones = list(milestones)
-        self.gamma = _num(gamma, "gamma")
+        self.gamma = gamma
         self.max_iters = max_iters
         super().__init__(learning_rate, resolve_warmup(warmup_iters, warmup_ratio, max_iters),
                          warmup_start_lr)

@@ -18,15 +18,17 @@ therefore done here, in ``step()``, before the update, on the device (no host sy
 """
 import paddle
 
+from ..utils.config import Field, check_args
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry
-from .lr import build_lr
+from .lr import NONNEG, build_lr
 
 OPTIMIZERS = Registry("optimizer")
 
 COMMON_KEYS = ["name", "lr", "weight_decay", "no_weight_decay", "clip_grad"]
 INJECTED = ("learning_rate", "parameters", "weight_decay", "grad_clip")
 CLIP_KINDS = ("per_tensor", "global")
+FRACTION = Field(float, min=0, max=1)
 
 
 @paddle.no_grad()
@@ -69,22 +71,12 @@ class AdamWOptimizer(GlobalClipMixin, paddle.optimizer.AdamW):
     pass
 
 
-def _num(value, key, low=None, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or (low is not None and value < low) or (high is not None and value > high):
-        rng = f" in [{low}, {high}]" if high is not None else (f" >= {low}" if low is not None else "")
-        raise ConfigError(f"{key}: expected a number{rng}, got {value!r}")
-    return float(value)
-
-
 @OPTIMIZERS.register
+@check_args(momentum=FRACTION, nesterov=Field(bool))
 def SGD(learning_rate, parameters, weight_decay, grad_clip, momentum=0.9, nesterov=False):
     """SGD with (optionally Nesterov) momentum and coupled L2 decay: v = mu*v + g + wd*p;
     p -= lr * v. The UFO reference uses momentum 0: then plain paddle SGD, p -= lr * (g + wd*p),
     without a velocity buffer per parameter (Nesterov changes nothing at momentum 0)."""
-    momentum = _num(momentum, "momentum", 0.0, 1.0)
-    if not isinstance(nesterov, bool):
-        raise ConfigError(f"nesterov: expected true/false, got {nesterov!r}")
     if momentum == 0:
         return SGDOptimizer(learning_rate=learning_rate, parameters=parameters,
                             weight_decay=weight_decay, grad_clip=grad_clip)
@@ -96,11 +88,11 @@ OPTIMIZERS.register(SGD, name="Momentum")
 
 
 @OPTIMIZERS.register
+@check_args(beta1=FRACTION, beta2=FRACTION, epsilon=NONNEG)
 def AdamW(learning_rate, parameters, weight_decay, grad_clip, beta1=0.9, beta2=0.999, epsilon=1e-8):
     """AdamW with decoupled decay (p -= lr * wd * p)."""
     return AdamWOptimizer(learning_rate=learning_rate, parameters=parameters,
-                          beta1=_num(beta1, "beta1", 0.0, 1.0), beta2=_num(beta2, "beta2", 0.0, 1.0),
-                          epsilon=_num(epsilon, "epsilon", 0.0), weight_decay=weight_decay,
+                          beta1=beta1, beta2=beta2, epsilon=epsilon, weight_decay=weight_decay,
                           grad_clip=grad_clip)
 
 
@@ -123,9 +115,7 @@ def build_clip(cfg, where="Optimizer.clip_grad"):
     kind = cfg.get("name", "per_tensor")
     if kind not in CLIP_KINDS:
         raise ConfigError(f"{where}.name: expected one of {list(CLIP_KINDS)}, got {kind!r}")
-    max_norm = _num(cfg.get("max_norm", 5.0), f"{where}.max_norm", 0.0)
-    if max_norm <= 0:
-        raise ConfigError(f"{where}.max_norm: expected a number > 0, got {max_norm!r}")
+    max_norm = Field(float, above=0).check(cfg.get("max_norm", 5.0), f"{where}.max_norm")
     if kind == "per_tensor":
         return paddle.nn.ClipGradByNorm(max_norm), None
     return None, max_norm
@@ -148,7 +138,7 @@ def make_param_groups(param_groups, weight_decay, no_weight_decay=(), model=None
         extra = sorted(set(group) - {"params", "lr_mult"})
         if extra:
             raise ValueError(f"param_groups[{i}]: unknown key(s) {extra}; accepted: ['params', 'lr_mult']")
-        mult = _num(group.get("lr_mult", 1.0), f"param_groups[{i}].lr_mult", 0.0)
+        mult = NONNEG.check(group.get("lr_mult", 1.0), f"param_groups[{i}].lr_mult")
         for item in group["params"]:
             name, p = item if isinstance(item, tuple) else (names.get(id(item)), item)
             label = name or p.name
@@ -184,7 +174,7 @@ def build_optimizer(cfg, param_groups, max_iters, model=None, where="Optimizer")
     if cfg.get("lr") is None:
         raise ConfigError(f"{where}.lr: missing; e.g. {{name: WarmupCosine, learning_rate: 0.2, warmup_ratio: 0.1}}")
     scheduler = build_lr(cfg.pop("lr"), max_iters, where=f"{where}.lr")
-    weight_decay = _num(cfg.pop("weight_decay", 1e-4), f"{where}.weight_decay", 0.0)
+    weight_decay = NONNEG.check(cfg.pop("weight_decay", 1e-4), f"{where}.weight_decay")
     no_wd = cfg.pop("no_weight_decay", None) or []
     if isinstance(no_wd, str):
         no_wd = no_wd.split()  # PaddleClas style: whitespace-separated

@@ -1,22 +1,18 @@
 """Per-task samplers: infinite iterators of this rank's local dataset indices per step."""
 import numpy as np
 
+from ...utils.config import Field, check_args
 from ...utils.errors import ConfigError
 from .registry import SAMPLERS
 
-
-def _int(name, value, where, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{where}: {name}={value!r}; expected an integer >= {minimum}")
-    return int(value)
+POSITIVE, NONNEG = Field(int, min=1), Field(int, min=0)
+COMMON = {"batch_size": POSITIVE, "seed": NONNEG, "rank": NONNEG, "world_size": POSITIVE}
 
 
 def _check_rank(rank, world_size, where):
-    world_size = _int("world_size", world_size, where, 1)
-    rank = _int("rank", rank, where, 0)
     if rank >= world_size:
         raise ConfigError(f"{where}: rank={rank} must be < world_size={world_size}")
-    return rank, world_size
+    return rank, world_size  # each already checked against COMMON
 
 
 def _nearest_multiple(value, step):
@@ -43,6 +39,7 @@ class _IndexSampler:
 
 
 @SAMPLERS.register
+@check_args(**COMMON)
 class RandomSampler(_IndexSampler):
     """Stream of seeded permutations of all indices, cut into global batches of
     ``batch_size``; rank r keeps the r-th contiguous slice. Epoch e's permutation comes from
@@ -53,13 +50,13 @@ class RandomSampler(_IndexSampler):
         self.num_samples = len(labels)
         if self.num_samples == 0:
             raise ConfigError(f"{where}: the dataset is empty")
-        self.batch_size = _int("batch_size", batch_size, where, 1)
+        self.batch_size = batch_size
         self.rank, self.world_size = _check_rank(rank, world_size, where)
         if self.batch_size % self.world_size:
             raise ConfigError(
                 f"{where}: batch_size={batch_size} (global) is not divisible by world size "
                 f"{self.world_size}; use {_nearest_multiple(self.batch_size, self.world_size)}")
-        self.seed = _int("seed", seed, where, 0)
+        self.seed = seed
         self.local_batch_size = self.batch_size // self.world_size
         self._pos = 0  # position in the global stream
         self._epoch, self._perm = -1, None
@@ -87,6 +84,7 @@ class RandomSampler(_IndexSampler):
 
 
 @SAMPLERS.register
+@check_args(**COMMON, num_instances=POSITIVE)
 class PKSampler(_IndexSampler):
     """P identities x K images per global batch (fast-reid NaiveIdentitySampler semantics).
 
@@ -100,8 +98,8 @@ class PKSampler(_IndexSampler):
 
     def __init__(self, labels, batch_size, num_instances=4, seed=0, rank=0, world_size=1):
         where = "PKSampler"
-        self.batch_size = _int("batch_size", batch_size, where, 1)
-        self.num_instances = k = _int("num_instances", num_instances, where, 1)
+        self.batch_size = batch_size
+        self.num_instances = k = num_instances
         self.rank, self.world_size = _check_rank(rank, world_size, where)
         step = k * self.world_size
         if self.batch_size % step:
@@ -109,7 +107,7 @@ class PKSampler(_IndexSampler):
                 f"{where}: batch_size={batch_size} (global) must be a multiple of num_instances "
                 f"(K={k}) x world size ({self.world_size}) = {step}; nearest valid: "
                 f"{_nearest_multiple(self.batch_size, step)}")
-        self.seed = _int("seed", seed, where, 0)
+        self.seed = seed
         self.num_pids = self.batch_size // k
         self.local_pids = self.num_pids // self.world_size
         self.local_batch_size = self.local_pids * k

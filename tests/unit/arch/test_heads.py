@@ -118,12 +118,22 @@ def test_registry_build_injects_dims_and_validates():
                        num_classes=7)
     assert head.weight.shape == [16, 7] and (head.scale, head.margin) == (50.0, 0.3)
     assert HEADS.build({"name": "LinearHead"}, in_dim=4, num_classes=2).num_classes == 2
-    with pytest.raises(ConfigError, match=r"CosFace: scale=0; expected a number > 0"):
+    with pytest.raises(ConfigError, match=r"^CosFace\.scale: 0\.0 is out of range; allowed: > 0$"):
         CosFace(4, 2, scale=0)
-    with pytest.raises(ConfigError, match=r"ArcFace: margin=-0.1"):
+    with pytest.raises(ConfigError, match=r"^ArcFace\.margin: -0\.1 is out of range; allowed: \[0, 1\.5\)$"):
         ArcFace(4, 2, margin=-0.1)
-    with pytest.raises(ConfigError, match=r"BNNeck: feature_dim=0; expected a positive integer"):
+    with pytest.raises(ConfigError, match=r"^CosFace\.margin: 1\.5 is out of range"):
+        CosFace(4, 2, margin=1.5)
+    with pytest.raises(ConfigError, match=r"^BNNeck\.feature_dim: 0 is out of range; allowed: >= 1$"):
         BNNeck(4, 0)
+    with pytest.raises(ConfigError, match=r"^LinearHead\.num_classes: expected int, got float 2\.5$"):
+        LinearHead(4, 2.5)
+    # built from the config, the error names the config key
+    with pytest.raises(ConfigError, match=r"^Tasks\.person\.head\.scale: 0\.0 is out of range; allowed: > 0$"):
+        HEADS.build({"name": "CosFace", "scale": 0}, where="Tasks.person.head", in_dim=4, num_classes=2)
+    with pytest.raises(ConfigError, match=r"^Tasks\.person\.head\.scale: nan is not a finite number$"):
+        HEADS.build({"name": "ArcFace", "scale": float("nan")}, where="Tasks.person.head", in_dim=4, num_classes=2)
+    assert NECKS.build({"name": "BNNeck"}, in_dim=np.int64(8)).out_dim == 8  # numpy ints count as ints
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['margn'\]"):
         HEADS.build({"name": "CosFace", "margn": 0.1}, in_dim=4, num_classes=2)
 

@@ -92,8 +92,13 @@ def test_pk_errors_name_values():
         PKSampler(LABELS, 64, 4)
     with pytest.raises(ConfigError, match=r"rank=2 must be < world_size=2"):
         PKSampler(LABELS, 16, 4, rank=2, world_size=2)
-    with pytest.raises(ConfigError, match=r"num_instances=0; expected an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"^PKSampler\.num_instances: 0 is out of range; allowed: >= 1$"):
         PKSampler(LABELS, 16, 0)
+    with pytest.raises(ConfigError, match=r"^PKSampler\.batch_size: expected int, got bool True$"):
+        PKSampler(LABELS, True, 4)
+    with pytest.raises(ConfigError, match=r"^RandomSampler\.seed: -1 is out of range; allowed: >= 0$"):
+        RandomSampler(LABELS, 4, seed=-1)
+    assert PKSampler(LABELS, np.int64(16), np.int32(4)).num_pids == 4  # numpy ints count as ints
 
 
 def test_random_sampler_permutations_and_rank_slices():

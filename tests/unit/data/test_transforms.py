@@ -275,7 +275,7 @@ def test_build_transforms_from_config():
     ([{"Resize": {"size": 8, "mode": 1}}], r"W\.0\.Resize: unknown key\(s\) \['mode'\]; accepted: \['size', 'interpolation'\]"),
     ([{"Resize": {}}], r"W\.0\.Resize: missing required key\(s\) \['size'\]"),
     ([{"Resize": {"size": [0, 8]}}], r"W\.0\.Resize\.size: expected \[height, width\] of positive ints"),
-    ([{"Normalize": None}, {"RandomHorizontalFlip": {"prob": 1.5}}], r"W\.1\.RandomHorizontalFlip\.prob: expected a probability"),
+    ([{"Normalize": None}, {"RandomHorizontalFlip": {"prob": 1.5}}], r"W\.1\.RandomHorizontalFlip\.prob: 1\.5 is out of range; allowed: \[0, 1\]"),
     ([{"RandomErasing": None}, {"Normalize": None}], r"W\.0\.RandomErasing: works on a CHW array but gets a PIL image; put it after Normalize"),
     ([{"Normalize": None}, {"Resize": {"size": 8}}], r"W\.1\.Resize: works on a PIL image but gets a CHW array; put it before Normalize"),
     ([{"Resize": {"size": 8}}], r"W: must end with a CHW array \(add a Normalize step\)"),

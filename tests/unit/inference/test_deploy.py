@@ -113,7 +113,7 @@ def test_accelerator_targets_map_to_their_config_calls(exported, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["Global.devise=gpu"], r"Global: unknown key\(s\) \['devise'\]"),
     (["Global.device=tpu"], r"Global.device: 'tpu' is not one of"),
-    (["Global.batch_size=0"], r"Global.batch_size: expected an int >= 1, got 0"),
+    (["Global.batch_size=0"], r"Global.batch_size: 0 is out of range; allowed: >= 1"),
     (["Global.cpu_num_threads=two"], r"Global.cpu_num_threads: expected int, got str"),
     (["Global.use_gpu=true"], r"Global.use_gpu: PaddleClas key not used by ppufo; write Global.device: gpu"),
     (["Global.use_tensorrt=true"], r"Global.use_tensorrt: TensorRT runs on device gpu, not cpu"),

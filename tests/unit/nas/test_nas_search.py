@@ -127,9 +127,9 @@ def test_latency_from_a_table_is_the_sum_of_its_entries(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"ffn": {"384": 0.1}}, r"ffn: no entry for \[192, 576, 768, 1152, 1536\] hidden units"),
-    ({"attention": {"1": 0.1, "2": -1.0, "3": 0.2}}, r"attention.2: expected a positive number"),
+    ({"attention": {"1": 0.1, "2": -1.0, "3": 0.2}}, r"tables\[0\]\.attention\.2: -1\.0 is out of range; allowed: > 0"),
     ({"provenance": None}, "provenance: required"),
-    ({"stem": "fast"}, "stem: expected a positive number"),
+    ({"stem": "fast"}, "tables\\[0\\]\\.stem: expected float, got str 'fast'"),
     ({"attention": {"one": 0.1}}, "keys must be integers"),
 ])
 def test_bad_latency_tables_name_the_file_and_key(tmp_path, change, message):
