@@ -12,6 +12,8 @@ import contextlib
 
 import paddle
 
+from ..utils.paddle_internals import pop_master_weights
+
 LOW = ("float16", "bfloat16")
 
 
@@ -62,13 +64,13 @@ class MixedPrecision:
         """Heads in fp32; under O2 every other weight in low precision and fp32 master weights in
         ``optimizer``. Call after loading weights and optimizer state (the master weights of a
         checkpoint are then used as they are) and before wrapping the model in DataParallel."""
-        masters = getattr(optimizer, "_master_weights", None)
-        if masters and not (self.enable and self.level == "O2"):
+        if not (self.enable and self.level == "O2"):
             # an O2 checkpoint resumed without O2: its fp32 master weights are the exact weights
+            # (popped: else saved again, stale, with every checkpoint)
+            masters = pop_master_weights(optimizer)
             for p in model.parameters():
                 if p.name in masters:
                     p.set_value(masters[p.name].astype(p.dtype))
-            optimizer._master_weights = {}  # else saved again, stale, with every checkpoint
         if not self.enable:
             return
         for head in model.heads.values():

@@ -16,22 +16,20 @@ import copy
 import numbers
 
 import paddle
-import paddle.nn as nn
 
 from ..data.loader import build_train_loader
 from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
+from ..utils.paddle_internals import batch_norm_types, bn_momentum, bn_uses_global_stats, set_bn_momentum
 from ..utils.progress import Progress
 from .amp import MixedPrecision
-
-_BN_TYPES = (nn.layer.norm._BatchNormBase, nn.BatchNorm)  # BatchNorm1D/2D/3D, SyncBatchNorm; fluid-style BatchNorm
 
 
 def backbone_bns(model):
     """[(name, layer)] of the BatchNorm layers of ``model.backbone`` that update running
     statistics in train mode (use_global_stats=True ones are frozen by design and left alone)."""
     return [(n, m) for n, m in model.backbone.named_sublayers()
-            if isinstance(m, _BN_TYPES) and not getattr(m, "_use_global_stats", None)]
+            if isinstance(m, batch_norm_types()) and not bn_uses_global_stats(m)]
 
 
 def heterogeneous_loader(config, num_batches, seed=0):
@@ -64,7 +62,7 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
     loader = heterogeneous_loader(config, num_batches, seed)
     sampler = loader.batch_sampler
     sizes = [(t, sampler.task_counts[t]) for t in sampler.tasks]
-    momenta = [bn._momentum for bn in bns]
+    momenta = [bn_momentum(bn) for bn in bns]
     modes = [(m, m.training) for m in model.sublayers(include_self=True)]
     rng = paddle.get_rng_state()
     amp = MixedPrecision(config["Global"]["amp"], config["Global"]["device"])
@@ -75,7 +73,7 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
         with paddle.no_grad(), Progress(num_batches, "precise BN", log=log) as progress:
             for batch in loader:
                 for bn in bns:
-                    bn._momentum = batches / (batches + 1)  # cumulative mean (module doc)
+                    set_bn_momentum(bn, batches / (batches + 1))  # cumulative mean (module doc)
                 with amp.autocast():
                     model.backbone_features(batch[0], sizes)
                 batches += 1
@@ -83,7 +81,7 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
                 progress.update()
     finally:
         for bn, m in zip(bns, momenta):
-            bn._momentum = m
+            set_bn_momentum(bn, m)
         for m, training in modes:
             m.training = training
         paddle.set_rng_state(rng)

@@ -48,14 +48,18 @@ def clip_grad_global_norm_(params, max_norm):
 
 
 class GlobalClipMixin:
-    """Adds global-norm clipping across all parameter groups to a paddle optimizer."""
+    """Adds global-norm clipping across all parameter groups to a paddle optimizer (which keeps
+    its groups private: the parameters are remembered here)."""
     global_clip_norm = None
     last_grad_norm = None
 
+    def __init__(self, *args, parameters, **kwargs):
+        self.clip_params = [p for g in parameters for p in (g["params"] if isinstance(g, dict) else [g])]
+        super().__init__(*args, parameters=parameters, **kwargs)
+
     def step(self):
         if self.global_clip_norm is not None:
-            params = [p for g in self._param_groups for p in (g["params"] if isinstance(g, dict) else [g])]
-            self.last_grad_norm = clip_grad_global_norm_(params, self.global_clip_norm)
+            self.last_grad_norm = clip_grad_global_norm_(self.clip_params, self.global_clip_norm)
         super().step()
 
 

@@ -48,7 +48,7 @@ def _fit_opt_state(state, optimizer, prefix):
     """Drop momentum buffers an optimizer without momentum would keep forever (Paddle holds
     state it does not use and saves it again). They come from checkpoints written with
     Momentum(momentum=0), where the buffer only held the last gradient: nothing is lost."""
-    if hasattr(optimizer, "_velocity_acc_str"):
+    if isinstance(optimizer, paddle.optimizer.Momentum):
         return state
     dropped = [k for k in state if _VELOCITY.fullmatch(k)]
     if dropped:
