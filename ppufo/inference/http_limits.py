@@ -222,7 +222,8 @@ class GuardedServer(TcpWSGIServer):
         self.stats = {"timed_out": 0, "over_per_client": 0, "closed_idle": 0, "closed_slow": 0, "refused_busy": 0}
         self._logged, self._next_log, self._next_sweep = dict(self.stats), 0.0, 0.0
         self._lingering = []  # (deadline, socket) of answered refusals, see answer_and_close
-        super().__init__(application, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+        self.socket_map = {}  # this server's sockets (the listener and every channel), fd -> dispatcher
+        super().__init__(application, map=self.socket_map, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
 
     def open_connections(self):
         return sum(not c.leaving for c in list(self.active_channels.values()))
@@ -254,7 +255,7 @@ class GuardedServer(TcpWSGIServer):
             self.answer_and_close(conn, *refusal)
             return
         self.set_socket_options(conn)
-        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self.socket_map)
 
     def _admit(self, host):
         """None if a connection from ``host`` may open (room made if needed), else (code, message)."""

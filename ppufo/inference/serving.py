@@ -192,7 +192,7 @@ class FeatureServer:
 
     def shutdown(self):
         def close_all():  # runs on the I/O thread; its loop ends when no socket is left
-            for channel in list(self.server._map.values()):
+            for channel in list(self.server.socket_map.values()):
                 channel.close()
         self.server.trigger.pull_trigger(close_all)
 

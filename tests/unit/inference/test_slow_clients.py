@@ -179,3 +179,26 @@ def test_room_is_made_from_the_longest_waiting_connection_not_the_newest(server)
     assert read_answer(fresh)[0] == 200
     for s in [fresh] + trickling[1:]:
         s.close()
+
+
+def test_shutdown_closes_every_open_connection_and_ends_run():
+    """shutdown() closes the channels of the server's own socket map (no waitress internals)."""
+    import threading
+
+    from ppufo.inference.serving import FeatureApp, FeatureServer
+    srv = FeatureServer(FeatureApp(FakeRecognizer(), None, None, 3.0), port=0, timeout=30,
+                        header_timeout=20, request_timeout=30)
+    runner = threading.Thread(target=srv.run, daemon=True)
+    runner.start()
+    idle = [attacker(srv.port, sent=b"") for _ in range(2)]
+    deadline = time.time() + 5
+    while len(srv.server.active_channels) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    channels = set(srv.server.active_channels.values())
+    assert len(channels) == 2 and channels <= set(srv.server.socket_map.values())
+    assert srv.server in srv.server.socket_map.values()  # the listener is in the same map
+    srv.shutdown()
+    for s in idle:
+        assert closed_within(s, 5)[0] is None  # closed without an answer
+    runner.join(5)
+    assert not runner.is_alive()
