@@ -2,7 +2,8 @@
 
 Sections with a fixed shape (Global, Tasks.<task>, DataLoader, Loss, ...) are checked here
 against SCHEMA. Sections that name a registered class (Arch, Optimizer, ...) are checked by
-the registry that builds them, against the class signature.
+the registry that builds them, against the class signature and the Fields it declares with
+``check_args`` (types and ranges, e.g. a probability in [0, 1]).
 
 A file may inherit with ``_BASE_: other.yaml`` (or a list of files), relative to the file that
 names it: the bases are read recursively and merged in order, then the file's own keys are
