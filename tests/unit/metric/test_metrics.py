@@ -484,3 +484,14 @@ def test_registry_protocol_defaults_headlines_and_injected_config():
     assert build_protocol("vehicleid").main_score({"rank1": 0.9, "mAP": 0.8}) == 0.9
     assert build_protocol("verification").main_score({"accuracy_mean": 0.99}) == 0.99
     assert build_protocol("reid").main_score({"x": 1}) is None
+
+
+def test_rank_lists_are_checked_naming_the_key():
+    from ppufo.metric import RecallAtK, ReIDMetric
+    assert ReIDMetric(topk=[1, 3]).topk == (1, 3) and RecallAtK(ks=np.array([1, 2]).tolist()).ks == (1, 2)
+    with pytest.raises(ConfigError, match=r"^ReIDMetric\.topk\.1: 0 is out of range; allowed: >= 1$"):
+        ReIDMetric(topk=[1, 0])
+    with pytest.raises(ConfigError, match=r"^RecallAtK\.ks: expected at least one item, got \[\]$"):
+        RecallAtK(ks=[])
+    with pytest.raises(ConfigError, match=r"^Sets\.sop\.metric\.ks\.0: expected int, got str '1'$"):
+        METRICS.build({"name": "RecallAtK", "ks": ["1"]}, where="Sets.sop.metric")
