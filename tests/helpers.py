@@ -75,3 +75,16 @@ def readme_command(marker):
             if line.startswith(marker):
                 return line.split("#")[0].strip()
     raise AssertionError(f"README.md has no line starting with {marker!r}")
+
+
+def bomb_png(width=20000, height=20000):
+    """A 1-bit greyscale PNG of 60-odd bytes whose header declares width x height: past Pillow's
+    decompression-bomb limit (2 x MAX_IMAGE_PIXELS = 179 MP) at the default 20000x20000."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+            + chunk(b"IEND", b""))

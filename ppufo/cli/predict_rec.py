@@ -14,7 +14,7 @@ import json
 import sys
 
 from ..inference.deploy_config import load_deploy_config
-from ..inference.recognizer import ImageError, run
+from ..inference.recognizer import run
 from ..utils.config import arg_range
 
 # shorthand flag -> deploy-config key (kept from before deploy YAMLs existed)
@@ -50,7 +50,7 @@ def main(argv=None):
     try:
         path, overrides = parse_args(argv)
         run(load_deploy_config(path, overrides))
-    except (ImageError, OSError, ValueError, ImportError) as e:  # ConfigError is a ValueError; OSError: a write failed
+    except (OSError, ValueError, ImportError) as e:  # ConfigError, DataError are ValueErrors; OSError: a write failed
         sys.exit(f"error: {e}")
 
 

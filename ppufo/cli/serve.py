@@ -4,7 +4,6 @@ import logging
 import os
 import sys
 
-from ..inference.recognizer import ImageError
 from ..inference.serving import serve
 from ..utils.config import arg_range
 
@@ -54,7 +53,7 @@ def main(argv=None):
                        max_pixels=a.max_pixels or None, health_ttl=a.health_ttl, max_bytes=a.max_bytes,
                        timeout=a.timeout, header_timeout=a.header_timeout, request_timeout=a.request_timeout,
                        per_client=a.per_client, backlog=a.backlog, connection_limit=a.connection_limit)
-    except (ImageError, OSError, ValueError, ImportError) as e:  # refused at start: say why, no traceback
+    except (OSError, ValueError, ImportError) as e:  # refused at start: say why, no traceback
         sys.exit(f"error: {e}")
     print(f"serving {a.model_dir} on http://{server.host}:{server.port} (POST /predict, GET /health); "
           f"{a.threads} predictors x {cpu_threads} CPU threads, images up to {server.app.max_pixels} pixels",

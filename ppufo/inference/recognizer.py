@@ -2,57 +2,24 @@
 its inference.yml) in front of a Paddle Inference or ONNX Runtime predictor; gallery indexing and
 search for a deploy config (ppufo/inference/deploy_config.py)."""
 import copy
-import io
 import json
 import os
 import random
 import tempfile
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ..data.datasets.base import upright_rgb
 from ..data.datasets.image_list import IMG_EXT, is_image
 from ..data.transforms import build_transforms
+from ..io.image import decode_image
 from ..utils.errors import ConfigError
 from .deploy_config import predictor_kwargs
 from .gallery import GalleryIndex, list_gallery
 from .predictor import FeaturePredictor, OnnxPredictor
 
-# Formats a client may send; others (EPS runs Ghostscript, TIFF and ICO carry odd decoders) are refused.
+# Formats the deploy tools and the service decode; others (EPS runs Ghostscript, TIFF and ICO carry
+# odd decoders) are refused.
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
-
-
-class ImageError(ValueError):
-    """An image that cannot be decoded or is not a supported format."""
-
-
-class ImageTooLarge(ImageError):
-    """More pixels than allowed: refused from the header, before decoding."""
-
-
-def load_image(source, max_pixels=None):
-    """RGB PIL image from a path or raw bytes; ImageError names what is wrong.
-
-    ``max_pixels`` bounds width x height, read from the header before any pixel is decoded (a
-    20 KB 1-bit PNG can declare 13000x13000, 0.5 GB as RGB)."""
-    name = source if isinstance(source, str) else "<uploaded bytes>"
-    try:
-        with Image.open(source if isinstance(source, str) else io.BytesIO(source), formats=FORMATS) as im:
-            if max_pixels and im.width * im.height > max_pixels:
-                raise ImageTooLarge(f"image {name} is {im.width}x{im.height} = {im.width * im.height} "
-                                    f"pixels; the limit is {max_pixels}")
-            return upright_rgb(im)
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {name}") from None
-    except Image.DecompressionBombError as e:  # PIL's own limit, hit inside open()
-        raise ImageTooLarge(f"image {name}: {e}") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"cannot decode image {name}: not a {'/'.join(FORMATS)} image") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, ImageError):
-            raise
-        raise ImageError(f"cannot decode image {name}: {e}") from None
 
 
 class Recognizer:
@@ -87,7 +54,8 @@ class Recognizer:
         """Features of image paths (or bytes), decoded one batch at a time."""
         out = []
         for s in range(0, len(sources), self.batch_size):
-            out.append(self.features_of_images([load_image(x) for x in sources[s:s + self.batch_size]]))
+            images = [decode_image(x, FORMATS) for x in sources[s:s + self.batch_size]]
+            out.append(self.features_of_images(images))
         return np.concatenate(out) if out else np.zeros((0, self.predictor.info["feature_dim"]), np.float32)
 
     def features_of_images(self, images):

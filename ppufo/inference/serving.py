@@ -20,9 +20,11 @@ from urllib.parse import parse_qs
 import numpy as np
 from PIL import Image
 
+from ..io.image import ImageTooLarge, decode_image
+from ..utils.errors import DataError
 from .gallery import GalleryIndex
 from .http_limits import GuardedServer, Limits
-from .recognizer import ImageError, ImageTooLarge, Recognizer, load_image
+from .recognizer import FORMATS, Recognizer
 
 log = logging.getLogger("ppufo.serve")
 MAX_TOPK = 1000
@@ -150,10 +152,10 @@ class FeatureApp:
         if _looks_like_a_form(environ, data[:1024]):
             raise HTTPError(400, f"a multipart form upload: {RAW_BYTES_HINT}")
         try:
-            image = load_image(data, self.max_pixels)
+            image = decode_image(data, FORMATS, self.max_pixels, where="<uploaded bytes>")
         except ImageTooLarge as e:
             raise HTTPError(413, str(e)) from None
-        except ImageError as e:
+        except DataError as e:
             raise HTTPError(400, str(e)) from None
         feat = self.embed(image)
         if not np.isfinite(feat).all():

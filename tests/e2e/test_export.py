@@ -62,7 +62,8 @@ def test_gallery_search_finds_the_right_identity(trained, demo_root, tmp_path):
     """Export the person model, index the demo Market1501 gallery, query with the query set."""
     trainer, out = trained
     from ppufo.inference.gallery import GalleryIndex
-    from ppufo.inference.recognizer import ImageError, Recognizer, load_image
+    from ppufo.inference.recognizer import Recognizer
+    from ppufo.utils.errors import DataError
     from ppufo.data.datasets import DATASETS
     cfg = dict(trainer.cfg)
     cfg["Export"] = {"save_dir": str(tmp_path / "inf"), "task": "person", "chip": "cpu_x86"}
@@ -83,10 +84,10 @@ def test_gallery_search_finds_the_right_identity(trained, demo_root, tmp_path):
     assert acc > 5 / 16  # above chance for a 2-step model (16 identities, top-5)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    with pytest.raises(ImageError, match="cannot decode image .*bad.jpg"):
-        load_image(str(bad))
-    with pytest.raises(ImageError, match="image not found"):
-        load_image(str(tmp_path / "missing.jpg"))
+    with pytest.raises(DataError, match="cannot decode image .*bad.jpg: not a JPEG/PNG/BMP/WEBP image"):
+        rec.features([gallery[0].key, str(bad)])
+    with pytest.raises(DataError, match="image not found: .*missing.jpg"):
+        rec.features([str(tmp_path / "missing.jpg")])
 
 
 def test_http_service_answers_a_real_request(trained, demo_root, tmp_path):

@@ -10,8 +10,8 @@ import random
 from collections import namedtuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ...io.image import decode_image
 from ...utils.errors import DataError
 from ...utils.registry import Registry
 
@@ -102,25 +102,8 @@ class DatasetSource:
         return self._missing("test")
 
     def read(self, record):
-        """Decode one image as RGB. A corrupt or missing file is an error, never skipped."""
-        try:
-            with Image.open(record.key) as im:
-                return upright_rgb(im)
-        except FileNotFoundError:
-            raise DataError(f"{self.name}: image file missing: {record.key}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"{self.name}: cannot decode image {record.key}: {e}") from None
-
-
-ORIENTATION = 0x0112  # EXIF tag
-
-
-def upright_rgb(image):
-    """RGB, turned as its EXIF Orientation says (camera photos store pixels sideways; the UFO
-    reference and every viewer show them upright)."""
-    if image.getexif().get(ORIENTATION, 1) != 1:
-        image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+        """Decode one image (ppufo.io.image). A corrupt or missing file is an error, never skipped."""
+        return decode_image(record.key)
 
 
 def build_source(cfg, data_root, where="dataset"):

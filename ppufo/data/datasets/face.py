@@ -1,11 +1,10 @@
 """Face datasets in the insightface formats: MS1M RecordIO (train) and verification .bin (test)."""
-import io
 import os
 import pickle
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from ...io.image import decode_image
 from ...utils.dist import exclusive
 from ...utils.errors import DataError
 from ...utils.logger import get_logger
@@ -13,18 +12,6 @@ from ...utils.safe_load import UNPICKLE_ERRORS, RestrictedUnpickler
 from ...utils.textfile import read_text
 from ..recordio import RecordIOReader
 from .base import DATASETS, DatasetSource, Record, RecordArray
-
-
-def decode_image(data, where):
-    """Encoded image bytes -> RGB PIL image; DataError naming ``where`` if undecodable."""
-    if not data:
-        raise DataError(f"{where}: no image bytes")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as e:
-        raise DataError(f"{where}: cannot decode image ({len(data)} bytes): {e}") from None
 
 
 def read_property(path):
@@ -204,8 +191,7 @@ class MS1MRecordIO(DatasetSource):
     def read(self, record):
         key = int(record.key)
         _, data = self.reader.read(key)
-        return decode_image(data, f"{self.rec_path}: record {key} at offset "
-                                  f"{self.reader.offset(key)}")
+        return decode_image(data, where=f"{self.rec_path}: record {key} at offset {self.reader.offset(key)}")
 
 
 # ----------------------------------------------------------------------------- .bin files
@@ -297,4 +283,4 @@ class FaceVerificationBin(DatasetSource):
         i = int(record.key)
         if not 0 <= i < len(images):
             raise DataError(f"{self.path}: image index {i} out of range (0..{len(images) - 1})")
-        return decode_image(images[i], f"{self.path}: image {i}")
+        return decode_image(images[i], where=f"{self.path}: image {i}")

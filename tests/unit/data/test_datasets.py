@@ -97,25 +97,3 @@ def test_demo_is_deterministic_and_learnable(tmp_path):
     same = np.mean([np.linalg.norm(vec(i, 0, 0) - vec(i, 1, 3)) for i in range(20)])
     diff = np.mean([np.linalg.norm(vec(i, 0, 0) - vec(i + 1, 1, 3)) for i in range(20)])
     assert same < 0.8 * diff
-
-
-def test_images_are_read_upright_as_their_exif_orientation_says(tmp_path):
-    """A camera JPEG stored sideways (Orientation 6: rotate 90 degrees clockwise to view) is read
-    as viewed, by training/eval sources and by the deploy loader alike."""
-    from PIL import Image
-    from ppufo.data.datasets.base import DatasetSource, Record
-    from ppufo.inference.recognizer import load_image
-    stored = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high; left half white
-    stored[:, :20] = 255
-    im = Image.fromarray(stored)
-    exif = im.getexif()
-    exif[0x0112] = 6
-    path = str(tmp_path / "sideways.jpg")
-    im.save(path, exif=exif.tobytes(), quality=95)
-    for upright in (DatasetSource(str(tmp_path)).read(Record(path, 0, 0)), load_image(path)):
-        a = np.asarray(upright)
-        assert a.shape == (40, 20, 3)  # 20 wide, 40 high once turned
-        assert a[:15].mean() > 240 and a[25:].mean() < 15  # the white half is now on top
-    plain = str(tmp_path / "plain.jpg")
-    im.save(plain, quality=95)
-    assert np.asarray(load_image(plain)).shape == (20, 40, 3)

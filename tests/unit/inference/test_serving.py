@@ -12,8 +12,11 @@ import pytest
 from PIL import Image
 
 from ppufo.inference.gallery import GalleryIndex
-from ppufo.inference.recognizer import ImageError, ImageTooLarge, load_image
+from ppufo.inference.recognizer import FORMATS
 from ppufo.inference.serving import FeatureApp, default_max_pixels
+from ppufo.io.image import ImageTooLarge, decode_image
+from ppufo.utils.errors import DataError
+from helpers import bomb_png
 from serving_fakes import GREEN, RED, FakeRecognizer, encode, exchange, get, post
 
 
@@ -57,7 +60,7 @@ def test_features_and_gallery_search(server):
     ((b"%!PS-Adobe-3.0 EPSF-3.0\n", "/predict"), 400, "not a JPEG/PNG/BMP/WEBP image"),  # no Ghostscript
     ((RED[:60], "/predict"), 400, "cannot decode image"),
     ((b"", "/predict", b"999999999"), 413, "over the limit of 1000 bytes"),
-    ((encode(Image.new("1", (13000, 13000))), "/predict"), 413, "13000x13000 = 169000000 pixels"),
+    ((bomb_png(13000, 13000), "/predict"), 413, "13000x13000 = 169000000 pixels; the limit is 16777216"),
     ((RED, "/nowhere"), 404, "unknown path /nowhere"),
     ((RED, "/health"), 405, "POST /health"),
 ])
@@ -85,10 +88,20 @@ def test_pixel_limit_follows_the_model_input_and_is_checked_before_decoding():
     assert default_max_pixels([3, 384, 384]) == 256 * 384 * 384  # ViT-L/384: 37.7 MP
     assert FeatureApp(FakeRecognizer(), max_pixels=1200).max_pixels == 1200
     with pytest.raises(ImageTooLarge, match="40x30 = 1200 pixels; the limit is 1199"):
-        load_image(RED, max_pixels=1199)
-    assert load_image(RED, max_pixels=1200).size == (40, 30)
-    with pytest.raises(ImageError, match="not a JPEG/PNG/BMP/WEBP"):
-        load_image(encode(Image.new("RGB", (4, 4)), "TIFF"))
+        decode_image(RED, FORMATS, max_pixels=1199)
+    assert decode_image(RED, FORMATS, max_pixels=1200).size == (40, 30)
+    with pytest.raises(DataError, match="not a JPEG/PNG/BMP/WEBP"):
+        decode_image(encode(Image.new("RGB", (4, 4)), "TIFF"), FORMATS)
+
+
+def test_a_decompression_bomb_past_pillows_limit_is_refused_naming_the_upload(server):
+    """20000x20000 is past Pillow's own bomb limit, which raises in open() (not an OSError) before the
+    service's cap is looked at: 413 naming the upload, and the service keeps serving."""
+    srv = server()
+    status, body = post(srv.port, bomb_png())
+    assert status == 413 and body["error"].startswith(
+        "image <uploaded bytes> (67 bytes) has too many pixels: Image size (400000000 pixels) exceeds limit"), body
+    assert post(srv.port, RED)[0] == 200
 
 
 def test_a_stalled_upload_is_closed_and_holds_no_worker(server):
