@@ -195,3 +195,11 @@ def test_model_transforms_names_the_file(tmp_path):
     path.write_text("image_shape: [3, 32, 32]\ntransforms: [{Resize: {size: [32, 32]}}, {Blur: null}]\n")
     with pytest.raises(ConfigError, match=rf"{path}: transforms\.1: .*Blur"):
         model_transforms(str(tmp_path))
+
+
+def test_the_deploy_docs_show_what_the_quickstart_exports():
+    with open(os.path.join(ROOT, "docs", "deploy.md")) as f:
+        text = f.read()
+    block = text.split("```yaml\ntransforms:\n", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load("transforms:\n" + block)["transforms"]
+    assert shown == export_transforms(load_config(os.path.join(ROOT, "configs/quickstart.yaml")))
