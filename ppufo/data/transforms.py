@@ -120,6 +120,17 @@ class Compose:
             return f"{other[0]} after Normalize works on float arrays"
         return self.ops[:i], self.ops[i], self.ops[i + 1:]
 
+    def to_config(self, where="transforms"):
+        """The ``[{OpName: {kwargs}}]`` list that build_transforms rebuilds this pipeline from;
+        ConfigError at ``where``.<i>.<op> for an op that cannot be written down."""
+        items = []
+        for i, op in enumerate(self.ops):
+            try:
+                items.append(op.to_config())
+            except ConfigError as e:
+                raise ConfigError(f"{where}.{i}.{type(op).__name__}: {e}") from None
+        return items
+
     def __len__(self):
         return len(self.ops)
 
@@ -134,6 +145,12 @@ class Op:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+    def to_config(self):
+        """``{OpName: {kwargs}}`` for build_transforms. Only deterministic ops have one: a random
+        op's output hangs on the rng, which a deployed model does not share with evaluation."""
+        raise ConfigError("draws from the per-sample rng, so it has no fixed output to export; "
+                          "keep random (train-only) ops out of the eval pipeline")
 
 
 # ----------------------------------------------------------------------------- PIL ops
@@ -154,6 +171,9 @@ class Resize(Op):
         if img.size == (w, h):
             return img
         return img.resize((w, h), self._resample)
+
+    def to_config(self):
+        return {"Resize": {"size": list(self.size), "interpolation": self.interpolation}}
 
 
 @TRANSFORMS.register
@@ -183,6 +203,10 @@ class Pad(Op):
         out = Image.new(img.mode, (w + left + right, h + top + bottom), _fill_for(img, self.fill))
         out.paste(img, (left, top))
         return out
+
+    def to_config(self):
+        fill = list(self.fill) if isinstance(self.fill, (list, tuple)) else self.fill
+        return {"Pad": {"padding": list(self.padding), "fill": fill}}
 
 
 @TRANSFORMS.register
@@ -401,6 +425,9 @@ class Normalize(Op):
             out[k] *= self._a[k]
             out[k] += self._b[k]
         return out
+
+    def to_config(self):
+        return {"Normalize": {"mean": list(self.mean), "std": list(self.std), "scale": self.scale}}
 
 
 # ----------------------------------------------------------------------------- array ops

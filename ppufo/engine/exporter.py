@@ -5,7 +5,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import yaml
+from PIL import Image
 
+from ..data.loader import eval_transforms
 from ..utils.errors import ConfigError
 
 
@@ -21,8 +23,27 @@ class FeatureModel(nn.Layer):
         return F.normalize(self.model.embed(x, self.task, normalize=False), axis=1)
 
 
+def export_transforms(config):
+    """The preprocessing an export records: the pipeline evaluation builds (eval_transforms),
+    written by itself, so serving rebuilds the same ops. ConfigError for a pipeline that cannot be
+    written down or does not give the model's input shape."""
+    where = "DataLoader.Eval.transforms"
+    pipeline = eval_transforms(config)
+    items = pipeline.to_config(where)
+    # an odd, non-square probe: a pipeline that does not resize shows it in the output shape
+    try:
+        shape = list(pipeline(Image.new("RGB", (37, 23))).shape)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: fails on an RGB image: {e}") from None
+    if shape != list(config["Global"]["image_shape"]):
+        raise ConfigError(f"{where}: gives a {shape} array for a 37x23 image; the exported model takes "
+                          f"Global.image_shape {list(config['Global']['image_shape'])}: resize to it")
+    return items
+
+
 def export_task(model, task, config, save_dir):
     """jit-save ``task``'s feature model into ``save_dir``; returns the files written."""
+    transforms = export_transforms(config)  # first: a bad pipeline fails before anything is written
     c, h, w = config["Global"]["image_shape"]
     feature = FeatureModel(model, task)
     feature.eval()
@@ -35,9 +56,7 @@ def export_task(model, task, config, save_dir):
     info = {
         "task": task, "chip": config["Export"]["chip"], "image_shape": [c, h, w],
         "feature_dim": int(emb_dim), "input_name": "x",
-        "transforms": config["DataLoader"]["Eval"]["transforms"] or [
-            {"Resize": {"size": [h, w], "interpolation": "bicubic"}},
-            {"Normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}],
+        "transforms": transforms,
     }
     with open(os.path.join(save_dir, "inference.yml"), "w") as f:
         yaml.safe_dump(info, f, sort_keys=False)

@@ -15,6 +15,8 @@ import numpy as np
 import yaml
 
 from ..chips import DEVICES
+from ..data.transforms import build_transforms
+from ..utils.errors import ConfigError
 from .trt import batch_shapes, prepare
 
 PRECISIONS = {"fp32": "Float32", "fp16": "Half", "int8": "Int8"}
@@ -39,6 +41,17 @@ def load_model_info(model_dir):
                                 f"(written by tools/export_model.py)")
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+def model_transforms(model_dir, info=None):
+    """The model's preprocessing: the pipeline its evaluation built, as the exporter wrote it to
+    inference.yml (Compose.to_config), rebuilt by the same build_transforms."""
+    info = load_model_info(model_dir) if info is None else info
+    path = os.path.join(model_dir, "inference.yml")
+    if not isinstance(info, dict) or "transforms" not in info:
+        raise ConfigError(f"{path}: no 'transforms' (the eval preprocessing); export the model again "
+                          f"with tools/export_model.py")
+    return build_transforms(info["transforms"], where=f"{path}: transforms")
 
 
 def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=True,

@@ -15,7 +15,7 @@ from ..io.image import decode_image
 from ..utils.errors import ConfigError
 from .deploy_config import predictor_kwargs
 from .gallery import GalleryIndex, list_gallery
-from .predictor import FeaturePredictor, OnnxPredictor
+from .predictor import FeaturePredictor, OnnxPredictor, model_transforms
 
 # Formats the deploy tools and the service decode; others (EPS runs Ghostscript, TIFF and ICO carry
 # odd decoders) are refused.
@@ -30,9 +30,10 @@ class Recognizer:
             self.predictor = OnnxPredictor(model_dir, **predictor_kwargs)
         else:
             self.predictor = FeaturePredictor(model_dir, max_batch_size=batch_size, **predictor_kwargs)
-        where = "PreProcess.transform_ops" if transform_ops is not None else "inference.yml"
-        ops = transform_ops if transform_ops is not None else self.predictor.info["transforms"]
-        self.transform = build_transforms(ops, where=where)
+        if transform_ops is not None:
+            self.transform = build_transforms(transform_ops, where="PreProcess.transform_ops")
+        else:
+            self.transform = model_transforms(model_dir, self.predictor.info)
         self.batch_size, self.model_dir = batch_size, model_dir
 
     @classmethod
