@@ -31,6 +31,8 @@ from ..utils.dist import rank, world_size
 from ..utils.fs import check_writable_dir
 from ..utils.logger import init_logger
 from .amp import MixedPrecision
+from .eval_report import report_results
+from .evaluator import Evaluator
 from .hooks import CheckpointHook, EvalHook, LoggerHook, VisualDLHook, host_stats
 from .interrupt import StopRequest, TrainingInterrupted
 
@@ -189,15 +191,14 @@ class Trainer:
 
     def evaluate(self, iteration):
         if self.evaluator is None:
-            from .evaluator import Evaluator
             self.evaluator = Evaluator(self.cfg, self.model)
         if not self.evaluator.has_sets:
             return None
         with self.amp.eval_autocast():
-            result = self.evaluator.evaluate(tag=f"iter_{iteration}", report=False)
+            result = self.evaluator.evaluate(tag=f"iter_{iteration}")
         for h in self.hooks:
             h.after_eval(iteration, result)
-        self.evaluator.report(result)  # last, so a run's final line is the paper-order row
+        report_results(result, self.output_dir, self.log)  # last, so a run's final line is the paper-order row
         return result
 
     def close(self):
