@@ -157,6 +157,7 @@ def train_run(spec):
 def precise_bn_run(spec):
     from ..arch.multitask import load_trained_model
     from ..engine.amp import MixedPrecision
+    from ..engine.eval_report import report_results
     from ..engine.evaluator import Evaluator
     from ..engine.precise_bn import recompute_backbone_bn  # noqa: lazy: the derived path only
     from ..utils.config import dump_config, load_config
@@ -184,12 +185,13 @@ def precise_bn_run(spec):
     amp = MixedPrecision(config["Global"]["amp"], config["Global"]["device"], log)
     with amp.eval_autocast():
         summary = Evaluator(config, model, only=spec["sets"]).evaluate(tag="precise_bn")
+    eval_json = report_results(summary, run_dir, log)
     t_eval = time.time() - t
     return {"iteration": source["iteration"], "steps": source["steps"],
             "images_per_task": source["images_per_task"], "scores": numbers_of(summary, spec["sets"]),
             "seconds": {"demo_data": 0.0, "train": 0.0, "post_step": t_post, "eval": t_eval},
             "config": os.path.join(run_dir, "config.yaml"),
-            "eval_json": os.path.join(run_dir, f"eval_{summary['tag']}.json"),
+            "eval_json": eval_json,
             "post_step": post, "source": src_dir}
 
 

@@ -9,6 +9,7 @@ import sys
 import paddle.distributed as dist
 
 from ..arch.multitask import load_trained_model
+from ..engine.eval_report import report_results
 from ..engine.evaluator import Evaluator
 from ..utils.config import load_config, parse_args
 from ..utils.device import setup_device
@@ -30,7 +31,7 @@ def main():
             dist.init_parallel_env()  # the Evaluator shards the images over the ranks
         model = load_trained_model(config)
         only = [s for s in args.sets.split(",") if s]
-        Evaluator(config, model, only=only).evaluate(tag="eval")
+        report_results(Evaluator(config, model, only=only).evaluate(tag="eval"), g["output_dir"])
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

@@ -1,6 +1,4 @@
 """Evaluate a multi-task model on every configured test set with that set's own protocol."""
-import json
-import os
 import time
 
 import numpy as np
@@ -13,7 +11,6 @@ from ..data.loader import build_eval_loader, eval_transforms
 from ..metric import METRICS, build_protocol
 from ..utils.dist import process_group
 from ..utils.errors import ConfigError, DataError
-from ..utils.logger import get_logger
 
 EVAL_KEYS = ("metric", "alias", "flip_test")
 
@@ -105,12 +102,13 @@ def gather_rows(local, n, world):
 
 
 class Evaluator:
-    def __init__(self, config, model, only=None):
-        self.cfg = config
+    """``progress`` False hides the per-split progress bars (a search evaluates hundreds of times)."""
+
+    def __init__(self, config, model, only=None, progress=True):
+        self.cfg, self.progress = config, progress
         self.model = model
         self.sets = build_test_sets(config, only)
         self.transform = eval_transforms(config)
-        self.log = get_logger()
 
     @property
     def has_sets(self):
@@ -127,7 +125,7 @@ class Evaluator:
         part = Rows(ds, np.arange(rank, len(ds), world)) if sharded else ds
         feats = []
         for imgs, _, _ in tqdm(build_eval_loader(part, self.cfg), desc=desc, leave=False,
-                               disable=None):
+                               disable=None if self.progress else True):
             f = self.model.embed(imgs, ts.task, normalize=False)
             g = self.model.embed(paddle.flip(imgs, axis=[3]), ts.task, normalize=False) if ts.flip else None
             with paddle.amp.auto_cast(enable=False):  # in fp32 even when training evaluates under AMP O2
@@ -148,9 +146,9 @@ class Evaluator:
         except DataError as e:  # the metric's own errors do not know the set
             raise DataError(f"test set {ts.task}/{ts.label} ({ts.source.name}, {ts.source.root}): {e}") from None
 
-    def evaluate(self, tag="eval", report=True):
-        """{"tag", "score", "paper_row", "sets"} of every test set; written to eval_<tag>.json and,
-        with ``report``, logged (the trainer logs it after its own lines, so the paper row ends the run)."""
+    def evaluate(self, tag="eval"):
+        """{"tag", "score", "paper_row", "sets"} of every test set: computed only, nothing logged
+        or written (eval_report.report_results does that)."""
         was_training = self.model.training
         self.model.eval()
         results = []
@@ -158,10 +156,6 @@ class Evaluator:
             for ts in self.sets:
                 t = time.time()
                 res, p = self.run_set(ts), ts.protocol
-                if res.get("num_queries_without_match"):
-                    self.log.warning(f"{ts.task}/{ts.label}: {res['num_queries_without_match']} of "
-                                     f"{res['num_queries']} queries have no match to find "
-                                     f"({p.no_match}); left out of the scores")
                 results.append({"task": ts.task, "set": ts.label, "dataset": ts.source.name,
                                 "protocol": p.name, "headline": p.headline(res),
                                 "score": p.main_score(res), "seconds": round(time.time() - t, 2),
@@ -170,36 +164,8 @@ class Evaluator:
             if was_training:
                 self.model.train()
         scores = [r["score"] for r in results if r["score"] is not None]
-        summary = {"tag": tag, "score": float(np.mean(scores)) if scores else None,
-                   "paper_row": paper_row(results), "sets": results}
-        if report:
-            self.report(summary)
-        if process_group()[0] == 0:  # every rank holds the same summary
-            out_dir = self.cfg["Global"]["output_dir"]
-            os.makedirs(out_dir, exist_ok=True)
-            with open(os.path.join(out_dir, f"eval_{tag}.json"), "w") as fh:
-                json.dump(summary, fh, indent=1, default=float)
-        return summary
-
-    def report(self, summary):
-        """Log the per-set table, the mean score and, last, the paper-order row."""
-        self.log.info(f"[Eval][{summary['tag']}]\n" + format_table(summary["sets"])
-                      + (f"\nmean score: {summary['score']:.4f}" if summary["score"] is not None else "")
-                      + "\npaper table (UFO column order; ReID rank1/mAP, faces accuracy, SOP R@1):\n"
-                      + format_paper_row(summary["paper_row"]))
-
-
-def format_table(results):
-    rows = [("task", "test set", "result", "details")]
-    for r in results:
-        details = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in r.items()
-                            if k not in ("task", "set", "dataset", "protocol", "headline", "score",
-                                         "seconds"))
-        rows.append((r["task"], r["set"], r["headline"], details))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3]
-                     for row in rows)
+        return {"tag": tag, "score": float(np.mean(scores)) if scores else None,
+                "paper_row": paper_row(results), "sets": results}
 
 
 # dataset (source name) -> column of the UFO paper tables, in the paper's order
@@ -223,10 +189,3 @@ def paper_row(results):
             col = r["set"] if r["set"] not in row else f"{r['task']}/{r['set']}"
         row[col] = r["headline"]
     return row
-
-
-def format_paper_row(row):
-    """Two lines of a markdown table: the column names and the cells, padded to align."""
-    widths = [max(len(k), len(v)) for k, v in row.items()]
-    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-                     for cells in (list(row), list(row.values())))

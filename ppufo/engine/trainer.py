@@ -2,7 +2,8 @@
 
 The loop only steps; logging, VisualDL, checkpoints and evaluation are hooks (hooks.py).
 A step does not wait for the device: task sizes come from the batch sampler, losses stay
-tensors and are read (and checked to be finite) every log_interval only.
+tensors and are read (and checked to be finite) at log_every's steps only, once: the
+PeriodicWriter hands that one copy to the log and VisualDL.
 
 Under data parallel, gradients are all-reduced by DataParallel after each backward, or, with
 ``sync_once`` (several backward passes per step, or recompute, which Paddle documents needs
@@ -31,7 +32,9 @@ from ..utils.dist import rank, world_size
 from ..utils.fs import check_writable_dir
 from ..utils.logger import init_logger
 from .amp import MixedPrecision
-from .hooks import CheckpointHook, EvalHook, LoggerHook, VisualDLHook, host_stats
+from .eval_report import report_results
+from .evaluator import Evaluator
+from .hooks import CheckpointHook, EvalHook, Every, PeriodicWriter, TrainLogWriter, VisualDLWriter, host_stats
 from .interrupt import StopRequest, TrainingInterrupted
 
 
@@ -87,15 +90,16 @@ class Trainer:
             from visualdl import LogWriter
             self.vdl = LogWriter(logdir=os.path.join(self.output_dir, "vdl"))
         self.evaluator = None
+        self.log_every = Every(g["log_interval"], g["max_iters"])
         self.hooks = []
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
         g, n = self.cfg["Global"], self.cfg["Global"]["max_iters"]
-        return ([LoggerHook(g["log_interval"], n)]
-                + ([VisualDLHook(g["log_interval"], n)] if self.vdl else [])
-                + [CheckpointHook(g["save_interval"], n, g["keep_checkpoints"]),
-                   EvalHook(g["eval_interval"], n)])
+        writers = [TrainLogWriter(n)] + ([VisualDLWriter()] if self.vdl else [])
+        return [PeriodicWriter(self.log_every, writers),
+                CheckpointHook(g["save_interval"], n, g["keep_checkpoints"]),
+                EvalHook(g["eval_interval"], n)]
 
     def register_hooks(self, hooks):
         for h in hooks:
@@ -183,21 +187,16 @@ class Trainer:
         for prefix in prune_checkpoints(self.output_dir, keep):
             self.log.info(f"removed checkpoint {prefix} (Global.keep_checkpoints={keep})")
 
-    def log_due(self, iteration):
-        g = self.cfg["Global"]
-        return iteration % g["log_interval"] == 0 or iteration == g["max_iters"]
-
     def evaluate(self, iteration):
         if self.evaluator is None:
-            from .evaluator import Evaluator
             self.evaluator = Evaluator(self.cfg, self.model)
         if not self.evaluator.has_sets:
             return None
         with self.amp.eval_autocast():
-            result = self.evaluator.evaluate(tag=f"iter_{iteration}", report=False)
+            result = self.evaluator.evaluate(tag=f"iter_{iteration}")
         for h in self.hooks:
             h.after_eval(iteration, result)
-        self.evaluator.report(result)  # last, so a run's final line is the paper-order row
+        report_results(result, self.output_dir, self.log)  # last, so a run's final line is the paper-order row
         return result
 
     def close(self):
@@ -231,7 +230,7 @@ class Trainer:
                         break  # the signal stopped the loader's workers too: stop at the last whole step
                     it += 1
                     stats = self.train_step(batch, it)
-                    if self.log_due(it):  # the loop's only wait for the device
+                    if self.log_every.due(it):  # the loop's only wait for the device
                         stats = host_stats(stats)
                         if not np.isfinite(stats["loss"]):
                             raise FloatingPointError(f"iteration {it}: loss is {stats['loss']} ({stats})")
@@ -258,7 +257,7 @@ class Trainer:
         if iteration >= self.cfg["Global"]["max_iters"]:
             return False
         cpu = self.cfg["Global"]["device"] == "cpu"
-        return stop.agreed(self.world_size, due=cpu or self.log_due(iteration))
+        return stop.agreed(self.world_size, due=cpu or self.log_every.due(iteration))
 
     def stop_loader(self, batches):
         """Stop the loader's thread and workers now, while they can still be joined: left to

@@ -10,34 +10,23 @@ stand in, which is what the demo does (its supernet trains on the train split on
 the search selects on the sets it is later reported on: say so when publishing numbers).
 """
 import copy
-import logging
 import os
-from contextlib import contextmanager
 
 import numpy as np
 
+from ..engine.eval_report import no_match_warnings
+from ..engine.evaluator import Evaluator
 from ..utils.checkpoint import strip_prefix
 from ..utils.errors import ConfigError
-
-
-@contextmanager
-def quiet_logger():
-    """The Evaluator logs a full table per call; a search makes hundreds of calls."""
-    log = logging.getLogger("ppufo")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
+from ..utils.logger import get_logger
 
 
 class SubnetAccuracy:
     """subnet -> mean of ``metric`` over ``task``'s validation sets ("score" = the paper's headline
-    number: rank-1, verification accuracy or Recall@1)."""
+    number: rank-1, verification accuracy or Recall@1). A measurement only computes: no
+    table is logged and no file written."""
 
-    def __init__(self, config, supernet, task, metric="score", val_sets=None, output_dir=None, calibration=None):
-        from ..engine.evaluator import Evaluator
+    def __init__(self, config, supernet, task, metric="score", val_sets=None, calibration=None):
         if task not in config["Tasks"]:
             raise ConfigError(f"Search.task: {task!r} is not a task of this config; tasks: {list(config['Tasks'])}")
         cfg = copy.deepcopy(config)
@@ -47,13 +36,12 @@ class SubnetAccuracy:
             cfg["Tasks"][task]["test_sets"] = copy.deepcopy(val_sets)
         elif not cfg["Tasks"][task]["test_sets"]:
             raise ConfigError(f"Search: task {task} has no Search.val_sets and no test_sets to evaluate on")
-        if output_dir:
-            cfg["Global"]["output_dir"] = output_dir
         if calibration is not None and calibration.task != task:
             raise ConfigError(f"SubnetAccuracy of {task}: the BN-neck calibration is of task {calibration.task}")
         self.supernet, self.task, self.metric, self.calibration = supernet, task, metric, calibration
         self.val_sets, self.global_cfg = cfg["Tasks"][task]["test_sets"], config["Global"]
-        self.evaluator = Evaluator(cfg, supernet, only=[task])
+        self.evaluator = Evaluator(cfg, supernet, only=[task], progress=False)
+        self.warned = False
         self.sets = [s.label for s in self.evaluator.sets]
 
     @property
@@ -82,6 +70,9 @@ class SubnetAccuracy:
         self.supernet.set_subnets({self.task: subnet})
         if self.calibration is not None:
             self.calibration(self.supernet)
-        with quiet_logger():
-            res = self.evaluator.evaluate(tag=f"search_{self.task}")
+        res = self.evaluator.evaluate(tag=f"search_{self.task}")
+        if not self.warned:  # which queries have no match depends on the labels only: said once
+            for w in no_match_warnings(res):
+                get_logger().warning(w)
+            self.warned = True
         return float(np.mean([self.value(r) for r in res["sets"]]))

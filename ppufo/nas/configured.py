@@ -4,6 +4,7 @@ import json
 import os
 
 from ..engine.calibrate import calibrate, neck_calibration
+from ..engine.eval_report import report_results
 from ..engine.evaluator import Evaluator
 from ..utils.checkpoint import save_checkpoint
 from ..utils.config import dump_config
@@ -23,7 +24,7 @@ def build_search(config, supernet, tasks, log):
     for t in tasks:
         val = (s["val_sets"] or {}).get(t)
         cal = neck_calibration(config, t, s["calibration_images"], s["seed"], "Search.calibration_images")
-        fn = SubnetAccuracy(config, supernet, t, s["metric"], val, output_dir=cache, calibration=cal)
+        fn = SubnetAccuracy(config, supernet, t, s["metric"], val, calibration=cal)
         accuracy[t] = Measure(fn, MeasureCache(os.path.join(cache, f"accuracy_{t}_{s['metric']}.jsonl"), fn.context),
                               f"{t} {s['metric']} on {','.join(fn.sets)}")
     latency, exact = None, False
@@ -72,7 +73,9 @@ def side_by_side(config, supernet, model, tasks, rows, calibrations):
     supernet.set_subnets({t: full for t in tasks})
     calibrate(supernet, full, calibrations)
     a = Evaluator(config, supernet, only=tasks).evaluate(tag="supernet_full_path")
+    report_results(a, config["Global"]["output_dir"])
     b = Evaluator(config, model, only=tasks).evaluate(tag="extracted_subnet")
+    report_results(b, config["Global"]["output_dir"])
     lines = [f"{'test set':14s} {'supernet (' + rows[0] + ')':>30s} {'extracted (' + rows[1] + ')':>30s}"]
     for x, y in zip(a["sets"], b["sets"]):
         lines.append(f"{x['set']:14s} {x['headline']:>30s} {y['headline']:>30s}")

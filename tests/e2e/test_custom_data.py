@@ -201,7 +201,7 @@ def evaluate(five, data_root, tmp_path):
 
     def run_one(entry):
         cfg["Tasks"] = {"logo": dict(cfg["Tasks"]["logo"], test_sets=[entry])}
-        return Evaluator(cfg, model).evaluate(report=False)["sets"][0]
+        return Evaluator(cfg, model).evaluate()["sets"][0]
     return run_one
 
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from helpers import tiny_config
-from ppufo.engine.evaluator import (PAPER_COLUMNS, Evaluator, configured_labels, format_paper_row,
-                                    paper_row)
+from ppufo.engine.eval_report import format_paper_row, report_results
+from ppufo.engine.evaluator import PAPER_COLUMNS, Evaluator, configured_labels, paper_row
 from ppufo.utils.errors import ConfigError, DataError
 
 PAPER_ORDER = ["CALFW", "CPLFW", "LFW", "CFP-FF", "CFP-FP", "AgeDB-30", "Market1501", "DukeMTMC",
@@ -63,6 +63,9 @@ def test_quickstart_evaluates_all_13_protocols(full_demo_root, tmp_path):
     assert list(labels.values()) == ["verification"] * 6 + ["reid"] * 4 + ["vehicleid", "reid", "recall_at_k"]
     trainer = Trainer(config)
     summary = Evaluator(trainer.cfg, trainer.model).evaluate(tag="all")
+    assert not (out / "eval_all.json").exists()  # evaluate computes only; the report writes
+    assert "[Eval]" not in (out / "train.log").read_text()
+    assert report_results(summary, str(out)) == str(out / "eval_all.json")
     row = summary["paper_row"]
     assert list(row) == PAPER_ORDER  # every set lands in its own column, none left over
     for col, cell in row.items():
@@ -132,12 +135,18 @@ def test_own_list_query_without_match_is_scored_out_and_warned_about(tmp_path):
     handler.emit = lambda record: warned.append(record.getMessage()) if record.levelno >= logging.WARNING else None
     logging.getLogger("ppufo").addHandler(handler)
     try:
-        res = Evaluator(config, MeanColour()).evaluate(report=False)["sets"][0]
+        summary = Evaluator(config, MeanColour()).evaluate()
+        reader = list(warned)  # the list reader's own warning; the evaluation only computes
+        report_results(summary, str(tmp_path / "out"))
     finally:
         logging.getLogger("ppufo").removeHandler(handler)
+    res = summary["sets"][0]
     assert (res["protocol"], res["num_queries"], res["num_queries_without_match"]) == ("reid", 3, 1)
     assert (res["rank1"], res["mAP"]) == (1.0, 1.0)  # each valid query finds its colour first
-    assert "person/mine: 1 of 3 queries have no match to find (its id is not in the gallery" in "\n".join(warned)
+    assert warned[len(reader):] == ["person/mine: 1 of 3 queries have no match to find (its id is not in the "
+                                    "gallery, only under the query's camera, or a distractor id); left out of "
+                                    "the scores"]
+    assert not any("no match to find" in w for w in reader)
 
 
 def test_own_list_errors_name_the_set_and_what_to_give(tmp_path):
@@ -145,7 +154,7 @@ def test_own_list_errors_name_the_set_and_what_to_give(tmp_path):
     config = own_config(tmp_path, {"query_list": "query.txt", "gallery_list": "gallery.txt"})
     with pytest.raises(DataError, match=r"test set person/mine \(ImageList, .*mine\): ImageList: no query of "
                                         r".*query.txt has a match in .*gallery.txt"):
-        Evaluator(config, MeanColour()).evaluate(report=False)
+        Evaluator(config, MeanColour()).evaluate()
     config = own_config(tmp_path, {"list_file": "query.txt"})
     with pytest.raises(ConfigError, match=r"Tasks.person.test_sets.0: ImageList has no test protocol; give "
                                           r"query_list \+ gallery_list \(protocol reid\) or test_list"):

@@ -1,12 +1,15 @@
 """Training hooks: each side effect of the loop on its own, then wired into a short real run."""
 import math
+import os
 import re
 from types import SimpleNamespace
 
 import paddle
 import pytest
 
-from ppufo.engine.hooks import CheckpointHook, EvalHook, Hook, LoggerHook, VisualDLHook, host_stats
+from ppufo.engine import hooks as hooks_module
+from ppufo.engine.hooks import (CheckpointHook, EvalHook, Every, Hook, PeriodicWriter, TrainLogWriter, VisualDLWriter,
+                                host_stats)
 from ppufo.utils.checkpoint import read_states
 
 
@@ -107,9 +110,44 @@ def test_eval_hook_evaluates_every_interval_and_keeps_the_best():
     assert other.best["score"] is None and not other.calls
 
 
-def test_logger_hook_lines():
+def test_every_is_the_one_rule_of_log_checkpoint_and_eval_steps():
+    log, ckpt, ev = Every(3, 20), Every(5, 20), Every(7, 20)
+    steps = range(1, 21)
+    assert [i for i in steps if log.due(i)] == [3, 6, 9, 12, 15, 18, 20]
+    assert [i for i in steps if ckpt.due(i)] == [5, 10, 15, 20]
+    assert [i for i in steps if ev.due(i)] == [7, 14, 20]
+    # checkpoints and evaluations at the last step are the end's own: the hooks act before it
+    assert [i for i in steps if ckpt.before_end(i)] == [5, 10, 15]
+    assert [i for i in steps if Every(0, 20).due(i)] == [20]  # interval 0: only the end
     t = fake_trainer()
-    run(attach(LoggerHook(2, 5), t), 5)
+    run(attach(CheckpointHook(5, 20), t), 20)
+    run(attach(EvalHook(7, 20), t), 20)
+    assert t.calls == [("save", "iter_5", 5), ("save", "latest", 5), ("save", "iter_10", 10), ("save", "latest", 10),
+                       ("save", "iter_15", 15), ("save", "latest", 15), ("save", "latest", 20),
+                       ("evaluate", 7), ("model.train",), ("evaluate", 14), ("model.train",)]
+
+
+class Recording:
+    """Records every write(iteration, values, ips) a writer receives, then passes it on."""
+
+    def __init__(self, writer, seen):
+        self.writer, self.seen = writer, seen
+
+    def __getattr__(self, name):
+        return getattr(self.writer, name)
+
+    def write(self, iteration, values, ips):
+        self.seen.append((type(self.writer).__name__, iteration, values, ips))
+        self.writer.write(iteration, values, ips)
+
+
+def periodic(trainer, every, writers):
+    return attach(PeriodicWriter(every, writers), trainer)
+
+
+def test_log_writer_lines():
+    t = fake_trainer()
+    run(periodic(t, Every(2, 5), [TrainLogWriter(5)]), 5)
     assert t.log[0] == ("training ['face', 'person'] from iteration 0 to 5 on 2 process(es), "
                         "per-step images per rank: {'face': 4}")
     steps = [m for m in t.log if m.startswith("[Train]")]
@@ -118,21 +156,72 @@ def test_logger_hook_lines():
            r"ips: [\d.]+ images/s, eta: 0:00:00"
     assert re.fullmatch(line, steps[0]), steps[0]
     assert t.log[-1] == "training done: 5 iterations, 160 images in 0:00:00; checkpoint out/latest"
-    # the trainer hands over tensors between log intervals: the lines read the same
-    tensors = fake_trainer()
-    run(attach(LoggerHook(2, 5), tensors), 5, {k: paddle.to_tensor(v) for k, v in STATS.items()})
-    assert [m.split(", ips")[0] for m in tensors.log] == [m.split(", ips")[0] for m in t.log]
 
 
-def test_visualdl_hook_scalars():
+def test_the_writer_refuses_stats_left_on_the_device_at_a_log_step():
+    """Tensors between log steps are fine (nothing reads them); at a log step they mean the
+    trainer did not make its one host copy, and a writer reading them would wait for the device."""
+    t = fake_trainer()
+    hook = periodic(t, Every(2, 5), [TrainLogWriter(5)])
+    hook.before_train()
+    tensors = {k: paddle.to_tensor(v) for k, v in STATS.items()}
+    hook.after_step(1, tensors, 16)
+    with pytest.raises(RuntimeError, match=r"iteration 2: stats \['loss', 'face/loss', 'person/loss'\] are "
+                                           r"still on the device at a log step"):
+        hook.after_step(2, tensors, 16)
+
+
+def test_visualdl_writer_scalars():
     scalars = []
     vdl = SimpleNamespace(add_scalar=lambda tag, v, it: scalars.append((tag, it)))
-    hook = attach(VisualDLHook(2, 3), fake_trainer(vdl=vdl))
+    hook = periodic(fake_trainer(vdl=vdl), Every(2, 3), [VisualDLWriter()])
     run(hook, 3)
     hook.after_eval(3, {"score": 0.5})
     hook.after_eval(4, {"score": None})
     tags = ["train/lr", "train/ips", "train/loss", "train/face/loss", "train/person/loss"]
     assert scalars == [(k, 2) for k in tags] + [(k, 3) for k in tags] + [("eval/score", 3)]
+
+
+def test_one_host_copy_per_log_step_shared_by_the_log_and_visualdl(make_config, monkeypatch):
+    """Log every 3 steps of 7: the stats are read to the host once at steps 3, 6 and 7 and at no
+    other step, and the training log and VisualDL get that same dict and the same images/s."""
+    from ppufo.engine import trainer as trainer_module
+    from ppufo.engine.trainer import Trainer
+    copies = []
+
+    def counted(stats):
+        copies.append(1)
+        return host_stats(stats)
+    monkeypatch.setattr(trainer_module, "host_stats", counted)
+    monkeypatch.setattr(hooks_module, "host_stats", counted)
+    trainer = Trainer(make_config("Global.max_iters=7", "Global.log_interval=3", "Global.eval_interval=0",
+                                  "Global.use_visualdl=true"))
+    scalars = {}
+    trainer.vdl.close()
+    trainer.vdl = SimpleNamespace(add_scalar=lambda tag, v, it: scalars.setdefault(it, {}).update({tag: v}),
+                                  close=lambda: None)
+    writer = trainer.hooks[0]
+    assert [type(w).__name__ for w in writer.writers] == ["TrainLogWriter", "VisualDLWriter"]
+    assert writer.every is trainer.log_every  # the trainer's copy steps are the writer's steps
+    seen = []
+    writer.writers = [Recording(w, seen) for w in writer.writers]
+    per_step = {}
+    trainer.register_hooks([type("Count", (Hook,), {"after_step": lambda self, it, stats, n: per_step.update(
+        {it: len(copies) - sum(per_step.values())})})()])
+    trainer.train()
+    assert per_step == {1: 0, 2: 0, 3: 1, 4: 0, 5: 0, 6: 1, 7: 1}
+    assert [(name, it) for name, it, _, _ in seen] == [("TrainLogWriter", 3), ("VisualDLWriter", 3),
+                                                       ("TrainLogWriter", 6), ("VisualDLWriter", 6),
+                                                       ("TrainLogWriter", 7), ("VisualDLWriter", 7)]
+    for log, vdl in zip(seen[::2], seen[1::2]):
+        assert log[2] is vdl[2] and log[3] == vdl[3]  # the same host values, the same images/s
+        assert all(isinstance(v, float) for v in log[2].values())
+        assert {f"train/{k}": v for k, v in log[2].items()}.items() <= scalars[log[1]].items()
+        assert scalars[log[1]]["train/ips"] == log[3]
+    with open(os.path.join(trainer.output_dir, "train.log")) as f:
+        lines = [m for m in f.read().splitlines() if "[Train][Iter:" in m]
+    assert [f"loss: {values['loss']:.4f} (" in line and f"ips: {ips:.1f} images/s" in line
+            for line, (_, _, values, ips) in zip(lines, seen[::2])] == [True] * 3
 
 
 def test_trainer_runs_its_hooks_around_every_step(make_config, tmp_path):
@@ -142,7 +231,7 @@ def test_trainer_runs_its_hooks_around_every_step(make_config, tmp_path):
     out = tmp_path / "run"
     trainer = Trainer(make_config("Global.max_iters=3", "Global.save_interval=2", "Global.eval_interval=2",
                                   *no_eval, output_dir=out))
-    assert [type(h).__name__ for h in trainer.hooks] == ["LoggerHook", "CheckpointHook", "EvalHook"]
+    assert [type(h).__name__ for h in trainer.hooks] == ["PeriodicWriter", "CheckpointHook", "EvalHook"]
     events = []
     trainer.register_hooks([Recorder(events)])
     assert trainer.train() == 3
