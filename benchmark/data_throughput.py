@@ -13,6 +13,7 @@ does not count); "main" is the main process's CPU time to receive and finish a b
 paths get the same seeds and must give the same batches (checked by hash).
 """
 import argparse
+import copy
 import hashlib
 import os
 import shutil
@@ -24,9 +25,9 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from ppufo.data.batch_transforms import finish, is_lean
+from ppufo.data.batch_transforms import collate
 from ppufo.data.datasets.base import DatasetSource, ImageDataset, Record
-from ppufo.data.loader import DataLoader, train_transforms
+from ppufo.data.loader import train_transforms
 from ppufo.utils.config import load_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -54,13 +55,16 @@ def write_jpegs(root, n):
     return records
 
 
-def worker_cpu(iterator):
-    """CPU seconds used so far by the iterator's worker processes."""
+def worker_cpu():
+    """CPU seconds used so far by this process's children (the loader's worker)."""
     total = 0
-    for w in iterator._workers:
-        with open(f"/proc/{w.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as fh:
+            pids = fh.read().split()
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICK
 
 
@@ -74,22 +78,26 @@ def nbytes(batch):
 
 def run(ds, batches, lean, shm):
     """(worker CPU s, main CPU s, wall s, bytes per batch, [hash per batch]) of one pass."""
-    loader = DataLoader(ds, batch_sampler=batches, num_workers=1, lean=lean, use_shared_memory=shm)
-    it = paddle.io.DataLoader.__iter__(loader)  # Paddle's own iterator: the batch as sent
+    batch_part = None
+    if lean:  # the dataset runs the sample part of its Compose, the batch part runs below
+        ds = copy.copy(ds)
+        ds.transform, batch_part = ds.transform.split()
+    loader = paddle.io.DataLoader(ds, batch_sampler=batches, num_workers=1, collate_fn=collate, use_shared_memory=shm)
+    it = iter(loader)  # Paddle's own iterator: the batch as sent
     sent, hashing, hashes = 0, 0.0, []
     wall, main = time.perf_counter(), time.process_time()
     for i in range(len(batches)):
         batch = next(it)
-        images = finish(batch[0]) if is_lean(batch[0]) else batch[0]
+        images = batch_part(batch[0]) if lean else batch[0]
         array = images.numpy()  # the batch is ready (a device sync on a GPU)
         sent += nbytes(batch)
         if i == len(batches) - 1:
-            cpu, wall = worker_cpu(it), time.perf_counter() - wall
+            cpu, wall = worker_cpu(), time.perf_counter() - wall
         t = time.process_time()
         hashes.append(hashlib.sha1(array.tobytes()).hexdigest())
         hashing += time.process_time() - t
     main = time.process_time() - main - hashing  # receiving (all threads) and finishing
-    it._try_shutdown_all()
+    assert next(it, None) is None  # the end of data stops the worker
     return cpu, main, wall, sent / len(batches), hashes
 
 

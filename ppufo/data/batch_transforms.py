@@ -1,14 +1,19 @@
-"""Normalize and RandomErasing run on a whole batch after the copy, not per sample in a worker.
+"""A Compose split in two (Compose.split): Normalize and RandomErasing run on a whole batch after
+the copy, not per sample in a worker.
 
-Loader workers (inside ``transforms.uint8_samples``) stop a Compose before its Normalize and
-return a LeanImage: the uint8 HWC image and the draws of the RandomErasing ops after Normalize,
-made from the sample's rng exactly as the float path makes them. ``collate`` stacks those into
-uint8 images plus small arrays (a quarter of the float32 bytes, plus the erasing noise);
-``finish`` turns that batch, once it is a tensor where the loader put it (on a GPU: copied by
-Paddle's buffered reader through pinned memory), into the float32 NCHW batch of the per-sample
+The sample part (the dataset's transform) runs the ops before Normalize and returns a LeanImage:
+the uint8 HWC image and the draws of the RandomErasing ops after Normalize, made from the sample's
+rng exactly as the float path makes them. ``collate`` stacks those into uint8 images plus small
+arrays (a quarter of the float32 bytes, plus the erasing noise). The batch part (the loader's
+batch transform) turns that batch, once it is a tensor where the loader put it (on a GPU: copied
+by Paddle's buffered reader through pinned memory), into the float32 NCHW batch of the per-sample
 path: the same float32 multiply and add, the noise copied, so equal bit for bit.
 """
+import numbers
+import random
+
 import numpy as np
+import paddle
 
 KEY = "lean_uint8"  # marks a lean batch (a dict) in a collated batch
 
@@ -21,6 +26,12 @@ class LeanImage:
     def __init__(self, image, norm, erase):
         self.image, self.norm, self.erase = image, norm, erase
 
+    @property
+    def shape(self):
+        """The shape of the float32 CHW image it stands for."""
+        h, w, c = self.image.shape
+        return c, h, w
+
     def to_float(self):
         """The float32 CHW array the per-sample path gives."""
         x = self.norm(self.image)
@@ -28,37 +39,84 @@ class LeanImage:
             x = x if drawn is None else op.paste(x, drawn)
         return x
 
-    def key(self):
-        """Samples with equal keys can share one lean batch."""
-        return (self.image.shape, self.image.dtype.str, tuple(self.norm._a), tuple(self.norm._b), len(self.erase))
+
+class SamplePart:
+    """The per-sample part of a Compose: its ops before Normalize, then the uint8 image and the
+    draws of the RandomErasings after Normalize (a LeanImage)."""
+
+    def __init__(self, head, norm, erasers):
+        self.head, self.norm, self.erasers = list(head), norm, list(erasers)
+
+    def __call__(self, img, rng=None):
+        rng = rng if rng is not None else random.Random()
+        for op in self.head:
+            img = op(img, rng)
+        arr = self.norm.hwc(img)
+        shape = (arr.shape[2],) + arr.shape[:2]
+        # the same draws, in the same order, as Normalize + RandomErasing make on the float array
+        return LeanImage(arr, self.norm, [(e, e.draw(shape, rng)) for e in self.erasers])
+
+    def __repr__(self):
+        return f"SamplePart({', '.join(repr(op) for op in self.head)}, uint8 until {self.norm!r})"
+
+
+class BatchPart:
+    """The per-batch part of a Compose: its Normalize and RandomErasings on the images of a batch
+    of SamplePart samples, as collate and the loader give them."""
+
+    def __init__(self, norm, erasers):
+        self.norm, self.erasers = norm, list(erasers)
+        self.scale = [float(v) for v in norm._a]  # Normalize is x * scale + shift per channel
+        self.shift = [float(v) for v in norm._b]
+
+    def __call__(self, images):
+        """A lean batch (paddle tensors) -> float32 [B, C, H, W] where it is: with numpy in host
+        memory (Paddle's broadcasting CPU kernels are ~4x slower), with Paddle ops on a device.
+        A batch that collate stacked as float arrays already (see stack) is returned as it is."""
+        if isinstance(images, paddle.Tensor):
+            return images
+        if not is_lean(images):
+            raise TypeError(f"BatchPart: expected the images of a batch of SamplePart samples, got "
+                            f"{type(images).__name__}; the dataset's items must be (image, ...) tuples")
+        x = images[KEY]
+        if x.place.is_cpu_place() or x.place.is_cuda_pinned_place():
+            erase = [{k: v.numpy() if k != "any" else v for k, v in e.items()} for e in images["erase"]]
+            return paddle.to_tensor(finish_numpy(x.numpy(), self.scale, self.shift, erase), place=x.place)
+        return finish_device(x, self.scale, self.shift, images["erase"])
+
+    def __repr__(self):
+        return f"BatchPart({', '.join(repr(op) for op in [self.norm, *self.erasers])})"
 
 
 def collate(samples):
-    """Paddle's default_collate_fn, except that LeanImages (a sample, or its first field)
-    become one lean batch (a dict, see stack)."""
-    from paddle.io.dataloader.collate import default_collate_fn
+    """Paddle's default_collate_fn for what ppufo's datasets give (arrays, numbers, tuples of
+    them), except that LeanImages become one lean batch (a dict, see stack)."""
     first = samples[0]
     if isinstance(first, LeanImage):
         return stack(samples)
-    if isinstance(first, (list, tuple)) and first and isinstance(first[0], LeanImage):
-        return [stack([s[0] for s in samples])] + default_collate_fn([list(s[1:]) for s in samples])
-    return default_collate_fn(samples)
+    if isinstance(first, np.ndarray):
+        return np.stack(samples)
+    if isinstance(first, numbers.Number):
+        return np.array(samples)
+    if isinstance(first, (list, tuple)):
+        if any(len(s) != len(first) for s in samples):
+            raise ValueError(f"collate: samples of {sorted({len(s) for s in samples})} fields in one batch")
+        return [collate(list(field)) for field in zip(*samples)]
+    raise TypeError(f"collate: a sample field is a {type(first).__name__}; expected an array, a number, "
+                    f"a LeanImage or a tuple of them")
 
 
 def stack(images):
-    """{KEY: uint8 [B, H, W, C], scale/shift: Normalize's per-channel x * scale + shift,
-    erase: per RandomErasing op {params: int32 [B, 8], values: float32 [N + 1], any: bool}}.
-    Sample b's box is rows top..top+h, columns left..left+w; inside it pixel (c, y, x) takes
-    values[off + c*sc + (y-top)*sy + (x-left)*sx] (strides 0 where the fill broadcasts).
-    Images of differing shape, type or transforms fall back to the stacked float arrays."""
-    k = images[0].key()
+    """{KEY: uint8 [B, H, W, C], erase: per RandomErasing op {params: int32 [B, 8], values: float32
+    [N + 1], any: bool}}. Sample b's box is rows top..top+h, columns left..left+w; inside it pixel
+    (c, y, x) takes values[off + c*sc + (y-top)*sy + (x-left)*sx] (strides 0 where the fill
+    broadcasts). Images that are not uint8, or too many pixels for int32 offsets, are stacked as the
+    float arrays."""
     h, w, c = images[0].image.shape
-    if k[1] != "|u1" or any(im.key() != k for im in images) or len(images) * c * h * w >= 2 ** 31:
+    if any(im.image.dtype != np.uint8 for im in images) or len(images) * c * h * w >= 2 ** 31:
         return np.stack([im.to_float() for im in images])
-    norm = images[0].norm
-    out = {KEY: np.stack([im.image for im in images]), "scale": [float(v) for v in norm._a],
-           "shift": [float(v) for v in norm._b], "erase": []}
-    for j in range(k[-1]):
+    out = {KEY: np.stack([im.image for im in images]), "erase": []}
+    for j in range(len(images[0].erase)):
         params, values, off = np.zeros((len(images), 8), np.int32), [], 0
         for b, im in enumerate(images):
             drawn = im.erase[j][1]
@@ -79,17 +137,6 @@ def is_lean(field):
     return isinstance(field, dict) and KEY in field
 
 
-def finish(batch):
-    """A lean batch (paddle tensors) -> float32 [B, C, H, W] where it is: with numpy in host
-    memory (Paddle's broadcasting CPU kernels are ~4x slower), with Paddle ops on a device."""
-    import paddle
-    x = batch[KEY]
-    if x.place.is_cpu_place() or x.place.is_cuda_pinned_place():
-        erase = [{k: v.numpy() if k != "any" else v for k, v in e.items()} for e in batch["erase"]]
-        return paddle.to_tensor(finish_numpy(x.numpy(), batch["scale"], batch["shift"], erase), place=x.place)
-    return finish_device(x, batch["scale"], batch["shift"], batch["erase"])
-
-
 def finish_numpy(images, scale, shift, erase):
     """Normalize's numpy ops on the whole batch, then each box pasted from its values."""
     x = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32)
@@ -108,7 +155,6 @@ def finish_numpy(images, scale, shift, erase):
 
 def finish_device(x, scale, shift, erase):
     """The same with Paddle ops (on a GPU: the batch never returns to the host)."""
-    import paddle
     c = x.shape[3]
     scale = paddle.to_tensor(scale, "float32", place=x.place).reshape([1, c, 1, 1])
     shift = paddle.to_tensor(shift, "float32", place=x.place).reshape([1, c, 1, 1])
@@ -121,7 +167,6 @@ def finish_device(x, scale, shift, erase):
 
 def erase_device(x, params, values):
     """x with each sample's box filled from ``values`` (see stack), in one pass over the batch."""
-    import paddle
     b, c, h, w = x.shape
     top, left, bh, bw, off, sc, sy, sx = (params[:, i].reshape([b, 1, 1, 1]) for i in range(8))
     ys = paddle.arange(h, dtype="int32").reshape([1, 1, h, 1]) - top

@@ -3,23 +3,22 @@ import ctypes
 import functools
 import gc
 import math
+import multiprocessing
 import os
 import signal
 import sys
 
 import paddle
-from paddle.io.dataloader.dataloader_iter import _DataLoaderIterMultiProcess, _DataLoaderIterSingleProcess
-from paddle.io.dataloader.worker import _WorkerException
 
 from ..utils.device import local_processes, set_cpu_threads
-from ..utils.errors import ConfigError, DataError
+from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
 from .datasets import build_source
 from .datasets.base import ImageDataset
 from .datasets.multitask import MultiTaskDataset
-from .batch_transforms import collate, finish, is_lean
+from .load_failure import CatchesLoadErrors, LoadFailure, collate_or_fail
 from .samplers import SAMPLERS
-from .transforms import build_transforms, default_eval_transforms, default_train_transforms, uint8_samples
+from .transforms import build_transforms, default_eval_transforms, default_train_transforms
 
 
 def image_hw(config):
@@ -76,193 +75,124 @@ def exit_with_parent(parent_pid=None):
         os._exit(1)
 
 
-class UInt8Samples(paddle.io.Dataset):
-    """``dataset`` read inside uint8_samples(): its Compose stops before Normalize."""
+class DataLoader:
+    """Batches of a map-style dataset through paddle.io.DataLoader's public API, with:
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    - load errors raised by the loop: an error while loading a batch (a sample's, or collate's;
+      in the reading thread with num_workers 0, in a worker otherwise) is raised by the loop
+      that iterates, as its own type with its message (load_failure), after every batch before
+      it, in order, with any number of workers: it travels in its batch's place, and Paddle
+      delivers batches in order. Batches after it are not delivered; the iterator stops.
+    - ``batch_transform``: the batch part of Compose.split(), the dataset's transform being the
+      sample part; it runs on each batch's first field (the images: items are (image, ...)
+      tuples) where Paddle put the batch. Samples then travel as uint8: the per-sample path's
+      batches for a quarter of the bytes (plus any erasing noise).
+    - workers that run one thread, leave the parent's process group and die with it
+      (one_thread_worker).
+
+    ``options`` are paddle.io.DataLoader's (use_shared_memory, prefetch_factor, timeout...)."""
+
+    def __init__(self, dataset, batch_sampler=None, batch_size=1, shuffle=False, drop_last=False, *,
+                 batch_transform=None, num_workers=0, persistent_workers=False, **options):
+        if persistent_workers:
+            raise ValueError("ppufo's DataLoader does not support persistent_workers")
+        if isinstance(dataset, paddle.io.IterableDataset) or not hasattr(dataset, "__len__"):
+            raise TypeError(f"ppufo's DataLoader takes a map-style dataset, got {type(dataset).__name__}")
+        self.dataset, self.batch_transform, self.num_workers = dataset, batch_transform, num_workers
+        self.batch_sampler = batch_sampler if batch_sampler is not None else paddle.io.BatchSampler(
+            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+        self.options = dict(options)
+        self.options.setdefault("worker_init_fn", functools.partial(one_thread_worker, parent_pid=os.getpid()))
 
     def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        with uint8_samples():
-            return self.dataset[index]
-
-
-class DataLoader(paddle.io.DataLoader):
-    """paddle.io.DataLoader whose iterators hand an error raised while loading a batch (in the
-    reading thread with num_workers 0, in a worker process otherwise) to the loop that
-    iterates, as the original exception, instead of hanging or raising Paddle's "Blocking
-    queue is killed"; the iterator then shuts its thread and workers down (close()).
-
-    Guarantee: every batch before the failing one is delivered, in order, then the error is
-    raised, with any number of workers (a worker's error waits for its batch's turn, as a
-    batch would; Paddle itself raises it as soon as it arrives and drops the batches queued
-    before it). Batches after the failing one are not delivered.
-
-    With ``lean`` (and no collate_fn of the caller's) samples travel as uint8 and Normalize /
-    RandomErasing run on the batch where Paddle put it (batch_transforms): the batches are the
-    per-sample path's, for a quarter of the bytes (plus any erasing noise)."""
-
-    def __init__(self, dataset, *args, lean=True, **kwargs):
-        kwargs.setdefault("worker_init_fn", functools.partial(one_thread_worker, parent_pid=os.getpid()))
-        if lean and kwargs.get("collate_fn") is None and not isinstance(dataset, paddle.io.IterableDataset):
-            dataset, kwargs["collate_fn"] = UInt8Samples(dataset), collate
-        super().__init__(dataset, *args, **kwargs)
+        return len(self.batch_sampler)
 
     def __iter__(self):
-        if getattr(self, "_persistent_workers", False):
-            raise ValueError("ppufo's DataLoader does not support persistent_workers")
-        return LoaderIterator(_SingleProcessIter(self) if self.num_workers == 0 else _MultiProcessIter(self))
+        return LoaderIterator(self)
 
 
-def shorten_worker_error(error):
-    """Paddle re-raises a worker's exception as ``type(message with the worker's traceback)``;
-    for ppufo's own errors (DataError, ConfigError) keep just the message, which names the
-    file or record, prefixed with the worker."""
-    text = str(error)
-    if not isinstance(error, (ConfigError, DataError)) or not text.startswith("DataLoader worker(") \
-            or "Traceback" not in text:
-        return error
-    last = [line for line in text.splitlines() if line.strip()][-1]
-    prefix = f"{type(error).__module__}.{type(error).__name__}: "
-    worker = text.split(")", 1)[0][len("DataLoader "):] + ")"
-    return type(error)(f"{last[len(prefix):] if last.startswith(prefix) else last} (in loader {worker})")
+class UntilStopped:
+    """The batches of ``batch_sampler`` until ``stopped`` is set."""
 
+    def __init__(self, batch_sampler, stopped):
+        self.batch_sampler, self.stopped = batch_sampler, stopped
 
-class _KeepsLoadError:
-    """Mixin for Paddle's iterators: an error raised while reading a batch is kept (load_error)
-    and ends the reading thread as the end of data would, so the batches read before it are
-    still delivered; LoaderIterator then raises it. Guarded before the thread starts: patching
-    a running iterator would race with its prefetching (an error in a batch read before the patch
-    killed the thread and left the loop waiting forever)."""
-    load_error = None
+    def __len__(self):
+        return len(self.batch_sampler)
 
-    def load_failed(self, error):
-        if self.load_error is None:
-            self.load_error = shorten_worker_error(error)
-        self._exit_thread_expectedly()  # closes the queue (not kill: queued batches stay)
-
-
-class _SingleProcessIter(_KeepsLoadError, _DataLoaderIterSingleProcess):
-    def _init_thread(self):
-        fetch = self._dataset_fetcher.fetch
-
-        def guarded_fetch(*args, **kwargs):
-            try:
-                return fetch(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - raised by LoaderIterator in the loop
-                self.load_failed(e)
-                return None  # the thread loop stops on None
-        self._dataset_fetcher.fetch = guarded_fetch
-        super()._init_thread()
-
-
-class _FailedBatch:
-    """A worker's error standing in the place of the batch it could not make."""
-
-    def __init__(self, error):
-        self.error = error
-
-
-class _WorkerErrorsInOrder:
-    """The workers' result queue as the reading thread sees it: a worker's error
-    (_WorkerException) comes as a _FailedBatch in the place of its batch, so Paddle orders it
-    with the batches instead of killing the blocking queue (dropping the batches read before
-    it, which the loop has not taken yet) the moment it arrives."""
-
-    def __init__(self, queue):
-        self.queue = queue
-
-    def get(self, *args, **kwargs):
-        data = self.queue.get(*args, **kwargs)
-        if isinstance(data, tuple) and len(data) == 3 and isinstance(data[1], _WorkerException):
-            return data[0], _FailedBatch(data[1]), data[2]
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self.queue, name)
-
-
-class _MultiProcessIter(_KeepsLoadError, _DataLoaderIterMultiProcess):
-    def _init_workers(self):
-        # The workers are forked: a child inherits this process's garbage, and collecting it
-        # there runs native destructors of objects whose threads live only here (a Paddle
-        # reader of an earlier, abandoned iterator: its pthread_cond_destroy waits forever for
-        # a waiter that is not in the child). Freeze what exists now, so a child's gc never
-        # looks at it (gc.freeze's documented use before fork); the parent unfreezes at once.
-        gc.freeze()
-        try:
-            super()._init_workers()
-        finally:
-            gc.unfreeze()
-        self._data_queue = _WorkerErrorsInOrder(self._data_queue)
-
-    def _get_data(self):  # a worker's error is re-raised here, in the reading thread
-        try:
-            batch = super()._get_data()
-            if isinstance(batch, _FailedBatch):  # its turn: the batches before it are queued
-                batch.error.reraise()
-            return batch
-        except Exception as e:  # noqa: BLE001
-            self.load_failed(e)
-            return None
+    def __iter__(self):
+        for batch in self.batch_sampler:
+            if self.stopped.value:
+                return
+            yield batch
 
 
 class LoaderIterator:
-    """Wraps one of the guarded Paddle iterators above: see DataLoader."""
+    """One pass of a DataLoader over a paddle.io.DataLoader built for it: see DataLoader."""
 
-    def __init__(self, inner):
-        self.inner = inner
-        self.closed = False
-
-    @property
-    def error(self):
-        return self.inner.load_error
+    def __init__(self, loader):
+        self.batch_transform = loader.batch_transform
+        self.stopped = multiprocessing.RawValue("b", 0)  # shared with the workers forked below
+        inner = paddle.io.DataLoader(
+            CatchesLoadErrors(loader.dataset, self.stopped), collate_fn=collate_or_fail,
+            batch_sampler=UntilStopped(loader.batch_sampler, self.stopped), num_workers=loader.num_workers,
+            **loader.options)
+        # The workers are forked: a child inherits this process's garbage, and collecting it there
+        # runs native destructors of objects whose threads live only here (a Paddle reader of an
+        # abandoned iterator: its pthread_cond_destroy waits forever for a waiter that is not in the
+        # child). Freeze what exists now, so a child's gc never looks at it (gc.freeze's documented
+        # use before fork); the parent unfreezes at once.
+        gc.freeze()
+        try:
+            self.inner = iter(inner)
+        finally:
+            gc.unfreeze()
+        self.length = len(inner)
 
     def __iter__(self):
         return self
 
+    def __len__(self):
+        return self.length
+
     def __next__(self):
-        if self.closed:
+        if self.inner is None:
             raise StopIteration
         try:
             batch = next(self.inner)
-            if is_lean(batch):  # samples that are just an image (collate: a bare LeanImage)
-                return finish(batch)
-            if isinstance(batch, list) and batch and is_lean(batch[0]):
-                batch[0] = finish(batch[0])
-            return batch
         except StopIteration:
-            if self.error is None:
-                raise
-            self.close()
-            raise self.error.with_traceback(self.error.__traceback__) from None
-        except Exception:
-            self.close()
-            if self.error is not None:
-                raise self.error.with_traceback(self.error.__traceback__) from None
+            self.inner = None  # Paddle has stopped its thread and workers, as at every end of data
             raise
+        except BaseException:
+            self.close()
+            raise
+        failure = LoadFailure.of_batch(batch)
+        if failure is not None:
+            self.close()
+            raise failure.error()
+        if self.batch_transform is not None:
+            try:
+                if not isinstance(batch, list):
+                    raise TypeError(f"DataLoader: with a batch_transform the dataset's items must be (image, ...) "
+                                    f"tuples, got batches of {type(batch).__name__}")
+                batch[0] = self.batch_transform(batch[0])
+            except BaseException:
+                self.close()
+                raise
+        return batch
 
-    def __len__(self):
-        return len(self.inner)
-
-    def close(self, timeout=5):
-        """Stop the reading thread and worker processes (waiting up to ``timeout`` s each), and
-        free the native reader now: an abandoned iterator often lives on in a reference cycle
-        (the error's traceback holds the loop's frame), and its reader's idle thread pool must
-        be destroyed here, in the process where that thread runs."""
-        inner, self.closed = self.inner, True
-        shutdown = getattr(inner, "_try_shutdown_all", None)
-        if shutdown is None:
+    def close(self):
+        """Stop now: no more batches are sent out, the workers skip the samples of those in flight,
+        and what they send is read and dropped until Paddle's iterator ends, which stops its thread
+        and workers as at the end of data (no private Paddle call). On an iterator already broken
+        (a worker killed) Paddle's reading thread has ended: dropping the iterator stops the rest."""
+        inner, self.inner = self.inner, None
+        if inner is None:
             return
+        self.stopped.value = 1
         try:
-            shutdown(timeout) if hasattr(inner, "_workers") else shutdown()
-            reader = getattr(inner, "_reader", None)
-            if reader is not None:  # as Paddle's own end of data does; the reading thread never uses it
-                reader.shutdown()
-                inner._reader = None
+            for _ in inner:
+                pass
         except Exception:  # noqa: BLE001 - best effort while another error propagates
             pass
 
@@ -308,16 +238,17 @@ def build_batch_sampler(config, task_sets, rank=0, world_size=1, start_iter=0):
 
 def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     """Returns (loader, {task: ImageDataset}). Each batch: (images, labels, camids, task_ids),
-    tasks contiguous in config order."""
-    transform = train_transforms(config)
+    tasks contiguous in config order. The datasets' transform is the sample part of the
+    training transforms (see loader_parts)."""
+    transform, batch_transform = loader_parts(train_transforms(config), "DataLoader.Train.transforms")
     task_sets = build_task_train_sets(config, transform)
     check_sample_shape(config, task_sets)
     batch_sampler = build_batch_sampler(config, task_sets, rank, world_size, start_iter)
     workers = config["DataLoader"]["Train"]["num_workers"]
     size = sum(batch_sampler.task_counts.values())
-    loader = DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler, num_workers=workers,
-                        use_shared_memory=shared_memory_fits(
-                            batch_bytes(config, transform, size, "DataLoader.Train.transforms"), workers))
+    loader = DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler, batch_transform=batch_transform,
+                        num_workers=workers,
+                        use_shared_memory=shared_memory_fits(batch_bytes(config, batch_transform, size), workers))
     return loader, task_sets
 
 
@@ -330,17 +261,31 @@ def say_once(message):
         get_logger().info(message)
 
 
-def batch_bytes(config, transform, size, where):
-    """The most bytes a worker sends per batch of ``size`` images; logs (once) when the
-    transforms keep the per-sample float path."""
+def loader_parts(transform, where):
+    """(the datasets' transform, the loader's batch_transform) for a Compose: its sample and
+    batch parts (Compose.split: workers send uint8 images), or the Compose itself and None when
+    it cannot be split (workers send float32 images). Logs (once) which."""
+    parts = transform.split()
+    if isinstance(parts, str):
+        say_once(f"{where}: normalising per sample in the workers (float32), as {parts}")
+        return transform, None
+    names = ", ".join(type(op).__name__ for op in [parts[1].norm, *parts[1].erasers])
+    say_once(f"{where}: workers send uint8 images; {names} run on each batch after the copy")
+    return parts
+
+
+def eval_parts(config):
+    """loader_parts of the evaluation transforms: the test sets' transform, and the batch
+    transform to give build_eval_loader."""
+    return loader_parts(eval_transforms(config), "DataLoader.Eval.transforms")
+
+
+def batch_bytes(config, batch_transform, size):
+    """The most bytes a worker sends per batch of ``size`` images."""
     pixels = size * math.prod(config["Global"]["image_shape"])
-    split = transform.split()
-    if isinstance(split, str):
-        say_once(f"{where}: normalising per sample in the workers (float32), as {split}")
+    if batch_transform is None:
         return 4 * pixels
-    say_once(f"{where}: workers send uint8 images; {', '.join(type(op).__name__ for op in [split[1], *split[2]])} "
-             f"run on each batch after the copy")
-    return int(pixels * (1 + sum(4 * e.sh for e in split[2] if e.mode == "pixel")))  # + float32 noise
+    return int(pixels * (1 + sum(4 * e.sh for e in batch_transform.erasers if e.mode == "pixel")))  # + float32 noise
 
 
 def shared_memory_fits(nbytes, workers):
@@ -373,8 +318,11 @@ def check_sample_shape(config, task_sets):
                               f"Global.image_shape is {want}; make the Resize/RandomCrop sizes match")
 
 
-def build_eval_loader(dataset, config):
+def build_eval_loader(dataset, config, batch_transform):
+    """The evaluation loader of ``dataset``, whose transform is eval_parts(config)[0];
+    ``batch_transform`` is eval_parts(config)[1]."""
     ecfg = config["DataLoader"]["Eval"]
-    nbytes = batch_bytes(config, eval_transforms(config), ecfg["batch_size"], "DataLoader.Eval.transforms")
+    nbytes = batch_bytes(config, batch_transform, ecfg["batch_size"])
     return DataLoader(dataset, batch_size=ecfg["batch_size"], shuffle=False, drop_last=False,
-                      num_workers=ecfg["num_workers"], use_shared_memory=shared_memory_fits(nbytes, ecfg["num_workers"]))
+                      batch_transform=batch_transform, num_workers=ecfg["num_workers"],
+                      use_shared_memory=shared_memory_fits(nbytes, ecfg["num_workers"]))

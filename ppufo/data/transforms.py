@@ -3,15 +3,13 @@
 An op is a callable ``op(img, rng)``: ``img`` is a PIL image before ``Normalize`` and a
 float32 CHW numpy array after it; ``rng`` is the ``random.Random`` that ImageDataset seeds
 per sample, so augmentation is reproducible and independent of the number of workers.
-Inside ``uint8_samples()`` (the loader's workers) a Compose stops before its Normalize where it
-can and returns a ``batch_transforms.LeanImage``; the loader finishes the whole batch.
+``Compose.split()`` cuts a list at its Normalize for the loader: uint8 samples, normalised and
+erased per batch (batch_transforms).
 
     build_transforms([{"Resize": {"size": [384, 384]}}, {"Normalize": None}], where=...)
 """
 import math
 import random
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -19,7 +17,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from ..utils.config import Field, check_args
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry, check_kwargs
-from .batch_transforms import LeanImage
+from .batch_transforms import BatchPart, SamplePart
 
 TRANSFORMS = Registry("transform")
 
@@ -65,50 +63,23 @@ def flip_chw(x):
     return paddle.flip(x, axis=[x.ndim - 1])
 
 
-_STAGE = threading.local()
-
-
-@contextmanager
-def uint8_samples():
-    """In this thread, within the block, a Compose that can (see Compose.split) returns a
-    LeanImage instead of a float32 CHW array."""
-    before = getattr(_STAGE, "lean", False)
-    _STAGE.lean = True
-    try:
-        yield
-    finally:
-        _STAGE.lean = before
-
-
 class Compose:
     """Apply ops in order with one shared rng."""
 
     def __init__(self, ops):
         self.ops = list(ops)
-        self._split = None  # split(), worked out on the first lean call, not per sample
 
     def __call__(self, img, rng=None):
         rng = rng if rng is not None else random.Random()
-        split = None
-        if getattr(_STAGE, "lean", False):
-            if self._split is None:
-                self._split = self.split()
-            split = self._split
-        if split is None or isinstance(split, str):
-            for op in self.ops:
-                img = op(img, rng)
-            return img
-        head, norm, erasers = split
-        for op in head:
+        for op in self.ops:
             img = op(img, rng)
-        arr = norm.hwc(img)
-        shape = (arr.shape[2],) + arr.shape[:2]
-        # the same draws, in the same order, as Normalize + RandomErasing make on the float array
-        return LeanImage(arr, norm, [(e, e.draw(shape, rng)) for e in erasers])
+        return img
 
     def split(self):
-        """(ops before Normalize, the Normalize, the RandomErasings after it) when everything
-        from Normalize on can run batched on the device; else why not (a string)."""
+        """(sample part, batch part) when everything from Normalize on can run on whole batches:
+        the sample part gives each sample's uint8 image and random draws, the batch part makes
+        of their collated batch the float32 batch this Compose gives per sample, bit for bit
+        (batch_transforms). Else why not (a string): then the loader runs this Compose per sample."""
         kinds = [type(op) for op in self.ops]
         if Normalize not in kinds:
             return "no Normalize (ppufo's own) in the list"
@@ -118,7 +89,7 @@ class Compose:
         other = [type(op).__name__ for op in self.ops[i + 1:] if type(op) is not RandomErasing]
         if other:
             return f"{other[0]} after Normalize works on float arrays"
-        return self.ops[:i], self.ops[i], self.ops[i + 1:]
+        return SamplePart(self.ops[:i], self.ops[i], self.ops[i + 1:]), BatchPart(self.ops[i], self.ops[i + 1:])
 
     def to_config(self, where="transforms"):
         """The ``[{OpName: {kwargs}}]`` list that build_transforms rebuilds this pipeline from;

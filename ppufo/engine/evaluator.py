@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from ..data.datasets import DATASETS, build_source
 from ..data.datasets.base import ImageDataset
-from ..data.loader import build_eval_loader, eval_transforms
+from ..data.loader import build_eval_loader, eval_parts
 from ..metric import METRICS, build_protocol
 from ..utils.dist import process_group
 from ..utils.errors import ConfigError, DataError
@@ -108,7 +108,7 @@ class Evaluator:
         self.cfg, self.progress = config, progress
         self.model = model
         self.sets = build_test_sets(config, only)
-        self.transform = eval_transforms(config)
+        self.transform, self.batch_transform = eval_parts(config)  # uint8 samples, normalised per batch
 
     @property
     def has_sets(self):
@@ -124,7 +124,7 @@ class Evaluator:
         sharded = world > 1 and len(ds) >= world
         part = Rows(ds, np.arange(rank, len(ds), world)) if sharded else ds
         feats = []
-        for imgs, _, _ in tqdm(build_eval_loader(part, self.cfg), desc=desc, leave=False,
+        for imgs, _, _ in tqdm(build_eval_loader(part, self.cfg, self.batch_transform), desc=desc, leave=False,
                                disable=None if self.progress else True):
             f = self.model.embed(imgs, ts.task, normalize=False)
             g = self.model.embed(paddle.flip(imgs, axis=[3]), ts.task, normalize=False) if ts.flip else None

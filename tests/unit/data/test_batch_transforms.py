@@ -1,5 +1,7 @@
-"""The lean input path: workers send uint8 images, Normalize and RandomErasing run on the batch,
-and the batches equal the per-sample float path's for the same seeds."""
+"""The uint8 split: the dataset's transform is the sample part of Compose.split() (workers send uint8
+images), the loader's batch_transform its batch part (Normalize and RandomErasing on the batch), and
+the batches equal the per-sample float path's (the whole Compose per sample, stacked) bit for bit."""
+import copy
 import logging
 import random
 
@@ -9,10 +11,10 @@ import pytest
 from PIL import Image
 
 from ppufo.data import transforms as T
-from ppufo.data.batch_transforms import collate, finish_device, is_lean
+from ppufo.data.batch_transforms import LeanImage, collate, finish_device, is_lean
 from ppufo.data.datasets.base import ImageDataset, Record
-from ppufo.data.loader import (DataLoader, UInt8Samples, batch_bytes, build_batch_sampler, build_eval_loader,
-                               build_train_loader, eval_transforms)
+from ppufo.data.loader import (DataLoader, batch_bytes, build_batch_sampler, build_eval_loader, build_task_train_sets,
+                               build_train_loader, eval_parts, eval_transforms, loader_parts, train_transforms)
 from ppufo.data.datasets.multitask import MultiTaskDataset
 from ppufo.utils.errors import DataError
 from ppufo.utils.logger import get_logger
@@ -56,10 +58,23 @@ def reference(ds, batch):
     return np.stack([ds[i][0] for i in batch])
 
 
+def split(ds):
+    """(``ds`` with the sample part of its Compose as its transform, the batch part)."""
+    sample, batch = ds.transform.split()
+    lean = copy.copy(ds)
+    lean.transform = sample
+    return lean, batch
+
+
 def lean(ds, batch):
-    """The collated batch a worker sends on the lean path."""
-    wrapped = UInt8Samples(ds)
-    return collate([wrapped[i] for i in batch])
+    """The collated batch a worker sends on the uint8 path."""
+    return collate([split(ds)[0][i] for i in batch])
+
+
+def loader(ds, batches, **options):
+    """The uint8-split loader of ``ds`` (built with the float path's Compose)."""
+    samples, batch_part = split(ds)
+    return DataLoader(samples, batch_sampler=batches, batch_transform=batch_part, **options)
 
 
 def as_tensors(field):
@@ -88,11 +103,27 @@ def test_lean_batches_equal_float_path(items, seed):
         ref = reference(ds, b)
         batch = lean(ds, b)[0]
         assert is_lean(batch) and batch["lean_uint8"].dtype == np.uint8 and batch["lean_uint8"].shape == (24, 64, 64, 3)
-        out = next(iter(DataLoader(ds, batch_sampler=[b])))[0]
+        out = next(iter(loader(ds, [b])))[0]
         assert out.dtype == paddle.float32
         np.testing.assert_array_equal(out.numpy(), ref)
-        t = as_tensors(batch)
-        np.testing.assert_array_equal(finish_device(t["lean_uint8"], t["scale"], t["shift"], t["erase"]).numpy(), ref)
+        t, part = as_tensors(batch), split(ds)[1]
+        np.testing.assert_array_equal(finish_device(t["lean_uint8"], part.scale, part.shift, t["erase"]).numpy(), ref)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("items", [QUICKSTART, PAPER], ids=["without_erasing", "with_erasing"])
+def test_split_loader_equals_float_loader(items, workers):
+    """Whole passes, batch for batch: the uint8-split loader and the float loader (the whole
+    Compose per sample in the workers, stacked, no batch transform) give the same bytes; the
+    split one moves uint8 images."""
+    ds = dataset(items, n=48)
+    bs = batches(5, size=12, seed=3)
+    floats = [x.numpy() for x, _, _ in DataLoader(ds, batch_sampler=bs, num_workers=workers)]
+    split_ = [x.numpy() for x, _, _ in loader(ds, bs, num_workers=workers)]
+    assert len(floats) == len(split_) == 5
+    for a, b in zip(floats, split_):
+        assert a.dtype == b.dtype == np.float32 and a.tobytes() == b.tobytes()
+    assert isinstance(split(ds)[0][bs[0][0]][0], LeanImage)
 
 
 def test_erasing_is_drawn_per_sample_as_before():
@@ -122,10 +153,9 @@ def test_worker_with_shared_memory_then_its_error():
     ds = dataset(PAPER, n=24, bad=23)
     bs = batches(3, size=8) + [[(23, 5)]]
     refs = [reference(ds, b) for b in bs[:3]]
-    loader = DataLoader(ds, batch_sampler=bs, num_workers=1, use_shared_memory=True)
     seen = []
     with pytest.raises(DataError, match="img_23.jpg") as e:
-        for x, _, _ in loader:
+        for x, _, _ in loader(ds, bs, num_workers=1, use_shared_memory=True):
             seen.append(x.numpy())
     assert len(seen) == 3 and "Traceback" not in str(e.value) and "(in loader worker" in str(e.value)
     for x, ref in zip(seen, refs):
@@ -149,17 +179,20 @@ def test_lists_that_cannot_be_split_keep_the_float_path(ops, why):
     ds = dataset(QUICKSTART)
     ds.transform = tf
     b = batches(1)[0]
-    assert not is_lean(lean(ds, b)[0])
-    np.testing.assert_array_equal(next(iter(DataLoader(ds, batch_sampler=[b])))[0].numpy(), reference(ds, b))
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     get_logger().addHandler(handler)
     try:
-        assert batch_bytes({"Global": {"image_shape": [3, 64, 64]}}, tf, 10, "W") == 4 * 10 * 3 * 64 * 64
+        transform, batch_transform = loader_parts(tf, "W")
     finally:
         get_logger().removeHandler(handler)
+    assert transform is tf and batch_transform is None
     assert any(why in r.getMessage() and r.getMessage().startswith("W: ") for r in records)
+    assert not is_lean(collate([ds[i] for i in b])[0])
+    out = next(iter(DataLoader(ds, batch_sampler=[b], batch_transform=batch_transform)))[0]
+    np.testing.assert_array_equal(out.numpy(), reference(ds, b))
+    assert batch_bytes({"Global": {"image_shape": [3, 64, 64]}}, None, 10) == 4 * 10 * 3 * 64 * 64
 
 
 def test_train_and_eval_loaders_give_the_float_path_batches(make_config):
@@ -170,17 +203,21 @@ def test_train_and_eval_loaders_give_the_float_path_batches(make_config):
     items[3] = {"RandomCrop": {"size": [32, 32]}}
     config = make_config()
     config["DataLoader"]["Train"]["transforms"] = items
-    loader, task_sets = build_train_loader(config)
+    train_loader, task_sets = build_train_loader(config)
+    assert isinstance(task_sets["person"][(0, 0)][0], LeanImage)  # the sample part
     indices = build_batch_sampler(config, task_sets)
-    mixed = MultiTaskDataset(task_sets)
-    for (images, labels, _, task_ids), idx, _ in zip(loader, indices, range(2)):
+    mixed = MultiTaskDataset(build_task_train_sets(config, train_transforms(config)))  # whole Compose per sample
+    for (images, labels, _, task_ids), idx, _ in zip(train_loader, indices, range(2)):
         ref = [mixed[i] for i in idx]
         np.testing.assert_array_equal(images.numpy(), np.stack([r[0] for r in ref]))
+        np.testing.assert_array_equal(labels.numpy(), [r[1] for r in ref])
         np.testing.assert_array_equal(task_ids.numpy(), [r[3] for r in ref])
     ds = task_sets["person"]
-    ev = ImageDataset([(ds.sources[0], ds.splits[0])], transform=eval_transforms(config), relabel=False)
-    images = next(iter(build_eval_loader(ev, config)))[0]
-    np.testing.assert_array_equal(images.numpy(), np.stack([ev[i][0] for i in range(images.shape[0])]))
+    sample, batch_part = eval_parts(config)
+    ev = ImageDataset([(ds.sources[0], ds.splits[0])], transform=sample, relabel=False)
+    images = next(iter(build_eval_loader(ev, config, batch_part)))[0]
+    ref = ImageDataset([(ds.sources[0], ds.splits[0])], transform=eval_transforms(config), relabel=False)
+    np.testing.assert_array_equal(images.numpy(), np.stack([ref[i][0] for i in range(images.shape[0])]))
 
 
 def test_shared_memory_only_where_dev_shm_holds_the_batches(monkeypatch):
@@ -203,19 +240,18 @@ def test_shared_memory_only_where_dev_shm_holds_the_batches(monkeypatch):
                for r in records)
 
 
-def test_samples_that_are_just_an_image_are_finished_too():
-    """A dataset whose items are bare images (no labels) collates to a bare lean batch; the
-    iterator finishes it like the first field of a tuple batch."""
+def test_a_batch_transform_needs_image_tuples():
+    """The batch part runs on a batch's first field; a dataset of bare images is refused by name
+    (the iterator does not guess where the images are)."""
     ds = dataset(QUICKSTART)
-    b = batches(1)[0]
+    samples, batch_part = split(ds)
 
     class Images(paddle.io.Dataset):
         def __len__(self):
-            return len(ds)
+            return len(samples)
 
         def __getitem__(self, index):
-            return ds[index][0]
+            return samples[index][0]
 
-    assert is_lean(collate([UInt8Samples(Images())[i] for i in b]))
-    out = next(iter(DataLoader(Images(), batch_sampler=[b])))
-    np.testing.assert_array_equal(out.numpy(), reference(ds, b))
+    with pytest.raises(TypeError, match=r"items must be \(image, ...\) tuples, got batches of dict"):
+        next(iter(DataLoader(Images(), batch_sampler=batches(1), batch_transform=batch_part)))
