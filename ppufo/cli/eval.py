@@ -8,7 +8,7 @@ import sys
 
 import paddle.distributed as dist
 
-from ..arch.multitask import load_trained_model
+from ..arch.trained import load_trained_model
 from ..engine.evaluator import Evaluator
 from ..utils.config import load_config, parse_args
 from ..utils.device import setup_device
