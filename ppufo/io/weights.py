@@ -39,12 +39,12 @@ def read_weights(source, what):
     return load_state(path, what), path
 
 
-def backbone_part(state, classifier="head."):
+def backbone_part(state):
     """The backbone's weights in a state dict: its backbone.* part (a ppufo or released UFO
-    checkpoint), else the whole dict (a plain ImageNet model) without its ``classifier`` keys."""
+    checkpoint), else the whole dict (a plain ImageNet ViT) without its classifier (head.*)."""
     if any(k.startswith("backbone.") for k in state):
         return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return {k: v for k, v in state.items() if not k.startswith(classifier)}
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
 def filter_state(model, state, path, what):
