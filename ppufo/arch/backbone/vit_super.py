@@ -95,7 +95,8 @@ class ViTSupernet(ViTStem):
     depths / heads / ffn_ratios: the choices of the search space (ffn_ratios are fractions of
     embed_dim * mlp_ratio). ``tasks`` is injected from the config's Tasks section.
     Arch.Backbone.pretrained (loaded by build_backbone through checkpoint_filter): a plain ViT, or
-    an All-in-One checkpoint (its backbone.* part). recompute: per-block activation recompute in training, as VisionTransformer's.
+    an All-in-One checkpoint (its backbone.* part). recompute: per-block activation recompute in
+    training, as VisionTransformer's.
     """
 
     def __init__(self, tasks, img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12,
@@ -134,8 +135,9 @@ class ViTSupernet(ViTStem):
         state = {k: paddle.to_tensor(v) if not isinstance(v, paddle.Tensor) else v
                  for k, v in backbone_part(state).items()}
         stem = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "norm.weight", "norm.bias")
-        need = ["pos_embed", *stem] + [f"blocks.{i}.{n}.{w}" for i in range(len(self.blocks)) for w in ("weight", "bias")
-                                       for n in ("norm1", "norm2", "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
+        layers = ("norm1", "norm2", "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+        need = ["pos_embed", *stem] + [f"blocks.{i}.{n}.{w}" for i in range(len(self.blocks))
+                                       for w in ("weight", "bias") for n in layers]
         missing = [k for k in need if k not in state]
         if missing:
             raise ConfigError(f"not a plain ViT state of depth {len(self.blocks)} (missing {missing[:3]})")
