@@ -19,7 +19,7 @@ def main():
     p.add_argument("--batches", type=int, default=20)
     a = p.parse_args()
     import ppufo  # noqa: F401  (before paddle: MKL settings)
-    from ppufo.arch.multitask import load_trained_model
+    from ppufo.arch.trained import load_trained_model
     from ppufo.engine.precise_bn import task_statistics_shift
     from ppufo.utils.config import load_config
     from ppufo.utils.device import setup_device

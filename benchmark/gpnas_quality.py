@@ -112,7 +112,7 @@ def main():
     args = parse()
     import warnings
     warnings.simplefilter("ignore")
-    from ppufo.arch.multitask import load_trained_model
+    from ppufo.arch.trained import load_trained_model
     from ppufo.nas.accuracy import SubnetAccuracy
     from ppufo.nas.cache import MeasureCache, measure
     from ppufo.engine.calibrate import neck_calibration

@@ -22,7 +22,7 @@ def dygraph_features(config, task, paths, batch_size=16):
     import paddle
     from PIL import Image
 
-    from ppufo.arch.multitask import load_trained_model
+    from ppufo.arch.trained import load_trained_model
     from ppufo.data.loader import eval_transforms
     from ppufo.utils.device import setup_device
     setup_device(config, device="cpu")

@@ -155,7 +155,7 @@ def train_run(spec):
 
 
 def precise_bn_run(spec):
-    from ..arch.multitask import load_trained_model
+    from ..arch.trained import load_trained_model
     from ..engine.amp import MixedPrecision
     from ..engine.eval_report import report_results
     from ..engine.evaluator import Evaluator

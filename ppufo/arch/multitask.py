@@ -3,12 +3,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..utils.checkpoint import apply_state, read_weights
 from ..utils.errors import ConfigError
 from ..utils.registry import Registry
 from .backbone import build_backbone
 from .head import HEADS, NECKS
-from .released import check_format, group_counts, is_reference, to_ppufo
+from .released import check_format, is_reference, to_ppufo
 
 ARCHS = Registry("arch")
 
@@ -30,6 +29,8 @@ class TaskHead(nn.Layer):
 
 @ARCHS.register
 class MultiTaskModel(nn.Layer):
+    released_heads = {}  # Global.released_heads, set by build_model: see checkpoint_filter
+
     def __init__(self, backbone, heads):
         super().__init__()
         self.backbone = backbone
@@ -65,6 +66,12 @@ class MultiTaskModel(nn.Layer):
     def shared_parameters(self):
         return self.backbone.parameters()
 
+    def checkpoint_filter(self, state, source):
+        """A ppufo checkpoint as it is; the released UFO checkpoint renamed (released.to_ppufo);
+        any other layout refused, saying what it is."""
+        check_format(state, source)
+        return to_ppufo(state, self, source)[0] if is_reference(state) else state
+
 
 def build_model(config, num_classes=None):
     """Build the Arch section for the tasks in ``config["Tasks"]``.
@@ -91,12 +98,17 @@ def build_model(config, num_classes=None):
         clf = None if num_classes.get(task) is None else HEADS.build(
             tcfg["head"], where=f"Tasks.{task}.head", in_dim=neck.out_dim, num_classes=num_classes[task])
         heads[task] = TaskHead(neck, clf)
-    return cls(backbone, heads)
+    model = cls(backbone, heads)
+    model.released_heads = dict(config["Global"]["released_heads"])
+    return model
 
 
 def num_classes_from_state(state, tasks):
     """Classifier sizes stored in a checkpoint, so eval/export need not parse training sets;
-    None for a task whose classifier is not in it (e.g. a converted released checkpoint)."""
+    None for a task whose classifier is not in it. {} for a state that is not a ppufo checkpoint
+    (the released one holds no classifiers; other layouts are refused when loaded)."""
+    if is_reference(state) or not any(k.startswith("heads.") for k in state):
+        return {}
     out = {}
     for t in tasks:
         if not any(k.startswith(f"heads.{t}.") for k in state):
@@ -105,47 +117,3 @@ def num_classes_from_state(state, tasks):
         key = f"heads.{t}.classifier.weight"
         out[t] = int(state[key].shape[-1]) if key in state else None
     return out
-
-
-def load_trained_model(config):
-    """The model of ``config`` with the weights of Global.pretrained_model (a ppufo checkpoint,
-    or the released UFO checkpoint converted on the fly), in eval mode; a supernet is set to
-    Supernet.eval_subnet."""
-    what, path = "Global.pretrained_model", config["Global"]["pretrained_model"]
-    if not path:
-        raise ConfigError(f"{what}: required (a checkpoint prefix, e.g. output/quickstart/latest, "
-                          f"or the released allinone_vitlarge.pdmodel)")
-    state, path = read_weights(path, what)
-    check_format(state, path, what)
-    if is_reference(state):
-        model = build_model(config)
-        state, _ = to_ppufo(state, model, config, path, what)
-    else:
-        model = build_model(config, num_classes_from_state(state, list(config["Tasks"])))
-    apply_state(model, state, path, strict=True)
-    if hasattr(model, "set_subnets"):
-        model.set_subnets(model.space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet"))
-    model.eval()
-    return model
-
-
-def load_pretrained(model, config):
-    """Initialise a training ``model`` from Global.pretrained_model: a ppufo checkpoint (keys it
-    lacks are logged and start fresh) or the released UFO checkpoint (every backbone and neck
-    key required; the classifiers start fresh). Returns a line saying what was loaded."""
-    what = "Global.pretrained_model"
-    state, path = read_weights(config["Global"]["pretrained_model"], what)
-    check_format(state, path, what)
-    own = model.state_dict()
-    mapped = ""
-    if is_reference(state):
-        classifiers = [k for k in own if ".classifier." in k]
-        state, mapping = to_ppufo(state, model, config, path, what, optional=classifiers)
-        model.set_state_dict(state)
-        mapped = " (released UFO checkpoint; necks " + ", ".join(f"{t}<-{h}" for t, h in mapping.items()) + ")"
-    else:
-        apply_state(model, state, path)
-    loaded = [k for k in own if k in state]
-    fresh = [k for k in own if k not in state]
-    return (f"{what}: loaded pretrained weights from {path}{mapped}: {len(loaded)} tensors "
-            f"({group_counts(loaded)}); {len(fresh)} start fresh" + (f": {group_counts(fresh)}" if fresh else ""))

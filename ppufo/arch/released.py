@@ -62,17 +62,17 @@ def describe(state):
     return f"a state dict of {len(state)} entries in no known layout (first keys {sorted(state)[:3]})"
 
 
-def check_format(state, path, what):
+def check_format(state, source):
     """Refuse a file that is neither a ppufo nor a reference checkpoint, saying what it is."""
     if not is_reference(state) and not any(k.startswith(("backbone.", "heads.")) for k in state):
-        hint = (f". A plain ViT initialises the backbone alone: Arch.Backbone.pretrained={path}"
+        hint = (f". A plain ViT initialises the backbone alone: Arch.Backbone.pretrained={source}"
                 if "patch_embed.proj.weight" in state else "")
-        raise ConfigError(f"{what}: {path}: is {describe(state)}; expected {EXPECTED}{hint}")
+        raise ConfigError(f"is {describe(state)}; expected {EXPECTED}{hint}")
 
 
-def head_mapping(config, tasks, file_heads):
-    """{task: reference head} from Global.released_heads over the defaults, checked against the file."""
-    given = config["Global"]["released_heads"]
+def head_mapping(given, tasks, file_heads):
+    """{task: reference head} from Global.released_heads (``given``) over the defaults, checked
+    against the file's heads."""
     unknown = sorted(set(given) - set(tasks) - set(RELEASED_HEADS))
     if unknown:
         raise ConfigError(f"Global.released_heads: {unknown} are not tasks of this config {tasks}")
@@ -84,11 +84,12 @@ def head_mapping(config, tasks, file_heads):
     return {t: mapping[t] for t in tasks}
 
 
-def to_ppufo(state, model, config, path, what, optional=()):
+def to_ppufo(state, model, source):
     """(``state`` renamed to ``model``'s keys, {task: reference head}): backbone.* as it is, each
-    task's neck from its reference head. One ConfigError lists every missing, unexpected or
-    mis-shaped key (keys in ``optional`` may be missing). Reads only shapes of ``model``."""
-    mapping = head_mapping(config, model.task_names, reference_heads(state))
+    task's neck from the reference head its Global.released_heads (``model.released_heads``)
+    names. One ConfigError lists every missing, unexpected or mis-shaped key; the classifiers,
+    which the file never holds, may be missing. Pure: reads only shapes of ``model``."""
+    mapping = head_mapping(model.released_heads, model.task_names, reference_heads(state))
     out = {k: v for k, v in state.items() if not k.startswith("heads.")}
     origin = {}
     for task, head in mapping.items():
@@ -100,15 +101,15 @@ def to_ppufo(state, model, config, path, what, optional=()):
             elif k.startswith(f"heads.{head}."):
                 out[k] = v  # e.g. a projection layer: no ppufo equivalent, reported as unexpected
     own = model.state_dict()
-    problems = state_problems(out, own, optional)
+    problems = state_problems(out, own, optional=[k for k in own if ".classifier." in k])
     if any(problems):
-        raise _misfit(what, path, state, out, own, problems, origin, hasattr(model, "space"))
+        raise _misfit(source, state, out, own, problems, origin, hasattr(model, "space"))
     return out, mapping
 
 
-def _misfit(what, path, state, converted, own, problems, origin, supernet):
+def _misfit(source, state, converted, own, problems, origin, supernet):
     file_g, model_g = geometry(state), geometry(own)
-    lines = [f"{what}: {path}: does not fit the config's model. The file is {describe(state)}; the "
+    lines = [f"does not fit the config's model. The file is {describe(state)}; the "
              f"config's model has {geometry_text(model_g)}"]
     diffs = [(f"{file_g[k]} positions but the config has {model_g[k]}" if k == "positions" else
               f"{k} {file_g[k]} but the config has {k} {model_g[k]}") + f" ({_CONFIG_KEYS[k]})"
@@ -120,7 +121,7 @@ def _misfit(what, path, state, converted, own, problems, origin, supernet):
         lines.append("the reference necks have no projection: leave Tasks.<task>.neck.feature_dim unset "
                      "(or equal to the backbone width)")
     if supernet:
-        lines.append(f"a supernet starts from the released backbone through Arch.Backbone.pretrained={path}")
+        lines.append(f"a supernet starts from the released backbone through Arch.Backbone.pretrained={source}")
     return ConfigError("\n  ".join(lines))
 
 

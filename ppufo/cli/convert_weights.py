@@ -19,15 +19,17 @@ def convert(config, src, prefix):
     import paddle
 
     from ..arch.multitask import build_model
-    from ..arch.released import describe, group_counts, is_reference, reference_heads, to_ppufo
-    from ..utils.checkpoint import read_weights, save_checkpoint
+    from ..arch.released import describe, group_counts, head_mapping, is_reference, reference_heads
+    from ..io.weights import filter_state, read_weights
+    from ..utils.checkpoint import save_checkpoint
     state, path = read_weights(src, "--input")
     if not is_reference(state):
         raise ConfigError(f"--input: {path}: is {describe(state)}; expected the released UFO checkpoint "
                           f"(backbone.*, heads.task1..task4.bottleneck.0.*)")
     with paddle.LazyGuard():  # only the shapes are needed: no ViT-L weights are allocated
         model = build_model(config)
-    out, mapping = to_ppufo(state, model, config, path, "--input")
+    out = filter_state(model, state, path, "--input")
+    mapping = head_mapping(model.released_heads, model.task_names, reference_heads(state))
     save_checkpoint(prefix, out, states={"iteration": 0, "converted_from": os.path.abspath(path),
                                          "released_heads": mapping})
     unused = [h for h in reference_heads(state) if h not in mapping.values()]

@@ -8,7 +8,7 @@ import sys
 
 import paddle.distributed as dist
 
-from ..arch.multitask import load_trained_model
+from ..arch.trained import load_trained_model
 from ..engine.eval_report import report_results
 from ..engine.evaluator import Evaluator
 from ..utils.config import load_config, parse_args

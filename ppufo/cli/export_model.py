@@ -13,7 +13,7 @@ from ..utils.fs import check_writable_dir
 def main():
     args, config = cli_config("ppufo export")
     from ..arch import is_supernet
-    from ..arch.multitask import load_trained_model
+    from ..arch.trained import load_trained_model
     from ..engine.exporter import export_model
     from ..utils.device import setup_device
     from ..utils.logger import get_logger

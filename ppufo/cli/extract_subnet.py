@@ -22,7 +22,7 @@ def main():
     args, config = cli_config("ppufo subnet extraction", extra=lambda p: p.add_argument(
         "--eval", action="store_true", help="evaluate the supernet path and the subnet side by side"))
     from ..arch import is_supernet
-    from ..arch.multitask import load_trained_model
+    from ..arch.trained import load_trained_model
     from ..arch.memory_plan import parameter_count
     from ..nas.configured import extract_to_dir, side_by_side
     from ..utils.device import setup_device

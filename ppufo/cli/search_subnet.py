@@ -22,7 +22,7 @@ from ..utils.fs import check_writable_dir
 def main():
     args, config = cli_config("ppufo GP-NAS subnet search")
     from ..arch import is_supernet
-    from ..arch.multitask import load_trained_model
+    from ..arch.trained import load_trained_model
     from ..nas.configured import build_search, write_result
     from ..utils.device import setup_device
     from ..utils.logger import init_logger

@@ -7,7 +7,7 @@ python tools/visualize_ranks.py -c configs/quickstart.yaml -o Global.pretrained_
 import os
 import sys
 
-from ..arch.multitask import load_trained_model
+from ..arch.trained import load_trained_model
 from ..engine.evaluator import Evaluator, configured_labels
 from ..metric.visualize import ORDERS, protocol_rank_lists, write_rank_lists
 from ..utils.config import arg_range, load_config, parse_args

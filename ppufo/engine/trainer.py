@@ -19,7 +19,7 @@ import paddle
 import paddle.distributed as pdist
 
 from ..arch import build_model
-from ..arch.multitask import load_pretrained
+from ..arch.trained import load_pretrained
 from ..data.loader import build_train_loader
 from ..data.samplers.multitask import HeterogeneousBatchSampler
 from ..loss import build_loss

@@ -170,21 +170,6 @@ def strip_prefix(path):
     return path
 
 
-def weights_file(path):
-    """The file a weights option names: a checkpoint prefix (or one of its files) means
-    <prefix>.pdparams; a .pdmodel or any other existing file (e.g. the released UFO checkpoint
-    allinone_vitlarge.pdmodel, a pickled state dict) is read as it is."""
-    if path.endswith(".pdmodel") or (strip_prefix(path) == path and os.path.isfile(path)):
-        return path
-    return strip_prefix(path) + ".pdparams"
-
-
-def read_weights(path, what):
-    """(state dict, file read) of a weights option such as Global.pretrained_model."""
-    path = weights_file(path)
-    return load_state(path, what), path
-
-
 def _parse_states(prefix, what):
     path = prefix + ".pdstates"
     if not os.path.isfile(path):
@@ -362,12 +347,6 @@ def prune_checkpoints(folder, keep):
     return removed
 
 
-def load_weights(model, path, strict=False, what="weights"):
-    """Load a .pdparams (or checkpoint prefix) into ``model``; see apply_state."""
-    state, path = read_weights(path, what)
-    return apply_state(model, state, path, strict)
-
-
 def state_problems(state, own, optional=()):
     """(missing, unexpected, mis-shaped) keys of ``state`` against a model's state dict ``own``;
     keys in ``optional`` may be missing. Only shapes are read."""
@@ -399,7 +378,8 @@ def format_problems(state, own, missing, unexpected, bad, limit=8, origin=None):
 
 def apply_state(model, state, path, strict=False):
     """Set ``state`` (loaded from ``path``) into ``model``. Shape mismatches always fail;
-    missing/unexpected keys fail when strict, else are logged."""
+    missing/unexpected keys fail when strict, else are logged. The check under every weights
+    load: a resume's (load_checkpoint) and io.weights.load_weights's, after the model's filter."""
     own = model.state_dict()
     missing, unexpected, bad = state_problems(state, own)
     if bad or (strict and (missing or unexpected)):

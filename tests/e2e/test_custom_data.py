@@ -192,7 +192,7 @@ def test_predict_gallery_and_service_work_for_the_fifth_task(five, data_root, tm
 @pytest.fixture
 def evaluate(five, data_root, tmp_path):
     """evaluate(test set entry) -> the result of the trained logo task on it (in this process)."""
-    from ppufo.arch.multitask import load_trained_model
+    from ppufo.arch.trained import load_trained_model
     from ppufo.engine.evaluator import Evaluator
     out, _, _ = five
     cfg = load_config(str(out / "config.yaml"), [f"Global.pretrained_model={out / 'latest'}",

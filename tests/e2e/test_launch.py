@@ -37,7 +37,7 @@ def test_two_process_cpu_launch_keeps_ranks_in_sync(full_demo_root, tmp_path):
     assert (out / "latest.pdparams").is_file()  # saved by rank 0
     # evaluation: each rank embedded half the images, and both hold the single-process scores
     from ppufo.engine.evaluator import Evaluator
-    from ppufo.utils.checkpoint import load_weights
+    from ppufo.io.weights import load_weights
     e0, e1 = (json.loads((out / f"rank{r}_eval.json").read_text()) for r in (0, 1))
     trainer = Trainer(tiny_config(demo_root, tmp_path / "single", ["Global.max_iters=3"]))
     load_weights(trainer.model, str(out / "latest"))

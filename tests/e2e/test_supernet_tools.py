@@ -45,7 +45,7 @@ def test_train_extract_then_eval_export_and_finetune_the_subnet(demo_root, tmp_p
     assert saved["Arch"]["Backbone"]["block_mlp_hidden"] == [2 * 96, 96]  # mix concatenates both FFNs
     assert json.loads((out_dir / "subnet.json").read_text())["subnet"] == subnet
     # the extracted neck carries statistics recomputed for the subnet, not the supernet's running ones
-    from ppufo.arch.multitask import load_trained_model
+    from ppufo.arch.trained import load_trained_model
     from ppufo.engine.calibrate import NeckCalibration
     from ppufo.utils.config import load_config
     plain = load_trained_model(load_config(str(out_dir / "config.yaml"), [f"Global.data_root={demo_root}"]))

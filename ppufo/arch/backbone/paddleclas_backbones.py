@@ -1,27 +1,35 @@
 """PaddleClas backbones through our registry (lazy import: paddleclas loads faiss and logs)."""
 import ast
 import inspect
-import os
 import textwrap
 
 import paddle
 import paddle.nn as nn
 
+from ...io.weights import backbone_part
 from ...utils.errors import ConfigError
-from ...utils.safe_load import load_state
 from .registry import BACKBONES, named_parameters, refuse_unknown_keys
 
 
 class PaddleClasFeatures(nn.Layer):
-    """A PaddleClas classifier with its classifier removed: image -> pooled feature [B, C]."""
+    """A PaddleClas classifier with its classifier (the layers named in ``dropped``) removed:
+    image -> pooled feature [B, C]."""
 
-    def __init__(self, net, out_dim):
+    def __init__(self, net, out_dim, dropped=()):
         super().__init__()
         self.net = net
         self.out_dim = out_dim
+        self.dropped = tuple(dropped)
 
     def forward(self, x):
         return self.net(x).flatten(1)
+
+    def checkpoint_filter(self, state, source):
+        """A PaddleClas .pdparams of the model (its removed classifier's keys dropped), or the
+        backbone.* part of a ppufo checkpoint of this backbone."""
+        if any(k.startswith("backbone.") for k in state):
+            return backbone_part(state)
+        return {"net." + k: v for k, v in state.items() if k.split(".")[0] not in self.dropped}
 
 
 def model_keys(factory, _self_cls=None, _depth=0):
@@ -123,38 +131,35 @@ def _resolve(func, namespace, parents, self_cls):
 
 
 @BACKBONES.register
-def PaddleClasBackbone(model="ResNet50", pretrained=None, img_size=None, **model_kwargs):
-    """pretrained: a local .pdparams path (never downloaded). model_kwargs: keyword arguments of
-    the PaddleClas model (model_keys); any other key is refused."""
+def PaddleClasBackbone(model="ResNet50", img_size=None, **model_kwargs):
+    """model_kwargs: keyword arguments of the PaddleClas model (model_keys); any other key is
+    refused. Arch.Backbone.pretrained, a local .pdparams (never downloaded), is loaded by
+    build_backbone."""
     from paddleclas.ppcls.arch import backbone as pc
     if not hasattr(pc, model):
         names = sorted(n for n in dir(pc) if n[:1].isupper())
         raise ConfigError(f"Arch.Backbone.model={model!r}: not a PaddleClas backbone; e.g. {names[:8]}")
     factory = getattr(pc, model)
     keys, complete = model_keys(factory)
-    keys.discard("pretrained")  # ours is a local file, loaded below; PaddleClas's would download
+    keys.discard("pretrained")  # ours is a local file, loaded by build_backbone; PaddleClas's would download
     note = "" if complete else (f"ppufo cannot tell from the source of PaddleClas's {model} where its **kwargs "
                                 f"go, so only the parameters it could find are accepted")
-    given = {"name": "PaddleClasBackbone", "model": model, **({"pretrained": pretrained} if pretrained else {})}
+    given = {"name": "PaddleClasBackbone", "model": model}
     refuse_unknown_keys({**given, **model_kwargs}, ["model", "pretrained", "img_size"] + sorted(keys),
                         what=f"PaddleClasBackbone {model}", note=note)
     net = factory(pretrained=False, **model_kwargs)
-    for head in ("fc", "head", "out"):  # drop the classifier: features, not logits
-        if isinstance(getattr(net, head, None), nn.Linear):
-            setattr(net, head, nn.Identity())
-    if pretrained:
-        if not os.path.isfile(pretrained):
-            raise ConfigError(f"Arch.Backbone.pretrained: {pretrained} not found (local files only)")
-        net.set_state_dict(load_state(pretrained, "Arch.Backbone.pretrained"))
+    dropped = [head for head in ("fc", "head", "out") if isinstance(getattr(net, head, None), nn.Linear)]
+    for head in dropped:  # drop the classifier: features, not logits
+        setattr(net, head, nn.Identity())
     with paddle.no_grad():
         net.eval()
         size = img_size or [64, 64]
         out_dim = int(net(paddle.zeros([1, 3] + list(size))).flatten(1).shape[1])
         net.train()
-    return PaddleClasFeatures(net, out_dim)
+    return PaddleClasFeatures(net, out_dim, dropped)
 
 
 @BACKBONES.register
-def ResNet50(pretrained=None, img_size=None):
+def ResNet50(img_size=None):
     """PaddleClas ResNet50 (BatchNorm), for the heterogeneous-vs-homogeneous batch ablation."""
-    return PaddleClasBackbone("ResNet50", pretrained=pretrained, img_size=img_size)
+    return PaddleClasBackbone("ResNet50", img_size=img_size)

@@ -3,18 +3,33 @@ import inspect
 
 import yaml
 
+from ...io.weights import load_weights
 from ...utils.errors import ConfigError
+from ...utils.logger import get_logger
 from ...utils.registry import Registry
 
 BACKBONES = Registry("backbone")
+BUILDER_KEYS = ["pretrained"]  # taken here, for every backbone: the weights to start from
 
 
 def build_backbone(cfg, **injected):
-    if isinstance(cfg, dict) and cfg.get("name") in BACKBONES:
-        params = inspect.signature(BACKBONES.get(cfg["name"])).parameters
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):  # else the backbone checks itself
-            refuse_unknown_keys(cfg, named_parameters(BACKBONES.get(cfg["name"])))
-    return BACKBONES.build(cfg, where="Arch.Backbone", **injected)
+    """The backbone of an Arch.Backbone section; its ``pretrained`` weights (a local file) are
+    loaded through the backbone's checkpoint_filter (the model classes themselves read no file)."""
+    pretrained = None
+    if isinstance(cfg, dict):
+        cfg = dict(cfg)
+        pretrained = cfg.pop("pretrained", None)
+        if cfg.get("name") in BACKBONES:
+            params = inspect.signature(BACKBONES.get(cfg["name"])).parameters
+            if not any(p.kind == p.VAR_KEYWORD for p in params.values()):  # else the backbone checks itself
+                refuse_unknown_keys(cfg, named_parameters(BACKBONES.get(cfg["name"])) + BUILDER_KEYS)
+    backbone = BACKBONES.build(cfg, where="Arch.Backbone", **injected)
+    if pretrained:
+        what = "Arch.Backbone.pretrained"
+        loaded = load_weights(backbone, pretrained, what=what)
+        get_logger().info(f"{what}: loaded {len(loaded.state)} backbone tensors from {loaded.path}; "
+                          f"the heads start fresh")
+    return backbone
 
 
 def named_parameters(fn):

@@ -1,5 +1,6 @@
 """Plain ViT (pre-LN, CLS token), parameter names and shapes as PaddleClas's VisionTransformer."""
 import inspect
+import math
 
 import numpy as np
 import paddle
@@ -7,9 +8,9 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute as fleet_recompute
 
-from ...utils.checkpoint import format_problems, read_weights, state_problems
+from ...io.weights import backbone_part
+from ...utils.checkpoint import format_problems, state_problems
 from ...utils.errors import ConfigError
-from ...utils.logger import get_logger
 from ..released import describe, geometry, geometry_text
 from .registry import BACKBONES
 
@@ -69,14 +70,6 @@ def run_block(block, x, recompute, *args):
     if recompute and block.training and paddle.is_grad_enabled():
         return fleet_recompute(block, x, *args, preserve_rng_state=True, use_reentrant=False)
     return block(x, *args)
-
-
-def backbone_part(state):
-    """The ViT weights in a state dict: its backbone.* part (a ppufo or released UFO checkpoint),
-    else the whole dict as a plain ViT without its classifier (head.*)."""
-    if any(k.startswith("backbone.") for k in state):
-        return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
 class Attention(nn.Layer):
@@ -188,17 +181,29 @@ class ViTStem(nn.Layer):
         x = paddle.concat([self.cls_token.expand([x.shape[0], -1, -1]).astype(x.dtype), x], axis=1)
         return self.pos_drop(x + pos)
 
+    def fit_pos_embed(self, pos):
+        """A checkpoint's position embedding on this model's grid. A file records only its number
+        of positions, so a grid other than the model's is taken to be square (ImageNet ViTs are)."""
+        if list(pos.shape) == list(self.pos_embed.shape):
+            return pos
+        side = math.isqrt(pos.shape[1] - 1)
+        if side * side != pos.shape[1] - 1:
+            raise ConfigError(f"pos_embed has {pos.shape[1] - 1} positions, not a square grid, and this model's "
+                              f"grid is {self.grid[0]}x{self.grid[1]}: cannot tell the file's grid to resize it")
+        return resize_pos_embed(paddle.to_tensor(pos), [side, side], self.grid)
+
 
 class VisionTransformer(ViTStem):
     """block_heads / block_mlp_hidden give per-block widths (extracted subnets); head_dim
     defaults to embed_dim // num_heads. fused_attention=False writes the attention out (same
     result, more memory). recompute: per-block activation recompute in training (run_block).
-    pretrained: weights to start from (see load_pretrained)."""
+    Weights to start from (Arch.Backbone.pretrained) are loaded by build_backbone through
+    checkpoint_filter."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
                  mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
                  epsilon=1e-6, head_dim=None, block_heads=None, block_mlp_hidden=None,
-                 fused_attention=True, pretrained=None, recompute=False):
+                 fused_attention=True, recompute=False):
         super().__init__()
         if head_dim is None and embed_dim % num_heads:
             raise ConfigError(f"Arch.Backbone: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
@@ -215,8 +220,6 @@ class VisionTransformer(ViTStem):
                                     for r, h, m in zip(rates, heads, hidden)])
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
         self._init_linears()
-        if pretrained:
-            self.load_pretrained(pretrained)
 
     def forward(self, x):
         x = self.embed_tokens(x)
@@ -234,25 +237,19 @@ class VisionTransformer(ViTStem):
         t = (h // self.patch_size) * (w // self.patch_size)
         return vit_flops(self.embed_dim, self.patch_size, t, self.block_widths(), self.in_chans)
 
-    def load_pretrained(self, state, what="Arch.Backbone.pretrained"):
-        """Load a state dict or weights file: a plain ViT (PaddleClas's ImageNet ViTs; the
-        classifier is dropped) or the backbone.* part of a ppufo or released UFO checkpoint
-        (its heads are not loaded). The position embedding is resized to this model's grid."""
-        path = "the state dict"
-        if isinstance(state, str):
-            state, path = read_weights(state, what)
+    def checkpoint_filter(self, state, source):
+        """A plain ViT (PaddleClas's ImageNet ViTs; the classifier is dropped) or the backbone.*
+        part of a ppufo or released UFO checkpoint (its heads are not taken), position embedding
+        on this model's grid; refused unless every key fits."""
         full, state = state, backbone_part(state)
-        pos = state.get("pos_embed")
-        if pos is not None and list(pos.shape) != list(self.pos_embed.shape):
-            side = int(round((pos.shape[1] - 1) ** 0.5))
-            state["pos_embed"] = resize_pos_embed(paddle.to_tensor(pos), [side, side], self.grid)
+        if "pos_embed" in state:
+            state["pos_embed"] = self.fit_pos_embed(state["pos_embed"])
         own = self.state_dict()
         problems = state_problems(state, own)
         if any(problems):
-            raise ConfigError(f"{what}: {path}: is {describe(full)}; this ViT has "
-                              f"{geometry_text(geometry(own, ''))}:\n  " + format_problems(state, own, *problems))
-        self.set_state_dict(state)
-        get_logger().info(f"{what}: loaded {len(state)} backbone tensors from {path}; the heads start fresh")
+            raise ConfigError(f"is {describe(full)}; this ViT has {geometry_text(geometry(own, ''))}:\n  "
+                              + format_problems(state, own, *problems))
+        return state
 
 
 def _factory(name, dim, depth, heads):

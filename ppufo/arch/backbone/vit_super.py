@@ -10,11 +10,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ...io.weights import backbone_part
 from ...utils.errors import ConfigError
-from ...utils.checkpoint import read_weights
 from ..space import SearchSpace
 from .registry import BACKBONES
-from .vit import DropPath, ViTStem, attention, backbone_part, resize_pos_embed, run_block
+from .vit import DropPath, ViTStem, attention, run_block
 
 
 def _super_linear(in_dim, out_dim, bias=True):
@@ -94,14 +94,15 @@ class ViTSupernet(ViTStem):
 
     depths / heads / ffn_ratios: the choices of the search space (ffn_ratios are fractions of
     embed_dim * mlp_ratio). ``tasks`` is injected from the config's Tasks section.
-    pretrained: a plain ViT .pdparams, or an All-in-One checkpoint (its backbone.* part).
-    recompute: per-block activation recompute in training, as VisionTransformer's.
+    Arch.Backbone.pretrained (loaded by build_backbone through checkpoint_filter): a plain ViT, or
+    an All-in-One checkpoint (its backbone.* part). recompute: per-block activation recompute in
+    training, as VisionTransformer's.
     """
 
     def __init__(self, tasks, img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12,
                  num_heads=3, head_dim=None, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.0,
                  epsilon=1e-6, depths=None, heads=None, ffn_ratios=(0.5, 0.75, 1.0),
-                 paths=("shared", "task", "mix"), pretrained=None, fused_attention=True, recompute=False):
+                 paths=("shared", "task", "mix"), fused_attention=True, recompute=False):
         super().__init__()
         if not tasks:
             raise ConfigError("ViTSupernet: needs at least one task")
@@ -117,9 +118,6 @@ class ViTSupernet(ViTStem):
                                     for r in rates])
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
         self._init_linears()
-        if pretrained:
-            # a prefix, a .pdparams or the released .pdmodel
-            self.load_plain_vit(backbone_part(read_weights(pretrained, "Arch.Backbone.pretrained")[0]))
 
     def forward(self, x, task, subnet):
         if task not in self.tasks:
@@ -130,21 +128,23 @@ class ViTSupernet(ViTStem):
                           self.space.hidden(subnet.ratios[i]))
         return self.norm(x)[:, 0]
 
-    def load_plain_vit(self, state):
-        """Initialise from a plain ViT state dict (e.g. an All-in-One checkpoint's backbone):
-        qkv is split into q/k/v and each block's MLP is copied into every FFN path."""
-        state = {k: paddle.to_tensor(v) if not isinstance(v, paddle.Tensor) else v for k, v in state.items()}
-        need = ["pos_embed"] + [f"blocks.{i}.{n}" for i in range(len(self.blocks))
-                                for n in ("attn.qkv.weight", "attn.qkv.bias", "mlp.fc1.weight")]
+    def checkpoint_filter(self, state, source):
+        """A plain ViT's weights (or a checkpoint's backbone.* part) as this supernet's: qkv split
+        into q/k/v, each block's MLP copied into every FFN path; the mixing logits keep their
+        initial values (a plain ViT has none)."""
+        state = {k: paddle.to_tensor(v) if not isinstance(v, paddle.Tensor) else v
+                 for k, v in backbone_part(state).items()}
+        stem = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "norm.weight", "norm.bias")
+        layers = ("norm1", "norm2", "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+        need = ["pos_embed", *stem] + [f"blocks.{i}.{n}.{w}" for i in range(len(self.blocks))
+                                       for w in ("weight", "bias") for n in layers]
         missing = [k for k in need if k not in state]
         if missing:
-            raise ConfigError(f"ViTSupernet.load_plain_vit: not a plain ViT state of depth "
-                              f"{len(self.blocks)} (missing {missing[:3]})")
-        own, out = self.state_dict(), {}
-        for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "norm.weight", "norm.bias"):
+            raise ConfigError(f"not a plain ViT state of depth {len(self.blocks)} (missing {missing[:3]})")
+        out = {k: v for k, v in self.state_dict().items() if ".mix_logit." in k}
+        for k in stem:
             out[k] = state[k]
-        out["pos_embed"] = resize_pos_embed(state["pos_embed"], [int(round((state["pos_embed"].shape[1] - 1) ** 0.5))] * 2,
-                                            self.grid)
+        out["pos_embed"] = self.fit_pos_embed(state["pos_embed"])
         for i in range(len(self.blocks)):
             p = f"blocks.{i}."
             for n in ("norm1", "norm2"):
@@ -158,8 +158,4 @@ class ViTSupernet(ViTStem):
                 for fc in ("fc1", "fc2"):
                     for n in ("weight", "bias"):
                         out[f"{p}{ffn}.{fc}.{n}"] = state[f"{p}mlp.{fc}.{n}"]
-        bad = [k for k, v in out.items() if list(v.shape) != list(own[k].shape)]
-        if bad:
-            raise ConfigError(f"ViTSupernet.load_plain_vit: shape mismatch for {bad[:5]}")
-        self.set_state_dict(out)
-
+        return out

@@ -16,8 +16,9 @@ import pytest
 import released_reference
 from helpers import ROOT, tiny_config
 from released_reference import random_reference, save_reference, unit
-from ppufo.arch.multitask import build_model, load_trained_model
+from ppufo.arch.multitask import build_model
 from ppufo.arch.released import to_ppufo
+from ppufo.arch.trained import load_trained_model
 from ppufo.utils.config import load_config
 from ppufo.utils.errors import ConfigError
 
@@ -105,7 +106,7 @@ def test_vit_large_key_list_converts_by_name_and_shape():
         cfg = load_config(os.path.join(ROOT, "configs/ufo_vitl.yaml"), list(overrides))
         with paddle.LazyGuard():
             model = build_model(cfg)
-        return to_ppufo(state, model, cfg, "allinone_vitlarge.pdmodel", "Global.pretrained_model"), model
+        return to_ppufo(state, model, "allinone_vitlarge.pdmodel"), model
     (out, mapping), model = convert(fake)
     assert mapping == TASK_HEADS
     own = model.state_dict()

@@ -9,6 +9,7 @@ from ppufo.arch import build_model
 from ppufo.arch.backbone import build_backbone
 from ppufo.nas.extract import extract, max_feature_diff
 from ppufo.arch.space import PATHS, SearchSpace, Subnet, load_subnet
+from ppufo.io.weights import load_weights
 from ppufo.utils.config import load_config
 from ppufo.utils.errors import ConfigError
 
@@ -173,14 +174,14 @@ def test_supernet_initialised_from_a_plain_vit_reproduces_it():
                             "mlp_ratio": 2.0}, img_size=[32, 32])
     plain.eval()
     net = supernet()
-    net.load_plain_vit(plain.state_dict())
+    load_weights(net, plain.state_dict())
     net.eval()
     x = paddle.randn([2, 3, 32, 32])
     for path in PATHS:  # every FFN path starts as a copy of the plain MLP, so mix equals it too
         np.testing.assert_allclose(net(x, "face", net.space.uniform(4, 3, path, 1.0)).numpy(), plain(x).numpy(),
                                    atol=1e-5)
     with pytest.raises(ConfigError, match="not a plain ViT state"):
-        net.load_plain_vit({"pos_embed": plain.pos_embed})
+        load_weights(net, {"pos_embed": plain.pos_embed})
 
 
 def test_supernet_pretrained_takes_the_backbone_of_a_checkpoint_or_a_plain_vit(tmp_path):

@@ -6,6 +6,7 @@ import paddle
 import pytest
 
 from ppufo.arch.backbone import BACKBONES, build_backbone
+from ppufo.io.weights import load_weights
 from ppufo.utils.errors import ConfigError
 
 VARIANTS = {"ViT_tiny_patch16": (192, 12, 3), "ViT_small_patch16": (384, 12, 6),
@@ -41,7 +42,7 @@ def test_paddleclas_vit_base_weights_give_the_same_features():
     theirs = ViT_base_patch16_224(pretrained=False)
     theirs.eval()
     ours = build_backbone({"name": "ViT_base_patch16"})
-    ours.load_pretrained(theirs.state_dict())
+    load_weights(ours, theirs.state_dict())
     ours.eval()
     x = paddle.randn([2, 3, 224, 224])
     np.testing.assert_allclose(ours(x).numpy(), theirs.forward_features(x).numpy(), atol=1e-5, rtol=0)
@@ -52,13 +53,13 @@ def test_position_embedding_interpolation():
     small = build_backbone({"name": "ViT_tiny_patch16", "depth": 2}, img_size=[32, 32])
     small.eval()
     big = build_backbone({"name": "ViT_tiny_patch16", "depth": 2}, img_size=[64, 64])
-    big.load_pretrained(small.state_dict())
+    load_weights(big, small.state_dict())
     big.eval()
     x = paddle.randn([1, 3, 64, 64])
     # running the 32-built model at 64 interpolates on the fly, like loading resized weights
     np.testing.assert_allclose(small(x).numpy(), big(x).numpy(), atol=1e-5)
     with pytest.raises(ConfigError, match="missing"):
-        big.load_pretrained({k: v for k, v in small.state_dict().items() if k != "norm.weight"})
+        load_weights(big, {k: v for k, v in small.state_dict().items() if k != "norm.weight"})
 
 
 def test_drop_path_is_random_only_in_training():

@@ -293,7 +293,7 @@ def test_search_tool_writes_a_choice_that_extracts_and_exports(demo_root, tmp_pa
                                "Search.budget_type=params", "Search.budget=1.2e5", "Search.num_samples=5",
                                "Search.num_candidates=50", "Search.num_verify=2", f"Search.cache_dir={tmp_path}/cache",
                                f"Search.save_dir={tmp_path}/search")
-    from ppufo.arch.multitask import load_trained_model
+    from ppufo.arch.trained import load_trained_model
     from ppufo.nas.configured import build_search, write_result
     supernet = load_trained_model(cfg)
     res = build_search(cfg, supernet, ["person"], get_logger()).run()["person"]

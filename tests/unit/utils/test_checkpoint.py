@@ -14,8 +14,8 @@ import paddle
 import pytest
 
 from ppufo.utils import checkpoint
-from ppufo.utils.checkpoint import (load_checkpoint, load_weights, read_states, save_checkpoint,
-                                    remove_stale_temporaries)
+from ppufo.io.weights import load_weights
+from ppufo.utils.checkpoint import load_checkpoint, read_states, save_checkpoint, remove_stale_temporaries
 from ppufo.utils.errors import ConfigError
 from ppufo.utils.safe_load import load_state
 
@@ -235,7 +235,7 @@ def test_weights_only_checkpoints_still_load(tmp_path):
     assert list(read_states(str(tmp_path / "model"))["files"]) == [".pdparams"]
     other, opt, lr = make()
     step(other, opt, lr)
-    load_weights(other, str(tmp_path / "model"), strict=True)
+    load_weights(other, str(tmp_path / "model"))
     assert load_checkpoint(str(tmp_path / "model"), other)["tasks"] == ["person"]
     with pytest.raises(ConfigError, match="lists no .pdopt .*Global.pretrained_model"):
         load_checkpoint(str(tmp_path / "model"), other, opt, lr)
@@ -390,7 +390,7 @@ def test_a_hostile_pickle_is_refused_as_backbone_weights(hostile, demo_root, tmp
     from ppufo.arch.backbone import build_backbone
     prefix, _ = hostile
     vit = build_backbone({"name": "VisionTransformer", "embed_dim": 48, "depth": 1, "num_heads": 3}, img_size=[32, 32])
-    refused(prefix, lambda: vit.load_pretrained(prefix + ".pdparams"))
+    refused(prefix, lambda: load_weights(vit, prefix + ".pdparams"))
     refused(prefix, lambda: build_backbone({"name": "ViTSupernet", "embed_dim": 48, "depth": 2, "num_heads": 3,
                                             "pretrained": prefix}, img_size=[32, 32], tasks=["person"]))
     from ppufo.engine import build_trainer
@@ -401,7 +401,7 @@ def test_a_hostile_pickle_is_refused_as_backbone_weights(hostile, demo_root, tmp
 
 
 def test_a_hostile_pickle_is_refused_by_eval_and_export(hostile, demo_root, tmp_path):
-    from ppufo.arch.multitask import load_trained_model
+    from ppufo.arch.trained import load_trained_model
     prefix, _ = hostile
     refused(prefix, lambda: load_trained_model(tiny_config(demo_root, tmp_path, [f"Global.pretrained_model={prefix}"])))
     proc = subprocess.run([sys.executable, "tools/eval.py", "-c", "configs/quickstart.yaml", "-o",
