@@ -13,12 +13,11 @@ running value is forgotten at batch 0. Only the backbone: a task's BN neck alrea
 task at a time, in training as at test.
 """
 import copy
-import numbers
 
 import paddle
 
 from ..data.loader import build_train_loader
-from ..utils.errors import ConfigError
+from ..utils.config import Field
 from ..utils.logger import get_logger
 from ..utils.paddle_internals import batch_norm_types, bn_momentum, bn_uses_global_stats, set_bn_momentum
 from ..utils.progress import Progress
@@ -57,8 +56,7 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
     if not bns:
         log.info("precise BN: the backbone has no BatchNorm; nothing to recompute")
         return {"layers": 0, "batches": 0, "images": 0}
-    if isinstance(num_batches, bool) or not isinstance(num_batches, numbers.Integral) or num_batches < 1:
-        raise ConfigError(f"precise BN: num_batches={num_batches!r}; expected an integer >= 1")
+    num_batches = Field(int, min=1).check(num_batches, "precise BN: num_batches")
     loader = heterogeneous_loader(config, num_batches, seed)
     sampler = loader.batch_sampler
     sizes = [(t, sampler.task_counts[t]) for t in sampler.tasks]

@@ -55,7 +55,7 @@ def build_loss(items, where="Loss"):
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
             raise ConfigError(f"{at}.{name}.weight: {weight!r}; expected a number")
         cls = LOSSES.get(name)
-        check_kwargs(cls, kwargs, f"{at} ({name})")
+        kwargs = check_kwargs(cls, kwargs, f"{at} ({name})", path=f"{at}.{name}")
         try:
             fn = cls(**kwargs)
         except ConfigError as e:

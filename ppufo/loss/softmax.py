@@ -3,18 +3,17 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..utils.errors import ConfigError
+from ..utils.config import Field, check_args
 from .registry import LOSSES
 
 
 @LOSSES.register
+@check_args(epsilon=Field(float, min=0, below=1))
 class CELoss(nn.Layer):
     """mean_i -sum_c q_ic log softmax(logits_i)_c with q = (1 - eps) onehot + eps / C."""
 
     def __init__(self, epsilon=0.0):
         super().__init__()
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon < 1:
-            raise ConfigError(f"CELoss: epsilon={epsilon!r}; expected a number in [0, 1)")
         self.epsilon = float(epsilon)
 
     def forward(self, out, label):

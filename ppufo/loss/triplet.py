@@ -3,6 +3,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..utils.config import Field, check_args
 from ..utils.errors import ConfigError
 from .registry import LOSSES
 
@@ -17,6 +18,7 @@ def euclidean_dist(x):
 
 
 @LOSSES.register
+@check_args(margin=Field(float, doc="0 = soft margin", min=0))
 class TripletLoss(nn.Layer):
     """Hardest positive (max d over same id, self excluded) vs hardest negative (min d over
     other ids) per anchor. margin 0: mean softplus(d_ap - d_an) (soft margin); margin > 0:
@@ -25,9 +27,6 @@ class TripletLoss(nn.Layer):
 
     def __init__(self, margin=0.0, feature_from="feat", normalize_feature=False):
         super().__init__()
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
-            raise ConfigError(f"TripletLoss: margin={margin!r}; expected a number >= 0 "
-                              "(0 = soft margin)")
         if feature_from not in FEATURES:
             raise ConfigError(f"TripletLoss: feature_from={feature_from!r}; expected one of {list(FEATURES)}")
         self.margin = float(margin)

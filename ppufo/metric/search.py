@@ -8,7 +8,8 @@ round the last bit of a dot product differently, which can swap near-equal neigh
 """
 import numpy as np
 
-from ..utils.errors import ConfigError, DataError
+from ..utils.config import Field
+from ..utils.errors import DataError
 
 
 def as_features(x, name, where):
@@ -40,8 +41,7 @@ def check_dims(qf, gf, where):
 
 
 def check_chunk(chunk_size, where):
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ConfigError(f"{where}: chunk_size must be a positive integer, got {chunk_size!r}")
+    return Field(int, min=1).check(chunk_size, f"{where}: chunk_size")
 
 
 def score_chunks(qf, gf, chunk_size):

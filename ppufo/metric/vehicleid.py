@@ -8,7 +8,8 @@ sit in the gallery as distractors for everyone else. Id 0 is an ordinary identit
 """
 import numpy as np
 
-from ..utils.errors import ConfigError, DataError
+from ..utils.config import Field
+from ..utils.errors import DataError
 from .reid import evaluate_reid
 from .search import as_features, as_ids
 
@@ -29,8 +30,7 @@ def evaluate_vehicleid(features, pids, repeats=10, seed=0, topk=(1, 5), chunk_si
     """-> dict(rank<k>, mAP: means over repeats; rank<k>_std, mAP_std; repeats, num_queries,
     num_gallery)."""
     where = "evaluate_vehicleid"
-    if not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise ConfigError(f"{where}: repeats must be a positive integer, got {repeats!r}")
+    repeats = Field(int, min=1).check(repeats, f"{where}: repeats")
     f = as_features(features, "features", where)
     pids = as_ids(pids, len(f), "pids", where)
     if len(np.unique(pids)) == len(pids):

@@ -6,6 +6,7 @@ on (seed, iteration, rank, position in the batch), so a resumed run reproduces i
 """
 import numpy as np
 
+from ...utils.config import Field
 from ...utils.errors import ConfigError
 from .registry import SAMPLERS
 
@@ -25,10 +26,9 @@ class _MultiTaskBatchSampler:
         if missing:
             raise ConfigError(f"{where}: offsets has no entry for task(s) {missing}; "
                               f"given: {sorted(offsets)}")
-        for name, v, lo in (("max_iters", max_iters, 0), ("start_iter", start_iter, 0),
-                            ("seed", seed, 0), ("rank", rank, 0)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ConfigError(f"{where}: {name}={v!r}; expected an integer >= {lo}")
+        count = Field(int, min=0)
+        max_iters, start_iter, seed, rank = (count.check(v, f"{where}: {name}") for name, v in (
+            ("max_iters", max_iters), ("start_iter", start_iter), ("seed", seed), ("rank", rank)))
         if start_iter > max_iters:
             raise ConfigError(f"{where}: start_iter={start_iter} is past max_iters={max_iters}")
         self.samplers = dict(task_samplers)

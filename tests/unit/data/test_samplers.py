@@ -215,3 +215,7 @@ def test_works_as_paddle_batch_sampler_and_validates():
         HeterogeneousBatchSampler(samplers, {}, 3)
     with pytest.raises(ConfigError, match=r"start_iter=4 is past max_iters=3"):
         HeterogeneousBatchSampler(samplers, {"face": 0}, 3, start_iter=4)
+    with pytest.raises(ConfigError, match=r"^HeterogeneousBatchSampler: seed: -1 is out of range; allowed: >= 0$"):
+        HeterogeneousBatchSampler(samplers, {"face": 0}, 3, seed=-1)
+    with pytest.raises(ConfigError, match=r"^HeterogeneousBatchSampler: max_iters: expected int, got"):
+        HeterogeneousBatchSampler(samplers, {"face": 0}, 2.5)

@@ -88,5 +88,5 @@ def test_a_backbone_without_batchnorm_is_zero_layers(make_config):
 def test_num_batches_must_be_a_positive_integer(make_config, n):
     from ppufo.utils.errors import ConfigError
     config = make_config(RESNET)
-    with pytest.raises(ConfigError, match=r"precise BN: num_batches="):
+    with pytest.raises(ConfigError, match=r"^precise BN: num_batches: "):
         recompute_backbone_bn(build_model(config), config, n)

@@ -123,10 +123,19 @@ def test_build_loss_weights_sum_and_names():
     ([{"CELoss": {"epsilom": 0.1}}], r"Tasks.person.loss.0 \(CELoss\): unknown key\(s\) \['epsilom'\]"),
     ([{"CELoss": {"weight": "high"}}], r"Tasks.person.loss.0.CELoss.weight: 'high'; expected a number"),
     ([{"CELoss": [1]}], r"Tasks.person.loss.0 \(CELoss\): expected a mapping of arguments"),
-    ([{"CELoss": {"epsilon": 1.0}}], r"Tasks.person.loss.0: CELoss: epsilon=1.0; expected a number in \[0, 1\)"),
-    ([{"TripletLoss": {"margin": -1}}], r"TripletLoss: margin=-1; expected a number >= 0"),
+    ([{"CELoss": {"epsilon": 1.0}}], r"^Tasks.person.loss.0.CELoss.epsilon: 1.0 is out of range; allowed: \[0, 1\)$"),
+    ([{"TripletLoss": {"margin": -1}}], r"^Tasks.person.loss.0.TripletLoss.margin: -1.0 is out of range; allowed: >= 0$"),
     ([{"TripletLoss": {"feature_from": "logits"}}], r"feature_from='logits'; expected one of \['feat', 'embedding'\]"),
 ])
 def test_build_loss_errors(items, pattern):
     with pytest.raises(ConfigError, match=pattern):
         build_loss(items, where="Tasks.person.loss")
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: CELoss(epsilon=float("nan")), r"^CELoss.epsilon: "),
+    (lambda: TripletLoss(margin=-0.5), r"^TripletLoss.margin: -0.5 is out of range; allowed: >= 0$"),
+])
+def test_loss_arguments_checked_on_direct_construction(make, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        make()

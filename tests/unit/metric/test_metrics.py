@@ -119,8 +119,10 @@ def test_reid_without_any_valid_query_raises_and_bad_inputs_are_named():
         evaluate_reid(f, f, ids, np.array([1, 2, 3]), ids, ids)
     with pytest.raises(DataError, match="qf contains NaN"):
         evaluate_reid(np.array([[np.nan, 0]], np.float32), f, ids[:1], ids, ids[:1], ids)
-    with pytest.raises(ConfigError, match="chunk_size must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"evaluate_reid: chunk_size: 0 is out of range; allowed: >= 1$"):
         evaluate_reid(f, f, ids, ids, ids, ids, chunk_size=0)
+    with pytest.raises(ConfigError, match=r"^evaluate_vehicleid: repeats: 0 is out of range; allowed: >= 1$"):
+        evaluate_vehicleid(f, ids, repeats=0)
 
 
 @pytest.mark.parametrize("seed", range(6))
