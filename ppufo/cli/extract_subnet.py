@@ -24,6 +24,7 @@ def main():
     from ..arch import is_supernet
     from ..arch.trained import load_trained_model
     from ..arch.memory_plan import parameter_count
+    from ..nas.budget import reduction_text, reductions
     from ..nas.configured import extract_to_dir, side_by_side
     from ..utils.device import setup_device
     from ..utils.logger import init_logger
@@ -38,22 +39,20 @@ def main():
         setup_device(config)
         supernet = load_trained_model(config)
         subnet, model, calibrations, diff = extract_to_dir(config, supernet, tasks)
-        space = supernet.space
-        full = space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet")
-        single = space.uniform(space.depths[-1], space.heads[-1], "task", space.ratios[-1])
-        n_sub, n_full, n_single = space.params(subnet), space.params(full), space.params(single)
+        n_sub = supernet.space.params(subnet)
         assert n_sub == parameter_count(model.backbone.parameters())
         log.info(f"extracted {tasks} subnet (depth {subnet.depth}, heads {list(subnet.heads)}, paths "
                  f"{list(subnet.paths)}, ratios {list(subnet.ratios)}) -> {ex['save_dir']}; max |feature diff| "
                  f"vs the supernet path {diff:.2e}")
-        log.info(f"backbone parameters: subnet {n_sub / 1e6:.3f}M; full supernet path ({config['Supernet']['eval_subnet']}) "
-                 f"{n_full / 1e6:.3f}M ({1 - n_sub / n_full:.0%} fewer); full single-FFN ViT "
-                 f"{n_single / 1e6:.3f}M ({1 - n_sub / n_single:.0%} fewer); FLOPs {space.flops(subnet) / 1e6:.1f}M vs "
-                 f"{space.flops(full) / 1e6:.1f}M")
+        log.info(f"backbone {reduction_text(supernet.space, subnet)}")
+        log.info(f"backbone {reduction_text(supernet.space, subnet, 'flops')}")
         if args.eval:
+            full = supernet.space.resolve(config["Supernet"]["eval_subnet"], "Supernet.eval_subnet")
+            r = reductions(supernet.space, subnet)["params"]
             table = side_by_side(config, supernet, model, tasks,
-                                 [f"{n_full / 1e6:.2f}M", f"{n_sub / 1e6:.2f}M, -{1 - n_sub / n_full:.0%}"],
-                                 calibrations)
+                                 [f"{supernet.space.params(full) / 1e6:.2f}M",
+                                  f"{n_sub / 1e6:.2f}M, {r['vs_allinone']:+.0%} vs All-in-One, "
+                                  f"{r['vs_largest']:+.0%} vs largest"], calibrations)
             log.info("supernet path vs extracted subnet:\n" + table)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")

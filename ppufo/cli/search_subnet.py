@@ -23,6 +23,7 @@ def main():
     args, config = cli_config("ppufo GP-NAS subnet search")
     from ..arch import is_supernet
     from ..arch.trained import load_trained_model
+    from ..nas.budget import budget_type, reduction_text
     from ..nas.configured import build_search, write_result
     from ..utils.device import setup_device
     from ..utils.logger import init_logger
@@ -31,9 +32,7 @@ def main():
         if not is_supernet(config):
             raise ConfigError(f"{args.config}: Arch.name is {config['Arch'].get('name')}; the search needs a "
                               f"supernet config (Arch.name: SupernetMultiTaskModel)")
-        if s["budget"] is None:
-            raise ConfigError(f"Search.budget: required (with Search.budget_type={s['budget_type']}), "
-                              f"e.g. -o Search.budget=5")
+        kind = budget_type(s)  # a missing or malformed budget fails before the supernet loads
         tasks = [t.strip() for t in s["task"].split(",") if t.strip()] or list(config["Tasks"])
         unknown = [t for t in tasks if t not in config["Tasks"]]
         if unknown:
@@ -43,15 +42,15 @@ def main():
         log = init_logger(os.path.join(s["save_dir"], "search.log"))
         setup_device(config)
         supernet = load_trained_model(config)
-        log.info(f"search space: {supernet.space.describe()}; tasks {tasks}; chip {s['chip']}, "
-                 f"{s['budget_type']} <= {s['budget']:g}")
+        log.info(f"search space: {supernet.space.describe()}; tasks {tasks}; chip {s['chip']}, {kind} budget")
         results = build_search(config, supernet, tasks, log).run()
         for task, res in results.items():
             path = write_result(config, supernet.space, res, s["save_dir"])
             p, m = res["predicted"], res["measured"]
-            log.info(f"[{task}] chosen subnet {res['subnet'].to_json()}: measured {s['metric']} {m['accuracy']:.4f}, "
-                     f"{s['budget_type']} {m[s['budget_type']]:.4g} (predicted {p['accuracy']:.4f}, "
-                     f"{p[s['budget_type']]:.4g}) -> {path}")
+            log.info(f"[{task}] chosen subnet {res['subnet'].to_json()} under {res['budget'].text()}: measured "
+                     f"{s['metric']} {m['accuracy']:.4f}, {kind} {m[kind]:.4g} (predicted {p['accuracy']:.4f}, "
+                     f"{p[kind]:.4g}) -> {path}")
+            log.info(f"[{task}] backbone {reduction_text(supernet.space, res['subnet'])}")
             log.info(f"[{task}] next: python tools/extract_subnet.py -c {args.config} -o Global.pretrained_model="
                      f"{config['Global']['pretrained_model']} -o Extract.task={task} Extract.subnet={path}")
     except (ConfigError, DataError) as e:

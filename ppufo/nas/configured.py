@@ -10,6 +10,7 @@ from ..utils.checkpoint import save_checkpoint
 from ..utils.config import dump_config
 from .extract import check_tasks, extract, max_feature_diff
 from .accuracy import SubnetAccuracy
+from .budget import budget_type, reductions, resolve_budget
 from .cache import MeasureCache
 from .latency import TableLatency, build_latency
 from .pareto import plot_pareto
@@ -27,8 +28,8 @@ def build_search(config, supernet, tasks, log):
         fn = SubnetAccuracy(config, supernet, t, s["metric"], val, calibration=cal)
         accuracy[t] = Measure(fn, MeasureCache(os.path.join(cache, f"accuracy_{t}_{s['metric']}.jsonl"), fn.context),
                               f"{t} {s['metric']} on {','.join(fn.sets)}")
-    latency, exact = None, False
-    if s["budget_type"] == "latency_ms":
+    latency, exact, kind = None, False, budget_type(s)
+    if kind == "latency_ms":
         src = build_latency(s, config, supernet, tasks[0])
         log.info(f"latency of {s['chip']}: {src.source}")
         if not src.measured:
@@ -40,26 +41,36 @@ def build_search(config, supernet, tasks, log):
             latency = Measure(src, MeasureCache(os.path.join(cache, f"latency_{s['chip']}_b{s['batch_size']}.jsonl"),
                                                 src.context),
                               f"{s['chip']} latency")
-    return BudgetedSearch(space, accuracy, s["budget_type"], s["budget"], latency, exact, s["num_samples"],
+    budget = resolve_budget(s, space, latency_of(latency, exact, space))
+    log.info(f"budget: {budget.text()}")
+    return BudgetedSearch(space, accuracy, kind, budget, latency, exact, s["num_samples"],
                           s["num_candidates"], s["num_verify"], s["seed"], s["features"], log=log.info,
                           verify_rounds=s["verify_rounds"])
 
 
+def latency_of(latency, exact, space):
+    """subnet -> latency with the search's source (None without one), for a relative budget."""
+    if latency is None:
+        return None
+    return latency if exact else (lambda subnet: float(latency(space, [subnet])[0]))
+
+
 def write_result(config, space, res, save_dir):
     """<task>_<chip>.json and its Pareto PNG; returns the JSON path."""
-    s, task = config["Search"], res["task"]
+    s, task, budget = config["Search"], res["task"], res["budget"]
+    red = reductions(space, res["subnet"])
     out = {"task": task, "chip": s["chip"], "subnet": res["subnet"].to_dict(),
-           "budget": {"type": s["budget_type"], "value": s["budget"]}, "metric": s["metric"],
+           "budget": budget.to_dict(), "metric": s["metric"],
            "predicted": res["predicted"], "measured": res["measured"],
-           "params": space.params(res["subnet"]), "flops": space.flops(res["subnet"]),
+           "params": red["params"]["subnet"], "flops": red["flops"]["subnet"], "reduction": red,
            "checkpoint": config["Global"]["pretrained_model"], "verified": res["verified"],
            "verify_quality": res["verify_quality"], "verify_levels": res["verify_levels"]}
     os.makedirs(save_dir, exist_ok=True)
     path = os.path.join(save_dir, f"{task}_{s['chip']}.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
-    plot_pareto(os.path.join(save_dir, f"{task}_{s['chip']}_pareto.png"), res, s["budget_type"], s["budget"],
-                s["metric"], f"{task} on {s['chip']}: {s['budget_type']} <= {s['budget']:g}")
+    plot_pareto(os.path.join(save_dir, f"{task}_{s['chip']}_pareto.png"), res, budget.type, budget.value,
+                s["metric"], f"{task} on {s['chip']}: {budget.text()}")
     return path
 
 
@@ -76,9 +87,9 @@ def side_by_side(config, supernet, model, tasks, rows, calibrations):
     report_results(a, config["Global"]["output_dir"])
     b = Evaluator(config, model, only=tasks).evaluate(tag="extracted_subnet")
     report_results(b, config["Global"]["output_dir"])
-    lines = [f"{'test set':14s} {'supernet (' + rows[0] + ')':>30s} {'extracted (' + rows[1] + ')':>30s}"]
+    lines = [f"{'test set':14s} {'supernet (' + rows[0] + ')':>30s} {'extracted (' + rows[1] + ')':>56s}"]
     for x, y in zip(a["sets"], b["sets"]):
-        lines.append(f"{x['set']:14s} {x['headline']:>30s} {y['headline']:>30s}")
+        lines.append(f"{x['set']:14s} {x['headline']:>30s} {y['headline']:>56s}")
     return "\n".join(lines)
 
 
@@ -103,5 +114,6 @@ def extract_to_dir(config, supernet, tasks):
                                            "neck_calibration_images": ex["calibration_images"]})
     dump_config(cfg, os.path.join(ex["save_dir"], "config.yaml"))
     with open(os.path.join(ex["save_dir"], "subnet.json"), "w") as f:
-        json.dump({"tasks": tasks, "subnet": subnet.to_dict()}, f, indent=1)
+        json.dump({"tasks": tasks, "subnet": subnet.to_dict(), "reduction": reductions(supernet.space, subnet)},
+                  f, indent=1)
     return subnet, model, calibrations, diff

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from ..utils.errors import ConfigError
+from .budget import Budget
 from .cache import measure, record, subnet_key, uncached
 from .predictor import GPNASPredictor, quality, subnet_features
 
@@ -72,11 +73,14 @@ class Measure:
 
 class BudgetedSearch:
     """accuracy: {task: Measure}; latency: a Measure (needed for a latency_ms budget), or an exact
-    callable (a latency table) when ``latency_exact``."""
+    callable (a latency table) when ``latency_exact``. ``budget``: a number in ``budget_type``'s
+    units, or a resolved Budget (ppufo.nas.budget), which the results carry."""
 
     def __init__(self, space, accuracy, budget_type, budget, latency=None, latency_exact=False,
                  num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="both", log=print,
                  verify_rounds=3):
+        spec = budget if isinstance(budget, Budget) else None
+        budget = spec.value if spec else budget
         if budget_type not in BUDGETS:
             raise ConfigError(f"Search.budget_type={budget_type!r}; expected one of {list(BUDGETS)}")
         if not budget or budget <= 0:
@@ -89,6 +93,9 @@ class BudgetedSearch:
                               f"num_candidates {num_candidates} (>= 1), verify_rounds {verify_rounds} (>= 1)")
         self.space, self.accuracy, self.latency, self.latency_exact = space, accuracy, latency, latency_exact
         self.budget_type, self.budget, self.features = budget_type, float(budget), features
+        self.spec = spec or Budget(budget_type, self.budget)
+        if self.spec.type != budget_type:
+            raise ConfigError(f"Search.budget is a {self.spec.type} budget; budget_type is {budget_type}")
         self.num_samples, self.num_candidates, self.num_verify = num_samples, num_candidates, num_verify
         self.verify_rounds = verify_rounds
         self.rng, self.log = np.random.RandomState(seed), log
@@ -192,8 +199,8 @@ class BudgetedSearch:
         within = [(s, a, c) for s, a, c in pool if c <= self.budget]
         if not within:
             lowest = min(c for _, _, c in pool)
-            raise ConfigError(f"Search.budget: no measured subnet of {task} is within {self.budget_type} <= "
-                              f"{self.budget:g} (the cheapest measured costs {lowest:.4g}); raise the budget")
+            raise ConfigError(f"Search.budget: no measured subnet of {task} is within "
+                              f"{self.spec.text()} (the cheapest measured costs {lowest:.4g}); raise the budget")
         best = max(within, key=lambda r: r[1])
         if cost_model is not None:
             best_cost = float(cost_model.predict(self.X([best[0]], LATENCY_FEATURES))[0])
@@ -201,7 +208,7 @@ class BudgetedSearch:
             best_cost = float(self.measured_cost([best[0]])[0])
         v_pred, v_acc = [v["predicted_accuracy"] for v in verified], [v["accuracy"] for v in verified]
         return {
-            "task": task, "subnet": best[0],
+            "task": task, "subnet": best[0], "budget": self.spec,
             "predicted": {"accuracy": float(predictor.predict(self.X([best[0]]))[0]), self.budget_type: best_cost},
             "measured": {"accuracy": float(best[1]), self.budget_type: float(best[2])},
             "verified": verified,

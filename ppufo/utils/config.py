@@ -223,9 +223,12 @@ SCHEMA = {
     "Search": {
         "task": Field(str, "", doc="task(s) to search a subnet for, comma-separated ('' = every task)"),
         "chip": Field(str, "cpu_x86", choices=CHIP_NAMES, doc="deploy target the budget applies to"),
-        "budget_type": Field(str, "latency_ms", choices=("latency_ms", "params", "flops")),
-        "budget": Field((float, type(None)), None, min=0,
-                        doc="required to search: ms per batch, backbone parameters, or FLOPs per image"),
+        "budget_type": Field(str, "latency_ms", choices=("latency_ms", "params", "flops"),
+                             doc="unit of an absolute Search.budget (a relative budget names its own)"),
+        "budget": Field((float, dict, type(None)), None, min=0,
+                        doc="required to search: ms per batch, backbone parameters, or FLOPs per image; or "
+                            "relative to the All-in-One ViT of the supernet's full shape, {params|flops|latency_ms: "
+                            "fraction in (0, 1]}, e.g. {params: 0.75} (see docs/chip_search.md)"),
         "latency": Field(str, "auto", choices=("auto", "measure", "table"),
                          doc="measure with Paddle Inference, compose the chip's latency table, or "
                              "auto: measure if the chip is present"),

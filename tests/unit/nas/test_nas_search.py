@@ -289,8 +289,10 @@ def test_search_tool_writes_a_choice_that_extracts_and_exports(demo_root, tmp_pa
     paddle.seed(0)
     model = build_model(tiny_supernet_config(demo_root, tmp_path), {"face": 5, "person": 6, "vehicle": 7, "product": 8})
     save_checkpoint(str(tmp_path / "super"), model, states={"iteration": 0})
+    from ppufo.nas.budget import allinone_cost
+    deployed = allinone_cost(model.space, "params")  # a relative budget: 1.2e5 parameters
     cfg = tiny_supernet_config(demo_root, tmp_path, f"Global.pretrained_model={tmp_path}/super", "Search.val_sets=null",
-                               "Search.budget_type=params", "Search.budget=1.2e5", "Search.num_samples=5",
+                               f"Search.budget={{params: {1.2e5 / deployed!r}}}", "Search.num_samples=5",
                                "Search.num_candidates=50", "Search.num_verify=2", f"Search.cache_dir={tmp_path}/cache",
                                f"Search.save_dir={tmp_path}/search")
     from ppufo.arch.trained import load_trained_model
@@ -301,6 +303,12 @@ def test_search_tool_writes_a_choice_that_extracts_and_exports(demo_root, tmp_pa
     out = json.load(open(path))
     assert path.endswith("person_cpu_x86.json") and out["task"] == "person" and out["chip"] == "cpu_x86"
     assert out["params"] <= 1.2e5 and out["measured"]["params"] == out["params"]
+    assert out["budget"] == {"type": "params", "value": pytest.approx(1.2e5), "fraction_of_allinone": 1.2e5 / deployed,
+                             "allinone": deployed}
+    red = out["reduction"]["params"]
+    assert (red["subnet"], red["allinone"], red["largest"]) == (out["params"], deployed, supernet.space.params(
+        supernet.space.largest()))
+    assert red["vs_allinone"] == pytest.approx(out["params"] / deployed - 1)
     assert os.path.getsize(path.replace(".json", "_pareto.png")) > 10_000
     lines = open(tmp_path / "cache" / "accuracy_person_mAP.jsonl").read().splitlines()
     assert len(lines) == 1 + 5 + len(out["verified"]) and len(out["verified"]) % 2 == 0  # rounds of 2
