@@ -36,6 +36,9 @@ def test_allinone_counts_equal_the_built_plain_vits():
                             mlp_ratio=2.0, qkv_bias=False)
     assert allinone_cost(odd, "params") == parameter_count(vit.parameters())
     assert allinone_cost(odd, "flops") == vit.forward_flops()
+    # configs/supernet_vitl.yaml at 384x384: plain ViT-L (what All-in-One deploys) vs the mix-everywhere path
+    vitl = SearchSpace(1024, 24, 16, 64, 4.0, [20, 22, 24], [12, 14, 16], [0.75, 0.875, 1.0], img_size=(384, 384))
+    assert (allinone_cost(vitl, "params"), vitl.params(vitl.largest())) == (303690752, 505115648)
 
 
 def test_demo_reductions_state_both_denominators():
