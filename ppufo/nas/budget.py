@@ -77,7 +77,8 @@ class Budget:
 
 
 def budget_type(search):
-    """The budget's type: a relative budget's key, else Search.budget_type. Checks it is given."""
+    """The budget's type: a relative budget's key, else Search.budget_type. Checks that a budget
+    is given and a relative one is well formed, so the CLI can refuse it before loading a model."""
     b = search["budget"]
     if b is None:
         raise ConfigError(f"Search.budget: required (with Search.budget_type={search['budget_type']}), "
@@ -86,7 +87,12 @@ def budget_type(search):
         if len(b) != 1 or next(iter(b)) not in ("params", "flops", "latency_ms"):
             raise ConfigError(f"Search.budget: {b!r}; a relative budget is one key of params, flops, latency_ms "
                               f"with a fraction of the All-in-One ViT, e.g. {{params: 0.75}}")
-        return next(iter(b))
+        kind = next(iter(b))
+        f = b[kind]
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise ConfigError(f"Search.budget.{kind}: {f!r}; expected a fraction of the All-in-One ViT in (0, 1] "
+                              f"(for more than the deployed model give an absolute Search.budget)")
+        return kind
     return search["budget_type"]
 
 
@@ -98,9 +104,6 @@ def resolve_budget(search, space, latency_of=None):
     if not isinstance(b, dict):
         return Budget(kind, float(b))
     f = b[kind]
-    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-        raise ConfigError(f"Search.budget.{kind}: {f!r}; expected a fraction of the All-in-One ViT in (0, 1] "
-                          f"(for more than the deployed model give an absolute Search.budget)")
     if kind == "latency_ms":
         ref = allinone_subnet(space)
         if ref is None or latency_of is None:

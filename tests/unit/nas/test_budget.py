@@ -106,3 +106,35 @@ def test_a_search_under_a_relative_budget_carries_it_and_stays_within_it(tmp_pat
     assert res["budget"] is budget and res["measured"]["params"] <= 0.75 * 2820672
     with pytest.raises(ConfigError, match="Search.budget is a params budget; budget_type is flops"):
         BudgetedSearch(sp, accuracy, "flops", budget)
+
+
+def test_search_tool_logs_the_relative_budget_and_both_reductions(demo_root, tmp_path, monkeypatch):
+    import sys
+
+    import paddle
+
+    from ppufo.arch import build_model
+    from ppufo.cli import search_subnet
+    from ppufo.utils.checkpoint import save_checkpoint
+    from helpers import tiny_supernet_config
+    paddle.seed(0)
+    model = build_model(tiny_supernet_config(demo_root, tmp_path), {"face": 5, "person": 6, "vehicle": 7, "product": 8})
+    save_checkpoint(str(tmp_path / "super"), model, states={"iteration": 0})
+    deployed = allinone_cost(model.space, "params")
+    base = ["tools/search_subnet.py", "-c", "configs/supernet_quickstart.yaml", "-o", f"Global.data_root={demo_root}",
+            "Global.generate_demo_data=false", "Global.image_shape=[3,32,32]", "Arch.Backbone.embed_dim=48",
+            "Arch.Backbone.depth=3", "Arch.Backbone.depths=[2,3]", "DataLoader.Eval.num_workers=0",
+            f"Global.pretrained_model={tmp_path}/super", "Search.val_sets=null", "Search.num_samples=5",
+            "Search.num_candidates=50", "Search.num_verify=2", "Search.verify_rounds=1",
+            f"Search.cache_dir={tmp_path}/cache", f"Search.save_dir={tmp_path}/search"]
+    monkeypatch.setattr(sys, "argv", base + ["Search.budget={flops: 1.5}"])
+    with pytest.raises(SystemExit, match=r"error: Search.budget.flops: 1.5; expected a fraction"):
+        search_subnet.main()
+    assert not (tmp_path / "search").exists()  # refused before the supernet loads
+    monkeypatch.setattr(sys, "argv", base + ["Search.budget={params: 0.9}"])
+    search_subnet.main()
+    log = open(tmp_path / "search" / "search.log").read()
+    assert f"budget: params <= {0.9 * deployed:.4g} (0.9 x the All-in-One ViT's {deployed:.4g})" in log
+    line = next(l for l in log.splitlines() if "[person] backbone" in l)
+    assert f"the All-in-One ViT ({deployed / 1e6:.4g}M)" in line
+    assert f"the largest path ({model.space.params(model.space.largest()) / 1e6:.4g}M)" in line
