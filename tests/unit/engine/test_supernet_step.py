@@ -82,3 +82,27 @@ def test_shared_lr_mult_zero_freezes_the_shared_path_despite_weight_decay(demo_r
     assert shared and all(np.abs(delta[n]).max() == 0 for n in shared)
     assert all(np.abs(delta[n]).max() > 0 for n in delta if ".attn.qkv" in n or ".attn.q." in n)
     assert all(np.abs(delta[n]).max() > 0 for n in delta if ".ffn.task.person.fc1.weight" in n)
+
+
+def test_the_clip_sees_the_combined_gradient(demo_root, tmp_path):
+    """A global clip small enough to always act: a summed sandwich of three identical subnets
+    is clipped once, to the single pass's step (clipping each pass would give 3x)."""
+    clip = "Optimizer.clip_grad={name: global, max_norm: 1.0e-4}"
+    one = build(demo_root, tmp_path / "a", "Supernet.sandwich=[largest]", clip)
+    batch = next(iter(one.loader))
+    single = step_delta(one, batch)
+    summed = step_delta(build(demo_root, tmp_path / "c", "Supernet.sandwich=[largest,largest,largest]",
+                              "Supernet.combine=sum", clip), batch)
+    norm = np.sqrt(sum((d.astype("float64") ** 2).sum() for d in single.values()))
+    assert norm == pytest.approx(0.5 * 1.0e-4, rel=1e-3)  # lr x max_norm: the clip acted
+    noise = 1e-6 * max(np.abs(d).max() for d in single.values())
+    for n, d in single.items():
+        assert np.abs(summed[n] - d).max() <= 1e-4 * np.abs(d).max() + noise, n
+
+
+def test_one_random_subnet_per_step_as_the_reference(demo_root, tmp_path):
+    trainer = build(demo_root, tmp_path, "Supernet.sandwich=[random]")
+    stats = trainer.train_step(next(iter(trainer.loader)), 1)
+    assert float(stats["loss"]) == pytest.approx(float(stats["random0/loss"]), rel=1e-6)
+    largest = trainer.space.largest()
+    assert any(s != largest for s in trainer.model.subnets.values())  # it trained a drawn subnet
