@@ -34,3 +34,22 @@ class SupernetMultiTaskModel(MultiTaskModel):
             out.append(self.backbone(images[start:start + n], t, self.subnets[t]) if n else None)
             start += n
         return out
+
+    def _ffns(self):
+        return [block.ffn for block in self.backbone.blocks]
+
+    def task_parameters(self, task):
+        """The task's head, and in every block its own FFN path and its mixing logit."""
+        own = list(super().task_parameters(task))
+        for ffn in self._ffns():
+            own += list(ffn.task[task].parameters()) + [ffn.mix_logit[ffn.tasks.index(task)]]
+        return own
+
+    def shared_path_parameters(self):
+        """The shared FFN path of every block (Supernet.shared_lr_mult)."""
+        return [p for ffn in self._ffns() for p in ffn.shared.parameters()]
+
+    def shared_parameters(self):
+        """The backbone less the FFN paths and mixing logits: embeddings, attention, norms."""
+        paths = {id(p) for ffn in self._ffns() for p in ffn.parameters()}
+        return [p for p in self.backbone.parameters() if id(p) not in paths]

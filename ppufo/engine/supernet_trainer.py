@@ -1,8 +1,9 @@
-"""Supernet training: the All-in-One loop, each step summing gradients of several subnets.
+"""Supernet training: the All-in-One loop, each step combining the gradients of several subnets.
 
 Sandwich rule: every step trains the subnets listed in Supernet.sandwich (largest, smallest,
 random ...) on the same mixed batch, each task on its own subnet, then takes one optimiser
-step. Random subnets are drawn per task from a generator seeded by (seed, iteration), so every
+step on the mean (Supernet.combine: mean) or the sum of the passes' losses, so of their
+gradients; clipping and weight decay act once, on the combined gradient. Random subnets are drawn per task from a generator seeded by (seed, iteration), so every
 rank trains the same subnets and a resumed run draws what the uninterrupted one would have.
 Under data parallel the passes' gradients accumulate on each rank and are all-reduced once per
 step (Trainer.local_grads), not after every pass.
@@ -30,7 +31,18 @@ class SupernetTrainer(Trainer):
         self.sync_once = True  # several backward passes per step
         self.space = self.model.space
         self.sandwich, self.distill_weight = list(sc["sandwich"]), float(sc["distill_weight"])
+        self.pass_weight = 1.0 / len(self.sandwich) if sc["combine"] == "mean" else 1.0
         self.log.info(f"supernet search space: {self.space.describe()}; sandwich {self.sandwich}")
+
+    def build_optimizer(self):
+        """Tasks.<t>.lr_mult reaches t's FFN path and mixing logits (the model's task_parameters);
+        the shared FFN path trains at Supernet.shared_lr_mult, and 0 freezes it: no gradient, so
+        neither the LR nor weight decay moves it."""
+        mult = self.cfg["Supernet"]["shared_lr_mult"]
+        shared = self.model.shared_path_parameters()
+        for p in shared:
+            p.stop_gradient = mult == 0
+        return super().build_optimizer([{"params": shared, "lr_mult": mult}] if mult else [])
 
     def may_skip_parameters(self):
         return True  # a subnet leaves out blocks, heads, FFN paths and other tasks' FFNs
@@ -42,7 +54,7 @@ class SupernetTrainer(Trainer):
         images, labels = batch[:2]
         sizes = self.batch_sizes(batch, iteration)
         rng = np.random.RandomState((self.cfg["Global"]["seed"] * 1_000_003 + iteration) % 2 ** 32)
-        stats, teacher, summed = {}, None, 0.0
+        stats, teacher, combined = {}, None, 0.0
         with self.local_grads():
             for i, kind in enumerate(self.sandwich):
                 self.model.set_subnets({t: self.pick(kind, rng) for t in self.tasks})
@@ -54,13 +66,13 @@ class SupernetTrainer(Trainer):
                     total = total + self.distill_weight * d
                 if kind == "largest" and teacher is None:
                     teacher = {t: o["embedding"].detach() for t, o in outs.items()}
-                self.backward(total)
-                summed = summed + total.detach().astype("float64")  # as float() summed before
+                self.backward(total * self.pass_weight if self.pass_weight != 1.0 else total)
+                combined = combined + total.detach().astype("float64") * self.pass_weight
                 stats.update(step_stats(total, parts, prefix=f"{kind}{i}/"))
                 if i == 0:
                     stats.update(step_stats(total, parts))
         self.apply_step()
-        stats["loss"] = summed
+        stats["loss"] = combined  # the loss the step descends
         return stats
 
     def evaluate(self, iteration):

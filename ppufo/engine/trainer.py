@@ -106,11 +106,13 @@ class Trainer:
             h.trainer = weakref.proxy(self)  # no trainer <-> hook reference cycle
         self.hooks.extend(hooks)
 
-    def build_optimizer(self):
-        """(optimizer, LR schedule): shared parameters at the base LR, each task's own at its lr_mult."""
+    def build_optimizer(self, extra_groups=()):
+        """(optimizer, LR schedule): shared parameters at the base LR, each task's own at its
+        lr_mult, then ``extra_groups`` ([{"params", "lr_mult"}], e.g. the supernet's shared path)."""
         groups = [{"params": list(self.model.shared_parameters()), "lr_mult": 1.0}]
         groups += [{"params": list(self.model.task_parameters(t)),
                     "lr_mult": self.cfg["Tasks"][t]["lr_mult"]} for t in self.tasks]
+        groups += list(extra_groups)
         return build_optimizer(self.cfg["Optimizer"], groups, self.cfg["Global"]["max_iters"], model=self.model)
 
     def may_skip_parameters(self):

@@ -207,7 +207,15 @@ SCHEMA = {
     },
     "Supernet": {
         "sandwich": Field(list, ["largest", "random", "smallest"],
-                          doc="subnets trained each step, in order: largest | smallest | random"),
+                          doc="subnets trained each step, in order: largest | smallest | random "
+                              "([random]: the reference's one random subnet per step)"),
+        "combine": Field(str, "mean", choices=("mean", "sum"),
+                         doc="how the passes' losses (so gradients) make the step: mean = a sandwich of "
+                             "identical subnets steps as one pass; sum = the size grows with the passes "
+                             "(before 2026-12). Gradient clipping sees the combined gradient"),
+        "shared_lr_mult": Field(float, 1.0, min=0,
+                                doc="LR multiplier of the shared FFN path (1 = the article; 0 freezes it, "
+                                    "as the reference). Tasks.<t>.lr_mult covers t's head, FFN path and mix logits"),
         "distill_weight": Field(float, 0.0, min=0, doc="in-place distillation from the largest subnet (0 = off)"),
         "eval_subnet": Field(str, "largest", doc="largest | smallest | a Subnet JSON file"),
         "calibration_images": Field(int, 512, min=0, doc="training images per task the eval subnet's BN-neck statistics "
