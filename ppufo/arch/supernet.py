@@ -6,6 +6,9 @@ equals one pass over the mixed batch whenever the subnets coincide.
 """
 from ..utils.errors import ConfigError
 from .multitask import ARCHS, MultiTaskModel
+from .released import check_format, is_reference
+
+PLAIN_KEY = "backbone.blocks.0.attn.qkv.weight"  # an All-in-One (plain ViT) backbone has it
 
 
 @ARCHS.register
@@ -33,6 +36,22 @@ class SupernetMultiTaskModel(MultiTaskModel):
         for t, n in task_sizes:  # a task with no images this step is skipped by forward()
             out.append(self.backbone(images[start:start + n], t, self.subnets[t]) if n else None)
             start += n
+        return out
+
+    def checkpoint_filter(self, state, source):
+        """A ppufo All-in-One checkpoint as this supernet's: the backbone through
+        ViTSupernet.checkpoint_filter (each MLP copied into every FFN path), necks and heads as
+        they are, a classifier whose class count differs left out (it starts fresh). A supernet
+        checkpoint as MultiTaskModel takes it."""
+        check_format(state, source)
+        if PLAIN_KEY not in state or is_reference(state):
+            return super().checkpoint_filter(state, source)
+        own = self.state_dict()
+        out = {"backbone." + k: v for k, v in self.backbone.checkpoint_filter(state, source).items()}
+        for k, v in state.items():
+            if not k.startswith("backbone.") and not (
+                    ".classifier." in k and k in own and list(v.shape) != list(own[k].shape)):
+                out[k] = v
         return out
 
     def _ffns(self):

@@ -1,11 +1,16 @@
 """A config's model with Global.pretrained_model's weights: build_model composed with
 io.weights (which reads the file and applies it through MultiTaskModel.checkpoint_filter)."""
-from ..io.weights import load_model, load_weights
+import os
+
+from ..io.weights import load_model, load_weights, weights_file
 from ..utils.errors import ConfigError
+from ..utils.logger import get_logger
 from .multitask import build_model, num_classes_from_state
 from .released import group_counts, head_mapping, is_reference, reference_heads
 
 WHAT = "Global.pretrained_model"
+HOW = ("make an All-in-One checkpoint with `python tools/train.py -c configs/quickstart.yaml` (it writes "
+       "output/quickstart/latest), or give the released allinone_vitlarge.pdmodel")
 
 
 def load_trained_model(config):
@@ -25,10 +30,15 @@ def load_trained_model(config):
 
 
 def load_pretrained(model, config):
-    """Initialise a training ``model`` from Global.pretrained_model: a ppufo checkpoint (keys it
-    lacks are logged and start fresh) or the released UFO checkpoint (every backbone and neck
-    key required; the classifiers start fresh). Returns a line saying what was loaded."""
-    loaded = load_weights(model, config["Global"]["pretrained_model"], strict=False, what=WHAT)
+    """Initialise a training ``model`` from Global.pretrained_model: a ppufo checkpoint (an
+    All-in-One one into a supernet: each MLP into every FFN path) or the released UFO checkpoint.
+    Every tensor but the classifiers must load (they start fresh where the file has none or other
+    class counts); else a ConfigError lists the rest, unless Global.allow_partial_load (a warning).
+    Returns a line saying what was loaded."""
+    source = config["Global"]["pretrained_model"]
+    if isinstance(source, str) and not os.path.isfile(weights_file(source)):
+        raise ConfigError(f"{WHAT}: {weights_file(source)} not found; {HOW}")
+    loaded = load_weights(model, source, strict=False, what=WHAT)
     mapped = ""
     if is_reference(loaded.raw):
         mapping = head_mapping(model.released_heads, model.task_names, reference_heads(loaded.raw))
@@ -36,5 +46,12 @@ def load_pretrained(model, config):
     own = model.state_dict()
     done = [k for k in own if k in loaded.state]
     fresh = [k for k in own if k not in loaded.state]
+    left = [k for k in fresh if ".classifier." not in k]
+    if left:
+        problem = (f"{WHAT}: {loaded.path} leaves {len(left)} tensors at their initial values "
+                   f"({group_counts(left)}): {', '.join(left[:10])}" + (", ..." if len(left) > 10 else ""))
+        if not config["Global"]["allow_partial_load"]:
+            raise ConfigError(problem + "; set Global.allow_partial_load=true to train with them fresh")
+        get_logger().warning(problem + " (Global.allow_partial_load)")
     return (f"{WHAT}: loaded pretrained weights from {loaded.path}{mapped}: {len(done)} tensors "
             f"({group_counts(done)}); {len(fresh)} start fresh" + (f": {group_counts(fresh)}" if fresh else ""))

@@ -144,6 +144,8 @@ GLOBAL = {
     "keep_checkpoints": Field(int, 3, min=0, doc="newest iter_<n> checkpoints kept, older ones deleted after "
                               "each save (latest and best_model are never deleted); 0 = keep all"),
     "pretrained_model": Field(OPT_STR, None),
+    "allow_partial_load": Field(bool, False, doc="train although Global.pretrained_model leaves tensors other "
+                                "than classifiers at their initial values (warned); off: an error listing them"),
     "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
     "overwrite_output_dir": Field(bool, False, doc="train into an output_dir that already holds another run's "
                                   "checkpoints (refused otherwise; resume with Global.checkpoints instead). "

@@ -37,7 +37,7 @@ def test_defaults_filled_and_typed_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("Global.foo=1", "Global: unknown key(s) ['foo']; allowed: ['amp'"),
+    ("Global.foo=1", "Global: unknown key(s) ['foo']; allowed: ['allow_partial_load', 'amp'"),
     ("Global.max_iters=1.5", "Global.max_iters: expected int, got float 1.5"),
     ("Global.use_visualdl=3", "Global.use_visualdl: expected bool"),
     ("Tasks.person.batchsize=3", "Tasks.person: unknown key(s) ['batchsize']"),
