@@ -32,8 +32,8 @@ def load_trained_model(config):
 def load_pretrained(model, config):
     """Initialise a training ``model`` from Global.pretrained_model: a ppufo checkpoint (an
     All-in-One one into a supernet: each MLP into every FFN path) or the released UFO checkpoint.
-    Every tensor but the classifiers must load (they start fresh where the file has none or other
-    class counts); else a ConfigError lists the rest, unless Global.allow_partial_load (a warning).
+    Every tensor but the classifiers and the heads of tasks the file does not have must load (they
+    start fresh where the file has none or other class counts); else a ConfigError lists the rest, unless Global.allow_partial_load (a warning).
     Returns a line saying what was loaded."""
     source = config["Global"]["pretrained_model"]
     if isinstance(source, str) and not os.path.isfile(weights_file(source)):
@@ -46,7 +46,9 @@ def load_pretrained(model, config):
     own = model.state_dict()
     done = [k for k in own if k in loaded.state]
     fresh = [k for k in own if k not in loaded.state]
-    left = [k for k in fresh if ".classifier." not in k]
+    new_tasks = tuple(f"heads.{t}." for t in model.task_names
+                      if not any(k.startswith(f"heads.{t}.") for k in loaded.state))
+    left = [k for k in fresh if ".classifier." not in k and not k.startswith(new_tasks)]  # a new task starts fresh
     if left:
         problem = (f"{WHAT}: {loaded.path} leaves {len(left)} tensors at their initial values "
                    f"({group_counts(left)}): {', '.join(left[:10])}" + (", ..." if len(left) > 10 else ""))

@@ -93,3 +93,24 @@ def test_a_missing_file_says_how_to_make_one(demo_root, tmp_path):
     with pytest.raises(ConfigError, match=r"nothing\.pdparams not found; make an All-in-One checkpoint with "
                                           r"`python tools/train.py -c configs/quickstart.yaml`.*allinone_vitlarge"):
         supernet_from(demo_root, tmp_path, str(tmp_path / "nothing"))
+
+
+def test_heads_of_tasks_the_checkpoint_lacks_start_fresh_without_the_switch(demo_root, tmp_path):
+    """Fine-tuning a new task from a checkpoint (docs/custom_data.md): its neck and head are not in
+    the file and start fresh; every tensor the file should hold still has to load."""
+    paddle.seed(5)
+    one = tiny_config(demo_root, tmp_path / "one", ["Tasks.face=null", "Tasks.vehicle=null", "Tasks.product=null"])
+    src = build_model(one, {"person": 6})
+    prefix = str(tmp_path / "one" / "latest")
+    save_checkpoint(prefix, src, states={"iteration": 0})
+    cfg = tiny_config(demo_root, tmp_path / "all", [f"Global.pretrained_model={prefix}"])
+    model = build_model(cfg, CLASSES)
+    line = load_pretrained(model, cfg)
+    own = model.state_dict()
+    assert all(np.array_equal(own[k].numpy(), v.numpy()) for k, v in src.state_dict().items())
+    fresh = int(line.split("; ")[-1].split(" start fresh")[0])
+    assert fresh == sum(1 for k in own if k.startswith(("heads.face.", "heads.vehicle.", "heads.product.")))
+    state = {k: v for k, v in src.state_dict().items() if k != "heads.person.neck.bn.weight"}
+    assert "heads.person.neck.bn.weight" in own
+    with pytest.raises(ConfigError, match="heads.person.neck.bn.weight"):
+        load_pretrained(model, dict(cfg, Global=dict(cfg["Global"], pretrained_model=state)))
