@@ -102,8 +102,9 @@ def test_tipc_chain_for_an_extracted_subnet(demo_root, tmp_path):
     txt = tmp_path / "train_infer_python.txt"
     with open(f"{ROOT}/test_tipc/configs/ufo_supernet_subnet_tiny/train_infer_python.txt") as f:
         txt.write_text(f.read().replace("./data/tipc_demo", demo_root))
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")  # the script runs `python`
     proc = subprocess.run(["bash", "test_tipc/test_train_inference_python.sh", str(txt), "lite_train_lite_infer"],
-                          cwd=ROOT, env=dict(os.environ, TIPC_OUTPUT=str(tmp_path / "out")),
+                          cwd=ROOT, env=dict(os.environ, TIPC_OUTPUT=str(tmp_path / "out"), PATH=path),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out" / "ufo_supernet_subnet_tiny" / "lite_train_lite_infer"
