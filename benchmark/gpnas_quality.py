@@ -2,8 +2,8 @@
 
 python benchmark/gpnas_quality.py [--checkpoint output/supernet_quickstart/latest] [--fit 30 --test 30]
 
-Without --checkpoint it first trains the demo supernet (configs/supernet_quickstart.yaml, 200
-iterations, ~10 min on 2 free cores). It measures fit + test distinct random subnets (largest and
+Without --checkpoint it first trains the demo chain: the quickstart All-in-One (~2 min), then
+configs/supernet_quickstart.yaml from it (~4 min on 2 free cores). It measures fit + test distinct random subnets (largest and
 smallest among the fitted ones): accuracy = person mAP through the supernet (BN neck recalibrated
 per subnet, as the search does), averaged over --val_sets held-out validation sets, latency = Paddle Inference on this CPU (oneDNN, 1 thread, batch 1; --timer thread_cpu
 by default, see ppufo/nas/latency.py). Measurements are cached in --work, so a rerun only refits.
@@ -22,7 +22,8 @@ another" rows give how well two timings agree, the ceiling for any predictor sco
 identities, rank the test subnets differently: the "other val sets" row).
 Every score is averaged over --splits fit/test splits of the measured subnets (a Kendall tau on
 30 subnets alone varies by about +-0.08 from split to split). Last line: mean Kendall tau of
-GP-NAS for accuracy / latency, then the parameter-count baseline's.
+GP-NAS for accuracy beside its ceiling (another validation set's tau) / latency, then the
+parameter-count baseline's.
 """
 import argparse
 import os
@@ -42,9 +43,9 @@ def parse():
     p.add_argument("--work", default=os.path.join(ROOT, "output", "gpnas_quality"))
     p.add_argument("--fit", type=int, default=30, help="subnets the predictors are fitted on (20-40)")
     p.add_argument("--test", type=int, default=30, help="other subnets they are scored on")
-    p.add_argument("--val_ids", type=int, default=96,
-                   help="identities of each held-out person validation set written for this benchmark")
-    p.add_argument("--val_sets", type=int, default=2,
+    p.add_argument("--val_ids", type=int, default=None,
+                   help="identities of each held-out person validation set (default: the search's person_val size)")
+    p.add_argument("--val_sets", type=int, default=1,
                    help="validation sets (other identities each) whose mean mAP is the accuracy target")
     p.add_argument("--calibration_images", type=int, default=512,
                    help="BN-neck statistics recomputed per subnet on this many training images, as the "
@@ -65,29 +66,32 @@ def parse():
     return p.parse_args()
 
 
-def train_supernet(args):
-    out = os.path.join(args.work, "supernet")
-    if not os.path.isfile(os.path.join(out, "latest.pdparams")):
-        print(f"training the demo supernet into {out} (pass --checkpoint to skip) ...", flush=True)
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", args.config, "-o",
-                        f"Global.output_dir={out}", f"Global.data_root={args.data_root}",
-                        "Global.generate_demo_data=true", "Global.use_visualdl=false"], check=True)
-    return os.path.join(out, "latest")
+def train_chain(args):
+    """The demo chain into --work: the quickstart All-in-One, then --config's supernet started from
+    it (as the article trains its supernet). Returns the supernet's checkpoint prefix."""
+    allinone, supernet = os.path.join(args.work, "allinone"), os.path.join(args.work, "supernet")
+    common = [f"Global.data_root={args.data_root}", "Global.generate_demo_data=true", "Global.use_visualdl=false"]
+    for config, out, extra in ((os.path.join(ROOT, "configs", "quickstart.yaml"), allinone, []),
+                               (args.config, supernet, [f"Global.pretrained_model={allinone}/latest"])):
+        if not os.path.isfile(os.path.join(out, "latest.pdparams")):
+            print(f"training {os.path.relpath(config, ROOT)} into {out} (pass --checkpoint to skip) ...", flush=True)
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", config, "-o",
+                            f"Global.output_dir={out}", *common, *extra], check=True)
+    return os.path.join(supernet, "latest")
 
 
 def validation_sets(args, seeds):
-    """Person ReID sets of --val_ids identities the supernet never trains on (DukeMTMC layout,
-    the demo generator with other seeds): 2 queries per identity. The demo's own test sets have
-    16 identities, whose mAP moves as much from query sampling as between subnets. Other seeds
-    give independent sets of the same size: how well they rank the same subnets alike bounds any
-    accuracy predictor scored on the first ones."""
-    from ppufo.demo import write_dukemtmc
+    """Person validation sets of --val_ids identities the supernet never trains on (the search's
+    person_val set, ppufo.demo.write_person_val, with other seeds): independent sets of one size. How
+    well two of them rank the same subnets alike bounds any accuracy predictor scored on one
+    (benchmark/val_agreement.py measures it against the size)."""
+    from ppufo.demo.reid import write_person_val
     out = []
     for seed in seeds:
-        name = f"person_val_{args.val_ids}" + (f"_s{seed}" if seed != 1 else "")
+        name = f"person_val_{args.val_ids}_s{seed}"
         if not os.path.isdir(os.path.join(args.data_root, name, "query")):
-            write_dukemtmc(os.path.join(args.data_root, name), num_train_ids=0, num_test_ids=args.val_ids,
-                           seed=seed, num_gallery_only_ids=8)
+            write_person_val(os.path.join(args.data_root, name), num_test_ids=args.val_ids,
+                             num_gallery_only_ids=args.val_ids // 12, seed=seed)
         out.append({"name": "DukeMTMC", "root": name})
     return out
 
@@ -123,7 +127,10 @@ def main():
     from ppufo.utils.errors import ConfigError
     from ppufo.utils.logger import init_logger
     init_logger()
-    ckpt = args.checkpoint or train_supernet(args)
+    ckpt = args.checkpoint or train_chain(args)
+    if args.val_ids is None:
+        from ppufo.demo import size_keywords
+        args.val_ids = size_keywords("person_val")["num_test_ids"]
     k = args.val_sets
     val, other_val = validation_sets(args, range(1, k + 1)), validation_sets(args, range(k + 1, 2 * k + 1))
     cfg = load_config(args.config, [f"Global.pretrained_model={ckpt}", f"Global.data_root={args.data_root}",
@@ -196,7 +203,8 @@ def main():
             print(f"{name:9s} {m:29s} {tau.mean():9.3f} ± {tau.std():.3f} {np.mean([q['rmse'] for q in qs]):8.4f} "
                   f"{tau[0]:9.3f}")
     accuracy_structure(args, acc, acc2, S, targets["accuracy"][1], methods, mean)
-    print(f"tau {mean['accuracy', 'GP-NAS']:.2f} accuracy / {mean['latency', 'GP-NAS']:.2f} latency "
+    print(f"tau {mean['accuracy', 'GP-NAS']:.2f} accuracy (ceiling {mean['accuracy', 'other val sets (same size)']:.2f}: "
+          f"another val set of {args.val_ids} ids) / {mean['latency', 'GP-NAS']:.2f} latency "
           f"(baseline {mean['accuracy', 'parameter count']:.2f} / {mean['latency', 'parameter count']:.2f})")
 
 

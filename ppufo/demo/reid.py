@@ -135,6 +135,21 @@ def write_dukemtmc(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_c
             "gallery_only_ids": num_gallery_only_ids}
 
 
+# the person_val set's seed offset: other draws than the dukemtmc test set of the same Global.seed
+PERSON_VAL_SEED = 7919
+
+
+def write_person_val(root, num_test_ids=512, imgs_per_id=6, queries_per_id=2, num_gallery_only_ids=42,
+                     num_cams=8, seed=0):
+    """The subnet search's person validation set (Search.val_sets): DukeMTMC's layout with test
+    identities only, none of which any demo set trains on. Its default size is the smallest at which
+    two independent sets rank the demo supernet's subnets alike at Kendall tau >= 0.85
+    (benchmark/val_agreement.py; docs/chip_search.md)."""
+    return write_dukemtmc(root, num_train_ids=0, num_test_ids=num_test_ids, imgs_per_id=imgs_per_id,
+                          num_cams=num_cams, seed=seed + PERSON_VAL_SEED, queries_per_id=queries_per_id,
+                          num_gallery_only_ids=num_gallery_only_ids)
+
+
 def write_msmt17(root, num_train_ids=24, num_test_ids=16, imgs_per_id=8, num_cams=15, seed=0,
                  queries_per_id=2, val_per_id=1, version="V1"):
     """train/ + test/ (V1; V2: mask_train_v2/ + mask_test_v2/) with <pid>/<file> images and

@@ -18,8 +18,8 @@ from .face import write_face_folder, write_ms1m_recordio, write_verification_bin
 from .manifest import MANIFEST, entry, record_written, written_sets
 from .released import TREE, read_back as read_ufo_test_datasets
 from .released import write_ufo_test_datasets
-from .reid import (ID_RANGE, write_dukemtmc, write_market1501, write_msmt17, write_sop, write_vehicleid,
-                   write_veri776, write_veriwild)
+from .reid import (ID_RANGE, write_dukemtmc, write_market1501, write_msmt17, write_person_val, write_sop,
+                   write_vehicleid, write_veri776, write_veriwild)
 
 __all__ = ["EXTRA_PARTS", "EXTRA_SETS", "FACE_VAL_PAIRS", "MANIFEST", "READERS", "READ_BACK", "WRITERS",
            "check_request", "check_sizes", "completed_sets", "size_keywords", "sized_sets", "write_all",
@@ -57,8 +57,10 @@ def _ufo_test_datasets(root, seed, sizes):
 
 
 # the UFO reference's released test-set tree (released.py), made of the demo sets above; an
-# example of one's own data in the ImageList and ImageFolder layouts (custom.py), with its own knobs
-EXTRA_SETS = {"ufo_test_datasets": _ufo_test_datasets, "custom_example": _writer(write_custom_example)}
+# example of one's own data in the ImageList and ImageFolder layouts (custom.py), with its own knobs;
+# the subnet search's person validation set (reid.py), DukeMTMC's layout
+EXTRA_SETS = {"ufo_test_datasets": _ufo_test_datasets, "custom_example": _writer(write_custom_example),
+              "person_val": _writer(write_person_val)}
 # extra set made of demo sets -> those sets (their sizes apply to it)
 EXTRA_PARTS = {"ufo_test_datasets": tuple(dict.fromkeys(s for s, _ in TREE.values()))}
 # extra set -> [(folder, label, reader, counts)] of its parts opened with ppufo's readers
@@ -66,7 +68,8 @@ READ_BACK = {"ufo_test_datasets": read_ufo_test_datasets, "custom_example": read
 
 # demo set -> the reader that opens it (for summaries); face sets are read by data/datasets/face.py
 READERS = {"market1501": "Market1501", "dukemtmc": "DukeMTMC", "msmt17": "MSMT17", "veri776": "VeRi776",
-           "vehicleid": "VehicleID", "veriwild": "VeRiWild", "sop": "SOP", "faces_folder": "ImageFolder"}
+           "vehicleid": "VehicleID", "veriwild": "VeRiWild", "sop": "SOP", "faces_folder": "ImageFolder",
+           "person_val": "DukeMTMC"}
 
 
 # ----------------------------------------------------------------------------- size knobs
@@ -113,9 +116,10 @@ def _combination(name, full, given, base):
         return (f"{at('val_per_id')}: {shown('val_per_id')} leaves no training image of imgs_per_id="
                 f"{full['imgs_per_id']}; expected < imgs_per_id")
     ids = [k for k in full if k.startswith("num_") and k.endswith("_ids")]
-    if name in ID_RANGE and sum(full[k] for k in ids) > ID_RANGE[name]:
+    id_range = {**ID_RANGE, "person_val": ID_RANGE["dukemtmc"]}.get(name)
+    if id_range and sum(full[k] for k in ids) > id_range:
         return (f"{base}: {' + '.join(f'{k} {shown(k)}' for k in ids)} = "
-                f"{sum(full[k] for k in ids)} identities; the real set's id range holds {ID_RANGE[name]}")
+                f"{sum(full[k] for k in ids)} identities; the real set's id range holds {id_range}")
     return None
 
 

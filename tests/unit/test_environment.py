@@ -39,8 +39,10 @@ def source_files():
 def third_party_imports():
     """Every absolute import in the project's sources (function-local ones included) that is
     neither the standard library nor one of the project's own modules or scripts."""
-    # the package, and the tests' own modules (helpers, conftest, test_*) that tests import by name
-    local = {"ppufo"} | {os.path.basename(p)[:-3] for p in source_files() if f"{os.sep}tests{os.sep}" in p}
+    # the package, the tests' own modules (helpers, conftest, test_*) that tests import by name, and
+    # the standalone scripts a sibling script imports (benchmark/val_agreement.py: gpnas_quality)
+    local = {"ppufo"} | {os.path.basename(p)[:-3] for p in source_files() if f"{os.sep}tests{os.sep}" in p} \
+        | {os.path.basename(p)[:-3] for p in files_in(SCRIPT_DIRS)}
     found = set()
     for path in source_files():
         with open(path) as f:

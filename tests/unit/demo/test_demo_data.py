@@ -1,4 +1,5 @@
 """Demo data: deterministic, learnable, in the real layouts, protocols satisfied; the CLI."""
+import hashlib
 import json
 import os
 import time
@@ -89,6 +90,24 @@ def test_default_layouts_satisfy_their_protocols(tmp_path):
         800: {"images": 40, "ids": 5}, 1600: {"images": 80, "ids": 10}, 2400: {"images": 128, "ids": 16}}
     with pytest.raises(ValueError, match=r"unknown demo set\(s\) \['cuhk03'\]"):
         write_all(str(tmp_path), sets=["cuhk03"])
+
+
+def test_person_val_is_a_sized_test_only_dukemtmc_set_drawn_apart_from_dukemtmc(tmp_path):
+    sizes = {"person_val": {"num_test_ids": 20, "num_gallery_only_ids": 3}, "dukemtmc": {"num_test_ids": 20}}
+    written = write_all(str(tmp_path), seed=5, sets=["dukemtmc", "person_val"], sizes=sizes)
+    val = DATASETS.build({"name": demo.READERS["person_val"], "root": written["person_val"]["path"]})
+    query, gallery = val.query(), val.gallery()
+    assert not val.train()
+    assert len(query) == 40 and len({r.pid for r in query}) == 20  # 2 queries per identity
+    assert len({r.pid for r in gallery if r.pid > 0}) == 23  # + the gallery-only identities
+    for q in query:  # every query has a true match under another camera
+        assert any(g.pid == q.pid and g.camid != q.camid for g in gallery), q
+    duke = DATASETS.build({"name": "DukeMTMC", "root": written["dukemtmc"]["path"]})
+    def digests(records):
+        return {hashlib.sha256(open(r.key, "rb").read()).hexdigest() for r in records}
+    assert not digests(query) & digests(duke.query() + duke.gallery())  # other draws than dukemtmc
+    with pytest.raises(Exception, match="person_val: num_test_ids 8000 .* id range holds 7140"):
+        demo.check_sizes({"person_val": {"num_test_ids": 8000}})
 
 
 def test_quickstart_sets_read_back(demo_root):
