@@ -70,7 +70,7 @@ class MultiTaskModel(nn.Layer):
         """A ppufo checkpoint as it is; the released UFO checkpoint renamed (released.to_ppufo);
         any other layout refused, saying what it is."""
         check_format(state, source)
-        return to_ppufo(state, self, source)[0] if is_reference(state) else state
+        return to_ppufo(state, self)[0] if is_reference(state) else state
 
 
 def build_model(config, num_classes=None):

@@ -84,12 +84,24 @@ def head_mapping(given, tasks, file_heads):
     return {t: mapping[t] for t in tasks}
 
 
-def to_ppufo(state, model, source):
+def to_ppufo(state, model):
     """(``state`` renamed to ``model``'s keys, {task: reference head}): backbone.* as it is, each
     task's neck from the reference head its Global.released_heads (``model.released_heads``)
     names. One ConfigError lists every missing, unexpected or mis-shaped key; the classifiers,
     which the file never holds, may be missing. Pure: reads only shapes of ``model``."""
     mapping = head_mapping(model.released_heads, model.task_names, reference_heads(state))
+    out, origin = rename(state, mapping)
+    own = model.state_dict()
+    problems = state_problems(out, own, optional=[k for k in own if ".classifier." in k])
+    if any(problems):
+        raise _misfit(state, out, own, problems, origin)
+    return out, mapping
+
+
+def rename(state, mapping):
+    """(``state`` with each task's neck from the reference head ``mapping`` names, {new key: the
+    file's key}); backbone.* as it is. Unchecked: to_ppufo checks an All-in-One model's keys, a
+    supernet takes the backbone through its own filter (supernet.py)."""
     out = {k: v for k, v in state.items() if not k.startswith("heads.")}
     origin = {}
     for task, head in mapping.items():
@@ -100,14 +112,10 @@ def to_ppufo(state, model, source):
                 origin[f"heads.{task}.neck.bn.{k[len(src):]}"] = k
             elif k.startswith(f"heads.{head}."):
                 out[k] = v  # e.g. a projection layer: no ppufo equivalent, reported as unexpected
-    own = model.state_dict()
-    problems = state_problems(out, own, optional=[k for k in own if ".classifier." in k])
-    if any(problems):
-        raise _misfit(source, state, out, own, problems, origin, hasattr(model, "space"))
-    return out, mapping
+    return out, origin
 
 
-def _misfit(source, state, converted, own, problems, origin, supernet):
+def _misfit(state, converted, own, problems, origin):
     file_g, model_g = geometry(state), geometry(own)
     lines = [f"does not fit the config's model. The file is {describe(state)}; the "
              f"config's model has {geometry_text(model_g)}"]
@@ -120,8 +128,6 @@ def _misfit(source, state, converted, own, problems, origin, supernet):
     if any(k.endswith(".neck.fc.weight") for k in problems[0]):
         lines.append("the reference necks have no projection: leave Tasks.<task>.neck.feature_dim unset "
                      "(or equal to the backbone width)")
-    if supernet:
-        lines.append(f"a supernet starts from the released backbone through Arch.Backbone.pretrained={source}")
     return ConfigError("\n  ".join(lines))
 
 

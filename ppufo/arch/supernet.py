@@ -4,11 +4,18 @@ The mixed batch is split by task and each slice runs the backbone on that task's
 task's FFN path only exists for that task). The backbone has no batch statistics, so this
 equals one pass over the mixed batch whenever the subnets coincide.
 """
+import re
+
 from ..utils.errors import ConfigError
 from .multitask import ARCHS, MultiTaskModel
-from .released import check_format, is_reference
+from .released import check_format, describe, head_mapping, is_reference, reference_heads, rename
 
-PLAIN_KEY = "backbone.blocks.0.attn.qkv.weight"  # an All-in-One (plain ViT) backbone has it
+PLAIN = re.compile(r"backbone\.blocks\.\d+\.(attn\.qkv|mlp)\.")  # a plain ViT's block: an All-in-One backbone
+
+
+def is_allinone(state):
+    """Whether ``state`` is an All-in-One checkpoint (ppufo's or the released one), not a supernet's."""
+    return is_reference(state) or any(PLAIN.match(k) for k in state)
 
 
 @ARCHS.register
@@ -39,13 +46,29 @@ class SupernetMultiTaskModel(MultiTaskModel):
         return out
 
     def checkpoint_filter(self, state, source):
-        """A ppufo All-in-One checkpoint as this supernet's: the backbone through
-        ViTSupernet.checkpoint_filter (each MLP copied into every FFN path), necks and heads as
-        they are, a classifier whose class count differs left out (it starts fresh). A supernet
-        checkpoint as MultiTaskModel takes it."""
+        """A supernet checkpoint, as MultiTaskModel takes it. An All-in-One checkpoint is refused:
+        eval, extraction and search read a trained supernet; training starts one from it
+        (pretrained_filter)."""
         check_format(state, source)
-        if PLAIN_KEY not in state or is_reference(state):
+        if is_allinone(state):
+            raise ConfigError(
+                f"is an All-in-One checkpoint ({describe(state)}); a supernet checkpoint is expected (the "
+                f"latest one its training writes into Global.output_dir). To start a supernet from this "
+                f"All-in-One checkpoint use Global.pretrained_model when training: python tools/train.py "
+                f"-c <this supernet config> -o Global.pretrained_model={source}")
+        return super().checkpoint_filter(state, source)
+
+    def pretrained_filter(self, state, source):
+        """The weights a training run starts from (Global.pretrained_model). An All-in-One checkpoint
+        (ppufo's, or the released one with its necks renamed as Global.released_heads says): the
+        backbone through ViTSupernet.checkpoint_filter (each MLP copied into every FFN path), necks
+        and heads as they are, a classifier whose class count differs left out (it starts fresh).
+        A supernet checkpoint as checkpoint_filter takes it."""
+        check_format(state, source)
+        if not is_allinone(state):
             return super().checkpoint_filter(state, source)
+        if is_reference(state):
+            state = rename(state, head_mapping(self.released_heads, self.task_names, reference_heads(state)))[0]
         own = self.state_dict()
         out = {"backbone." + k: v for k, v in self.backbone.checkpoint_filter(state, source).items()}
         for k, v in state.items():

@@ -1,16 +1,18 @@
 """A config's model with Global.pretrained_model's weights: build_model composed with
-io.weights (which reads the file and applies it through MultiTaskModel.checkpoint_filter)."""
+io.weights (which reads the file and applies it through the model's checkpoint_filter, or for the
+weights a training run starts from its pretrained_filter: a supernet takes an All-in-One there)."""
 import os
 
 from ..io.weights import load_model, load_weights, weights_file
 from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
 from .multitask import build_model, num_classes_from_state
-from .released import group_counts, head_mapping, is_reference, reference_heads
+from .released import geometry, geometry_text, group_counts, head_mapping, is_reference, reference_heads
 
 WHAT = "Global.pretrained_model"
 HOW = ("make an All-in-One checkpoint with `python tools/train.py -c configs/quickstart.yaml` (it writes "
-       "output/quickstart/latest), or give the released allinone_vitlarge.pdmodel")
+       "output/quickstart/latest; configs/ufo_vitl.yaml writes output/ufo_vitl/latest), or give the released "
+       "allinone_vitlarge.pdmodel")
 
 
 def load_trained_model(config):
@@ -33,12 +35,13 @@ def load_pretrained(model, config):
     """Initialise a training ``model`` from Global.pretrained_model: a ppufo checkpoint (an
     All-in-One one into a supernet: each MLP into every FFN path) or the released UFO checkpoint.
     Every tensor but the classifiers and the heads of tasks the file does not have must load (they
-    start fresh where the file has none or other class counts); else a ConfigError lists the rest, unless Global.allow_partial_load (a warning).
-    Returns a line saying what was loaded."""
+    start fresh where the file has none or other class counts), and the file may hold no backbone
+    tensor the model has no place for; else a ConfigError lists them, unless
+    Global.allow_partial_load (a warning). Returns a line saying what was loaded."""
     source = config["Global"]["pretrained_model"]
     if isinstance(source, str) and not os.path.isfile(weights_file(source)):
         raise ConfigError(f"{WHAT}: {weights_file(source)} not found; {HOW}")
-    loaded = load_weights(model, source, strict=False, what=WHAT)
+    loaded = load_weights(model, source, strict=False, what=WHAT, pretrained=True)
     mapped = ""
     if is_reference(loaded.raw):
         mapping = head_mapping(model.released_heads, model.task_names, reference_heads(loaded.raw))
@@ -49,11 +52,27 @@ def load_pretrained(model, config):
     new_tasks = tuple(f"heads.{t}." for t in model.task_names
                       if not any(k.startswith(f"heads.{t}.") for k in loaded.state))
     left = [k for k in fresh if ".classifier." not in k and not k.startswith(new_tasks)]  # a new task starts fresh
-    if left:
-        problem = (f"{WHAT}: {loaded.path} leaves {len(left)} tensors at their initial values "
-                   f"({group_counts(left)}): {', '.join(left[:10])}" + (", ..." if len(left) > 10 else ""))
+    extra = [k for k in loaded.unexpected if k.startswith("backbone.")]  # other tasks' heads are not used
+    if left or extra:
+        problem = _partial(loaded, own, left, extra)
         if not config["Global"]["allow_partial_load"]:
-            raise ConfigError(problem + "; set Global.allow_partial_load=true to train with them fresh")
+            raise ConfigError(problem + "; set Global.allow_partial_load=true to train anyway (the tensors "
+                              "left start fresh, the extra ones are not used)")
         get_logger().warning(problem + " (Global.allow_partial_load)")
     return (f"{WHAT}: loaded pretrained weights from {loaded.path}{mapped}: {len(done)} tensors "
             f"({group_counts(done)}); {len(fresh)} start fresh" + (f": {group_counts(fresh)}" if fresh else ""))
+
+
+def _partial(loaded, own, left, extra):
+    """What a partial load leaves fresh and what the file holds beyond the model; both backbones
+    where they differ (a deeper or narrower ViT)."""
+    def listing(keys):
+        return ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "")
+    parts = ([f"leaves {len(left)} tensors at their initial values ({group_counts(left)}): {listing(left)}"]
+             if left else [])
+    parts += ([f"holds {len(extra)} backbone tensors the model has no place for: {listing(extra)}"] if extra else [])
+    text = f"{WHAT}: {loaded.path} " + "; it ".join(parts)
+    file_g, model_g = geometry(loaded.raw), geometry(own)
+    if file_g != model_g:
+        text += f" (the file's backbone: {geometry_text(file_g)}; the model's: {geometry_text(model_g)})"
+    return text

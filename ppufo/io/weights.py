@@ -4,8 +4,10 @@ A weights option names a file (read with the restricted unpickler of utils/safe_
 plain pickle) or a state dict is given. The model's ``checkpoint_filter(state, source)``, a pure
 function in the style of timm's ``checkpoint_filter_fn``, maps what the file holds to the
 model's own keys (a plain ViT's position grid resized, a plain ViT split into the supernet's
-paths, the released UFO checkpoint renamed, a PaddleClas classifier dropped); then every key
-is checked against the model and set. Errors name the option, the file and the keys.
+paths, the released UFO checkpoint renamed, a PaddleClas classifier dropped); weights a training
+run starts from go through its ``pretrained_filter`` where it has one (a supernet takes an
+All-in-One checkpoint there, not as its own). Then every key is checked against the model and
+set. Errors name the option, the file and the keys.
 """
 import os
 from collections import namedtuple
@@ -47,22 +49,25 @@ def backbone_part(state):
     return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
-def filter_state(model, state, path, what):
+def filter_state(model, state, path, what, pretrained=False):
     """``state`` (read from ``path``) in ``model``'s keys, through its ``checkpoint_filter(state,
-    path)`` (none: as it is). A filter's refusal is prefixed with the option and the file."""
-    if not hasattr(model, "checkpoint_filter"):
+    path)`` (``pretrained``: its ``pretrained_filter`` if it has one; neither: as it is). A
+    filter's refusal is prefixed with the option and the file."""
+    name = "pretrained_filter" if pretrained and hasattr(model, "pretrained_filter") else "checkpoint_filter"
+    if not hasattr(model, name):
         return state
     try:
-        return model.checkpoint_filter(state, path)
+        return getattr(model, name)(state, path)
     except ConfigError as e:
         raise ConfigError(f"{what}: {path}: {e}") from None
 
 
-def load_weights(model, source, *, strict=True, what="weights"):
+def load_weights(model, source, *, strict=True, what="weights", pretrained=False):
     """Read ``source`` (a weights option: checkpoint prefix, .pdparams, the released .pdmodel; or a
-    state dict), map it through the model's filter and set it into ``model``. Shape mismatches
-    always fail; missing/unexpected keys fail when ``strict``, else are logged. Returns Loaded."""
-    return _apply(model, *read_weights(source, what), strict, what)
+    state dict), map it through the model's filter (``pretrained``: the weights training starts
+    from) and set it into ``model``. Shape mismatches always fail; missing/unexpected keys fail
+    when ``strict``, else are logged. Returns Loaded."""
+    return _apply(model, *read_weights(source, what), strict, what, pretrained)
 
 
 def load_model(build, source, *, what):
@@ -74,7 +79,7 @@ def load_model(build, source, *, what):
     return model
 
 
-def _apply(model, raw, path, strict, what):
-    state = filter_state(model, raw, path, what)
+def _apply(model, raw, path, strict, what, pretrained=False):
+    state = filter_state(model, raw, path, what, pretrained)
     missing, unexpected = apply_state(model, state, f"{what}: {path}", strict)
     return Loaded(path, raw, state, missing, unexpected)

@@ -143,9 +143,13 @@ GLOBAL = {
     "save_interval": Field(int, 1000, min=0, doc="iterations between iter_<n> checkpoints; 0 = only latest"),
     "keep_checkpoints": Field(int, 3, min=0, doc="newest iter_<n> checkpoints kept, older ones deleted after "
                               "each save (latest and best_model are never deleted); 0 = keep all"),
-    "pretrained_model": Field(OPT_STR, None),
+    "pretrained_model": Field(OPT_STR, None, doc="training: the weights to start from (a checkpoint prefix or "
+                              "the released allinone_vitlarge.pdmodel; a supernet takes an All-in-One one whole, "
+                              "each MLP into every FFN path); eval, export, extraction, search: the model's weights"),
     "allow_partial_load": Field(bool, False, doc="train although Global.pretrained_model leaves tensors other "
-                                "than classifiers at their initial values (warned); off: an error listing them"),
+                                "than classifiers at their initial values or holds backbone tensors the model "
+                                "has no place for (e.g. a deeper ViT's blocks); both are warned. Off: an error "
+                                "listing them"),
     "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
     "overwrite_output_dir": Field(bool, False, doc="train into an output_dir that already holds another run's "
                                   "checkpoints (refused otherwise; resume with Global.checkpoints instead). "

@@ -131,31 +131,32 @@ class ViTSupernet(ViTStem):
     def checkpoint_filter(self, state, source):
         """A plain ViT's weights (or a checkpoint's backbone.* part) as this supernet's: qkv split
         into q/k/v, each block's MLP copied into every FFN path; the mixing logits keep their
-        initial values (a plain ViT has none)."""
+        initial values (a plain ViT has none). What the file lacks is left out and what has no
+        place here (e.g. blocks past this depth) passes under its own name: the loader names both."""
         state = {k: paddle.to_tensor(v) if not isinstance(v, paddle.Tensor) else v
                  for k, v in backbone_part(state).items()}
-        stem = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "norm.weight", "norm.bias")
-        layers = ("norm1", "norm2", "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-        need = ["pos_embed", *stem] + [f"blocks.{i}.{n}.{w}" for i in range(len(self.blocks))
-                                       for w in ("weight", "bias") for n in layers]
-        missing = [k for k in need if k not in state]
-        if missing:
-            raise ConfigError(f"not a plain ViT state of depth {len(self.blocks)} (missing {missing[:3]})")
         out = {k: v for k, v in self.state_dict().items() if ".mix_logit." in k}
-        for k in stem:
-            out[k] = state[k]
-        out["pos_embed"] = self.fit_pos_embed(state["pos_embed"])
+        taken = set()
+
+        def take(key, *targets, split=False):
+            if key not in state:
+                return
+            taken.add(key)
+            parts = paddle.split(state[key], 3, axis=-1) if split else [state[key]] * len(targets)
+            out.update(zip(targets, parts))
+        for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "norm.weight", "norm.bias"):
+            take(k, k)
+        if "pos_embed" in state:
+            taken.add("pos_embed")
+            out["pos_embed"] = self.fit_pos_embed(state["pos_embed"])
         for i in range(len(self.blocks)):
             p = f"blocks.{i}."
-            for n in ("norm1", "norm2"):
-                out[p + n + ".weight"], out[p + n + ".bias"] = state[p + n + ".weight"], state[p + n + ".bias"]
-            for part, w, b in zip("qkv", paddle.split(state[p + "attn.qkv.weight"], 3, axis=1),
-                                  paddle.split(state[p + "attn.qkv.bias"], 3)):
-                out[p + f"attn.{part}.weight"], out[p + f"attn.{part}.bias"] = w, b
-            for n in ("weight", "bias"):
-                out[p + "attn.proj." + n] = state[p + "attn.proj." + n]
-            for ffn in ["ffn.shared"] + [f"ffn.task.{t}" for t in self.tasks]:
+            for w in ("weight", "bias"):
+                for n in ("norm1", "norm2", "attn.proj"):
+                    take(f"{p}{n}.{w}", f"{p}{n}.{w}")
+                take(f"{p}attn.qkv.{w}", *(f"{p}attn.{part}.{w}" for part in "qkv"), split=True)
                 for fc in ("fc1", "fc2"):
-                    for n in ("weight", "bias"):
-                        out[f"{p}{ffn}.{fc}.{n}"] = state[f"{p}mlp.{fc}.{n}"]
+                    take(f"{p}mlp.{fc}.{w}", *(f"{p}{ffn}.{fc}.{w}" for ffn in
+                                               ["ffn.shared"] + [f"ffn.task.{t}" for t in self.tasks]))
+        out.update({k: v for k, v in state.items() if k not in taken})
         return out

@@ -106,7 +106,7 @@ def test_vit_large_key_list_converts_by_name_and_shape():
         cfg = load_config(os.path.join(ROOT, "configs/ufo_vitl.yaml"), list(overrides))
         with paddle.LazyGuard():
             model = build_model(cfg)
-        return to_ppufo(state, model, "allinone_vitlarge.pdmodel"), model
+        return to_ppufo(state, model), model
     (out, mapping), model = convert(fake)
     assert mapping == TASK_HEADS
     own = model.state_dict()

@@ -1,4 +1,7 @@
 """Global.pretrained_model = an All-in-One checkpoint starts the supernet from it, whole."""
+import logging
+import re
+
 import numpy as np
 import paddle
 import pytest
@@ -22,6 +25,18 @@ def allinone(demo_root, tmp_path):
     prefix = str(tmp_path / "aio" / "latest")
     save_checkpoint(prefix, model, states={"iteration": 0})
     return model.eval(), prefix
+
+
+@pytest.fixture
+def warned():
+    """The warnings ppufo's logger emits during the test, as one text (caplog misses them once
+    init_logger has turned propagation off)."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("ppufo").addHandler(handler)
+    yield lambda: "\n".join(r.getMessage() for r in records)
+    logging.getLogger("ppufo").removeHandler(handler)
 
 
 def supernet_from(demo_root, tmp_path, prefix, *extra, classes=CLASSES):
@@ -85,7 +100,9 @@ def test_an_allinone_state_lacking_a_backbone_tensor_is_refused_naming_it(demo_r
     state = load_state(prefix + ".pdparams", "test")
     del state["backbone.blocks.1.mlp.fc2.bias"]
     paddle.save(state, str(tmp_path / "cut.pdparams"))
-    with pytest.raises(ConfigError, match=r"Global.pretrained_model: .*cut.pdparams: .*blocks\.1\.mlp\.fc2\.bias"):
+    with pytest.raises(ConfigError, match=r"Global.pretrained_model: .*cut.pdparams leaves 5 tensors at their initial "
+                                          r"values \(backbone 5\): backbone\.blocks\.1\.ffn\.shared\.fc2\.bias, "
+                                          r"backbone\.blocks\.1\.ffn\.task\.face\.fc2\.bias"):
         supernet_from(demo_root, tmp_path, str(tmp_path / "cut"))
 
 
@@ -114,3 +131,103 @@ def test_heads_of_tasks_the_checkpoint_lacks_start_fresh_without_the_switch(demo
     assert "heads.person.neck.bn.weight" in own
     with pytest.raises(ConfigError, match="heads.person.neck.bn.weight"):
         load_pretrained(model, dict(cfg, Global=dict(cfg["Global"], pretrained_model=state)))
+
+
+def allinone_file(demo_root, tmp_path, name, *overrides):
+    """The prefix of a random All-in-One model (tiny_config + ``overrides``) saved as a checkpoint."""
+    paddle.seed(6)
+    cfg = tiny_config(demo_root, tmp_path / name, ["Arch.Backbone.embed_dim=48", *overrides])
+    prefix = str(tmp_path / name / "latest")
+    save_checkpoint(prefix, build_model(cfg, CLASSES), states={"iteration": 0})
+    return prefix
+
+
+def test_a_deeper_allinone_is_refused_naming_the_extra_blocks_unless_partial_loads_are_allowed(
+        demo_root, tmp_path, warned):
+    from ppufo.utils.safe_load import load_state
+    prefix = allinone_file(demo_root, tmp_path, "deep", "Arch.Backbone.depth=4")  # the supernet has 3 blocks
+    extra = r"backbone\.blocks\.3\.attn\.proj\.bias, backbone\.blocks\.3\.attn\.proj\.weight, backbone\.blocks\.3\.attn\.qkv"
+    with pytest.raises(ConfigError, match=r"deep/latest\.pdparams holds 12 backbone tensors the model has no place "
+                                          rf"for: {extra}.*\(the file's backbone: depth 4, .*; the model's: depth 3, .*"
+                                          r"Global\.allow_partial_load=true"):
+        supernet_from(demo_root, tmp_path, prefix)
+    sup, line = supernet_from(demo_root, tmp_path, prefix, "Global.allow_partial_load=true")
+    assert re.search(r"holds 12 backbone tensors the model has no place for: " + extra, warned())
+    assert "0 start fresh" in line  # blocks 0-2 and the heads: everything the supernet has
+    state = load_state(prefix + ".pdparams", "test")
+    np.testing.assert_array_equal(sup.backbone.blocks[2].ffn.task["face"].fc1.weight.numpy(),
+                                  state["backbone.blocks.2.mlp.fc1.weight"])
+
+
+def test_a_shallower_allinone_lists_what_stays_fresh_and_another_width_is_always_refused(demo_root, tmp_path, warned):
+    shallow = allinone_file(demo_root, tmp_path, "shallow", "Arch.Backbone.depth=2")
+    # block 2: 2 norms, q/k/v/proj (8) and 5 FFN paths (shared + 4 tasks) x fc1/fc2 x weight/bias (20)
+    with pytest.raises(ConfigError, match=r"shallow/latest\.pdparams leaves 32 tensors at their initial values "
+                                          r"\(backbone 32\): backbone\.blocks\.2\.norm1\.weight.*\(the file's "
+                                          r"backbone: depth 2, .*; the model's: depth 3"):
+        supernet_from(demo_root, tmp_path, shallow)
+    sup, line = supernet_from(demo_root, tmp_path, shallow, "Global.allow_partial_load=true")
+    assert "leaves 32 tensors at their initial values" in warned() and "32 start fresh: backbone 32" in line
+    wide = allinone_file(demo_root, tmp_path, "wide", "Arch.Backbone.embed_dim=96", "Arch.Backbone.depth=3")
+    for switch in ([], ["Global.allow_partial_load=true"]):
+        with pytest.raises(ConfigError, match=r"wide/latest\.pdparams: does not fit the model:\n  mis-shaped \d+: "
+                                              r"backbone\.blocks\.0\.attn\.k\.bias file \[96\], model \[48\]"):
+            supernet_from(demo_root, tmp_path, wide, *switch)
+
+
+def test_the_released_file_starts_a_supernet_with_its_features_on_every_path(tmp_path):
+    """The released format (reference key names, necks heads.task<N>.bottleneck.0, no classifiers)
+    through Global.pretrained_model: the reference's features (a numpy forward written from its
+    description, tests/released_reference.py) on the shared, task and mix path of every task."""
+    from released_reference import random_reference, reference_forward, reference_shapes, save_reference
+    from ppufo.arch.trained import load_trained_model
+    heads = {"face": "task1", "person": "task3", "vehicle": "task3", "product": "task4"}  # Global.released_heads
+    w = random_reference(reference_shapes(2, 64, 5))  # 2 blocks of width 64 at 32x32
+    path = save_reference(w, tmp_path / "allinone_tiny.pdmodel")
+    small = ["Arch.Backbone.embed_dim=64", "Arch.Backbone.num_heads=4", "Arch.Backbone.heads=[2,4]",
+             "Arch.Backbone.depth=2", "Arch.Backbone.depths=[1,2]", *[f"Tasks.{t}.neck.feature_dim=null" for t in heads]]
+    sup, line = supernet_from(str(tmp_path), tmp_path, path, *small)
+    assert "(released UFO checkpoint; necks face<-task1, person<-task3, vehicle<-task3, product<-task4)" in line
+    assert line.endswith("94 tensors (backbone 78, heads.face.neck 4, heads.person.neck 4, heads.vehicle.neck 4, "
+                         "heads.product.neck 4); 4 start fresh: heads.face.classifier 1, heads.person.classifier 1, "
+                         "heads.vehicle.classifier 1, heads.product.classifier 1")  # 78: 6 stem + 2 x 36 (+ mix logits)
+    sup.eval()
+    x = np.random.RandomState(1).uniform(-1, 1, (3, 3, 32, 32)).astype("float32")
+    sp = sup.space
+    for task, head in heads.items():
+        ref = reference_forward(w, x, head, 4)
+        for path_ in ("shared", "task", "mix"):
+            sup.set_subnets({task: sp.uniform(2, 4, path_, 1.0)})
+            got = sup.embed(paddle.to_tensor(x), task, normalize=False).numpy()
+            assert np.abs(got - ref).max() < 1e-5 * np.linalg.norm(ref, axis=1).min(), (task, path_)
+    # it is an All-in-One model: not a supernet to evaluate or extract from
+    with pytest.raises(ConfigError, match=r"allinone_tiny\.pdmodel: is an All-in-One checkpoint \(a UFO reference "
+                                          r"checkpoint .*\); a supernet checkpoint is expected"):
+        load_trained_model(tiny_supernet_config(str(tmp_path), tmp_path, f"Global.pretrained_model={path}", *small))
+
+
+def test_eval_and_extraction_refuse_an_allinone_checkpoint_saying_how_to_start_a_supernet(
+        demo_root, tmp_path, allinone, monkeypatch):
+    import sys
+    from helpers import ROOT
+    from ppufo.arch.trained import load_trained_model
+    from ppufo.cli import extract_subnet
+    _, prefix = allinone
+    says = (r"Global\.pretrained_model: .*aio/latest\.pdparams: is an All-in-One checkpoint \(a ppufo checkpoint .*\); "
+            r"a supernet checkpoint is expected .* To start a supernet from this All-in-One checkpoint use "
+            r"Global\.pretrained_model when training: python tools/train\.py -c <this supernet config> -o "
+            rf"Global\.pretrained_model={re.escape(prefix)}")
+    with pytest.raises(ConfigError, match=says):
+        load_trained_model(tiny_supernet_config(demo_root, tmp_path, f"Global.pretrained_model={prefix}"))
+    monkeypatch.setattr(sys, "argv", [
+        "extract", "-c", f"{ROOT}/configs/supernet_quickstart.yaml", "-o", f"Global.data_root={demo_root}",
+        "Global.image_shape=[3,32,32]", "Arch.Backbone.embed_dim=48", "Arch.Backbone.depth=3", "Arch.Backbone.depths=[2,3]",
+        f"Global.pretrained_model={prefix}", "Extract.subnet=smallest", f"Extract.save_dir={tmp_path}/sub"])
+    with pytest.raises(SystemExit, match="error: " + says):
+        extract_subnet.main()
+    # the supernet's own checkpoint still loads as it is
+    sup, _ = supernet_from(demo_root, tmp_path, prefix)
+    save_checkpoint(str(tmp_path / "super"), sup, states={"iteration": 0})
+    again = load_trained_model(tiny_supernet_config(demo_root, tmp_path, f"Global.pretrained_model={tmp_path}/super"))
+    np.testing.assert_array_equal(again.backbone.blocks[1].ffn.shared.fc2.weight.numpy(),
+                                  sup.backbone.blocks[1].ffn.shared.fc2.weight.numpy())

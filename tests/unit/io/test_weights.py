@@ -78,9 +78,14 @@ def test_supernet_filter_takes_a_plain_vit_into_every_path():
     np.testing.assert_array_equal(out["blocks.0.ffn.mix_logit.0"].numpy(), mix)  # no counterpart: kept
     load_weights(net, checkpoint)  # strict: every supernet key is set
     cut = {k: v for k, v in plain.state_dict().items() if not k.startswith("blocks.1.")}
-    with pytest.raises(ConfigError, match=r"^w: the state dict: not a plain ViT state of depth 2 \(missing "
-                                          r"\['blocks.1.norm1.weight'"):
+    # what the file lacks stays missing: block 1's norms, q/k/v/proj and its 3 FFN paths (2 x 12 tensors)
+    with pytest.raises(ConfigError, match=r"^w: the state dict: does not fit the model:\n  missing 24: "
+                                          r"blocks\.1\.attn\.k\.bias \[48\]"):
         load_weights(net, cut, what="w")
+    # what has no place in it (a deeper ViT's block 2) is named, not dropped
+    deeper = dict(plain.state_dict(), **{"blocks.2.mlp.fc1.bias": paddle.ones([96])})
+    with pytest.raises(ConfigError, match=r"does not fit the model:\n  unexpected 1: blocks\.2\.mlp\.fc1\.bias \[96\]$"):
+        load_weights(net, deeper, what="w")
 
 
 def test_released_filter_renames_the_reference_heads(tmp_path):
