@@ -31,6 +31,15 @@ def load_trained_model(config):
     return model
 
 
+def check_source(config):
+    """Refuse a Global.pretrained_model file that is not there, saying how to make one (a run
+    checks before it writes demo data)."""
+    source = config["Global"]["pretrained_model"]
+    if source and isinstance(source, str) and not os.path.isfile(weights_file(source)):
+        raise ConfigError(f"{WHAT}: {weights_file(source)} not found; {HOW}; or -o {WHAT}=null to train "
+                          f"from the initial weights")
+
+
 def load_pretrained(model, config):
     """Initialise a training ``model`` from Global.pretrained_model: a ppufo checkpoint (an
     All-in-One one into a supernet: each MLP into every FFN path) or the released UFO checkpoint.
@@ -39,8 +48,9 @@ def load_pretrained(model, config):
     tensor the model has no place for; else a ConfigError lists them, unless
     Global.allow_partial_load (a warning). Returns a line saying what was loaded."""
     source = config["Global"]["pretrained_model"]
-    if isinstance(source, str) and not os.path.isfile(weights_file(source)):
-        raise ConfigError(f"{WHAT}: {weights_file(source)} not found; {HOW}")
+    if not source:
+        return from_scratch(model, config)
+    check_source(config)
     loaded = load_weights(model, source, strict=False, what=WHAT, pretrained=True)
     mapped = ""
     if is_reference(loaded.raw):
@@ -76,3 +86,13 @@ def _partial(loaded, own, left, extra):
     if file_g != model_g:
         text += f" (the file's backbone: {geometry_text(file_g)}; the model's: {geometry_text(model_g)})"
     return text
+
+
+def from_scratch(model, config):
+    """The line a run without Global.pretrained_model logs; a supernet without any start warns."""
+    backbone = config["Arch"]["Backbone"].get("pretrained")
+    if hasattr(model, "space") and not backbone:
+        get_logger().warning(f"{WHAT} is null: the supernet trains from scratch (random weights). The article "
+                             f"starts it from a trained All-in-One model: {HOW}; then -o {WHAT}=<its prefix>")
+    return f"{WHAT}: none; the model starts from its initial weights" + (
+        f" (the backbone from Arch.Backbone.pretrained={backbone})" if backbone else "")

@@ -7,6 +7,7 @@ second or more later stops at once without saving.
 import shlex
 import sys
 
+from ..arch.trained import check_source
 from ..demo import ensure_demo_data
 from ..engine import build_trainer
 from ..engine.interrupt import TrainingInterrupted
@@ -28,6 +29,8 @@ def main():
     try:
         config = load_config(args.config, args.override)
         check_writable_dir(config["Global"]["output_dir"], "Global.output_dir")  # before demo data is written
+        if not config["Global"]["checkpoints"]:
+            check_source(config)  # a missing Global.pretrained_model, too
         ensure_demo_data(config)
         trainer = build_trainer(config)
         try:

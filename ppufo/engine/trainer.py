@@ -74,7 +74,7 @@ class Trainer:
         self.task_weights = {t: float(config["Loss"]["task_weights"].get(t, 1.0)) for t in self.tasks}
         self.optimizer, self.lr = self.build_optimizer()
         self.amp = MixedPrecision(g["amp"], g["device"], self.log)
-        if g["pretrained_model"] and not g["checkpoints"]:
+        if not g["checkpoints"]:  # a resume sets its own weights below
             self.log.info(load_pretrained(self.model, config))
         if g["checkpoints"]:
             load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr, states=states,

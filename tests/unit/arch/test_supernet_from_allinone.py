@@ -231,3 +231,51 @@ def test_eval_and_extraction_refuse_an_allinone_checkpoint_saying_how_to_start_a
     again = load_trained_model(tiny_supernet_config(demo_root, tmp_path, f"Global.pretrained_model={tmp_path}/super"))
     np.testing.assert_array_equal(again.backbone.blocks[1].ffn.shared.fc2.weight.numpy(),
                                   sup.backbone.blocks[1].ffn.shared.fc2.weight.numpy())
+
+
+def test_a_supernet_without_pretrained_model_trains_from_scratch_with_a_warning(demo_root, tmp_path, warned):
+    paddle.seed(4)
+    cfg = tiny_supernet_config(demo_root, tmp_path)  # Global.pretrained_model=null
+    line = load_pretrained(build_model(cfg, CLASSES), cfg)
+    assert line == "Global.pretrained_model: none; the model starts from its initial weights"
+    assert ("Global.pretrained_model is null: the supernet trains from scratch (random weights). The article starts "
+            "it from a trained All-in-One model: make an All-in-One checkpoint with `python tools/train.py -c "
+            "configs/quickstart.yaml`") in warned()
+    aio = tiny_config(demo_root, tmp_path / "aio")
+    before = warned()
+    assert load_pretrained(build_model(aio, CLASSES), aio).endswith("starts from its initial weights")
+    assert warned() == before  # an All-in-One model is trained from scratch as a matter of course
+
+
+def test_the_trainer_starts_a_supernet_from_pretrained_model_but_a_resume_from_its_checkpoint(
+        demo_root, tmp_path, allinone):
+    from ppufo.engine import build_trainer
+    aio, prefix = allinone
+    want = aio.state_dict()["backbone.blocks.1.mlp.fc1.weight"].numpy()
+    trainer = build_trainer(tiny_supernet_config(demo_root, tmp_path / "a", f"Global.pretrained_model={prefix}"))
+    got = trainer.model.backbone.blocks[1].ffn
+    for p in [got.shared] + [got.task[t] for t in CLASSES]:
+        np.testing.assert_array_equal(p.fc1.weight.numpy(), want)
+    trainer.train()
+    trained = trainer.model.backbone.blocks[1].ffn.shared.fc1.weight.numpy().copy()
+    assert np.abs(trained - want).max() > 0
+    # resuming: the checkpoint's weights; Global.pretrained_model (here a file that is gone) is not read
+    resumed = build_trainer(tiny_supernet_config(demo_root, tmp_path / "a", f"Global.pretrained_model={tmp_path}/gone",
+                                                 f"Global.checkpoints={tmp_path}/a/out/latest", "Global.max_iters=3"))
+    np.testing.assert_array_equal(resumed.model.backbone.blocks[1].ffn.shared.fc1.weight.numpy(), trained)
+    assert resumed.start_iter == 2
+
+
+def test_training_from_a_missing_allinone_stops_before_writing_demo_data(tmp_path, monkeypatch):
+    import sys
+    from helpers import ROOT
+    from ppufo.cli import train
+    monkeypatch.setattr(sys, "argv", ["train", "-c", f"{ROOT}/configs/supernet_quickstart.yaml", "-o",
+                                      f"Global.data_root={tmp_path}/data", f"Global.output_dir={tmp_path}/out",
+                                      f"Global.pretrained_model={tmp_path}/quickstart/latest"])
+    with pytest.raises(SystemExit, match=rf"^error: Global\.pretrained_model: {re.escape(str(tmp_path))}/quickstart/"
+                                         r"latest\.pdparams not found; make an All-in-One checkpoint with `python "
+                                         r"tools/train\.py -c configs/quickstart\.yaml`.*; or -o "
+                                         r"Global\.pretrained_model=null to train from the initial weights$"):
+        train.main()
+    assert not (tmp_path / "data").exists()  # generate_demo_data is on: it stopped before
