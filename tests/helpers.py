@@ -20,10 +20,12 @@ def tiny_config(demo_root, output_dir, overrides=()):
 
 
 def tiny_supernet_config(demo_root, tmp_path, *extra):
-    """The supernet quickstart shrunk the same way (embed 48, depth 3, depths 2-3)."""
+    """The supernet quickstart shrunk the same way (embed 48, depth 3, depths 2-3), from scratch
+    (Global.pretrained_model=null: its default, the quickstart All-in-One, is not trained here)."""
     from ppufo.utils.config import load_config
     return load_config(f"{ROOT}/configs/supernet_quickstart.yaml", [
         f"Global.data_root={demo_root}", f"Global.output_dir={tmp_path}/out", "Global.generate_demo_data=false",
+        "Global.pretrained_model=null",
         "Global.image_shape=[3,32,32]", "DataLoader.Train.transforms.0.Resize.size=[32,32]",
         "Global.max_iters=2", "Global.log_interval=1", "Global.use_visualdl=false",
         "DataLoader.Train.num_workers=0", "DataLoader.Eval.num_workers=0", "Arch.Backbone.embed_dim=48",

@@ -29,7 +29,7 @@ def run(tool, config, *overrides):
 def test_train_extract_then_eval_export_and_finetune_the_subnet(demo_root, tmp_path):
     cfg = f"{ROOT}/configs/supernet_quickstart.yaml"
     base = [f"Global.data_root={demo_root}", f"Global.output_dir={tmp_path}/super", *TINY]
-    log = run("train.py", cfg, *base, "Global.max_iters=2")
+    log = run("train.py", cfg, *base, "Global.max_iters=2", "Global.pretrained_model=null")  # from scratch
     assert "supernet search space: depth [2, 3]" in log and "[Eval]" in log
 
     subnet = {"depth": 2, "heads": [3, 1], "paths": ["mix", "task"], "ratios": [0.5, 0.5]}

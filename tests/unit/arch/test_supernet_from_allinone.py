@@ -279,3 +279,33 @@ def test_training_from_a_missing_allinone_stops_before_writing_demo_data(tmp_pat
                                          r"Global\.pretrained_model=null to train from the initial weights$"):
         train.main()
     assert not (tmp_path / "data").exists()  # generate_demo_data is on: it stopped before
+
+
+def test_the_shipped_supernet_configs_start_from_their_base_allinone_model(tmp_path):
+    """supernet_quickstart.yaml from what quickstart.yaml writes, whole; supernet_vitl.yaml from what
+    ufo_vitl.yaml writes, whose geometry and necks (and so the released ViT-L's) it has."""
+    from helpers import ROOT
+    from ppufo.arch.released import geometry
+    from ppufo.utils.config import load_config
+    for base, child in (("quickstart", "supernet_quickstart"), ("ufo_vitl", "supernet_vitl")):
+        b, c = load_config(f"{ROOT}/configs/{base}.yaml"), load_config(f"{ROOT}/configs/{child}.yaml")
+        assert c["Global"]["pretrained_model"] == b["Global"]["output_dir"] + "/latest", child
+    b, c = load_config(f"{ROOT}/configs/quickstart.yaml"), load_config(f"{ROOT}/configs/supernet_quickstart.yaml",
+                                                                      [f"Global.pretrained_model={tmp_path}/latest"])
+    paddle.seed(7)
+    aio = build_model(b, CLASSES)
+    save_checkpoint(str(tmp_path / "latest"), aio, states={"iteration": 0})
+    sup = build_model(c, CLASSES)
+    line = load_pretrained(sup, c)
+    assert line.endswith("0 start fresh")
+    sup.eval(), aio.eval()
+    x = paddle.to_tensor(np.random.RandomState(2).randn(1, 3, 64, 64).astype("float32"))
+    np.testing.assert_allclose(sup.embed(x, "person").numpy(), aio.embed(x, "person").numpy(), atol=1e-5)
+    b, c = load_config(f"{ROOT}/configs/ufo_vitl.yaml"), load_config(f"{ROOT}/configs/supernet_vitl.yaml")
+    with paddle.LazyGuard():  # shapes only
+        aio, sup = build_model(b, CLASSES).state_dict(), build_model(c, CLASSES).state_dict()
+    assert geometry(sup) == geometry(aio) == {"depth": 24, "width": 1024, "patch": 16, "positions": 577}
+    assert list(sup["backbone.blocks.23.ffn.shared.fc1.weight"].shape) == list(aio["backbone.blocks.23.mlp.fc1.weight"].shape)
+    heads = {k: list(v.shape) for k, v in aio.items() if k.startswith("heads.")}
+    assert heads == {k: list(v.shape) for k, v in sup.items() if k.startswith("heads.")}
+    assert heads["heads.person.neck.bn._mean"] == [1024] and not any(".neck.fc." in k for k in heads)  # as released
