@@ -17,12 +17,10 @@ whose tau reaches --target, and the tau at the smallest size measured.
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse():
@@ -78,7 +76,9 @@ def main():
     args = parse()
     import warnings
     warnings.simplefilter("ignore")
-    from gpnas_quality import train_chain
+    import runpy  # the sibling script, without editing the import path (tests/unit/test_layers.py)
+    here = os.path.dirname(os.path.abspath(__file__))
+    train_chain = runpy.run_path(os.path.join(here, "gpnas_quality.py"))["train_chain"]
     from ppufo.arch.trained import load_trained_model
     from ppufo.engine.calibrate import neck_calibration
     from ppufo.engine.evaluator import Evaluator

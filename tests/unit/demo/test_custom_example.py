@@ -155,7 +155,7 @@ def test_global_demo_sets_writes_it_beside_the_default_sets(tmp_path, monkeypatc
         ensure_demo_data({"Global": dict(g, demo_sizes={})})
     assert ensure_demo_data({"Global": dict(g, demo_sets=[], demo_sizes={})}) == []  # not read: not checked
     with pytest.raises(ConfigError, match=r"Global.demo_sets: unknown extra demo set\(s\) \['ufo_test_datasets'\]; "
-                                          r"expected some of \['custom_example'\]"):
+                                          r"expected some of \['custom_example', 'person_val'\]"):
         ensure_demo_data({"Global": dict(g, demo_sets=["ufo_test_datasets"])})
 
 
