@@ -19,10 +19,7 @@ import os
 
 from ..utils.errors import ConfigError
 
-# source key -> what the named arm must be
 SOURCE_KEYS = ("from", "init_from", "shape_from", "compute_of")
-# Arch.Backbone keys that are not the shape: a shape_from run keeps its own (as extraction does)
-NOT_SHAPE = ("drop_path_rate", "epsilon", "recompute", "fused_attention")
 
 
 def arm_sources(arm):
@@ -136,6 +133,7 @@ def _finished(run_dir, key):
 def shaped_arch(search_dir, own_arch):
     """Arch of a plain ViT with the shape (depth, widths, heads, MLP) of the subnet the search run
     ``search_dir`` extracted, keeping ``own_arch``'s NOT_SHAPE keys; no weights are taken."""
+    from ..nas.extract import NOT_SHAPE  # a shape_from run keeps its own, as extraction keeps the supernet's
     from ..utils.config import load_config
     _finished(search_dir, "shape_from")
     path = os.path.join(search_dir, "subnet", "config.yaml")
