@@ -325,8 +325,8 @@ def parse_experiment(raw, path="<experiment>"):
         margin = p.get("margin")
         if p["claim"] == "no_worse":
             if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-                _fail(path, f"{where}.margin", f"{margin!r}; a no_worse claim needs margin: a fraction in "
-                                               f"[0, 1) of the metric (0.01 = 1 point), the most a - b may fall below 0")
+                _fail(path, f"{where}.margin", f"{margin!r}; a no_worse claim needs margin: a fraction in [0, 1) "
+                                               f"of the metric (0.01 = 1 point), the most a - b may fall below 0")
         elif margin is not None:
             _fail(path, f"{where}.margin", f"only a no_worse claim has a margin (claim: {p['claim']})")
         pairs.append(Pair(ab[0], ab[1], p["claim"], note, float(margin or 0.0)))
@@ -430,8 +430,9 @@ def _derived_run(exp, arm, src, seed, run_dir, index, of):
                    precise_bn=dict(arm.precise_bn), sets=src.sets)
     own = _search_labels(exp, arm, src, seed, run_dir)
     of.setdefault(arm.name, own)
-    return Run(index, arm.name, seed, SEARCH, run_dir, src.base, [], _digest({"from": src.identity, "search": arm.search}),
-               source=src, search=dict(arm.search), sets=[s for s in exp.sets if s in own])
+    ident = _digest({"from": src.identity, "search": arm.search})
+    return Run(index, arm.name, seed, SEARCH, run_dir, src.base, [], ident, source=src, search=dict(arm.search),
+               sets=[s for s in exp.sets if s in own])
 
 
 def plan_runs(exp, study_dir, extra_overrides=()):

@@ -258,7 +258,8 @@ def render_markdown(table):
         elif c["search"] is not None:
             steps += f" (trained by {c['source']}) + subnet search, {c['search']['task']} under {c['search']['budget']}"
         images = ", ".join(f"{t} {v:g}" for t, v in c["images_per_task"].items()) or "-"
-        flops = "-" if c["source"] else "not counted" if c["train_flops_mean"] is None else f"{c['train_flops_mean']:.4g}"
+        flops = ("-" if c["source"] else "not counted" if c["train_flops_mean"] is None
+                 else f"{c['train_flops_mean']:.4g}")
         lines.append(f"| {a} | {c['runs']} | {steps} | {images} | {flops} | {_duration(c['wall_seconds_mean'])} |")
     for a, per_seed in table.get("subnets", {}).items():
         lines += ["", f"### Subnets `{a}` chose (backbone; vs: subnet / reference - 1)", "",
