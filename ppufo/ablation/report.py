@@ -15,7 +15,7 @@ from collections import Counter
 
 from ..utils.errors import ConfigError
 from . import stats
-from .worker import read_result, write_json_atomic
+from .results import read_result, write_json_atomic
 
 
 def cell_key(set_name, metric):

@@ -30,7 +30,8 @@ from ..utils.errors import ConfigError
 from .experiment import run_spec
 from .sources import waiting_on
 from .report import metrics_found, select_cells
-from .worker import RESULT, SPEC, read_result, running_pid, write_json_atomic
+from .results import RESULT, read_result, write_json_atomic
+from .worker import SPEC, running_pid
 
 try:
     import fcntl

@@ -65,7 +65,7 @@ def search_run(spec):
     from ..utils.config import dump_config, load_config
     from ..utils.device import setup_device
     from ..utils.logger import init_logger
-    from .worker import RESULT, numbers_of, read_result
+    from .results import RESULT, numbers_of, read_result
 
     src_dir, run_dir = spec["source_dir"], spec["run_dir"]
     source = read_result(src_dir)

@@ -123,7 +123,7 @@ def spec_sources(run):
 
 
 def _finished(run_dir, key):
-    from .worker import RESULT, read_result
+    from .results import RESULT, read_result
     result = read_result(run_dir)
     if result is None:
         raise ConfigError(f"{key}: the source run {run_dir} has not finished (no {RESULT})")

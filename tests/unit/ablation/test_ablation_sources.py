@@ -7,7 +7,7 @@ import pytest
 
 from helpers import ROOT
 from ppufo.ablation.sources import at_start, compute_iters
-from ppufo.ablation.worker import write_json_atomic
+from ppufo.ablation.results import write_json_atomic
 from ppufo.arch.backbone.vit import vit_flops
 from ppufo.utils.config import dump_config, load_config
 from ppufo.utils.errors import ConfigError
