@@ -3,9 +3,11 @@
 Per compared (set, metric) cell: each arm's mean over seeds with its 95% t-interval ("—" in
 table.md, null in table.json, for a set the arm's config does not hold), each pair's per-seed
 differences a - b with their mean, interval and verdict (stats.py), on the sets both arms hold
-only (the pair's "sets"); beside them the compute per arm (steps, images seen per task, mean
-wall time per run) and the seeds and commits the runs were made at. Built from result.json files
-only, so it is the same whether the runs finished in one go or over several resumed sessions.
+only (the pair's "sets"); beside them the compute per arm (steps, images seen per task, training
+FLOPs, mean wall time per run), the subnets the search arms chose (parameters and FLOPs against
+the All-in-One ViT and the largest path), and the seeds and commits the runs were made at. Built
+from result.json files only, so it is the same whether the runs finished in one go or over
+several resumed sessions.
 """
 import json
 import os
@@ -13,8 +15,7 @@ from collections import Counter
 
 from ..utils.errors import ConfigError
 from . import stats
-from .experiment import PRECISE_BN
-from .worker import read_result, write_json_atomic
+from .results import read_result, write_json_atomic
 
 
 def cell_key(set_name, metric):
@@ -132,8 +133,7 @@ def build_table(exp, runs, results, study_dir):
             # a set the arm's config does not hold: None (no numbers, not an error)
             arm_cells[k] = None if v is None else dict(stats.summarize(v[s] for s in sorted(v)),
                                                        values={str(s): v[s] for s in sorted(v)})
-        arms[a] = {"kind": PRECISE_BN if arm.derived else "train", "source": arm.source,
-                   "sets": held[a], "cells": arm_cells}
+        arms[a] = {"kind": arm.kind, "source": arm.source, "sets": held[a], "cells": arm_cells}
     pairs = []
     for p in exp.pairs:
         shared = [s for s in exp.sets if s in held[p.a] and s in held[p.b]]
@@ -142,24 +142,30 @@ def build_table(exp, runs, results, study_dir):
             if c[0] not in shared:  # only the sets both arms hold
                 continue
             k = cell_key(*c)
-            d = stats.paired(values[p.a][k], values[p.b][k], p.claim)
+            d = stats.paired(values[p.a][k], values[p.b][k], p.claim, margin=p.margin)
             pc[k] = dict(d, seeds=[str(s) for s in d["seeds"]])
-        pairs.append({"a": p.a, "b": p.b, "claim": p.claim, "note": p.note, "sets": shared, "cells": pc})
+        pairs.append({"a": p.a, "b": p.b, "claim": p.claim, "margin": p.margin, "note": p.note, "sets": shared,
+                      "cells": pc})
     compute = {}
     for a, rs in by_arm.items():
         done = [results[r.index] for r in rs if r.index in results]
         tasks = list(done[0]["images_per_task"]) if done else []
+        flops = [d.get("train_flops") for d in done if d["kind"] == "train"]
         compute[a] = {"runs": len(done), "steps": sorted({d["steps"] for d in done}),
                       "images_per_task": {t: _mean([d["images_per_task"][t] for d in done]) for t in tasks},
+                      "train_flops_mean": None if None in flops else _mean(flops),
                       "wall_seconds_mean": _mean([wall_seconds(d) for d in done]),
-                      "source": exp.arms[a].source, "precise_bn": exp.arms[a].precise_bn}
+                      "source": exp.arms[a].source, "precise_bn": exp.arms[a].precise_bn,
+                      "search": exp.arms[a].search}
+    subnets = {a: {str(r.seed): results[r.index]["subnet"] for r in rs if r.index in results}
+               for a, rs in by_arm.items() if exp.arms[a].search is not None}
     commits = Counter(results[i].get("commit", "unknown") for i in sorted(results))
     return {"name": exp.name, "experiment": exp.path, "base": exp.base, "description": exp.description,
             "seeds": list(exp.seeds), "commits": dict(sorted(commits.items())), "level": stats.LEVEL,
             "runs": {"planned": len(runs), "finished": len(results),
                      "missing": [r.rel_dir for r in runs if r.index not in results]},
             "cells": [{"set": s, "metric": m} for s, m in cells],
-            "arms": arms, "pairs": pairs, "compute": compute}
+            "arms": arms, "pairs": pairs, "compute": compute, "subnets": subnets}
 
 
 def _num(x, signed=False):
@@ -232,23 +238,47 @@ def render_markdown(table):
                 per_seed = ", ".join(f"{s}: {v:+.4f}" for s, v in zip(d["seeds"], d["diffs"])) or "-"
                 interval = (f"[{d['low']:+.4f}, {d['high']:+.4f}]" if d["low"] is not None
                             else f"none (n={d['n']})")
-                lines.append(f"| {c['set']} | {c['metric']} | {p['a']} - {p['b']} | {p['claim']} | "
+                lines.append(f"| {c['set']} | {c['metric']} | {p['a']} - {p['b']} | {_claim(p)} | "
                              f"{per_seed} | {_num(d['mean'], True)} | {interval} | {d['verdict']} |")
-        notes = [f"- {p['a']} - {p['b']} ({p['claim']}): {p['note']}" for p in table["pairs"] if p["note"]]
+        notes = [f"- {p['a']} - {p['b']} ({_claim(p)}): {p['note']}" for p in table["pairs"] if p["note"]]
         if notes:
             lines += ["", "Claims:", *notes]
         lines += ["", "Verdict: `reproduced` only where the interval excludes zero in the claimed "
-                      "direction; `opposite` where it excludes zero the other way; else `not resolved`."]
+                      "direction; `opposite` where it excludes zero the other way; else `not resolved`."
+                  + (" `no_worse` (margin m): `reproduced` where the interval lies above -m, `opposite` "
+                     "where it lies below -m." if any(p["claim"] == "no_worse" for p in table["pairs"]) else "")]
     lines += ["", "### Compute per arm", "",
-              "| arm | runs | steps | images seen per task | mean wall time per run (train or post-step, + score) |",
-              "|---|---|---|---|---|"]
+              "| arm | runs | steps | images seen per task | training FLOPs (backbone, mean) "
+              "| mean wall time per run (train or post-step, + score) |",
+              "|---|---|---|---|---|---|"]
     for a, c in table["compute"].items():
         steps = "/".join(map(str, c["steps"])) or "-"
-        if c["source"]:
+        if c["precise_bn"]:
             steps += f" (trained by {c['source']}) + precise BN on {c['precise_bn']['num_batches']} batches"
+        elif c["search"] is not None:
+            steps += f" (trained by {c['source']}) + subnet search, {c['search']['task']} under {c['search']['budget']}"
         images = ", ".join(f"{t} {v:g}" for t, v in c["images_per_task"].items()) or "-"
-        lines.append(f"| {a} | {c['runs']} | {steps} | {images} | {_duration(c['wall_seconds_mean'])} |")
+        flops = ("-" if c["source"] else "not counted" if c["train_flops_mean"] is None
+                 else f"{c['train_flops_mean']:.4g}")
+        lines.append(f"| {a} | {c['runs']} | {steps} | {images} | {flops} | {_duration(c['wall_seconds_mean'])} |")
+    for a, per_seed in table.get("subnets", {}).items():
+        lines += ["", f"### Subnets `{a}` chose (backbone; vs: subnet / reference - 1)", "",
+                  "| seed | depth, heads, FFN paths, ratios | params | vs All-in-One | vs largest path "
+                  "| FLOPs | vs All-in-One | search's validation score |", "|---|---|---|---|---|---|---|---|"]
+        for seed, sub in per_seed.items():
+            n, r, f = sub["subnet"], sub["reduction"]["params"], sub["reduction"]["flops"]
+            lines.append(f"| {seed} | {n['depth']}; {n['heads']}; {n['paths']}; {n['ratios']} | "
+                         f"{r['subnet'] / 1e6:.3f}M | {r['vs_allinone']:+.1%} | {r['vs_largest']:+.1%} | "
+                         f"{f['subnet'] / 1e6:.1f}M | {f['vs_allinone']:+.1%} | "
+                         f"{sub['metric']} {sub['measured']['accuracy']:.4f} |")
+        if per_seed:
+            r = next(iter(per_seed.values()))["reduction"]["params"]
+            lines += ["", f"All-in-One ViT {r['allinone'] / 1e6:.3f}M params, largest path {r['largest'] / 1e6:.3f}M."]
     return "\n".join(lines) + "\n"
+
+
+def _claim(p):
+    return f"no_worse (margin {p['margin']:g})" if p["claim"] == "no_worse" else p["claim"]
 
 
 def plot(table, path):
@@ -288,8 +318,11 @@ def plot(table, path):
                     color = {"reproduced": "C2", "opposite": "C3"}.get(d["verdict"], "C0")
                     ax.errorbar([i], [d["mean"]], yerr=err, fmt="o", color=color, capsize=5, zorder=3)
             ax.axhline(0.0, color="k", lw=0.8)
+            for i, p in enumerate(pairs):  # a no_worse claim's bound: -margin under its pair
+                if p["claim"] == "no_worse" and k in p["cells"]:
+                    ax.hlines(-p["margin"], i - 0.3, i + 0.3, colors="C3", linestyles="dashed", lw=1)
             ax.set_xticks(range(len(pairs)))
-            ax.set_xticklabels([f"{p['a']}\n- {p['b']}\n({p['claim']})" for p in pairs], rotation=25,
+            ax.set_xticklabels([f"{p['a']}\n- {p['b']}\n({_claim(p)})" for p in pairs], rotation=25,
                                ha="right", rotation_mode="anchor", fontsize=7)
             ax.set_xlim(-0.5, len(pairs) - 0.5)
             ax.set_title(f"{c['set']} {c['metric']}: paired differences", fontsize=9)

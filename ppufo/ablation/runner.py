@@ -12,10 +12,11 @@ Resume: a run with result.json is never run again (a finished run of another ide
 experiment now plans is an error, not silently mixed in); a run folder without it is an
 interrupted run and is deleted and run again from scratch, unless a live worker still holds it.
 One study is run by one process at a time (<study>/.ablate.lock). Runs start in plan order (seed
-by seed); a derived run waits for its source run. With N runs at a time each gets
+by seed); a run waits for every run it starts from (sources.py). With N runs at a time each gets
 Global.cpu_threads = max(1, cores // N) (and the same OMP/MKL/OpenBLAS thread counts, where the
 environment does not set them). A failed run stops the study: nothing new starts, the runs
-already going finish, and the study exits with the run's exit code and the tail of its log.
+already going finish, and the study exits with the run's exit code, the tail of its log and the
+runs that needed it (not run).
 SIGINT / SIGTERM / SIGHUP stop every worker it started and exit; rerun to resume.
 """
 import os
@@ -27,8 +28,10 @@ import time
 
 from ..utils.errors import ConfigError
 from .experiment import run_spec
+from .sources import waiting_on
 from .report import metrics_found, select_cells
-from .worker import RESULT, SPEC, read_result, running_pid, write_json_atomic
+from .results import RESULT, read_result, write_json_atomic
+from .worker import SPEC, running_pid
 
 try:
     import fcntl
@@ -232,13 +235,17 @@ class Study:
         try:
             while todo or running:
                 while failure is None and len(running) < self.parallel:
-                    ready = next((r for r in todo if r.source is None or r.source.index in self.done), None)
+                    ready = next((r for r in todo if all(n.index in self.done for n in r.needs)), None)
                     if ready is None:
                         break
                     todo.remove(ready)
                     proc, log = self.start(ready, running)
                     running[ready] = (proc, log, time.time())
                 if not running:
+                    if failure is None:  # nothing runs and nothing can start: never wait forever
+                        failure = RunFailed("runs wait for runs that are neither finished nor planned: " + ", ".join(
+                            f"{r.rel_dir} (needs {[n.rel_dir for n in r.needs if n.index not in self.done]})"
+                            for r in todo), 1)
                     break
                 time.sleep(POLL_SECONDS)
                 for run, (proc, log, t0) in list(running.items()):
@@ -274,8 +281,10 @@ class Study:
             why = f"exit code {code}" if code else f"no {RESULT} written"
             log_path = os.path.join(run.run_dir, "worker.log")
             text = tail(log_path)
-            self.say(f"{k} FAILED after {format_duration(seconds)} ({why}); last lines of {log_path}:\n{text}")
-            return RunFailed(f"{run.rel_dir} failed ({why}); its log: {log_path}\n{text}", status)
+            blocked = [r.rel_dir for r in waiting_on(run, todo)]
+            also = f"; not run, as they need it: {', '.join(blocked)}" if blocked else ""
+            self.say(f"{k} FAILED after {format_duration(seconds)} ({why}){also}; last lines of {log_path}:\n{text}")
+            return RunFailed(f"{run.rel_dir} failed ({why}){also}; its log: {log_path}\n{text}", status)
         self.done[run.index] = result
         self.durations.setdefault(run.kind, []).append(seconds)
         eta = self.estimate(todo, [(r, t0) for r, (_, _, t0) in running.items()])

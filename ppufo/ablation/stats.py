@@ -5,7 +5,9 @@ the 95% t-interval mean ± t(0.975, n-1)·s/√n. Per pair of arms [a, b]: the p
 a - b over the seeds both arms have, their mean and 95% t-interval, and a verdict on the claimed
 direction: "reproduced" only where the interval excludes zero in that direction, "opposite"
 where it excludes zero the other way, "not resolved" otherwise (also when n < 2, where there is
-no interval: one seed says nothing about seed-to-seed spread).
+no interval: one seed says nothing about seed-to-seed spread). The claim "no_worse" with a
+``margin`` (a non-inferiority claim, in the metric's units: 0.01 = 1 point) is reproduced where
+the interval lies above -margin, opposite where it lies below it.
 """
 import math
 
@@ -13,7 +15,7 @@ import numpy as np
 from scipy import stats as _st
 
 LEVEL = 0.95
-DIRECTIONS = ("greater", "less")
+DIRECTIONS = ("greater", "less", "no_worse")
 REPRODUCED, OPPOSITE, NOT_RESOLVED = "reproduced", "opposite", "not resolved"
 
 
@@ -40,12 +42,19 @@ def summarize(values, level=LEVEL):
     return out
 
 
-def verdict(low, high, direction):
-    """The claim "a - b is ``direction`` than 0" against the interval [low, high] of a - b."""
+def verdict(low, high, direction, margin=0.0):
+    """The claim "a - b is ``direction`` than 0" against the interval [low, high] of a - b;
+    "no_worse": a - b > -``margin`` (a is at most ``margin`` below b)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r}; expected one of {DIRECTIONS}")
+    if margin < 0:
+        raise ValueError(f"margin {margin!r}; expected >= 0")
     if low is None or high is None:
         return NOT_RESOLVED
+    if direction == "no_worse":
+        if low > -margin:
+            return REPRODUCED
+        return OPPOSITE if high < -margin else NOT_RESOLVED
     if low > 0:
         return REPRODUCED if direction == "greater" else OPPOSITE
     if high < 0:
@@ -53,12 +62,12 @@ def verdict(low, high, direction):
     return NOT_RESOLVED
 
 
-def paired(a, b, direction, level=LEVEL):
+def paired(a, b, direction, level=LEVEL, margin=0.0):
     """Paired differences of two arms' per-seed values ``a``, ``b`` ({seed: value}): only the
     seeds both have, in increasing order. Returns summarize() of the differences plus "seeds",
-    "diffs" (a - b per seed) and "verdict"."""
+    "diffs" (a - b per seed) and "verdict" (``margin``: of a "no_worse" claim)."""
     seeds = sorted(set(a) & set(b))
     diffs = [float(a[s]) - float(b[s]) for s in seeds]
     out = summarize(diffs, level)
-    out.update(seeds=seeds, diffs=diffs, verdict=verdict(out["low"], out["high"], direction))
+    out.update(seeds=seeds, diffs=diffs, verdict=verdict(out["low"], out["high"], direction, margin))
     return out

@@ -1,20 +1,25 @@
 """One run of an ablation study, in its own process: python -m ppufo.ablation.worker <run_dir>/spec.json
 
 A trained run writes the demo data of its seed if the config generates it (ensure_demo_data locks
-the folder, so two runs of one seed starting together write it once), trains from scratch with
-no evaluation during training, and scores the final iteration once on the compared sets its
-config holds (the spec's "sets": all of compare.sets, or a part for a single-task arm). A derived
-run (precise_bn) loads the same seed's final checkpoint of its source arm, recomputes the
-backbone's BN statistics on heterogeneous batches and scores that; it trains nothing.
+the folder, so two runs of one seed starting together write it once), takes what it needs from
+the runs it starts from (sources.at_start: a subnet's shape, max_iters for a compute budget;
+init_from is already in its overrides), trains with no evaluation during training, and scores
+the final iteration once on the compared sets its config holds (the spec's "sets": all of
+compare.sets, or a part for a single-task arm). A derived run loads the same seed's final
+checkpoint of its source arm and trains nothing: precise_bn recomputes the backbone's BN
+statistics on heterogeneous batches and scores that; search (search_arm.py) searches a subnet,
+extracts and scores it.
 
-Output in the run folder: train.log (derived: eval.log), config.yaml (the merged config),
-eval_<tag>.json (the evaluator's full result), checkpoints (trained runs), and LAST, written
-atomically (temporary file + rename), result.json::
+Output in the run folder: train.log (derived: eval.log, search.log), config.yaml (the merged
+config), eval_<tag>.json (the evaluator's full result), checkpoints (trained runs), and LAST,
+written atomically (temporary file + rename), result.json::
 
     {"arm", "seed", "kind", "identity", "iteration", "steps", "images_per_task": {task: n},
      "scores": {set: {key: number}} (the spec's sets), "seconds": {"total", "demo_data", "train", "eval"},
-     "config": "<run_dir>/config.yaml", "eval_json", "commit", "post_step" (derived: the
-     post-step's summary), "source" (derived: the source run's folder)}
+     "config": "<run_dir>/config.yaml", "eval_json", "commit", "train_flops" (trained: the
+     backbone's training FLOPs, every pass; engine/train_flops.py), "taken" (trained runs with
+     sources: what at_start took), "post_step" (precise_bn: its summary), "subnet" (search),
+     "source" (derived: the source run's folder)}
 
 A run folder without result.json is an interrupted run. While a worker lives it holds an
 exclusive lock on <run_dir>/.running (with its pid inside), which the study checks before it
@@ -26,33 +31,16 @@ import subprocess
 import sys
 import time
 
+from .results import RESULT, numbers_of, read_result, write_json_atomic  # noqa: F401  (imported from here too)
+from .search_arm import search_run
+
 _T0 = time.time()
-RESULT, SPEC, RUNNING = "result.json", "spec.json", ".running"
+SPEC, RUNNING = "spec.json", ".running"
 
 try:
     import fcntl
 except ImportError:  # Windows: no lock; the study cannot see a live worker there
     fcntl = None
-
-
-def write_json_atomic(path, data, sort_keys=False):
-    """``data`` as JSON into ``path`` through a temporary file in the same folder, fsynced and
-    renamed into place: a reader sees the old file or the complete new one, never a part."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=sort_keys, default=float)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_result(run_dir):
-    """The run's result dict, or None when it has not finished."""
-    path = os.path.join(run_dir, RESULT)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def hold_running_lock(run_dir):
@@ -98,19 +86,6 @@ def git_commit():
         return "unknown"
 
 
-def numbers_of(summary, sets):
-    """{set: {key: number}} of the compared sets in an Evaluator summary (counts included)."""
-    out = {}
-    for r in summary["sets"]:
-        if r["set"] in sets:
-            out[r["set"]] = {k: float(v) for k, v in r.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seconds"}
-    missing = [s for s in sets if s not in out]
-    if missing:
-        raise RuntimeError(f"the evaluation has no result for set(s) {missing}")
-    return out
-
-
 def images_per_task(batch_sampler, start, stop):
     """{task: images} the batch sampler draws over steps start..stop-1 (one process)."""
     seen = dict.fromkeys(batch_sampler.tasks, 0)
@@ -126,8 +101,10 @@ def train_run(spec):
     from ..engine.evaluator import Evaluator
     from ..engine.hooks import EvalHook
     from ..utils.config import load_config
+    from .sources import at_start
 
-    config = load_config(spec["base"], spec["overrides"])
+    extra, taken = at_start(spec)
+    config = load_config(spec["base"], spec["overrides"] + extra)
     t = time.time()
     ensure_demo_data(config)
     t_data = time.time() - t
@@ -148,7 +125,8 @@ def train_run(spec):
     return {"iteration": last, "steps": last - trainer.start_iter,
             "images_per_task": {k: v * trainer.world_size for k, v in
                                 images_per_task(bs, trainer.start_iter, last).items()},
-            "scores": numbers_of(summary, spec["sets"]),
+            "scores": numbers_of(summary, spec["sets"]), "train_flops": trainer.train_flops,
+            **({"taken": taken} if taken else {}),
             "seconds": {"demo_data": t_data, "train": t_train, "eval": t_eval},
             "config": os.path.join(spec["run_dir"], "config.yaml"),
             "eval_json": os.path.join(spec["run_dir"], f"eval_{summary['tag']}.json")}
@@ -195,7 +173,7 @@ def precise_bn_run(spec):
             "post_step": post, "source": src_dir}
 
 
-KINDS = {"train": train_run, "precise_bn": precise_bn_run}
+KINDS = {"train": train_run, "precise_bn": precise_bn_run, "search": search_run}
 
 
 def run(spec_path):

@@ -6,6 +6,7 @@ python tools/ablate.py -c configs/ablations/example_tiny.yaml              # tra
 python tools/ablate.py configs/ablations/example_tiny.yaml --parallel 2    # two runs at a time
 python tools/ablate.py configs/ablations/example_tiny.yaml --report-only   # table from finished runs
 python tools/ablate.py configs/ablations/example_tiny.yaml --dry-run       # list the runs only
+python tools/ablate.py configs/ablations/example_tiny.yaml --seeds 0       # one seed of the file's, e.g. to time it
 
 The experiment file's schema is in ppufo/ablation/experiment.py. Everything goes to
 output/ablations/<experiment name>/ (--out): runs/<arm>/seed_<s>/ (one folder per run, with its
@@ -42,10 +43,23 @@ def build_parser():
     p.add_argument("--report-only", action="store_true",
                    help="rebuild table.md / table.json / plot.png from the finished runs; train nothing")
     p.add_argument("--dry-run", action="store_true", help="list the planned runs and their overrides; run nothing")
+    p.add_argument("--seeds", type=seed_list, default=None, metavar="S,S",
+                   help="run and report only these of the file's seeds (e.g. 0 to time one seed); the "
+                        "runs are the full study's, so a later run of every seed keeps them")
     p.add_argument("-o", "--override", action="append", nargs="+", default=[],
                    help="Section.key=value for every run, after the file's overrides and before the "
                         "arms' (repeatable), e.g. -o Global.max_iters=2")
     return p
+
+
+def seed_list(text):
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, e.g. 0,1; got {text!r}")
+    return seeds
 
 
 def describe_runs(runs, exp, study_dir, common):
@@ -54,10 +68,18 @@ def describe_runs(runs, exp, study_dir, common):
     lines = [f"{len(runs)} runs in {study_dir}", f"base: {exp.base}",
              f"every trained run: {' '.join(common) or '(no overrides)'}"]
     for r in runs:
-        if r.source is not None:
+        if r.precise_bn is not None:
             what = f"from {r.source.rel_dir}, precise BN on {r.precise_bn['num_batches']} batches"
+        elif r.search is not None:
+            what = f"from {r.source.rel_dir}, search {r.search}, extracted into {r.rel_dir}/subnet"
         else:
-            what = " ".join(r.overrides[len(common):])
+            what = (f"base {r.base}: " if r.base != exp.base else "") + " ".join(r.overrides[len(common):])
+            s = r.sources or {}
+            if "shape_from" in s:
+                what += f"; at start: Arch of {s['shape_from'].rel_dir}/subnet"
+            if "compute_of" in s:
+                what += (f"; at start: Global.max_iters for the training FLOPs of "
+                         f"{' + '.join(x.rel_dir for x in s['compute_of'])}")
         if r.sets != exp.sets:
             what += f" [scores {', '.join(r.sets)} only]"
         lines.append(f"  [{r.index}] {r.kind:10s} arm={r.arm} seed={r.seed} -> {r.rel_dir}: {what}")
@@ -77,6 +99,11 @@ def main(argv=None, worker_cmd=None):
     from ..ablation.runner import Interrupted, RunFailed, Study
     try:
         exp = load_experiment(args.experiment)
+        if args.seeds is not None:
+            other = [s for s in args.seeds if s not in exp.seeds]
+            if other:
+                raise ConfigError(f"--seeds {other}: not seeds of {args.experiment} ({exp.seeds})")
+            exp.seeds = [s for s in exp.seeds if s in args.seeds]
         study_dir = os.path.abspath(args.out or os.path.join("output", "ablations", exp.name))
         runs = plan_runs(exp, study_dir, overrides)
         if args.dry_run:

@@ -6,7 +6,8 @@ step on the mean (Supernet.combine: mean) or the sum of the passes' losses, so o
 gradients; clipping and weight decay act once, on the combined gradient. Random subnets are drawn per task from a generator seeded by (seed, iteration), so every
 rank trains the same subnets and a resumed run draws what the uninterrupted one would have.
 Under data parallel the passes' gradients accumulate on each rank and are all-reduced once per
-step (Trainer.local_grads), not after every pass.
+step (Trainer.local_grads), not after every pass. Each pass adds its training FLOPs, on the
+subnets it ran, to Trainer.train_flops (train_flops.py).
 """
 import numpy as np
 import paddle.nn.functional as F

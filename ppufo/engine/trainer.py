@@ -36,6 +36,7 @@ from .eval_report import report_results
 from .evaluator import Evaluator
 from .hooks import CheckpointHook, EvalHook, Every, PeriodicWriter, TrainLogWriter, VisualDLWriter, host_stats
 from .interrupt import StopRequest, TrainingInterrupted
+from .train_flops import pass_flops
 
 
 class Trainer:
@@ -62,6 +63,8 @@ class Trainer:
             states = read_states(g["checkpoints"])
             self.start_iter = int(states["iteration"])
             self.best = states.get("best", self.best)
+        # training FLOPs of every pass so far (train_flops.py), all ranks; None: not counted
+        self.train_flops = 0 if states is None else states.get("train_flops")
         on_disk = saved_best(self.output_dir)  # best_model is only ever replaced by a better score
         if on_disk is not None and (self.best["score"] is None or on_disk["score"] > self.best["score"]):
             self.best = {"score": on_disk["score"], "iteration": on_disk.get("iteration")}
@@ -136,11 +139,18 @@ class Trainer:
         Only the model runs under autocast (its heads in fp32: amp.py); the losses run in fp32."""
         with self.amp.autocast():
             outs = self.net(images, sizes, labels)
+        self.count_flops(sizes)
         parts, total = {}, 0.0
         for t, out in outs.items():
             parts[t] = self.losses[t](out, labels_of(labels, sizes, t))
             total = total + self.task_weights[t] * parts[t]["loss"]
         return total, parts, outs
+
+    def count_flops(self, sizes):
+        """Add one training pass over ``sizes`` (each forward here is followed by its backward)."""
+        if self.train_flops is not None:
+            f = pass_flops(self.model, sizes)
+            self.train_flops = None if f is None else self.train_flops + f * self.world_size
 
     def backward(self, loss):
         self.amp.backward(loss)
@@ -181,7 +191,7 @@ class Trainer:
         if self.rank != 0:
             return
         save_checkpoint(os.path.join(self.output_dir, name), self.model, self.optimizer, self.lr,
-                        {"iteration": iteration, "best": self.best}, scaler=self.amp.scaler)
+                        {"iteration": iteration, "best": self.best, "train_flops": self.train_flops}, scaler=self.amp.scaler)
 
     def prune_checkpoints(self, keep):
         if self.rank != 0:
@@ -248,6 +258,8 @@ class Trainer:
                 self.log.warning(f"stopped by {signal.Signals(stop.signum).name} after iteration {it}"
                                  + (f"; saved {checkpoint}" if checkpoint else ""))
                 raise TrainingInterrupted(stop.signum, it, checkpoint)
+        if self.train_flops is not None:
+            self.log.info(f"training FLOPs (backbone forward + backward, every pass): {self.train_flops:.4g}")
         for h in reversed(self.hooks):
             h.after_train(it)
         return it

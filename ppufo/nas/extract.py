@@ -63,11 +63,14 @@ def backbone_state(supernet, task, subnet):
     return out
 
 
+# Arch.Backbone keys that are not part of a subnet's shape: the plain config keeps the supernet's
+NOT_SHAPE = ("drop_path_rate", "epsilon", "recompute", "fused_attention")
+
+
 def extracted_config(config, tasks, subnet, space):
     """The supernet config turned into a plain MultiTaskModel config for ``tasks``."""
     cfg = copy.deepcopy(config)
-    kept = ("drop_path_rate", "epsilon", "recompute", "fused_attention")  # not part of the subnet's shape
-    drop = {k: v for k, v in cfg["Arch"]["Backbone"].items() if k in kept}
+    drop = {k: v for k, v in cfg["Arch"]["Backbone"].items() if k in NOT_SHAPE}
     cfg["Arch"] = {"name": "MultiTaskModel", "Backbone": {**backbone_config(space, subnet), **drop}}
     cfg["Tasks"] = {t: cfg["Tasks"][t] for t in tasks}
     cfg["Loss"]["task_weights"] = {t: w for t, w in cfg["Loss"]["task_weights"].items() if t in tasks}

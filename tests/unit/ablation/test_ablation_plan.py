@@ -111,16 +111,34 @@ def _set(raw, dotted, value):
     ("arms.a/b", {}, "arms.a/b: arm names are folder names"),
     ("arms", {}, "arms: expected a non-empty mapping"),
     ("arms.d.from", "z", "arms.d.from: unknown arm 'z'"),
-    ("arms.d.precise_bn", KeyError, "arms.d.precise_bn: required key is missing"),
+    ("arms.d.precise_bn", KeyError, "arms.d: a derived arm needs one of precise_bn: {num_batches: N} or search"),
+    ("arms.d.search", {"task": "person", "budget": 1.0}, "arms.d: a derived arm needs one of precise_bn"),
     ("arms.d.precise_bn.num_batches", 0, "arms.d.precise_bn.num_batches: expected an integer >= 1"),
-    ("arms.d.overrides", [], "arms.d: a derived arm (from + precise_bn) trains nothing"),
+    ("arms.d.overrides", [], "arms.d: a derived arm (from + precise_bn or search) trains nothing"),
+    ("arms.d.init_from", "a", "arms.d: ['init_from'] are keys of a trained arm"),
     ("arms.e", {"from": "d", "precise_bn": {"num_batches": 1}}, "arms.e.from: 'd' is itself derived"),
     ("compare.sets", [], "compare.sets: expected a non-empty list"),
     ("compare.metrics", {"SOP": ["recall@1"]}, "compare.metrics: a mapping must name exactly the sets"),
     ("compare.pairs.0.arms", ["a"], "compare.pairs.0.arms: expected [a, b]"),
     ("compare.pairs.0.arms", ["a", "x"], "compare.pairs.0.arms: unknown arm 'x'"),
     ("compare.pairs.0.arms", ["a", "a"], "compare.pairs.0.arms: ['a', 'a']: an arm differenced with itself"),
-    ("compare.pairs.0.claim", "bigger", "compare.pairs.0.claim: 'bigger'; expected one of ['greater', 'less']"),
+    ("compare.pairs.0.claim", "bigger", "compare.pairs.0.claim: 'bigger'; expected one of ['greater', 'less', 'no_worse']"),
+    ("compare.pairs.0.margin", 0.01, "compare.pairs.0.margin: only a no_worse claim has a margin (claim: greater)"),
+    # the keys of runs that start from other runs (sources.py) and of search arms (search_arm.py)
+    ("arms.s", {"from": "a", "search": {"task": "person"}}, "arms.s.search.budget: required key is missing"),
+    ("arms.s", {"from": "a", "search": {"task": "person", "budget": 1, "seed": 3}}, "arms.s.search.seed: set by the study"),
+    ("arms.s", {"from": "a", "search": {"task": "person", "budget": 1, "nope": 1}}, "arms.s.search: unknown key 'nope'"),
+    ("arms.s", {"from": "a", "search": {"task": "person,face", "budget": 1}},
+     "arms.s.search.task: 'person,face'; expected one task name"),
+    ("arms.s", {"from": "a", "search": [1]}, "arms.s.search: expected a mapping of Search keys"),
+    ("arms.b.base", "nowhere.yaml", "arms.b.base: config file not found"),
+    ("arms.b.init_from", "z", "arms.b.init_from: unknown arm 'z'"),
+    ("arms.b.init_from", "b", "arms.b.init_from: an arm cannot start from itself"),
+    ("arms.b.init_from", "d", "arms.b.init_from: 'd' is itself derived (it trains nothing); init_from takes"),
+    ("arms.b.init_from", ["a"], "arms.b.init_from: expected an arm name"),
+    ("arms.b.shape_from", "a", "arms.b.shape_from: 'a' is not a search arm"),
+    ("arms.b.compute_of", [], "arms.b.compute_of: expected a non-empty list of names"),
+    ("arms.b.compute_of", ["a", "d"], "arms.b.compute_of: 'd' is itself derived (it trains nothing); compute_of sums"),
     ("compare.extra", 1, "compare: unknown key(s) ['extra']"),
 ])
 def test_schema_errors_name_the_key(tmp_path, key, value, message):
@@ -268,3 +286,105 @@ def test_the_cli_reads_the_experiment_from_c_as_the_other_tools(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["-c", str(tmp_path / "missing.yaml"), "--dry-run"])
     assert str(e.value.code) == f"error: experiment file not found: {tmp_path / 'missing.yaml'}"
+
+
+@pytest.mark.parametrize("arms, message", [
+    ({"a": {"init_from": "b"}, "b": {"compute_of": ["a"]}},
+     "arms: a -> b -> a need each other (from / init_from / shape_from / compute_of)"),
+    ({"a": {}, "b": {"init_from": "c"}, "c": {"compute_of": ["a", "c"]}}, "arms.c.compute_of: an arm cannot start from itself"),
+    ({"a": {}, "s": {"from": "a", "search": {"task": "person", "budget": 1}},
+      "b": {"init_from": "a", "shape_from": "s"}}, "arms.b: init_from and shape_from together"),
+    ({"a": {}, "b": {"compute_of": ["a"], "overrides": ["Global.max_iters=9"]}},
+     "arms.b.overrides: 'Global.max_iters=9': Global.max_iters is set by compute_of"),
+    ({"a": {}, "s": {"from": "a", "search": {"task": "person", "budget": 1}},
+      "b": {"shape_from": "s", "overrides": ["Arch.Backbone.depth=2"]}},
+     "arms.b.overrides: 'Arch.Backbone.depth=2': Arch is set by shape_from"),
+    ({"a": {}, "b": {"init_from": "a", "overrides": ["Global.pretrained_model=x"]}},
+     "Global.pretrained_model is set by init_from"),
+])
+def test_sources_are_checked_together(tmp_path, arms, message):
+    raw = dict(EXP, arms=arms, compare={"sets": ["Market1501"], "metrics": ["rank1"]})
+    with pytest.raises(ConfigError) as e:
+        load_experiment(write(tmp_path, raw))
+    assert message in str(e.value)
+
+
+def test_a_no_worse_claim_needs_a_margin(tmp_path):
+    raw = copy.deepcopy(EXP)
+    raw["compare"]["pairs"] = [{"arms": ["a", "b"], "claim": "no_worse"}]
+    with pytest.raises(ConfigError, match=r"compare.pairs.0.margin: None; a no_worse claim needs margin"):
+        load_experiment(write(tmp_path, raw))
+    raw["compare"]["pairs"][0]["margin"] = 1.5
+    with pytest.raises(ConfigError, match=r"compare.pairs.0.margin: 1.5; a no_worse claim needs margin"):
+        load_experiment(write(tmp_path, raw))
+    raw["compare"]["pairs"][0]["margin"] = 0.01
+    pair = load_experiment(write(tmp_path, raw)).pairs[0]
+    assert (pair.claim, pair.margin) == ("no_worse", 0.01)
+
+
+SUPERNET = os.path.join(ROOT, "configs", "supernet_quickstart.yaml")
+SEARCH = {"task": "person", "budget": {"params": 0.8}, "num_samples": 4}
+CHAIN = {"base": QUICKSTART, "overrides": ["Global.max_iters=4", "Tasks.person.test_sets=[{name: Market1501, root: market1501}]"],
+         "seeds": [0, 1],
+         "arms": {"scratch": {"shape_from": "sub", "compute_of": ["allinone", "supernet"], "overrides": only("person")},
+                  "sub": {"from": "supernet", "search": SEARCH},  # both listed before their sources
+                  "allinone": {"overrides": []},
+                  "supernet": {"base": "supernet_quickstart.yaml", "init_from": "allinone"}},
+         "compare": {"sets": ["Market1501"], "metrics": ["rank1"],
+                     "pairs": [{"arms": ["sub", "allinone"], "claim": "no_worse", "margin": 0.01},
+                               {"arms": ["sub", "scratch"], "claim": "greater"}]}}
+
+
+def chain(tmp_path, raw=CHAIN):
+    (tmp_path / "supernet_quickstart.yaml").write_text(f"_BASE_: {SUPERNET}\n")  # an arm's base is relative too
+    return load_experiment(write(tmp_path, raw))
+
+
+def test_runs_start_after_the_runs_they_take_a_checkpoint_a_shape_or_a_compute_budget_from(tmp_path):
+    from ppufo.ablation.sources import waiting_on
+    study = str(tmp_path / "study")
+    runs = plan_runs(chain(tmp_path), study)
+    assert [(r.arm, r.seed, r.kind) for r in runs] == [
+        (a, s, k) for s in (0, 1) for a, k in
+        [("allinone", "train"), ("supernet", "train"), ("sub", "search"), ("scratch", "train")]]
+    allinone, supernet, sub, scratch = runs[:4]
+    assert supernet.base == str(tmp_path / "supernet_quickstart.yaml") and allinone.base == QUICKSTART
+    assert supernet.overrides[-1] == f"Global.pretrained_model={study}/runs/allinone/seed_0/latest"
+    assert load_config(supernet.base, supernet.overrides)["Arch"]["name"] == "SupernetMultiTaskModel"
+    assert sub.source is supernet and sub.sets == ["Market1501"] and scratch.sets == ["Market1501"]
+    assert scratch.needs == [sub, allinone, supernet] and supernet.needs == [allinone] and allinone.needs == []
+    assert run_spec(scratch, scratch.sets, 2)["sources"] == {
+        "shape_from": sub.run_dir, "compute_of": {"allinone": allinone.run_dir, "supernet": supernet.run_dir}}
+    spec = run_spec(sub, sub.sets, 2)
+    assert (spec["kind"], spec["source_dir"], spec["search"]) == ("search", supernet.run_dir, SEARCH)
+    assert "sources" not in run_spec(allinone, allinone.sets, 2)
+    # a failed allinone leaves its seed's other runs waiting, not the next seed's
+    assert waiting_on(allinone, runs) == [supernet, sub, scratch]
+    assert waiting_on(sub, runs) == [scratch]
+
+
+def test_a_changed_source_changes_every_run_that_starts_from_it(tmp_path):
+    ids = [r.identity for r in plan_runs(chain(tmp_path), str(tmp_path / "one"))]
+    assert ids == [r.identity for r in plan_runs(chain(tmp_path), str(tmp_path / "two"))]  # a moved study matches
+    raw = copy.deepcopy(CHAIN)
+    raw["arms"]["allinone"]["overrides"] = ["Global.max_iters=5"]
+    changed = [r.identity for r in plan_runs(chain(tmp_path, raw), str(tmp_path / "one"))]
+    assert all(a != b for a, b in zip(ids, changed))  # allinone, then every run downstream of it
+    raw = copy.deepcopy(CHAIN)
+    raw["arms"]["sub"]["search"] = dict(SEARCH, num_samples=5)
+    changed = [r.identity for r in plan_runs(chain(tmp_path, raw), str(tmp_path / "one"))]
+    assert [a == b for a, b in zip(ids[:4], changed[:4])] == [True, True, False, False]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arms.sub.from": "allinone"}, "arms.sub.from: allinone trains Arch.name MultiTaskModel; a search arm needs a supernet arm"),
+    ({"arms.sub.search": dict(SEARCH, num_samples=0)}, "Search.num_samples: 0 is out of range"),
+    ({"arms.sub.search": dict(SEARCH, task="nope")}, "arms.sub.search (seed 0): task 'nope' is not a task of supernet"),
+])
+def test_a_search_arm_is_checked_against_its_source_when_planned(tmp_path, change, message):
+    raw = copy.deepcopy(CHAIN)
+    for k, v in change.items():
+        _set(raw, k, v)
+    with pytest.raises(ConfigError) as e:
+        plan_runs(chain(tmp_path, raw), str(tmp_path / "s"))
+    assert message in str(e.value)

@@ -287,3 +287,63 @@ def test_killing_the_study_stops_its_workers_and_a_rerun_finishes_the_same_table
     Study(exp, runs2, str(out), 1, worker_cmd=fake_cmd).execute()
     assert ("a", "0") not in events(env) and len(events(env)) == 5
     assert write_report(exp, runs2, str(out)) == whole
+
+
+SUPERNET = os.path.join(ROOT, "configs", "supernet_quickstart.yaml")
+CHAIN = {"base": os.path.join(ROOT, "configs", "quickstart.yaml"), "seeds": [0, 1],
+         "overrides": ["Tasks.person.test_sets=[{name: Market1501, root: market1501}]"],
+         "arms": {"a": {"overrides": []}, "sup": {"base": SUPERNET, "init_from": "a"},
+                  "sub": {"from": "sup", "search": {"task": "person", "budget": {"params": 0.8}}},
+                  "scratch": {"shape_from": "sub", "compute_of": ["a", "sup"],
+                              "overrides": ["Tasks.face=null", "Tasks.vehicle=null", "Tasks.product=null"]}},
+         "compare": {"sets": ["Market1501"], "metrics": ["rank1"],
+                     "pairs": [{"arms": ["sub", "a"], "claim": "no_worse", "margin": 0.01},
+                               {"arms": ["sub", "scratch"], "claim": "greater"}]}}
+
+
+def test_runs_wait_for_their_sources_even_with_free_slots(tmp_path, env, monkeypatch):
+    monkeypatch.setenv("FAKE_SLEEP", "a=0.6,sup=0.6")
+    exp, runs, study = setup(tmp_path, CHAIN)
+    Study(exp, runs, study, 3, worker_cmd=fake_cmd).execute()  # the fake exits 4 if a source is unfinished
+    ends = {(arm, seed): float(t) for arm, seed, t in
+            (line.split()[1:4] for line in env.read_text().splitlines() if line.startswith("end"))}
+    starts = {(arm, seed): float(t) for arm, seed, t in
+              (line.split()[1:4] for line in env.read_text().splitlines() if line.startswith("start"))}
+    for seed in "01":
+        assert starts[("sup", seed)] >= ends[("a", seed)]
+        assert starts[("sub", seed)] >= ends[("sup", seed)]
+        assert starts[("scratch", seed)] >= max(ends[(x, seed)] for x in ("a", "sup", "sub"))
+    assert starts[("a", "1")] < ends[("a", "0")]  # a free slot went to the next seed meanwhile
+    md = write_report(exp, runs, study)
+    # sub scores as a (the fake's BASE, SLOPE): no difference, no spread; no_worse holds, where
+    # "greater" would not (the interval touches zero)
+    assert ("| Market1501 | rank1 | sub - a | no_worse (margin 0.01) | 0: +0.0000, 1: +0.0000 | +0.0000 | "
+            "[+0.0000, +0.0000] | reproduced |") in md
+    assert "`no_worse` (margin m): `reproduced` where the interval lies above -m" in md
+    table = json.loads(open(os.path.join(study, "table.json")).read())
+    assert table["compute"]["a"]["train_flops_mean"] == pytest.approx(1.5e9)  # 1e9 * (1 + seed)
+    assert table["compute"]["sub"]["train_flops_mean"] is None and table["pairs"][0]["margin"] == 0.01
+    assert "| 0 | 5; [3, 3, 3, 2, 2];" in md and "| 2.200M | -20.0% | -50.0% | 75.0M | -25.0% | mAP 0.3100 |" in md
+
+
+def test_a_failed_source_stops_the_runs_that_need_it_and_says_so(tmp_path, env, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_FAIL", "sup:0")
+    setup(tmp_path, CHAIN)
+    code, _ = cli(tmp_path, "--out", str(tmp_path / "study"), "--parallel", "2")
+    err = capsys.readouterr().err
+    assert code == 3
+    assert ("runs/sup/seed_0 failed (exit code 3); not run, as they need it: runs/sub/seed_0, "
+            "runs/scratch/seed_0; its log:") in err
+    started = events(env)
+    assert ("sub", "0") not in started and ("scratch", "0") not in started
+    assert not os.path.exists(tmp_path / "study" / "runs" / "sub")  # never started, nothing half-made
+
+
+def test_runs_whose_source_can_never_finish_fail_the_study_rather_than_wait(tmp_path, env):
+    exp, runs, study = setup(tmp_path, CHAIN)
+    lost = [r for r in runs if (r.arm, r.seed) != ("a", 0)]  # a run the others need, missing from the plan
+    with pytest.raises(RunFailed) as e:
+        Study(exp, lost, study, 2, worker_cmd=fake_cmd).execute()
+    assert str(e.value).startswith("runs wait for runs that are neither finished nor planned: "
+                                   "runs/sup/seed_0 (needs ['runs/a/seed_0']), runs/sub/seed_0 (needs ['runs/sup/seed_0'])")
+    assert sorted(events(env)) == [("a", "1"), ("scratch", "1"), ("sub", "1"), ("sup", "1")]

@@ -68,3 +68,25 @@ def test_verdicts(low, high, direction, want):
 def test_an_unknown_direction_is_refused():
     with pytest.raises(ValueError, match="bigger"):
         stats.verdict(0.1, 0.2, "bigger")
+
+
+@pytest.mark.parametrize("low, high, want", [
+    (-0.009, 0.02, "reproduced"),     # the whole interval above -margin, though it holds zero
+    (0.01, 0.03, "reproduced"),
+    (-0.011, 0.02, "not resolved"),   # reaches below -margin
+    (-0.01, 0.02, "not resolved"),    # touching -margin does not exclude it
+    (-0.05, -0.0101, "opposite"),     # worse by more than the margin throughout
+    (-0.05, -0.009, "not resolved")])
+def test_no_worse_is_judged_against_minus_the_margin(low, high, want):
+    assert stats.verdict(low, high, "no_worse", margin=0.01) == want
+
+
+def test_no_worse_over_paired_seeds_and_a_negative_margin_is_refused():
+    a = {0: 0.60, 1: 0.62, 2: 0.61}
+    b = {0: 0.605, 1: 0.615, 2: 0.62}  # diffs -0.005, +0.005, -0.01: mean -0.00333, s 0.007638
+    d = stats.paired(a, b, "no_worse", margin=0.03)  # t(0.975, 2) 4.3027: half-width 0.018974
+    assert d["low"] == pytest.approx(-0.022307, abs=1e-5) and d["verdict"] == "reproduced"
+    assert stats.paired(a, b, "no_worse", margin=0.02)["verdict"] == "not resolved"
+    assert stats.paired(a, b, "no_worse")["verdict"] == "not resolved"  # margin 0: a >= b, unresolved
+    with pytest.raises(ValueError, match="margin -0.01"):
+        stats.verdict(0.1, 0.2, "no_worse", margin=-0.01)
