@@ -36,3 +36,23 @@ def numbers_of(summary, sets):
     if missing:
         raise RuntimeError(f"the evaluation has no result for set(s) {missing}")
     return out
+
+
+def open_derived_run(spec, log_name, extra=()):
+    """A derived run's start: its source's finished result, the source's config pointed at this run
+    (its checkpoint as pretrained_model, no resume) plus ``extra`` overrides, written into the run's
+    folder, with the run's logger and device set up. Returns (source result, config, logger)."""
+    from ..utils.config import dump_config, load_config
+    from ..utils.device import setup_device
+    from ..utils.logger import init_logger
+    src_dir, run_dir = spec["source_dir"], spec["run_dir"]
+    source = read_result(src_dir)
+    if source is None:
+        raise RuntimeError(f"{src_dir}: the source run has not finished (no {RESULT})")
+    config = load_config(os.path.join(src_dir, "config.yaml"),
+                         [f"Global.output_dir={run_dir}", f"Global.pretrained_model={os.path.join(src_dir, 'latest')}",
+                          "Global.checkpoints=null", f"Global.cpu_threads={spec['cpu_threads']}", *extra])
+    log = init_logger(os.path.join(run_dir, log_name))
+    setup_device(config)
+    dump_config(config, os.path.join(run_dir, "config.yaml"))
+    return source, config, log

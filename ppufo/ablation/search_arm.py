@@ -62,22 +62,11 @@ def search_run(spec):
     from ..engine.evaluator import Evaluator
     from ..nas.budget import reductions
     from ..nas.configured import build_search, extract_to_dir, write_result
-    from ..utils.config import dump_config, load_config
-    from ..utils.device import setup_device
-    from ..utils.logger import init_logger
-    from .results import RESULT, numbers_of, read_result
+    from ..utils.config import load_config
+    from .results import numbers_of, open_derived_run
 
     src_dir, run_dir = spec["source_dir"], spec["run_dir"]
-    source = read_result(src_dir)
-    if source is None:
-        raise RuntimeError(f"{src_dir}: the source run has not finished (no {RESULT})")
-    config = load_config(os.path.join(src_dir, "config.yaml"),
-                         [f"Global.output_dir={run_dir}", f"Global.pretrained_model={os.path.join(src_dir, 'latest')}",
-                          "Global.checkpoints=null", f"Global.cpu_threads={spec['cpu_threads']}"]
-                         + search_overrides(spec["search"], spec["seed"], run_dir))
-    log = init_logger(os.path.join(run_dir, "search.log"))
-    setup_device(config)
-    dump_config(config, os.path.join(run_dir, "config.yaml"))
+    source, config, log = open_derived_run(spec, "search.log", search_overrides(spec["search"], spec["seed"], run_dir))
     task = config["Search"]["task"]
     t = time.time()
     supernet = load_trained_model(config)

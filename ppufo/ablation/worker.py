@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from .results import RESULT, numbers_of, read_result, write_json_atomic  # noqa: F401  (imported from here too)
+from .results import RESULT, numbers_of, open_derived_run, read_result, write_json_atomic  # noqa: F401  (imported from here too)
 from .search_arm import search_run
 
 _T0 = time.time()
@@ -138,20 +138,9 @@ def precise_bn_run(spec):
     from ..engine.eval_report import report_results
     from ..engine.evaluator import Evaluator
     from ..engine.precise_bn import recompute_backbone_bn  # noqa: lazy: the derived path only
-    from ..utils.config import dump_config, load_config
-    from ..utils.device import setup_device
-    from ..utils.logger import init_logger
 
     src_dir, run_dir = spec["source_dir"], spec["run_dir"]
-    source = read_result(src_dir)
-    if source is None:
-        raise RuntimeError(f"{src_dir}: the source run has not finished (no {RESULT})")
-    config = load_config(os.path.join(src_dir, "config.yaml"),
-                         [f"Global.output_dir={run_dir}", f"Global.pretrained_model={os.path.join(src_dir, 'latest')}",
-                          "Global.checkpoints=null", f"Global.cpu_threads={spec['cpu_threads']}"])
-    log = init_logger(os.path.join(run_dir, "eval.log"))
-    setup_device(config)
-    dump_config(config, os.path.join(run_dir, "config.yaml"))
+    source, config, log = open_derived_run(spec, "eval.log")
     t = time.time()
     model = load_trained_model(config)
     n = spec["precise_bn"]["num_batches"]
