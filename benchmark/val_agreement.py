@@ -1,7 +1,7 @@
 """How large a person validation set must be for the search to rank subnets by it: two independent
 validation sets of n identities each, the same subnets, Kendall tau between their mAP rankings.
 
-python benchmark/val_agreement.py [--checkpoint <supernet>/latest] [--subnets 30 --sizes 96,192,384,768]
+python benchmark/val_agreement.py [--checkpoint <supernet>/latest] [--subnets 30 --sizes 64,128,256,512,1024]
 
 Without --checkpoint it first trains the demo chain (benchmark/gpnas_quality.py's: the quickstart
 All-in-One, then configs/supernet_quickstart.yaml from it). Two DukeMTMC-layout sets of the largest
@@ -30,7 +30,7 @@ def parse():
     p.add_argument("--data_root", default=os.path.join(ROOT, "data", "demo"))
     p.add_argument("--work", default=os.path.join(ROOT, "output", "val_agreement"))
     p.add_argument("--subnets", type=int, default=30, help="random subnets (largest and smallest first)")
-    p.add_argument("--sizes", default="48,96,192,384,768", help="identities per validation set")
+    p.add_argument("--sizes", default="64,128,256,512,1024", help="identities per validation set")
     p.add_argument("--imgs_per_id", type=int, default=6, help="images per identity: 2 queries, the rest gallery")
     p.add_argument("--calibration_images", type=int, default=512, help="BN neck recalibrated per subnet (as the search)")
     p.add_argument("--target", type=float, default=0.85)
