@@ -9,7 +9,6 @@ the All-in-One ViT and the largest path), and the seeds and commits the runs wer
 from result.json files only, so it is the same whether the runs finished in one go or over
 several resumed sessions.
 """
-import json
 import os
 from collections import Counter
 
