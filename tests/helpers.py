@@ -90,3 +90,12 @@ def bomb_png(width=20000, height=20000):
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
             + chunk(b"IEND", b""))
+
+
+def autocast_now():
+    """(enable, dtype, level) of the innermost paddle.amp.auto_cast, None outside any: Paddle
+    records it on a CPU too, where autocast then casts nothing (the gpu_amp fixture of
+    tests/unit/engine/conftest.py forces ppufo's GPU path)."""
+    import sys
+    s = sys.modules["paddle.amp.auto_cast"].amp_state()  # paddle.amp.auto_cast is the function
+    return (s["enable"], s["dtype"], s["level"]) if s else None

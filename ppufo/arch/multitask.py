@@ -53,12 +53,15 @@ class MultiTaskModel(nn.Layer):
         return paddle.split(feats, [n for _, n in task_sizes]) if len(task_sizes) > 1 else [feats]
 
     def embed(self, images, task, normalize=True):
-        """Retrieval feature of ``task`` for a batch of that task's images."""
+        """Retrieval feature of ``task`` for a batch of that task's images: the backbone under the
+        caller's autocast (evaluation in the training precision, amp.eval_autocast), the neck and
+        the feature in fp32 with autocast off, as in training (amp.py: BN statistics stay fp32)."""
         if task not in self.task_names:
             raise ConfigError(f"unknown task '{task}'; model tasks: {self.task_names}")
         feat, = self.backbone_features(images, [(task, images.shape[0])])
-        emb = self.heads[task].neck(feat)
-        return F.normalize(emb, axis=1) if normalize else emb
+        with paddle.amp.auto_cast(enable=False):  # the backbone may run under autocast, the neck never
+            emb = self.heads[task].neck(feat if feat.dtype == paddle.float32 else feat.astype("float32"))
+            return F.normalize(emb, axis=1) if normalize else emb
 
     def task_parameters(self, task):
         return self.heads[task].parameters()

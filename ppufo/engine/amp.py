@@ -7,11 +7,17 @@ keeps fp32 master weights. Whatever the level, the task heads (BN neck with its 
 margin classifier) run in fp32 with autocast off, and the trainer computes the losses outside
 autocast: a matmul under autocast runs in low precision even on fp32 inputs, so casting inside
 the heads would not be enough.
+
+Evaluation, BN-neck calibration and precise BN run under the same autocast as training
+(eval_autocast: the backbone only; MultiTaskModel.embed and the calibrations run the neck in fp32
+and metrics are computed in numpy fp32), not in fp32 beside a low-precision training step.
+Global.amp.eval_fp32 forces fp32 under O1; O2 has no fp32 evaluation (its weights are low precision).
 """
 import contextlib
 
 import paddle
 
+from ..utils.errors import ConfigError
 from ..utils.paddle_internals import pop_master_weights
 
 LOW = ("float16", "bfloat16")
@@ -43,10 +49,16 @@ class MixedPrecision:
     """Global.amp for ``device``; ``enable`` is False wherever AMP cannot run."""
 
     def __init__(self, cfg, device, log=None):
+        if cfg["enable"] and cfg["level"] == "O2" and cfg.get("eval_fp32"):
+            # checked on every device, so a config that cannot run on the GPU fails on a CPU too
+            raise ConfigError(f"Global.amp.eval_fp32 with level O2: O2 keeps the weights in {cfg['dtype']}, "
+                              f"so evaluation cannot run in fp32; use level O1, or evaluate a saved "
+                              f"checkpoint (fp32 .pdparams) with tools/eval.py")
         self.enable = bool(cfg["enable"]) and available(device)
         if cfg["enable"] and not self.enable and log is not None:
             log.warning("Global.amp is ignored on %s (mixed precision needs a GPU)", device)
         self.dtype, self.level = cfg["dtype"], cfg["level"]
+        self.eval_fp32 = bool(cfg.get("eval_fp32", False))
         self.scaler = None
         if self.enable and self.dtype == "float16":
             self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
@@ -57,8 +69,9 @@ class MixedPrecision:
         return paddle.amp.auto_cast(enable=True, dtype=self.dtype, level=self.level)
 
     def eval_autocast(self):
-        """Evaluation runs in fp32 except under O2, whose low-precision weights need autocast."""
-        return self.autocast() if self.level == "O2" else contextlib.nullcontext()
+        """The context of evaluation and calibration: training's autocast, or none (fp32) with
+        Global.amp.eval_fp32 (O1 only: O2's low-precision weights need autocast)."""
+        return contextlib.nullcontext() if self.eval_fp32 else self.autocast()
 
     def prepare(self, model, optimizer):
         """Heads in fp32; under O2 every other weight in low precision and fp32 master weights in

@@ -128,7 +128,7 @@ class Evaluator:
                                disable=None if self.progress else True):
             f = self.model.embed(imgs, ts.task, normalize=False)
             g = self.model.embed(paddle.flip(imgs, axis=[3]), ts.task, normalize=False) if ts.flip else None
-            with paddle.amp.auto_cast(enable=False):  # in fp32 even when training evaluates under AMP O2
+            with paddle.amp.auto_cast(enable=False):  # the features in fp32 under the evaluation's autocast too
                 f = f.astype("float32") if g is None else f.astype("float32") + g.astype("float32")
                 feats.append(paddle.nn.functional.normalize(f, axis=1).numpy())
         feats = np.concatenate(feats).astype(np.float32)

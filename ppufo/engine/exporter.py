@@ -1,4 +1,5 @@
 """Export per-task feature extractors as Paddle Inference models (+ a small deploy config)."""
+import contextlib
 import os
 
 import paddle
@@ -21,6 +22,34 @@ class FeatureModel(nn.Layer):
 
     def forward(self, x):
         return F.normalize(self.model.embed(x, self.task, normalize=False), axis=1)
+
+
+LEGACY_LINEAR = "FLAGS_use_legacy_linear"
+
+
+@contextlib.contextmanager
+def legacy_linear():
+    """FLAGS_use_legacy_linear on within the block, its old value put back after (errors too).
+
+    With CUDA compiled in, Paddle 3.3.1's F.linear traced in PIR mode emits ``pd_op.linear_v2``
+    unless this flag is set (paddle/nn/functional/common.py; the CPU wheel always emits matmul +
+    add). paddle2onnx 2.1.0 has no mapper for linear_v2 and Paddle's TensorRT converters have
+    none, so an export from a GPU build would not convert. docs/deploy.md#export."""
+    old = paddle.get_flags(LEGACY_LINEAR)[LEGACY_LINEAR]
+    paddle.set_flags({LEGACY_LINEAR: True})
+    try:
+        yield
+    finally:
+        paddle.set_flags({LEGACY_LINEAR: old})
+
+
+def save_inference(layer, input_shape, prefix):
+    """Trace ``layer`` (input ``x`` of [None, *input_shape] float32) and jit-save it at ``prefix``
+    with matmul + add for every linear layer (legacy_linear): the program traced and saved inside."""
+    with legacy_linear():
+        static = paddle.jit.to_static(layer, input_spec=[paddle.static.InputSpec([None, *input_shape], "float32", "x")],
+                                      full_graph=True)
+        paddle.jit.save(static, prefix)
 
 
 def export_transforms(config):
@@ -47,11 +76,8 @@ def export_task(model, task, config, save_dir):
     c, h, w = config["Global"]["image_shape"]
     feature = FeatureModel(model, task)
     feature.eval()
-    static = paddle.jit.to_static(feature, input_spec=[paddle.static.InputSpec([None, c, h, w], "float32", "x")],
-                                  full_graph=True)
     os.makedirs(save_dir, exist_ok=True)
-    prefix = os.path.join(save_dir, "inference")
-    paddle.jit.save(static, prefix)
+    save_inference(feature, [c, h, w], os.path.join(save_dir, "inference"))
     emb_dim = model.heads[task].neck.out_dim
     info = {
         "task": task, "chip": config["Export"]["chip"], "image_shape": [c, h, w],

@@ -46,7 +46,8 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
     """Set every backbone BN's running mean / variance to the average of its batch statistics
     over ``num_batches`` heterogeneous training batches of ``config`` (see the module doc).
 
-    Runs the backbone in train mode (as in training, under the config's autocast) with
+    Runs the backbone in train mode (as in training, under the config's autocast unless
+    Global.amp.eval_fp32) with
     ``paddle.no_grad()``: only BN buffers change. Paddle's global RNG is seeded with ``seed`` for
     the pass (DropPath/dropout draws) and restored after, as are every layer's train/eval mode and
     every BN's momentum. ``log``: a logger (default ppufo's). Returns {"layers", "batches",
@@ -72,7 +73,7 @@ def recompute_backbone_bn(model, config, num_batches, seed=0, log=None):
             for batch in loader:
                 for bn in bns:
                     set_bn_momentum(bn, batches / (batches + 1))  # cumulative mean (module doc)
-                with amp.autocast():
+                with amp.eval_autocast():  # as evaluation: Global.amp.eval_fp32 forces fp32
                     model.backbone_features(batch[0], sizes)
                 batches += 1
                 images += int(batch[0].shape[0])

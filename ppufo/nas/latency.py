@@ -227,6 +227,7 @@ def measure_table(config, space, task, chip, batch_size, warmup, repeats, cpu_th
 
     from ..arch.backbone.vit import Attention, Mlp
     from ..arch.multitask import build_model
+    from ..engine.exporter import save_inference
     from .extract import extracted_config
     paddle.seed(0)
     empty = space.uniform(space.depths[0], space.heads[0], space.paths[0], space.ratios[0])
@@ -251,10 +252,8 @@ def measure_table(config, space, task, chip, batch_size, warmup, repeats, cpu_th
         for layers in itertools.chain([[]], (ops(op, n) for op, n in jobs)):  # built one at a time
             probe = _probe(model, task, layers)
             probe.eval()
-            static = paddle.jit.to_static(probe, input_spec=[paddle.static.InputSpec([None, c, h, w], "float32", "x")],
-                                          full_graph=True)
             dirs.append(tempfile.mkdtemp(prefix="ppufo_table_"))
-            paddle.jit.save(static, os.path.join(dirs[-1], "inference"))
+            save_inference(probe, [c, h, w], os.path.join(dirs[-1], "inference"))  # as exported models
             with open(os.path.join(dirs[-1], "inference.yml"), "w") as f:
                 f.write(f"image_shape: [{c}, {h}, {w}]\n")
             if bar:

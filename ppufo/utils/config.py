@@ -167,6 +167,9 @@ GLOBAL = {
         "level": Field(str, "O1", choices=("O1", "O2"),
                        doc="O1: autocast ops; O2: low-precision weights with fp32 master weights in the "
                            "optimizer. BN necks, classifiers and losses stay fp32 at both levels"),
+        "eval_fp32": Field(bool, False, doc="evaluation, BN-neck calibration and precise BN in fp32 instead of "
+                           "under the training autocast (backbone only; necks and metrics are fp32 either way). "
+                           "O1 only: O2's weights are low precision"),
     },
     "generate_demo_data": Field(bool, False, doc="create missing demo data with tools/make_demo_data"),
     "demo_sets": Field(list, [], doc="extra demo sets generate_demo_data writes besides the default ones, "

@@ -7,6 +7,9 @@ instead: the optimizer's ``_param_groups`` (GlobalClipMixin keeps its own parame
 ``_velocity_acc_str`` (``isinstance(opt, paddle.optimizer.Momentum)``) and waitress's ``_map``
 (GuardedServer passes its own socket map through waitress's public ``map`` argument).
 """
+import contextlib
+from collections import Counter
+
 import paddle.nn as nn
 
 CHECKED_AGAINST = {"paddle": "3.3.1"}
@@ -44,3 +47,23 @@ def bn_momentum(bn):
 def set_bn_momentum(bn, momentum):
     """Set the momentum ``forward`` reads from ``_momentum`` on each call."""
     bn._momentum = momentum
+
+
+@contextlib.contextmanager
+def sdpa_selections():
+    """Within the block, a Counter of the kernels ``F.scaled_dot_product_attention`` chose, one
+    per call: "flash_attn", "mem_efficient" or "math". The choice is ``select_sdp_for_sdpa`` in
+    paddle.nn.functional.sdpa, which Paddle documents as not for callers; it is wrapped (looked up
+    as a module global on each call), not called, and put back after."""
+    import paddle.nn.functional.sdpa as sdpa
+    seen, real = Counter(), sdpa.select_sdp_for_sdpa
+
+    def select(param):
+        name = real(param)
+        seen[name] += 1
+        return name
+    sdpa.select_sdp_for_sdpa = select
+    try:
+        yield seen
+    finally:
+        sdpa.select_sdp_for_sdpa = real

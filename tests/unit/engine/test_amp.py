@@ -4,48 +4,27 @@ through Paddle's own AMP state, which autocast records even where it then does n
 import inspect
 import sys
 import types
-import warnings
 
 import numpy as np
 import paddle
 import pytest
 
-from ppufo.engine import amp as amp_module
 from ppufo.engine.amp import MixedPrecision, fp32_forward
 from ppufo.engine.trainer import Trainer
 from ppufo.utils.checkpoint import read_states
 from ppufo.utils.config import load_config
 from ppufo.utils.errors import ConfigError
 
-from helpers import ROOT
-
-amp_state = sys.modules["paddle.amp.auto_cast"].amp_state  # paddle.amp.auto_cast is the function
-
-
-@pytest.fixture
-def gpu_amp(monkeypatch):
-    """The trainer takes its GPU AMP path on this CPU."""
-    monkeypatch.setattr(amp_module, "available", lambda device: True)
-    gpu = types.SimpleNamespace(is_gpu_place=lambda: True)
-    monkeypatch.setattr(sys.modules["paddle.amp.grad_scaler"], "_dygraph_tracer",
-                        lambda: types.SimpleNamespace(_expected_place=gpu))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="amp_guard can only be enabled")
-        yield
-
-
-def autocast_now():
-    s = amp_state()
-    return (s["enable"], s["dtype"], s["level"]) if s else None
+from helpers import ROOT, autocast_now
 
 
 def test_amp_is_a_section_and_the_old_bool_still_loads(tmp_path):
     cfg = load_config(f"{ROOT}/configs/quickstart.yaml", ["Global.amp=true"])
-    assert cfg["Global"]["amp"] == {"enable": True, "dtype": "bfloat16", "level": "O1"}
+    assert cfg["Global"]["amp"] == {"enable": True, "dtype": "bfloat16", "level": "O1", "eval_fp32": False}
     old = tmp_path / "old.yaml"
     old.write_text(f"_BASE_: {ROOT}/configs/quickstart.yaml\nGlobal: {{amp: false}}\n")
     cfg = load_config(str(old), ["Global.amp.dtype=float16", "Global.amp.level=O2"])
-    assert cfg["Global"]["amp"] == {"enable": False, "dtype": "float16", "level": "O2"}
+    assert cfg["Global"]["amp"] == {"enable": False, "dtype": "float16", "level": "O2", "eval_fp32": False}
     with pytest.raises(ConfigError, match=r"Global\.amp\.dtype: 'fp8' is not one of \['bfloat16', 'float16'\]"):
         load_config(f"{ROOT}/configs/quickstart.yaml", ["Global.amp.dtype=fp8"])
 

@@ -98,7 +98,7 @@ def test_shipped_configs_validate():
     assert paper["Optimizer"]["lr"]["learning_rate"] == 0.2
     assert paper["Arch"]["Backbone"] == {"name": "ViT_large_patch16", "drop_path_rate": 0.2, "recompute": True,
                                          "fused_attention": True}
-    assert paper["Global"]["amp"] == {"enable": True, "dtype": "bfloat16", "level": "O1"}
+    assert paper["Global"]["amp"] == {"enable": True, "dtype": "bfloat16", "level": "O1", "eval_fp32": False}
     assert sum(len(t["test_sets"]) for t in paper["Tasks"].values()) == 13
 
 

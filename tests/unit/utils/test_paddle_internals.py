@@ -67,3 +67,18 @@ def test_bn_momentum_is_read_by_every_forward():
     bn(x)
     np.testing.assert_allclose(bn._mean.numpy(), batch_mean, rtol=1e-6)
     assert pi.bn_momentum(bn) == 0.0
+
+
+def test_sdpa_selections_records_the_kernel_each_call_chose_and_unwraps():
+    import paddle.nn.functional.sdpa as sdpa
+    real = sdpa.select_sdp_for_sdpa
+    q = paddle.randn([2, 5, 3, 8])
+    with pi.sdpa_selections() as seen:
+        out = paddle.nn.functional.scaled_dot_product_attention(q, q, q)
+        paddle.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert seen == {"math": 2}  # a CPU has only the math path
+    assert sdpa.select_sdp_for_sdpa is real
+    ref = paddle.nn.functional.softmax(paddle.matmul(q.transpose([0, 2, 1, 3]) * 8 ** -0.5,
+                                                     q.transpose([0, 2, 3, 1])), -1)
+    np.testing.assert_allclose(out.numpy(), paddle.matmul(ref, q.transpose([0, 2, 1, 3])).transpose(
+        [0, 2, 1, 3]).numpy(), atol=1e-5)  # the wrapped choice still computes attention
