@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ppufo.data import transforms as T
-from ppufo.data.batch_transforms import LeanImage, collate, finish_device, is_lean
+from ppufo.data.batch_transforms import LeanImage, collate, is_lean
 from ppufo.data.datasets.base import ImageDataset, Record
 from ppufo.data.loader import (DataLoader, batch_bytes, build_batch_sampler, build_eval_loader, build_task_train_sets,
                                build_train_loader, eval_parts, eval_transforms, loader_parts, train_transforms)
@@ -107,7 +107,7 @@ def test_lean_batches_equal_float_path(items, seed):
         assert out.dtype == paddle.float32
         np.testing.assert_array_equal(out.numpy(), ref)
         t, part = as_tensors(batch), split(ds)[1]
-        np.testing.assert_array_equal(finish_device(t["lean_uint8"], part.scale, part.shift, t["erase"]).numpy(), ref)
+        np.testing.assert_array_equal(part.on_device(t).numpy(), ref)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
