@@ -267,16 +267,19 @@ def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     loader = DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler, batch_transform=batch_transform,
                         device=device_place(config["Global"]["device"]), device_fields=2,  # images, labels
                         num_workers=workers,
-                        use_shared_memory=shared_memory_fits(batch_bytes(config, batch_transform, size), workers))
+                        use_shared_memory=shared_memory_fits(batch_bytes(config, batch_transform, size), workers,
+                                                             "DataLoader.Train"))
     return loader, task_sets
 
 
 _said = set()
 
 
-def say_once(message):
-    if message not in _said:
-        _said.add(message)
+def say_once(message, key=None):
+    """Log ``message`` unless this process has said it (or another with the same ``key``)."""
+    key = message if key is None else key
+    if key not in _said:
+        _said.add(key)
         get_logger().info(message)
 
 
@@ -307,23 +310,31 @@ def batch_bytes(config, batch_transform, size):
     return int(pixels * (1 + sum(4 * e.sh for e in batch_transform.erasers if e.mode == "pixel")))  # + float32 noise
 
 
-def shared_memory_fits(nbytes, workers):
+def shared_memory_fits(nbytes, workers, what="DataLoader"):
     """Workers hand batches over in /dev/shm when it holds what the loaders of this machine's
-    processes keep in flight (2 per worker + 2 buffered each; Docker's default /dev/shm is
-    64 MB), else through a pipe."""
+    processes keep in flight (2 per worker + 2 buffered each), else through a pipe. Logs, once per
+    ``what`` and outcome, the shared memory needed and found; on a pipe, how to give a container
+    more (Docker's default /dev/shm is 64 MB; the paper's 8 ranks want about 44 GiB)."""
     if workers == 0:
         return False
-    need = (2 * workers + 2) * nbytes * local_processes()
+    per_process = 2 * workers + 2
+    need = per_process * nbytes * local_processes()
     try:
         st = os.statvfs("/dev/shm")
-        free = st.f_bavail * st.f_frsize
+        free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
     except OSError:
-        free = 0
-    if free < need:
-        say_once(f"DataLoader: shared memory off: /dev/shm has {free / 2 ** 20:.0f} MB free, the loader may "
-                 f"hold {need / 2 ** 20:.0f} MB; workers send batches through a pipe (slower; enlarge "
-                 f"/dev/shm, e.g. docker run --shm-size)")
-    return free >= need
+        free = size = 0
+    fits = free >= need
+    mb = 2 ** 20
+    found = (f"/dev/shm has {free / mb:.0f} MB free (of {size / mb:.0f} MB), the loaders of this machine may hold "
+             f"{need / mb:.0f} MB ({local_processes()} process(es) x {per_process} batches x {nbytes / mb:.1f} MB)")
+    if fits:
+        say_once(f"{what}: shared memory on: {found}", key=(what, fits))
+    else:
+        say_once(f"{what}: shared memory off: {found}; workers send batches through a pipe (slower). In a "
+                 f"container give it more: docker run --shm-size={math.ceil(need / 2 ** 30)}g, or --ipc=host "
+                 f"(the host's /dev/shm)", key=(what, fits))
+    return fits
 
 
 def check_sample_shape(config, task_sets):
@@ -345,4 +356,4 @@ def build_eval_loader(dataset, config, batch_transform):
     return DataLoader(dataset, batch_size=ecfg["batch_size"], shuffle=False, drop_last=False,
                       batch_transform=batch_transform, device=device_place(config["Global"]["device"]),
                       num_workers=ecfg["num_workers"],
-                      use_shared_memory=shared_memory_fits(nbytes, ecfg["num_workers"]))
+                      use_shared_memory=shared_memory_fits(nbytes, ecfg["num_workers"], "DataLoader.Eval"))
