@@ -5,15 +5,18 @@ The sample part (the dataset's transform) runs the ops before Normalize and retu
 the uint8 HWC image and the draws of the RandomErasing ops after Normalize, made from the sample's
 rng exactly as the float path makes them. ``collate`` stacks those into uint8 images plus small
 arrays (a quarter of the float32 bytes, plus the erasing noise). The batch part (the loader's
-batch transform) turns that batch, once it is a tensor where the loader put it (on a GPU: copied
-by Paddle's buffered reader through pinned memory), into the float32 NCHW batch of the per-sample
-path: the same float32 multiply and add, the noise copied, so equal bit for bit.
+batch transform) turns that batch, once it is a tensor where the loader put it, into the float32
+NCHW batch of the per-sample path: the same float32 multiply and add, the noise copied, so equal
+bit for bit. Where it runs follows the batch's place: in host memory with numpy; on a device (a
+GPU: the loader moves the uint8 batch there from pinned memory, to_device.py) with Paddle ops.
 """
 import numbers
 import random
 
 import numpy as np
 import paddle
+
+from .to_device import on_host
 
 KEY = "lean_uint8"  # marks a lean batch (a dict) in a collated batch
 
@@ -68,6 +71,7 @@ class BatchPart:
         self.norm, self.erasers = norm, list(erasers)
         self.scale = [float(v) for v in norm._a]  # Normalize is x * scale + shift per channel
         self.shift = [float(v) for v in norm._b]
+        self.affine = {}  # str(place) -> (scale, shift) as [1, C, 1, 1] float32 tensors there
 
     def __call__(self, images):
         """A lean batch (paddle tensors) -> float32 [B, C, H, W] where it is: with numpy in host
@@ -79,10 +83,21 @@ class BatchPart:
             raise TypeError(f"BatchPart: expected the images of a batch of SamplePart samples, got "
                             f"{type(images).__name__}; the dataset's items must be (image, ...) tuples")
         x = images[KEY]
-        if x.place.is_cpu_place() or x.place.is_cuda_pinned_place():
+        if on_host(x):  # pinned too when no device was given to move it to (loader.DataLoader)
             erase = [{k: v.numpy() if k != "any" else v for k, v in e.items()} for e in images["erase"]]
             return paddle.to_tensor(finish_numpy(x.numpy(), self.scale, self.shift, erase), place=x.place)
-        return finish_device(x, self.scale, self.shift, images["erase"])
+        return self.on_device(images)
+
+    def on_device(self, images):
+        """finish_device on a lean batch whose tensors are all on one device (on the CPU in tests),
+        with scale and shift made there once: per step they would be two more host-to-device copies."""
+        x = images[KEY]
+        key = str(x.place)
+        if key not in self.affine:
+            c = len(self.scale)
+            self.affine[key] = tuple(paddle.to_tensor(v, "float32", place=x.place).reshape([1, c, 1, 1])
+                                     for v in (self.scale, self.shift))
+        return finish_device(x, *self.affine[key], images["erase"])
 
     def __repr__(self):
         return f"BatchPart({', '.join(repr(op) for op in [self.norm, *self.erasers])})"
@@ -154,10 +169,8 @@ def finish_numpy(images, scale, shift, erase):
 
 
 def finish_device(x, scale, shift, erase):
-    """The same with Paddle ops (on a GPU: the batch never returns to the host)."""
-    c = x.shape[3]
-    scale = paddle.to_tensor(scale, "float32", place=x.place).reshape([1, c, 1, 1])
-    shift = paddle.to_tensor(shift, "float32", place=x.place).reshape([1, c, 1, 1])
+    """The same with Paddle ops where ``x`` is (on a GPU: the batch never returns to the host);
+    ``scale`` and ``shift`` are [1, C, 1, 1] float32 tensors there."""
     x = x.transpose([0, 3, 1, 2]).astype("float32") * scale + shift  # two roundings, as numpy's
     for e in erase:
         if e["any"]:

@@ -18,6 +18,7 @@ from .datasets.base import ImageDataset
 from .datasets.multitask import MultiTaskDataset
 from .load_failure import CatchesLoadErrors, LoadFailure, collate_or_fail
 from .samplers import SAMPLERS
+from .to_device import ToDevice, device_place
 from .transforms import build_transforms, default_eval_transforms, default_train_transforms
 
 
@@ -87,18 +88,24 @@ class DataLoader:
       sample part; it runs on each batch's first field (the images: items are (image, ...)
       tuples) where Paddle put the batch. Samples then travel as uint8: the per-sample path's
       batches for a quarter of the bytes (plus any erasing noise).
+    - ``device``: a device Place (Global.device's: device_place) the first ``device_fields``
+      fields of each batch move to, without blocking, before the batch transform (to_device.py),
+      so that it runs there; None leaves batches where Paddle put them (for a GPU: pinned host
+      memory, where the batch transform runs numpy).
     - workers that run one thread, leave the parent's process group and die with it
       (one_thread_worker).
 
     ``options`` are paddle.io.DataLoader's (use_shared_memory, prefetch_factor, timeout...)."""
 
     def __init__(self, dataset, batch_sampler=None, batch_size=1, shuffle=False, drop_last=False, *,
-                 batch_transform=None, num_workers=0, persistent_workers=False, **options):
+                 batch_transform=None, device=None, device_fields=1, num_workers=0, persistent_workers=False,
+                 **options):
         if persistent_workers:
             raise ValueError("ppufo's DataLoader does not support persistent_workers")
         if isinstance(dataset, paddle.io.IterableDataset) or not hasattr(dataset, "__len__"):
             raise TypeError(f"ppufo's DataLoader takes a map-style dataset, got {type(dataset).__name__}")
         self.dataset, self.batch_transform, self.num_workers = dataset, batch_transform, num_workers
+        self.device, self.device_fields = device, device_fields
         self.batch_sampler = batch_sampler if batch_sampler is not None else paddle.io.BatchSampler(
             dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         self.options = dict(options)
@@ -131,7 +138,8 @@ class LoaderIterator:
     """One pass of a DataLoader over a paddle.io.DataLoader built for it: see DataLoader."""
 
     def __init__(self, loader):
-        self.batch_transform = loader.batch_transform
+        self.batch_transform, self.device_fields = loader.batch_transform, loader.device_fields
+        self.to_device = ToDevice(loader.device) if loader.device is not None else None
         self.stopped = multiprocessing.RawValue("b", 0)  # shared with the workers forked below
         inner = paddle.io.DataLoader(
             CatchesLoadErrors(loader.dataset, self.stopped), collate_fn=collate_or_fail,
@@ -170,16 +178,11 @@ class LoaderIterator:
         if failure is not None:
             self.close()
             raise failure.error()
-        if self.batch_transform is not None:
-            try:
-                if not isinstance(batch, list):
-                    raise TypeError(f"DataLoader: with a batch_transform the dataset's items must be (image, ...) "
-                                    f"tuples, got batches of {type(batch).__name__}")
-                batch[0] = self.batch_transform(batch[0])
-            except BaseException:
-                self.close()
-                raise
-        return batch
+        try:
+            return finish_batch(batch, self.to_device, self.device_fields, self.batch_transform)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
         """Stop now: no more batches are sent out, the workers skip the samples of those in flight,
@@ -195,6 +198,21 @@ class LoaderIterator:
                 pass
         except Exception:  # noqa: BLE001 - best effort while another error propagates
             pass
+
+
+def finish_batch(batch, to_device, fields, batch_transform):
+    """``batch`` as the loop gets it: its first ``fields`` fields moved by ``to_device`` (a
+    ToDevice, or None: they stay), then its images (field 0) finished by ``batch_transform``."""
+    if to_device is None and batch_transform is None:
+        return batch
+    if not isinstance(batch, list):
+        raise TypeError(f"DataLoader: with a batch_transform or a device the dataset's items must be (image, ...) "
+                        f"tuples, got batches of {type(batch).__name__}")
+    if to_device is not None:
+        batch[:fields] = to_device(batch[:fields])
+    if batch_transform is not None:
+        batch[0] = batch_transform(batch[0])
+    return batch
 
 
 def build_task_train_set(config, task, transform=None):
@@ -238,8 +256,8 @@ def build_batch_sampler(config, task_sets, rank=0, world_size=1, start_iter=0):
 
 def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     """Returns (loader, {task: ImageDataset}). Each batch: (images, labels, camids, task_ids),
-    tasks contiguous in config order. The datasets' transform is the sample part of the
-    training transforms (see loader_parts)."""
+    tasks contiguous in config order; images and labels on Global.device. The datasets'
+    transform is the sample part of the training transforms (see loader_parts)."""
     transform, batch_transform = loader_parts(train_transforms(config), "DataLoader.Train.transforms")
     task_sets = build_task_train_sets(config, transform)
     check_sample_shape(config, task_sets)
@@ -247,17 +265,21 @@ def build_train_loader(config, rank=0, world_size=1, start_iter=0):
     workers = config["DataLoader"]["Train"]["num_workers"]
     size = sum(batch_sampler.task_counts.values())
     loader = DataLoader(MultiTaskDataset(task_sets), batch_sampler=batch_sampler, batch_transform=batch_transform,
+                        device=device_place(config["Global"]["device"]), device_fields=2,  # images, labels
                         num_workers=workers,
-                        use_shared_memory=shared_memory_fits(batch_bytes(config, batch_transform, size), workers))
+                        use_shared_memory=shared_memory_fits(batch_bytes(config, batch_transform, size), workers,
+                                                             "DataLoader.Train"))
     return loader, task_sets
 
 
 _said = set()
 
 
-def say_once(message):
-    if message not in _said:
-        _said.add(message)
+def say_once(message, key=None):
+    """Log ``message`` unless this process has said it (or another with the same ``key``)."""
+    key = message if key is None else key
+    if key not in _said:
+        _said.add(key)
         get_logger().info(message)
 
 
@@ -288,23 +310,31 @@ def batch_bytes(config, batch_transform, size):
     return int(pixels * (1 + sum(4 * e.sh for e in batch_transform.erasers if e.mode == "pixel")))  # + float32 noise
 
 
-def shared_memory_fits(nbytes, workers):
+def shared_memory_fits(nbytes, workers, what="DataLoader"):
     """Workers hand batches over in /dev/shm when it holds what the loaders of this machine's
-    processes keep in flight (2 per worker + 2 buffered each; Docker's default /dev/shm is
-    64 MB), else through a pipe."""
+    processes keep in flight (2 per worker + 2 buffered each), else through a pipe. Logs, once per
+    ``what`` and outcome, the shared memory needed and found; on a pipe, how to give a container
+    more (Docker's default /dev/shm is 64 MB; the paper's 8 ranks want about 44 GiB)."""
     if workers == 0:
         return False
-    need = (2 * workers + 2) * nbytes * local_processes()
+    per_process = 2 * workers + 2
+    need = per_process * nbytes * local_processes()
     try:
         st = os.statvfs("/dev/shm")
-        free = st.f_bavail * st.f_frsize
+        free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
     except OSError:
-        free = 0
-    if free < need:
-        say_once(f"DataLoader: shared memory off: /dev/shm has {free / 2 ** 20:.0f} MB free, the loader may "
-                 f"hold {need / 2 ** 20:.0f} MB; workers send batches through a pipe (slower; enlarge "
-                 f"/dev/shm, e.g. docker run --shm-size)")
-    return free >= need
+        free = size = 0
+    fits = free >= need
+    mb = 2 ** 20
+    found = (f"/dev/shm has {free / mb:.0f} MB free (of {size / mb:.0f} MB), the loaders of this machine may hold "
+             f"{need / mb:.0f} MB ({local_processes()} process(es) x {per_process} batches x {nbytes / mb:.1f} MB)")
+    if fits:
+        say_once(f"{what}: shared memory on: {found}", key=(what, fits))
+    else:
+        say_once(f"{what}: shared memory off: {found}; workers send batches through a pipe (slower). In a "
+                 f"container give it more: docker run --shm-size={math.ceil(need / 2 ** 30)}g, or --ipc=host "
+                 f"(the host's /dev/shm)", key=(what, fits))
+    return fits
 
 
 def check_sample_shape(config, task_sets):
@@ -324,5 +354,6 @@ def build_eval_loader(dataset, config, batch_transform):
     ecfg = config["DataLoader"]["Eval"]
     nbytes = batch_bytes(config, batch_transform, ecfg["batch_size"])
     return DataLoader(dataset, batch_size=ecfg["batch_size"], shuffle=False, drop_last=False,
-                      batch_transform=batch_transform, num_workers=ecfg["num_workers"],
-                      use_shared_memory=shared_memory_fits(nbytes, ecfg["num_workers"]))
+                      batch_transform=batch_transform, device=device_place(config["Global"]["device"]),
+                      num_workers=ecfg["num_workers"],
+                      use_shared_memory=shared_memory_fits(nbytes, ecfg["num_workers"], "DataLoader.Eval"))

@@ -1,9 +1,10 @@
 """Iteration-based multi-task trainer (All-in-One; the supernet trainer builds on it).
 
 The loop only steps; logging, VisualDL, checkpoints and evaluation are hooks (hooks.py).
-A step does not wait for the device: task sizes come from the batch sampler, losses stay
-tensors and are read (and checked to be finite) at log_every's steps only, once: the
-PeriodicWriter hands that one copy to the log and VisualDL.
+A step does not wait for the device: images and labels arrive there already (the loader
+enqueues their copies from pinned memory without blocking: data/to_device.py), task sizes come
+from the batch sampler, losses stay tensors and are read (and checked to be finite) at
+log_every's steps only, once: the PeriodicWriter hands that one copy to the log and VisualDL.
 
 Under data parallel, gradients are all-reduced by DataParallel after each backward, or, with
 ``sync_once`` (several backward passes per step, or recompute, which Paddle documents needs

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ppufo.data import transforms as T
-from ppufo.data.batch_transforms import LeanImage, collate, finish_device, is_lean
+from ppufo.data.batch_transforms import LeanImage, collate, is_lean
 from ppufo.data.datasets.base import ImageDataset, Record
 from ppufo.data.loader import (DataLoader, batch_bytes, build_batch_sampler, build_eval_loader, build_task_train_sets,
                                build_train_loader, eval_parts, eval_transforms, loader_parts, train_transforms)
@@ -107,7 +107,7 @@ def test_lean_batches_equal_float_path(items, seed):
         assert out.dtype == paddle.float32
         np.testing.assert_array_equal(out.numpy(), ref)
         t, part = as_tensors(batch), split(ds)[1]
-        np.testing.assert_array_equal(finish_device(t["lean_uint8"], part.scale, part.shift, t["erase"]).numpy(), ref)
+        np.testing.assert_array_equal(part.on_device(t).numpy(), ref)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -222,22 +222,37 @@ def test_train_and_eval_loaders_give_the_float_path_batches(make_config):
 
 def test_shared_memory_only_where_dev_shm_holds_the_batches(monkeypatch):
     """Docker's 64 MB /dev/shm cannot hold the paper's batches in flight: workers use a pipe
-    then (a SIGBUS in a worker otherwise), with a log line saying why."""
+    then (a SIGBUS in a worker otherwise). The log states the shared memory needed and found,
+    once per loader and outcome, and on a pipe the docker flags that avoid it."""
     from ppufo.data import loader as L
-    free = {"bytes": 64 * 2 ** 20}
-    monkeypatch.setattr(L.os, "statvfs", lambda path: type("S", (), {"f_bavail": free["bytes"], "f_frsize": 1}))
+    shm = {"free": 64 * 2 ** 20, "size": 64 * 2 ** 20}
+    monkeypatch.setattr(L.os, "statvfs", lambda path: type("S", (), {"f_bavail": shm["free"], "f_blocks": shm["size"],
+                                                                     "f_frsize": 1}))
+    monkeypatch.setattr(L, "_said", set())
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "2")
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     get_logger().addHandler(handler)
     try:
-        assert L.shared_memory_fits(2 * 2 ** 20, 4) is True  # (2 * 4 + 2) batches x 2 MB x 2 processes = 40 MB
-        assert L.shared_memory_fits(8 * 2 ** 20, 4) is False and L.shared_memory_fits(8 * 2 ** 20, 0) is False
+        assert L.shared_memory_fits(2 * 2 ** 20, 4, "DataLoader.Train") is True  # (2 * 4 + 2) x 2 MB x 2 = 40 MB
+        assert L.shared_memory_fits(8 * 2 ** 20, 4, "DataLoader.Train") is False
+        shm["free"] = 60 * 2 ** 20
+        assert L.shared_memory_fits(8 * 2 ** 20, 4, "DataLoader.Train") is False  # said already
+        assert L.shared_memory_fits(8 * 2 ** 20, 0, "DataLoader.Eval") is False  # no workers: nothing to say
+        monkeypatch.setenv("PADDLE_LOCAL_SIZE", "8")  # the paper: 8 ranks x 8 workers x 313 MiB = 44 GiB
+        assert L.shared_memory_fits(313 * 2 ** 20, 8, "DataLoader.Eval") is False
     finally:
         get_logger().removeHandler(handler)
-    assert any("shared memory off: /dev/shm has 64 MB free, the loader may hold 160 MB" in r.getMessage()
-               for r in records)
+    assert [r.getMessage() for r in records] == [
+        "DataLoader.Train: shared memory on: /dev/shm has 64 MB free (of 64 MB), the loaders of this machine may "
+        "hold 40 MB (2 process(es) x 10 batches x 2.0 MB)",
+        "DataLoader.Train: shared memory off: /dev/shm has 64 MB free (of 64 MB), the loaders of this machine may "
+        "hold 160 MB (2 process(es) x 10 batches x 8.0 MB); workers send batches through a pipe (slower). In a "
+        "container give it more: docker run --shm-size=1g, or --ipc=host (the host's /dev/shm)",
+        "DataLoader.Eval: shared memory off: /dev/shm has 60 MB free (of 64 MB), the loaders of this machine may "
+        "hold 45072 MB (8 process(es) x 18 batches x 313.0 MB); workers send batches through a pipe (slower). In a "
+        "container give it more: docker run --shm-size=45g, or --ipc=host (the host's /dev/shm)"]
 
 
 def test_a_batch_transform_needs_image_tuples():
