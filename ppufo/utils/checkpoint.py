@@ -1,14 +1,15 @@
 """Checkpoints as PaddleClas writes them: <prefix>.pdparams / .pdopt / .pdstates, saved and
 loaded as one unit.
 
-A save writes every file under a temporary name and fsyncs it; .pdstates (JSON: iteration,
-best metric, ...) comes last and records the size and sha256 of the files it belongs with
-(``files``). The files are then renamed into place, .pdstates last. A kill mid-save leaves
+A save writes every file under a temporary name, hashing the bytes as they go out (nothing is
+read back), and fsyncs it; .pdstates (JSON: iteration, best metric, ...) comes last and records
+the size and sha256 of the files it belongs with (``files``). The files are then renamed into place, .pdstates last. A kill mid-save leaves
 either the previous checkpoint or files that disagree with .pdstates, which loading refuses
 (naming the newest complete iter_* checkpoint) rather than resume from a mix of two saves.
 The .pdopt also holds the LR schedule and, under float16 AMP, the GradScaler's state.
 """
 import hashlib
+import io
 import json
 import os
 import re
@@ -81,6 +82,38 @@ def _sha256(path):
     return h.hexdigest()
 
 
+class _HashingWriter(io.BytesIO):
+    """paddle.save writes to a path or a BytesIO (it checks isinstance; paddle/framework/io.py);
+    this one keeps nothing: every write goes on to the open file ``f`` and into a sha256, so a
+    save's hash costs no read-back of what it wrote."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f, self.h, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data):
+        self.h.update(data)
+        self.size += memoryview(data).nbytes
+        return self.f.write(data)
+
+    def writelines(self, lines):  # BytesIO's own would bypass write()
+        for line in lines:
+            self.write(line)
+
+
+def _write_part(obj, path):
+    """paddle.save ``obj`` to ``path``, fsynced; returns its {"size", "sha256"}, hashed as written."""
+    with open(path, "wb") as f:
+        out = _HashingWriter(f)
+        paddle.save(obj, out)
+        if out.getbuffer().nbytes or f.tell() != out.size:  # a Paddle that wrote past write()
+            raise RuntimeError(f"{path}: paddle.save wrote {f.tell()} bytes through write(), "
+                               f"{out.getbuffer().nbytes} around it: the sha256 would not cover the file")
+        f.flush()
+        os.fsync(f.fileno())
+    return {"size": out.size, "sha256": out.h.hexdigest()}
+
+
 def _fsync(path, directory=False):
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -124,7 +157,7 @@ def remove_stale_temporaries(folder):
 
 def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None, scaler=None):
     """Write <prefix>.pdparams (+ .pdopt with an optimizer, and the state of an enabled
-    GradScaler ``scaler``) and .pdstates as one unit.
+    GradScaler ``scaler``) and .pdstates as one unit, each byte once (hashed as written).
     ``model``: a Layer, or (weights only) the state dict to write."""
     folder = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(folder, exist_ok=True)
@@ -140,9 +173,7 @@ def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None, scaler=
     try:
         for ext, obj in parts.items():
             temps[ext] = f"{prefix}{ext}.tmp{os.getpid()}"
-            paddle.save(obj, temps[ext])
-            _fsync(temps[ext])
-            files[ext] = {"size": os.path.getsize(temps[ext]), "sha256": _sha256(temps[ext])}
+            files[ext] = _write_part(obj, temps[ext])
         temps[".pdstates"] = f"{prefix}.pdstates.tmp{os.getpid()}"
         with open(temps[".pdstates"], "w") as f:
             json.dump(dict(states or {}, files=files), f, indent=1)
