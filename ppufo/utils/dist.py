@@ -1,5 +1,5 @@
-"""Process topology from paddle.distributed.launch's environment, and first-use file writing
-that is safe when several processes of one machine start at once."""
+"""Process topology from paddle.distributed.launch's environment, a barrier outside the training
+step, and first-use file writing that is safe when several processes of one machine start at once."""
 import contextlib
 import os
 import time
@@ -25,6 +25,13 @@ def process_group():
     if pdist.get_world_size() > 1 and pdist.is_initialized():
         return pdist.get_rank(), pdist.get_world_size()
     return 0, 1
+
+
+def barrier():
+    """Wait until every rank of an initialised process group is here (one process: return)."""
+    if process_group()[1] > 1:
+        import paddle.distributed as pdist
+        pdist.barrier()
 
 
 @contextlib.contextmanager
