@@ -37,6 +37,7 @@ from .eval_report import report_results
 from .evaluator import Evaluator
 from .hooks import CheckpointHook, EvalHook, Every, PeriodicWriter, TrainLogWriter, VisualDLWriter, host_stats
 from .interrupt import StopRequest, TrainingInterrupted
+from .resume import on_every_rank
 from .train_flops import pass_flops
 
 
@@ -60,8 +61,9 @@ class Trainer:
         np.random.seed(g["seed"])
 
         self.start_iter, self.best, states = 0, {"score": None, "iteration": None}, None
-        if g["checkpoints"]:
-            ckpt, states = resolve_prefix(g["checkpoints"])[0], read_states(g["checkpoints"])
+        if g["checkpoints"]:  # every rank reads it: each checks it can (resume.py)
+            ckpt, states = on_every_rank(lambda: (resolve_prefix(g["checkpoints"])[0], read_states(g["checkpoints"])),
+                                         g["checkpoints"])
             self.start_iter = int(states["iteration"])
             self.best = states.get("best", self.best)
         # training FLOPs of every pass so far (train_flops.py), all ranks; None: not counted
@@ -81,7 +83,8 @@ class Trainer:
         if not g["checkpoints"]:  # a resume sets its own weights below
             self.log.info(load_pretrained(self.model, config))
         if g["checkpoints"]:
-            load_checkpoint(ckpt, self.model, self.optimizer, self.lr, states=states, scaler=self.amp.scaler)
+            on_every_rank(lambda: load_checkpoint(ckpt, self.model, self.optimizer, self.lr, states=states,
+                                                  scaler=self.amp.scaler), g["checkpoints"])
             named = "" if ckpt == g["checkpoints"] else f" ({ckpt})"
             self.log.info(f"resumed from {g['checkpoints']} at iteration {self.start_iter}{named}")
         self.saved_weights = None  # the iteration whose iter_<n> holds the model's weights as they are now
