@@ -5,7 +5,7 @@ around each: wchar/rchar are the bytes this process passed to write()/read() (pa
 write_bytes/read_bytes what reached the block layer. "checkpoint" is the size of the files the
 save wrote (.pdparams + .pdopt + .pdstates, and a pointer).
 
-python benchmark/checkpoint_io.py [--data_root data/demo] [--out /tmp/ckpt_io]
+python benchmark/checkpoint_io.py [--data_root data/demo] [--out output/checkpoint_io]
 """
 import argparse
 import os
