@@ -388,7 +388,7 @@ def resolve_prefix(prefix, what="Global.checkpoints"):
 def has_checkpoint(prefix):
     """Whether ``prefix`` (e.g. <run>/latest) names a checkpoint that is there."""
     try:
-        return os.path.isfile(resolve_prefix(prefix, str(prefix))[0] + ".pdstates")
+        return os.path.isfile(resolve_prefix(prefix, "checkpoint")[0] + ".pdstates")
     except ConfigError:
         return False
 

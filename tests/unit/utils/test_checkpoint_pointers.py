@@ -56,6 +56,7 @@ def test_latest_resolves_to_the_checkpoint_it_names_everywhere_a_prefix_is_taken
         assert read_states(str(tmp_path / given))["iteration"] == 3
         assert weights_file(str(tmp_path / given)) == str(tmp_path / "iter_3.pdparams")
     assert resolve_prefix(tmp_path / "iter_2") == (str(tmp_path / "iter_2"), None)
+    assert checkpoint.has_checkpoint(str(tmp_path / "latest")) and not checkpoint.has_checkpoint(str(tmp_path / "x"))
     other, opt = make()
     assert load_checkpoint(str(tmp_path / "latest"), other, opt)["iteration"] == 3
     for a, b in zip(weights(model), weights(other)):
@@ -98,6 +99,7 @@ def test_a_pointer_to_a_missing_or_moved_checkpoint_names_both(tmp_path):
     save_iter(tmp_path, 2)
     save_iter(tmp_path, 3)
     checkpoint.remove_set(str(tmp_path / "iter_3"))
+    assert not checkpoint.has_checkpoint(str(tmp_path / "latest"))  # benchmark/gpnas_quality.py trains again
     with pytest.raises(ConfigError, match=re.escape(f"Global.checkpoints: {tmp_path / 'latest'} points to "
                                                     f"{tmp_path / 'iter_3'} (iteration 3), but {tmp_path / 'iter_3'}"
                                                     f".pdstates is not there") + ".*newest complete checkpoint "
