@@ -234,3 +234,20 @@ def test_a_save_of_the_iteration_best_model_names_keeps_the_evaluated_weights(ma
     assert read_states(str(out / "best_model"))["best"] == {"score": 0.5, "iteration": 1}
     assert f"best_model named {out / 'iter_1'}, which this save replaces" in (out / "train.log").read_text()
 
+
+
+def test_a_run_saved_as_a_full_latest_set_by_an_earlier_version_resumes_and_its_first_save_points(
+        make_config, tmp_path):
+    from ppufo.utils.checkpoint import save_checkpoint
+    out = tmp_path / "run"
+    old = Trainer(make_config("Global.max_iters=4", output_dir=out))
+    losses_of(old, 2)
+    save_checkpoint(str(out / "latest"), old.model, old.optimizer, old.lr,  # what Trainer.save("latest", 2) wrote
+                    {"iteration": 2, "best": old.best, "train_flops": old.train_flops})
+    resumed = Trainer(make_config("Global.max_iters=4", f"Global.checkpoints={out / 'latest'}", output_dir=out))
+    assert resumed.start_iter == 2
+    for a, b in zip(old.model.state_dict().values(), resumed.model.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert resumed.train() == 4
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("latest")) == ["latest"]  # the copy is gone
+    assert read_states(str(out / "latest"))["iteration"] == 4
