@@ -9,6 +9,7 @@ python benchmark/checkpoint_io.py [--data_root data/demo] [--out output/checkpoi
 """
 import argparse
 import os
+import shutil
 import tempfile
 
 
@@ -30,10 +31,17 @@ def main():
     p.add_argument("--out", help="output folder (default: a temporary one)")
     a = p.parse_args()
     import ppufo  # noqa: F401  (before paddle: MKL settings)
+    tmp = tempfile.mkdtemp(prefix="ckpt_io_")
+    try:
+        measure(a, tmp)
+    finally:
+        shutil.rmtree(tmp)
+
+
+def measure(a, tmp):
     from ppufo.engine import build_trainer
     from ppufo.engine.hooks import CheckpointHook
     from ppufo.utils.config import load_config
-    tmp = tempfile.mkdtemp(prefix="ckpt_io_")
     root = a.data_root
     if root is None:
         from ppufo.demo import write_all
