@@ -13,8 +13,9 @@ Training writes iter_<n> checkpoints; ``latest`` and ``best_model`` are pointer 
 (utils/pointer.py). Every prefix a user gives goes through resolve_prefix: a pointer resolves to
 the checkpoint it names, anything else (iter_<n>, the full latest.* / best_model.* sets of
 earlier versions, an extracted model) is its own prefix. Where a pointer and a full set of one
-name both exist, the pointer is the newer (a pointer's write deletes the set; a full save of the
-name deletes the pointer after it) and wins.
+name both exist, the pointer wins: writing a pointer deletes the set after it, and a full save of
+the name deletes the pointer after it, so both exist only if a kill falls between the two (then
+the pointer, the older of them when a full best_model was being saved, names a complete save).
 """
 import hashlib
 import io
