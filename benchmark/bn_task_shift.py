@@ -15,7 +15,7 @@ import numpy as np
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="a training run's folder (config.yaml + latest.pdparams)")
+    p.add_argument("--run", required=True, help="a training run's folder (config.yaml + its latest checkpoint)")
     p.add_argument("--batches", type=int, default=20)
     a = p.parse_args()
     import ppufo  # noqa: F401  (before paddle: MKL settings)

@@ -69,11 +69,12 @@ def parse():
 def train_chain(args):
     """The demo chain into --work: the quickstart All-in-One, then --config's supernet started from
     it (as the article trains its supernet). Returns the supernet's checkpoint prefix."""
+    from ppufo.utils.checkpoint import has_checkpoint
     allinone, supernet = os.path.join(args.work, "allinone"), os.path.join(args.work, "supernet")
     common = [f"Global.data_root={args.data_root}", "Global.generate_demo_data=true", "Global.use_visualdl=false"]
     for config, out, extra in ((os.path.join(ROOT, "configs", "quickstart.yaml"), allinone, []),
                                (args.config, supernet, [f"Global.pretrained_model={allinone}/latest"])):
-        if not os.path.isfile(os.path.join(out, "latest.pdparams")):
+        if not has_checkpoint(os.path.join(out, "latest")):
             print(f"training {os.path.relpath(config, ROOT)} into {out} (pass --checkpoint to skip) ...", flush=True)
             subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", config, "-o",
                             f"Global.output_dir={out}", *common, *extra], check=True)

@@ -25,7 +25,7 @@ def main(demo_root, out):
     samples = []
     for it, batch in enumerate(trainer.loader, start=1):
         trainer.train_step(batch, it)
-    trainer.save("latest", 3)
+    trainer.save(3)
     # the exact global sample indices this rank drew each step
     for step in build_batch_sampler(trainer.cfg, trainer.task_sets, rank, trainer.world_size):
         samples.append([i for i, _ in step])

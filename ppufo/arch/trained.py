@@ -35,8 +35,8 @@ def check_source(config):
     """Refuse a Global.pretrained_model file that is not there, saying how to make one (a run
     checks before it writes demo data)."""
     source = config["Global"]["pretrained_model"]
-    if source and isinstance(source, str) and not os.path.isfile(weights_file(source)):
-        raise ConfigError(f"{WHAT}: {weights_file(source)} not found; {HOW}; or -o {WHAT}=null to train "
+    if source and isinstance(source, str) and not os.path.isfile(path := weights_file(source, WHAT)):
+        raise ConfigError(f"{WHAT}: {path} not found; {HOW}; or -o {WHAT}=null to train "
                           f"from the initial weights")
 
 

@@ -29,7 +29,7 @@ def host_stats(stats):
 class Every:
     """Due at every ``interval``-th iteration (0: none) and at the last, ``max_iters``.
     before_end leaves the last out: a checkpoint or an evaluation there is the end's own
-    (CheckpointHook.after_train's latest, the caller's final Trainer.evaluate)."""
+    (CheckpointHook.after_train's, the caller's final Trainer.evaluate)."""
 
     def __init__(self, interval, max_iters):
         self.interval, self.max_iters = interval, max_iters
@@ -166,29 +166,26 @@ class VisualDLWriter(Writer):
 
 
 class CheckpointHook(Hook):
-    """iter_N and latest every save_interval (0: never) before the end, then only the newest
-    ``keep`` iter_N stay (0: all); latest at the end. Trainer.save and Trainer.prune_checkpoints
-    act on rank 0 only."""
+    """A checkpoint every save_interval (0: never) before the end, and one at the end:
+    Trainer.save writes iter_N, points latest at it and prunes (rank 0), then every rank waits
+    at a barrier."""
 
-    def __init__(self, save_interval, max_iters, keep=0):
-        self.every, self.keep = Every(save_interval, max_iters), keep
+    def __init__(self, save_interval, max_iters):
+        self.every = Every(save_interval, max_iters)
 
     def after_step(self, iteration, stats, batch_images):
         if self.every.before_end(iteration):
-            self.trainer.save(f"iter_{iteration}", iteration)
-            self.trainer.save("latest", iteration)
-            if self.keep:
-                self.trainer.prune_checkpoints(self.keep)
+            self.trainer.save(iteration)
 
     def after_train(self, iteration):
-        self.trainer.save("latest", iteration)
+        self.trainer.save(iteration)
 
 
 class EvalHook(Hook):
     """Evaluates every eval_interval (0: never) before the end; after any evaluation, rank 0
     keeps the best score in trainer.best (saved in every checkpoint's states, restored on
     resume, and at least the score of a best_model already in the output folder) and saves
-    best_model when it improves."""
+    best_model when it improves (Trainer.save_best); every rank then waits at a barrier."""
 
     def __init__(self, eval_interval, max_iters):
         self.every = Every(eval_interval, max_iters)
@@ -199,12 +196,16 @@ class EvalHook(Hook):
             self.trainer.model.train()
 
     def after_eval(self, iteration, result):
-        t, score = self.trainer, result["score"]
-        if t.rank != 0 or score is None:
-            return
+        t = self.trainer
+        if t.rank == 0 and result["score"] is not None:
+            self.keep_best(iteration, result["score"])
+        t.barrier()  # on every rank (evaluations are): none goes on while rank 0 writes best_model
+
+    def keep_best(self, iteration, score):
+        t = self.trainer
         if t.best["score"] is None or score > t.best["score"]:
             t.best = {"score": score, "iteration": iteration}
-            t.save("best_model", iteration)
+            t.save_best(iteration)
             t.log.info(f"new best score {score:.4f} at iteration {iteration}: saved {t.output_dir}/best_model")
         else:
             t.log.info(f"score {score:.4f} at iteration {iteration}; best_model keeps {t.best['score']:.4f} "

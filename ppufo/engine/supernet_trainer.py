@@ -89,7 +89,13 @@ class SupernetTrainer(Trainer):
                 recalibrated(self.cfg, self.model, evaluated, n, "Supernet.calibration_images") as done:
             if done:
                 self.log.info(f"eval subnet: BN neck of {done} recalibrated on {n} training images each")
-            return super().evaluate(iteration)
+            saved = self.saved_weights
+            if done:  # these weights are no iter_<n>'s: a best_model now is a full copy
+                self.saved_weights = None
+            try:
+                return super().evaluate(iteration)
+            finally:
+                self.saved_weights = saved
 
 
 def distill_loss(student, teacher):

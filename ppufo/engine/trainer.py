@@ -25,18 +25,20 @@ from ..data.loader import build_train_loader
 from ..data.samplers.multitask import HeterogeneousBatchSampler
 from ..loss import build_loss
 from ..optimizer import build_optimizer
-from ..utils.checkpoint import (check_output_dir, load_checkpoint, prune_checkpoints, read_states, saved_best,
-                                save_checkpoint)
+from ..utils.checkpoint import (check_output_dir, detach, load_checkpoint, point, prune_checkpoints, read_states,
+                                resolve_prefix, saved_best, save_checkpoint)
 from ..utils.config import dump_config
 from ..utils.device import setup_device
-from ..utils.dist import rank, world_size
+from ..utils.dist import barrier, rank, world_size
 from ..utils.fs import check_writable_dir
 from ..utils.logger import init_logger
+from ..utils.pointer import pointed_at
 from .amp import MixedPrecision
 from .eval_report import report_results
 from .evaluator import Evaluator
 from .hooks import CheckpointHook, EvalHook, Every, PeriodicWriter, TrainLogWriter, VisualDLWriter, host_stats
 from .interrupt import StopRequest, TrainingInterrupted
+from .resume import on_every_rank
 from .train_flops import pass_flops
 
 
@@ -60,8 +62,9 @@ class Trainer:
         np.random.seed(g["seed"])
 
         self.start_iter, self.best, states = 0, {"score": None, "iteration": None}, None
-        if g["checkpoints"]:
-            states = read_states(g["checkpoints"])
+        if g["checkpoints"]:  # every rank reads it: each checks it can (resume.py)
+            ckpt, states = on_every_rank(lambda: (resolve_prefix(g["checkpoints"])[0], read_states(g["checkpoints"])),
+                                         g["checkpoints"])
             self.start_iter = int(states["iteration"])
             self.best = states.get("best", self.best)
         # training FLOPs of every pass so far (train_flops.py), all ranks; None: not counted
@@ -81,9 +84,11 @@ class Trainer:
         if not g["checkpoints"]:  # a resume sets its own weights below
             self.log.info(load_pretrained(self.model, config))
         if g["checkpoints"]:
-            load_checkpoint(g["checkpoints"], self.model, self.optimizer, self.lr, states=states,
-                            scaler=self.amp.scaler)
-            self.log.info(f"resumed from {g['checkpoints']} at iteration {self.start_iter}")
+            on_every_rank(lambda: load_checkpoint(ckpt, self.model, self.optimizer, self.lr, states=states,
+                                                  scaler=self.amp.scaler), g["checkpoints"])
+            named = "" if ckpt == g["checkpoints"] else f" ({ckpt})"
+            self.log.info(f"resumed from {g['checkpoints']} at iteration {self.start_iter}{named}")
+        self.saved_weights = None  # the iteration whose iter_<n> holds the model's weights as they are now
         self.amp.prepare(self.model, self.optimizer)
         self.sync_once = bool(config["Arch"]["Backbone"].get("recompute", False))
         self.net = self.model
@@ -102,7 +107,7 @@ class Trainer:
         g, n = self.cfg["Global"], self.cfg["Global"]["max_iters"]
         writers = [TrainLogWriter(n)] + ([VisualDLWriter()] if self.vdl else [])
         return [PeriodicWriter(self.log_every, writers),
-                CheckpointHook(g["save_interval"], n, g["keep_checkpoints"]),
+                CheckpointHook(g["save_interval"], n),
                 EvalHook(g["eval_interval"], n)]
 
     def register_hooks(self, hooks):
@@ -188,17 +193,37 @@ class Trainer:
         self.apply_step()
         return step_stats(total, parts)
 
-    def save(self, name, iteration):
-        if self.rank != 0:
-            return
-        save_checkpoint(os.path.join(self.output_dir, name), self.model, self.optimizer, self.lr,
-                        {"iteration": iteration, "best": self.best, "train_flops": self.train_flops}, scaler=self.amp.scaler)
+    def save(self, iteration):
+        """Rank 0 writes iter_<iteration>, points latest at it and keeps the newest
+        Global.keep_checkpoints iter_<n> (0: all; and those latest and best_model name). Every
+        rank then waits at a barrier, so none is inside a collective while rank 0 writes."""
+        if self.rank == 0:
+            if pointed_at(self.output_dir).get("best_model") == f"iter_{iteration}":  # about to be replaced
+                self.log.info(f"best_model named {detach(self.output_dir, 'best_model')}, which this save "
+                              f"replaces: copied it to {self.output_dir}/best_model first")
+            save_checkpoint(os.path.join(self.output_dir, f"iter_{iteration}"), self.model, self.optimizer,
+                            self.lr, {"iteration": iteration, "best": self.best, "train_flops": self.train_flops},
+                            scaler=self.amp.scaler)
+            point(self.output_dir, "latest", iteration)
+            keep = self.cfg["Global"]["keep_checkpoints"]
+            for prefix in prune_checkpoints(self.output_dir, keep) if keep else ():
+                self.log.info(f"removed checkpoint {prefix} (Global.keep_checkpoints={keep})")
+        self.saved_weights = iteration
+        self.barrier()
 
-    def prune_checkpoints(self, keep):
-        if self.rank != 0:
-            return
-        for prefix in prune_checkpoints(self.output_dir, keep):
-            self.log.info(f"removed checkpoint {prefix} (Global.keep_checkpoints={keep})")
+    def save_best(self, iteration):
+        """Rank 0 (the caller waits at the barrier with the others): best_model, with self.best. A
+        pointer to iter_<iteration> when that holds the weights evaluated (saved this iteration, not
+        changed since), else a full copy."""
+        if self.saved_weights == iteration:
+            point(self.output_dir, "best_model", iteration, best=self.best)
+        else:
+            save_checkpoint(os.path.join(self.output_dir, "best_model"), self.model, self.optimizer, self.lr,
+                            {"iteration": iteration, "best": self.best, "train_flops": self.train_flops},
+                            scaler=self.amp.scaler)
+
+    def barrier(self):
+        barrier()
 
     def evaluate(self, iteration):
         if self.evaluator is None:
@@ -223,7 +248,7 @@ class Trainer:
 
     def train(self):
         """Train from start_iter to Global.max_iters; returns the last iteration. SIGINT or
-        SIGTERM stops it after the current step: ``latest`` is saved (rank 0), then
+        SIGTERM stops it after the current step: iter_<n> and ``latest`` are saved (rank 0), then
         TrainingInterrupted is raised (interrupt.py)."""
         self.model.train()
         for h in self.hooks:
@@ -254,7 +279,7 @@ class Trainer:
                 raise
             if stop.signum is not None and it < self.cfg["Global"]["max_iters"]:  # else: the run is done
                 self.stop_loader(batches)
-                self.save("latest", it)
+                self.save(it)
                 checkpoint = os.path.join(self.output_dir, "latest") if self.rank == 0 else None
                 self.log.warning(f"stopped by {signal.Signals(stop.signum).name} after iteration {it}"
                                  + (f"; saved {checkpoint}" if checkpoint else ""))

@@ -12,8 +12,9 @@ set. Errors name the option, the file and the keys.
 import os
 from collections import namedtuple
 
-from ..utils.checkpoint import apply_state, strip_prefix
+from ..utils.checkpoint import apply_state, resolve_prefix, strip_prefix
 from ..utils.errors import ConfigError
+from ..utils.pointer import read_pointer
 from ..utils.safe_load import load_state
 
 Loaded = namedtuple("Loaded", "path raw state missing unexpected")
@@ -22,14 +23,16 @@ Loaded.__doc__ = """What load_weights did: the file read (or "the state dict"), 
 and keys of the state it had no place for (``unexpected``)."""
 
 
-def weights_file(path):
+def weights_file(path, what="weights"):
     """The file a weights option names: a checkpoint prefix (or one of its files) means
-    <prefix>.pdparams; a .pdmodel or any other existing file (e.g. the released UFO checkpoint
-    allinone_vitlarge.pdmodel, a pickled state dict) is read as it is."""
+    <prefix>.pdparams, a pointer (<run>/latest, best_model) the .pdparams of the checkpoint it
+    names (utils/checkpoint.resolve_prefix); a .pdmodel or any other existing file (e.g. the
+    released UFO checkpoint allinone_vitlarge.pdmodel, a pickled state dict) is read as it is."""
     path = os.fspath(path)
-    if path.endswith(".pdmodel") or (strip_prefix(path) == path and os.path.isfile(path)):
+    if path.endswith(".pdmodel") or (strip_prefix(path) == path and os.path.isfile(path)
+                                     and read_pointer(path, what) is None):
         return path
-    return strip_prefix(path) + ".pdparams"
+    return resolve_prefix(path, what)[0] + ".pdparams"
 
 
 def read_weights(source, what):
@@ -37,7 +40,7 @@ def read_weights(source, what):
     dict given as ``source`` is returned as it is, as "the state dict"."""
     if isinstance(source, dict):
         return source, "the state dict"
-    path = weights_file(source)
+    path = weights_file(source, what)
     return load_state(path, what), path
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine.eval_report import no_match_warnings
 from ..engine.evaluator import Evaluator
-from ..utils.checkpoint import strip_prefix
+from ..utils.checkpoint import resolve_prefix, strip_prefix
 from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
 
@@ -48,7 +48,7 @@ class SubnetAccuracy:
     def context(self):
         """What a cached measurement depends on (ppufo.nas.cache.MeasureCache refuses a mismatch)."""
         path = os.path.abspath(strip_prefix(self.global_cfg["pretrained_model"] or ""))
-        weights = path + ".pdparams"
+        weights = resolve_prefix(path, "Global.pretrained_model")[0] + ".pdparams"  # latest: the iter_N it names
         return {"measure": "accuracy", "task": self.task, "metric": self.metric, "checkpoint": path,
                 "checkpoint_mtime": int(os.path.getmtime(weights)) if os.path.isfile(weights) else None,
                 "image_shape": self.global_cfg["image_shape"], "val_sets": self.val_sets,

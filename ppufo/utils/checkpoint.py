@@ -1,23 +1,35 @@
 """Checkpoints as PaddleClas writes them: <prefix>.pdparams / .pdopt / .pdstates, saved and
 loaded as one unit.
 
-A save writes every file under a temporary name and fsyncs it; .pdstates (JSON: iteration,
-best metric, ...) comes last and records the size and sha256 of the files it belongs with
-(``files``). The files are then renamed into place, .pdstates last. A kill mid-save leaves
-either the previous checkpoint or files that disagree with .pdstates, which loading refuses
-(naming the newest complete iter_* checkpoint) rather than resume from a mix of two saves.
-The .pdopt also holds the LR schedule and, under float16 AMP, the GradScaler's state.
+A save writes every file under a temporary name, hashing the bytes as they go out (nothing is
+read back), and fsyncs it; .pdstates (JSON: iteration, best metric, ...) comes last and records
+the size and sha256 of the files it belongs with (``files``). The files are then renamed into
+place, .pdstates last. A kill mid-save leaves either the previous checkpoint or files that
+disagree with .pdstates, which loading refuses (naming the newest complete iter_* checkpoint)
+rather than resume from a mix of two saves. The .pdopt also holds the LR schedule and, under
+float16 AMP, the GradScaler's state.
+
+Training writes iter_<n> checkpoints; ``latest`` and ``best_model`` are pointer files naming one
+(utils/pointer.py). Every prefix a user gives goes through resolve_prefix: a pointer resolves to
+the checkpoint it names, anything else (iter_<n>, the full latest.* / best_model.* sets of
+earlier versions, an extracted model) is its own prefix. Where a pointer and a full set of one
+name both exist, the pointer wins: writing a pointer deletes the set after it, and a full save of
+the name deletes the pointer after it, so both exist only if a kill falls between the two (then
+the pointer, the older of them when a full best_model was being saved, names a complete save).
 """
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import paddle
 
 from .errors import ConfigError
 from .logger import get_logger
+from .pointer import POINTERS, TEMP as POINTER_TEMP, fsync_dir, pointed_at, read_pointer, write_pointer
 from .safe_load import ChecksumError, load_state
 
 PARTS = (".pdparams", ".pdopt")
@@ -81,16 +93,36 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _fsync(path, directory=False):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        if not directory:  # some network/FUSE mounts cannot fsync a directory; the renames still hold
-            raise
+class _HashingWriter(io.BytesIO):
+    """paddle.save writes to a path or a BytesIO (it checks isinstance; paddle/framework/io.py);
+    this one keeps nothing: every write goes on to the open file ``f`` and into a sha256, so a
+    save's hash costs no read-back of what it wrote."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f, self.h, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data):
+        self.h.update(data)
+        self.size += memoryview(data).nbytes
+        return self.f.write(data)
+
+    def writelines(self, lines):  # BytesIO's own would bypass write()
+        for line in lines:
+            self.write(line)
+
+
+def _write_part(obj, path):
+    """paddle.save ``obj`` to ``path``, fsynced; returns its {"size", "sha256"}, hashed as written."""
+    with open(path, "wb") as f:
+        out = _HashingWriter(f)
+        paddle.save(obj, out)
+        if out.getbuffer().nbytes or f.tell() != out.size:  # a Paddle that wrote past write()
+            raise RuntimeError(f"{path}: paddle.save wrote {f.tell()} bytes through write(), "
+                               f"{out.getbuffer().nbytes} around it: the sha256 would not cover the file")
+        f.flush()
+        os.fsync(f.fileno())
+    return {"size": out.size, "sha256": out.h.hexdigest()}
 
 
 def _pid_alive(pid):
@@ -112,10 +144,10 @@ def remove_stale_temporaries(folder):
     done = max((os.path.getmtime(os.path.join(folder, n)) for n in names if n.endswith(".pdstates")),
                default=float("-inf"))
     for n in names:
-        m = _TEMP.fullmatch(n)
+        m = _TEMP.fullmatch(n) or POINTER_TEMP.fullmatch(n)
         path = os.path.join(folder, n)
         try:
-            if m and (not _pid_alive(int(m.group(2))) or os.path.getmtime(path) < done):
+            if m and (not _pid_alive(int(m.group(m.lastindex))) or os.path.getmtime(path) < done):
                 os.remove(path)
                 get_logger().info(f"removed {path}, left by an interrupted checkpoint save")
         except FileNotFoundError:
@@ -124,8 +156,9 @@ def remove_stale_temporaries(folder):
 
 def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None, scaler=None):
     """Write <prefix>.pdparams (+ .pdopt with an optimizer, and the state of an enabled
-    GradScaler ``scaler``) and .pdstates as one unit.
-    ``model``: a Layer, or (weights only) the state dict to write."""
+    GradScaler ``scaler``) and .pdstates as one unit, each byte once (hashed as written).
+    ``model``: a Layer, or (weights only) the state dict to write. A pointer file of the same
+    name (latest, best_model) is deleted once the set is complete: the set replaces it."""
     folder = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder)
@@ -140,27 +173,80 @@ def save_checkpoint(prefix, model, optimizer=None, lr=None, states=None, scaler=
     try:
         for ext, obj in parts.items():
             temps[ext] = f"{prefix}{ext}.tmp{os.getpid()}"
-            paddle.save(obj, temps[ext])
-            _fsync(temps[ext])
-            files[ext] = {"size": os.path.getsize(temps[ext]), "sha256": _sha256(temps[ext])}
-        temps[".pdstates"] = f"{prefix}.pdstates.tmp{os.getpid()}"
-        with open(temps[".pdstates"], "w") as f:
-            json.dump(dict(states or {}, files=files), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        for ext in parts:
-            os.replace(temps[ext], prefix + ext)
-            del temps[ext]
-        if optimizer is None and os.path.exists(prefix + ".pdopt"):
-            os.remove(prefix + ".pdopt")  # of an earlier save; not part of this one
-        _fsync(folder, directory=True)  # the data renames are durable before .pdstates names them
-        os.replace(temps[".pdstates"], prefix + ".pdstates")
-        del temps[".pdstates"]
-        _fsync(folder, directory=True)
+            files[ext] = _write_part(obj, temps[ext])
+        _install(prefix, temps, dict(states or {}, files=files))
     finally:
         for tmp in temps.values():  # the save failed: nothing of it stays behind
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+
+def _install(prefix, temps, states):
+    """Rename the fsynced data temporaries ``temps`` ({ext: path}; each renamed is dropped from it)
+    to ``prefix``, then write and rename .pdstates (``states``) last. A .pdopt of an earlier save
+    that is not part of this one goes; so does a pointer of the same name: the set replaces it."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    temps[".pdstates"] = f"{prefix}.pdstates.tmp{os.getpid()}"
+    with open(temps[".pdstates"], "w") as f:
+        json.dump(states, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    for ext in PARTS:
+        if ext in temps:
+            os.replace(temps.pop(ext), prefix + ext)
+        elif ext == ".pdopt" and os.path.exists(prefix + ext):
+            os.remove(prefix + ext)
+    fsync_dir(folder)  # the data renames are durable before .pdstates names them
+    os.replace(temps.pop(".pdstates"), prefix + ".pdstates")
+    fsync_dir(folder)
+    if os.path.basename(prefix) in POINTERS and os.path.isfile(prefix):
+        os.remove(prefix)
+
+
+def detach(folder, name):
+    """Make pointer ``folder``/``name`` a full set of its own, a copy of the checkpoint it names
+    (with the pointer's ``best``), before that checkpoint is written again (a run resumed from an
+    earlier one, or another run in the folder, reaching the same iteration). The copy reads and
+    writes the checkpoint once more: only then. Returns the checkpoint copied, or None."""
+    prefix, rec = resolve_prefix(os.path.join(folder, name), name)
+    if rec is None:
+        return None
+    states = _parse_states(prefix, name)
+    temps = {}
+    try:
+        for ext in states.get("files") or PARTS:
+            if os.path.isfile(prefix + ext):
+                temps[ext] = os.path.join(folder, f"{name}{ext}.tmp{os.getpid()}")
+                shutil.copyfile(prefix + ext, temps[ext])
+                with open(temps[ext], "rb+") as f:
+                    os.fsync(f.fileno())
+        _install(os.path.join(folder, name), temps, dict(states, **({"best": rec["best"]} if "best" in rec else {})))
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return prefix
+
+
+def remove_set(prefix):
+    """Delete the files of checkpoint ``prefix``, .pdstates first (a deletion cut short leaves
+    files that read as incomplete)."""
+    for ext in (".pdstates",) + PARTS:
+        try:
+            os.remove(prefix + ext)
+        except FileNotFoundError:
+            pass
+
+
+def point(folder, name, iteration, **extra):
+    """Point ``folder``/``name`` (latest, best_model) at the complete iter_<iteration> there, then
+    delete a full ``name`` set an earlier version or save wrote: the pointer replaces it.
+    ``extra``: more of the record (best_model's ``best``)."""
+    target = f"iter_{iteration}"
+    if not os.path.isfile(os.path.join(folder, target + ".pdstates")):  # its .pdstates is renamed last
+        raise RuntimeError(f"{name}: {folder}/{target} is not a complete checkpoint to point at")
+    write_pointer(folder, name, target, iteration, **extra)
+    remove_set(os.path.join(folder, name))
 
 
 def strip_prefix(path):
@@ -226,10 +312,12 @@ def newest_complete(folder, exclude=None):
 
 
 def saved_checkpoints(folder):
-    """Names of the checkpoints (<name>.pdstates) in ``folder``, sorted; [] when it does not exist."""
+    """Names of the checkpoints (<name>.pdstates) and pointers (latest, best_model) in ``folder``,
+    sorted; [] when it does not exist."""
     if not os.path.isdir(folder):
         return []
-    return sorted(n[: -len(".pdstates")] for n in os.listdir(folder) if n.endswith(".pdstates"))
+    names = {n[: -len(".pdstates")] for n in os.listdir(folder) if n.endswith(".pdstates")}
+    return sorted(names | set(pointed_at(folder)))
 
 
 def check_output_dir(folder, overwrite):
@@ -241,7 +329,7 @@ def check_output_dir(folder, overwrite):
     latest = ""
     if "latest" in found:
         try:
-            latest = f", latest at iteration {_parse_states(os.path.join(folder, 'latest'), '')['iteration']}"
+            latest = f", latest at iteration {read_states(os.path.join(folder, 'latest'), '')['iteration']}"
         except ConfigError:
             pass
     raise ConfigError(
@@ -254,7 +342,7 @@ def check_output_dir(folder, overwrite):
 def saved_best(folder):
     """{"score", "iteration"} recorded with ``folder``/best_model, or None (none, or unreadable)."""
     try:
-        best = _parse_states(os.path.join(folder, "best_model"), "best_model").get("best")
+        best = read_states(os.path.join(folder, "best_model"), "best_model").get("best")
     except ConfigError:
         return None
     return best if isinstance(best, dict) and isinstance(best.get("score"), (int, float)) else None
@@ -268,20 +356,57 @@ def _incomplete(prefix, states, what):
             f"Global.checkpoints={good[0]}" if good else f"{folder} holds no complete iter_* checkpoint")
     return ConfigError(f"{what}: {prefix} is not one complete checkpoint: {'; '.join(problems)} "
                        f"(against {prefix}.pdstates, iteration {states['iteration']}). A save was "
-                       f"interrupted or files of different saves were mixed; not resuming from it. "
+                       f"interrupted or files of different saves were mixed; not loading it. "
                        f"{hint[0].upper()}{hint[1:]}")
 
 
+def resolve_prefix(prefix, what="Global.checkpoints"):
+    """(checkpoint prefix, pointer record or None) that ``prefix`` names. A pointer file (latest,
+    best_model) resolves to the checkpoint it names in its own folder, whose files must be there
+    with their recorded sizes; any other prefix is its own. A .pdparams/.pdopt/.pdstates ending is
+    dropped first, so <dir>/latest.pdparams still means <dir>/latest."""
+    prefix = strip_prefix(os.fspath(prefix))
+    rec = read_pointer(prefix, what)
+    if rec is None:
+        return prefix, None
+    target = os.path.join(os.path.dirname(prefix), rec["checkpoint"])
+    if not os.path.isfile(target + ".pdstates"):
+        good = newest_complete(os.path.dirname(os.path.abspath(prefix)))
+        raise ConfigError(f"{what}: {prefix} points to {target} (iteration {rec['iteration']}), but "
+                          f"{target}.pdstates is not there: deleted, or the pointer was copied without "
+                          f"the files it names. " + (f"The newest complete checkpoint there is {good[0]} "
+                                                     f"(iteration {good[1]})" if good else
+                                                     "Its folder holds no complete iter_* checkpoint"))
+    states = _parse_states(target, what)
+    if states["iteration"] != rec["iteration"]:
+        raise ConfigError(f"{what}: {prefix} points to {target} at iteration {rec['iteration']}, but "
+                          f"{target}.pdstates is of iteration {states['iteration']}")
+    if states.get("files") and _problems(target, states["files"], hashes=False):
+        raise _incomplete(target, states, what)
+    return target, rec
+
+
+def has_checkpoint(prefix):
+    """Whether ``prefix`` (e.g. <run>/latest) names a checkpoint that is there."""
+    try:
+        return os.path.isfile(resolve_prefix(prefix, "checkpoint")[0] + ".pdstates")
+    except ConfigError:
+        return False
+
+
 def read_states(prefix, what="Global.checkpoints"):
-    """The .pdstates of checkpoint ``prefix``, after checking its files are there with the
-    recorded sizes (their hashes are checked as they load)."""
-    prefix = strip_prefix(prefix)
+    """The .pdstates of the checkpoint ``prefix`` names (resolve_prefix), after checking its files
+    are there with the recorded sizes (their hashes are checked as they load). Through
+    best_model's pointer, ``best`` is the pointer's: the score that made that checkpoint best."""
+    prefix, pointer = resolve_prefix(prefix, what)
     states = _parse_states(prefix, what)
     if "files" not in states:
         get_logger().warning(f"{prefix}.pdstates has no checksums (written by an older ppufo): "
                              f"cannot verify that {prefix}.pdparams/.pdopt belong to the same save")
     elif _problems(prefix, states["files"], hashes=False):
         raise _incomplete(prefix, states, what)
+    if pointer is not None and "best" in pointer:
+        states["best"] = pointer["best"]
     return states
 
 
@@ -305,8 +430,9 @@ def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpo
     """Resume: model, optimizer and LR state must all be present and of one save; returns the
     states dict (``states``: what read_states already returned, so it is not read twice).
     An enabled GradScaler ``scaler`` gets its saved state (a save without one leaves it at its
-    initial state, with a warning). Nothing is applied unless every file verifies."""
-    prefix = strip_prefix(prefix)
+    initial state, with a warning). Nothing is applied unless every file verifies. ``prefix``
+    may be a pointer (latest): the checkpoint it names is loaded."""
+    prefix = resolve_prefix(prefix, what)[0]
     states = states if states is not None else read_states(prefix, what)
     weights = _load_part(prefix, ".pdparams", states, what)
     opt = _load_part(prefix, ".pdopt", states, what) if optimizer is not None else None
@@ -329,21 +455,19 @@ def load_checkpoint(prefix, model, optimizer=None, lr=None, what="Global.checkpo
 
 def prune_checkpoints(folder, keep):
     """Delete all but the newest ``keep`` iter_<n> checkpoints in ``folder``, each with all its
-    files (.pdstates first: a deletion cut short leaves files that read as incomplete).
-    latest, best_model and other files stay. Returns the deleted prefixes."""
+    files (remove_set), except those latest and best_model point to; a full latest or best_model
+    set and other files stay. Returns the deleted prefixes."""
     found = {}
     for n in os.listdir(folder):
         m = re.fullmatch(r"iter_(\d+)\.(pdparams|pdopt|pdstates)", n)
         if m:
             found.setdefault(int(m.group(1)), []).append(n)
+    kept = set(pointed_at(folder).values())
     removed = []
     for it in sorted(found, reverse=True)[keep:]:
-        for n in sorted(found[it], key=lambda n: not n.endswith(".pdstates")):
-            try:
-                os.remove(os.path.join(folder, n))
-            except FileNotFoundError:
-                pass
-        removed.append(os.path.join(folder, f"iter_{it}"))
+        if f"iter_{it}" not in kept:
+            remove_set(os.path.join(folder, f"iter_{it}"))
+            removed.append(os.path.join(folder, f"iter_{it}"))
     return removed
 
 

@@ -140,9 +140,10 @@ GLOBAL = {
     "max_iters": Field(int, 1000, min=1),
     "log_interval": Field(int, 10, min=1),
     "eval_interval": Field(int, 0, min=0, doc="0 = no eval during training"),
-    "save_interval": Field(int, 1000, min=0, doc="iterations between iter_<n> checkpoints; 0 = only latest"),
+    "save_interval": Field(int, 1000, min=0, doc="iterations between iter_<n> checkpoints (the end saves one "
+                           "too; latest points to the newest); 0 = only at the end"),
     "keep_checkpoints": Field(int, 3, min=0, doc="newest iter_<n> checkpoints kept, older ones deleted after "
-                              "each save (latest and best_model are never deleted); 0 = keep all"),
+                              "each save (never the ones latest and best_model point to); 0 = keep all"),
     "pretrained_model": Field(OPT_STR, None, doc="training: the weights to start from (a checkpoint prefix or "
                               "the released allinone_vitlarge.pdmodel; a supernet takes an All-in-One one whole, "
                               "each MLP into every FFN path); eval, export, extraction, search: the model's weights"),
@@ -150,7 +151,8 @@ GLOBAL = {
                                 "than classifiers at their initial values or holds backbone tensors the model "
                                 "has no place for (e.g. a deeper ViT's blocks); both are warned. Off: an error "
                                 "listing them"),
-    "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from"),
+    "checkpoints": Field(OPT_STR, None, doc="checkpoint prefix to resume from (<output_dir>/latest or an "
+                         "iter_<n>); every rank reads it"),
     "overwrite_output_dir": Field(bool, False, doc="train into an output_dir that already holds another run's "
                                   "checkpoints (refused otherwise; resume with Global.checkpoints instead). "
                                   "best_model is still replaced only by a better score than the one on disk"),

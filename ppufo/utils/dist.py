@@ -1,7 +1,9 @@
-"""Process topology from paddle.distributed.launch's environment, and first-use file writing
-that is safe when several processes of one machine start at once."""
+"""Process topology from paddle.distributed.launch's environment, the few collectives outside the
+training step (a barrier, which ranks failed a check), and first-use file writing that is safe
+when several processes of one machine start at once."""
 import contextlib
 import os
+import socket
 import time
 
 try:
@@ -25,6 +27,39 @@ def process_group():
     if pdist.get_world_size() > 1 and pdist.is_initialized():
         return pdist.get_rank(), pdist.get_world_size()
     return 0, 1
+
+
+def barrier():
+    """Wait until every rank of an initialised process group is here (one process: return)."""
+    if process_group()[1] > 1:
+        import paddle.distributed as pdist
+        pdist.barrier()
+
+
+_HOST_BYTES = 64
+
+
+def failed_ranks(failed):
+    """[(rank, host name)] of the ranks where ``failed`` is true. A collective: every rank of an
+    initialised group calls it (one process: this process alone). Host names travel as integers
+    in one all_gather (no pickled objects from other processes)."""
+    host = socket.gethostname()
+    rank, world = process_group()
+    if world == 1:
+        return [(rank, host)] if failed else []
+    import numpy as np
+    import paddle
+    import paddle.distributed as pdist
+    name = host.encode()[:_HOST_BYTES]
+    mine = np.frombuffer(bytes([int(bool(failed)), len(name)]) + name.ljust(_HOST_BYTES, b"\0"), np.uint8)
+    parts = []
+    pdist.all_gather(parts, paddle.to_tensor(mine.astype(np.int32)))
+    out = []
+    for r, part in enumerate(parts):
+        v = part.numpy()
+        if v[0]:
+            out.append((r, v[2:2 + v[1]].astype(np.uint8).tobytes().decode(errors="replace")))
+    return out
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ def test_example_study_end_to_end_and_resumed(demo_root, tmp_path):
     for arm in ("hetero", "homo"):
         for seed in (0, 1):
             d = out / "runs" / arm / f"seed_{seed}"
-            assert {"train.log", "worker.log", "result.json", "config.yaml", "latest.pdparams"} <= set(os.listdir(d))
+            assert {"train.log", "worker.log", "result.json", "config.yaml", "latest", "iter_4.pdparams"} <= set(os.listdir(d))
             cfg = yaml.safe_load((d / "config.yaml").read_text())["Global"]
             assert (cfg["seed"], cfg["output_dir"], cfg["cpu_threads"], cfg["max_iters"]) == (seed, str(d), threads, 4)
             market = json.loads((d / "eval_iter_4.json").read_text())["sets"][0]

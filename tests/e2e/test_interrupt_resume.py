@@ -11,7 +11,7 @@ import sys
 import time
 
 from helpers import ROOT, tiny_config
-from ppufo.utils.checkpoint import read_states
+from ppufo.utils.checkpoint import read_states, resolve_prefix
 from ppufo.utils.config import dump_config
 
 STEPS = 60
@@ -32,6 +32,7 @@ def train_cmd(config, out, *extra):
 
 
 def digest(prefix):
+    prefix = resolve_prefix(prefix)[0]  # latest: the iter_<n> it names
     return {ext: hashlib.sha256(open(prefix + ext, "rb").read()).hexdigest() for ext in (".pdparams", ".pdopt")}
 
 

@@ -21,9 +21,11 @@ def run(cmd, clone, env, timeout=900):
 
 
 def fingerprint(prefix):
-    with open(prefix + ".pdstates") as f:
-        states = json.load(f)
-    with open(prefix + ".pdparams", "rb") as f:
+    """(iteration, best, sha256 of the weights) of the checkpoint ``prefix`` (a pointer: the one it names)."""
+    from ppufo.io.weights import weights_file
+    from ppufo.utils.checkpoint import read_states
+    states = read_states(prefix)
+    with open(weights_file(prefix), "rb") as f:
         return states["iteration"], states["best"], hashlib.sha256(f.read()).hexdigest()
 
 

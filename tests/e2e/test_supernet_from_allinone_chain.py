@@ -32,11 +32,11 @@ def test_the_supernet_quickstart_starts_from_the_quickstart_allinone_by_default(
               *[f"Tasks.{t}.batch_size=8" for t in ("face", "person", "vehicle", "product")]]
     train("quickstart.yaml", tmp_path, *shrink, "Global.max_iters=2")
     log = train("supernet_quickstart.yaml", tmp_path, *shrink, "Arch.Backbone.depths=[1,2]", "Global.max_iters=1")
-    assert "Global.pretrained_model: loaded pretrained weights from ./output/quickstart/latest.pdparams" in log
+    assert "Global.pretrained_model: loaded pretrained weights from ./output/quickstart/iter_2.pdparams" in log
     assert "0 start fresh" in log and "from scratch" not in log
 
-    aio = paddle.load(str(tmp_path / "output/quickstart/latest.pdparams"))
-    sup = paddle.load(str(tmp_path / "output/supernet_quickstart/latest.pdparams"))
+    aio = paddle.load(str(tmp_path / "output/quickstart/iter_2.pdparams"))  # what latest names
+    sup = paddle.load(str(tmp_path / "output/supernet_quickstart/iter_1.pdparams"))
     # one AdamW step (lr 1e-3) from the All-in-One: every FFN path within a step of its MLP (a
     # supernet from random weights would differ by ~0.02, the init's std)
     for i in range(2):

@@ -47,10 +47,11 @@ def test_train_extract_then_eval_export_and_finetune_the_subnet(demo_root, tmp_p
     # the extracted neck carries statistics recomputed for the subnet, not the supernet's running ones
     from ppufo.arch.trained import load_trained_model
     from ppufo.engine.calibrate import NeckCalibration
+    from ppufo.io.weights import weights_file
     from ppufo.utils.config import load_config
     plain = load_trained_model(load_config(str(out_dir / "config.yaml"), [f"Global.data_root={demo_root}"]))
     saved_mean = plain.heads["person"].neck.bn._mean.numpy().copy()
-    running = paddle.load(f"{tmp_path}/super/latest.pdparams")["heads.person.neck.bn._mean"]
+    running = paddle.load(weights_file(f"{tmp_path}/super/latest"))["heads.person.neck.bn._mean"]
     recomputed, _ = NeckCalibration(load_config(str(out_dir / "config.yaml"), [f"Global.data_root={demo_root}"]),
                                     "person", 512)(plain)
     np.testing.assert_allclose(saved_mean, recomputed, rtol=1e-4, atol=1e-5)

@@ -13,6 +13,7 @@ import yaml
 from helpers import ROOT
 from ppufo.ablation import worker
 from ppufo.ablation.experiment import load_experiment, plan_runs, run_spec
+from ppufo.io.weights import weights_file
 from ppufo.utils.errors import ConfigError
 
 TINY = ["Global.generate_demo_data=false", "Global.image_shape=[3,32,32]",
@@ -55,7 +56,7 @@ def test_a_trained_run_is_scored_once_at_its_final_iteration(trained):
     assert result["images_per_task"] == {"face": 8, "person": 8, "vehicle": 8, "product": 0}
     files = sorted(os.listdir(d))
     assert [f for f in files if f.startswith("eval_")] == ["eval_iter_3.json"]  # once, at the end
-    assert not any(f.startswith("best_model") or ".tmp" in f for f in files) and "latest.pdparams" in files
+    assert not any(f.startswith("best_model") or ".tmp" in f for f in files) and {"latest", "iter_3.pdparams"} <= set(files)
     summary = json.load(open(os.path.join(d, "eval_iter_3.json")))
     assert [s["set"] for s in summary["sets"]] == SETS  # only the compared sets
     market = summary["sets"][0]
@@ -89,7 +90,7 @@ def test_a_derived_run_scores_the_source_checkpoint_after_its_post_step(trained,
     monkeypatch.setitem(sys.modules, "ppufo.engine.precise_bn", stand_in(calls, perturb))
     result = run(runs[1])
     assert [(c["num_batches"], c["seed"]) for c in calls] == [(5, 0)]
-    saved = paddle.load(os.path.join(runs[0].run_dir, "latest.pdparams"))
+    saved = paddle.load(weights_file(os.path.join(runs[0].run_dir, "latest")))
     assert all(np.array_equal(calls[0]["state"][k], np.asarray(v)) for k, v in saved.items())
     assert result["post_step"] == {"layers": 7, "batches": 5, "images": 96}
     assert (result["steps"], result["images_per_task"]) == (source["steps"], source["images_per_task"])

@@ -211,7 +211,7 @@ def test_supernet_resume_trains_the_same_subnets_with_the_same_losses(demo_root,
     uninterrupted = losses_of(build_trainer(cfg(tmp_path / "full")), 3)
     first = build_trainer(cfg(tmp_path / "resumed"))
     losses_of(first, 2)
-    first.save("latest", 2)
+    first.save(2)
     resumed = build_trainer(cfg(tmp_path / "resumed", f"Global.checkpoints={tmp_path}/resumed/out/latest"))
     assert resumed.start_iter == 2
     np.testing.assert_allclose(losses_of(resumed, 1), uninterrupted[2:], rtol=1e-5)
@@ -228,9 +228,16 @@ def test_supernet_evaluation_recalibrates_the_bn_neck_and_puts_the_running_stati
     for t in trainer.tasks:  # running statistics that fit no subnet, as the sandwich rule leaves them
         model.heads[t].neck.bn.set_statistics(rng.randn(128), 0.5 + rng.rand(128))
     running = {t: model.heads[t].neck.bn._mean.numpy().copy() for t in trainer.tasks}
+    trainer.save(1)  # iteration 1 saved, yet best_model must hold the recalibrated necks it was scored with
     score = trainer.evaluate(1)["score"]
     for t in trainer.tasks:
         np.testing.assert_array_equal(model.heads[t].neck.bn._mean.numpy(), running[t])
+    from ppufo.utils.safe_load import load_state
+    out = tmp_path / "out"
+    assert not (out / "best_model").exists() and (out / "best_model.pdparams").is_file()  # a copy, no pointer
+    key = "heads.person.neck.bn._mean"
+    np.testing.assert_array_equal(load_state(str(out / "iter_1.pdparams"), "t", numpy=True)[key], running["person"])
+    assert np.abs(load_state(str(out / "best_model.pdparams"), "t", numpy=True)[key] - running["person"]).max() > 1e-3
     uncalibrated = Evaluator(cfg, model).evaluate("running")["score"]
     model.set_subnets(model.space.largest())
     NeckCalibration(cfg, "person", 48)(model)

@@ -104,7 +104,7 @@ def test_float16_resume_restores_the_loss_scaler(make_config, gpu_amp, tmp_path)
     scaler._decr_count = 1
     saved = scaler.state_dict()
     assert saved["incr_count"] == 2
-    first.save("latest", 2)
+    first.save(2)
     resume = f"Global.checkpoints={tmp_path / 'a' / 'latest'}"
     back = Trainer(make_config(*amp, resume, output_dir=tmp_path / "a"))
     got = back.amp.scaler.state_dict()
@@ -113,7 +113,7 @@ def test_float16_resume_restores_the_loss_scaler(make_config, gpu_amp, tmp_path)
     assert read_states(str(tmp_path / "a" / "latest"))["files"][".pdopt"]  # the scaler is in the checked .pdopt
     # a checkpoint saved without float16 AMP leaves the scaler at its initial scale
     plain = Trainer(make_config(output_dir=tmp_path / "b"))
-    plain.save("latest", 0)
+    plain.save(0)
     fresh = Trainer(make_config(*amp, f"Global.checkpoints={tmp_path / 'b' / 'latest'}", output_dir=tmp_path / "b"))
     assert float(fresh.amp.scaler.state_dict()["scale"][0]) == 2.0 ** 15
     assert "holds no loss-scaler state" in (tmp_path / "b" / "train.log").read_text()

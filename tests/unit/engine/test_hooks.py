@@ -1,4 +1,5 @@
 """Training hooks: each side effect of the loop on its own, then wired into a short real run."""
+import json
 import math
 import os
 import re
@@ -41,7 +42,9 @@ def fake_trainer(**kw):
                         best={"score": None, "iteration": None}, log=Log(), output_dir="out",
                         lr=SimpleNamespace(last_lr=0.001), model=SimpleNamespace(),
                         loader=SimpleNamespace(batch_sampler=SimpleNamespace(task_counts={"face": 4})),
-                        save=lambda name, it: calls.append(("save", name, it)),
+                        save=lambda it: calls.append(("save", it)),
+                        save_best=lambda it: calls.append(("save_best", it)),
+                        barrier=lambda: calls.append(("barrier",)),
                         evaluate=lambda it: calls.append(("evaluate", it)))
     t.model.train = lambda: calls.append(("model.train",))
     t.__dict__.update(kw)
@@ -64,22 +67,14 @@ def run(hook, max_iters, stats=STATS):
 
 
 @pytest.mark.parametrize("interval, max_iters, saves", [
-    (2, 5, [("iter_2", 2), ("latest", 2), ("iter_4", 4), ("latest", 4), ("latest", 5)]),
-    (2, 4, [("iter_2", 2), ("latest", 2), ("latest", 4)]),  # the end writes latest only
-    (0, 3, [("latest", 3)]),
+    (2, 5, [2, 4, 5]),
+    (2, 4, [2, 4]),  # the end's save is the last interval's
+    (0, 3, [3]),
 ])
-def test_checkpoint_hook_saves_every_interval_and_latest_at_the_end(interval, max_iters, saves):
+def test_checkpoint_hook_saves_every_interval_and_at_the_end(interval, max_iters, saves):
     t = fake_trainer()
     run(attach(CheckpointHook(interval, max_iters), t), max_iters)
-    assert t.calls == [("save",) + s for s in saves]
-
-
-def test_checkpoint_hook_keeps_the_newest_after_each_iter_save():
-    t = fake_trainer()
-    t.prune_checkpoints = lambda keep: t.calls.append(("prune", keep))
-    run(attach(CheckpointHook(2, 5, keep=3), t), 5)
-    assert t.calls == [("save", "iter_2", 2), ("save", "latest", 2), ("prune", 3),
-                       ("save", "iter_4", 4), ("save", "latest", 4), ("prune", 3), ("save", "latest", 5)]
+    assert t.calls == [("save", it) for it in saves]
 
 
 def test_host_stats_reads_the_tensors_in_one_copy(monkeypatch):
@@ -100,14 +95,15 @@ def test_eval_hook_evaluates_every_interval_and_keeps_the_best():
     for it, score in [(2, 0.5), (4, 0.4), (5, None), (6, 0.6), (7, 0.6)]:
         hook.after_eval(it, {"score": score})
     assert t.best == {"score": 0.6, "iteration": 6}
-    assert t.calls == [("save", "best_model", 2), ("save", "best_model", 6)]
+    assert t.calls == [("save_best", 2), ("barrier",), ("barrier",), ("barrier",), ("save_best", 6), ("barrier",),
+                       ("barrier",)]
     assert t.log == ["new best score 0.5000 at iteration 2: saved out/best_model",
                      "score 0.4000 at iteration 4; best_model keeps 0.5000 (iteration 2)",
                      "new best score 0.6000 at iteration 6: saved out/best_model",
                      "score 0.6000 at iteration 7; best_model keeps 0.6000 (iteration 6)"]
-    other = fake_trainer(rank=1)  # only rank 0 keeps (and saves) the best
+    other = fake_trainer(rank=1)  # only rank 0 keeps (and saves) the best; every rank waits for it
     attach(EvalHook(0, 5), other).after_eval(2, {"score": 0.9})
-    assert other.best["score"] is None and not other.calls
+    assert other.best["score"] is None and other.calls == [("barrier",)]
 
 
 def test_every_is_the_one_rule_of_log_checkpoint_and_eval_steps():
@@ -122,8 +118,7 @@ def test_every_is_the_one_rule_of_log_checkpoint_and_eval_steps():
     t = fake_trainer()
     run(attach(CheckpointHook(5, 20), t), 20)
     run(attach(EvalHook(7, 20), t), 20)
-    assert t.calls == [("save", "iter_5", 5), ("save", "latest", 5), ("save", "iter_10", 10), ("save", "latest", 10),
-                       ("save", "iter_15", 15), ("save", "latest", 15), ("save", "latest", 20),
+    assert t.calls == [("save", 5), ("save", 10), ("save", 15), ("save", 20),
                        ("evaluate", 7), ("model.train",), ("evaluate", 14), ("model.train",)]
 
 
@@ -239,8 +234,11 @@ def test_trainer_runs_its_hooks_around_every_step(make_config, tmp_path):
     assert events == [("before_train",), ("after_step", 1, 32, ["face/CELoss"]), ("after_eval", 2),
                       ("after_step", 2, 32, ["face/CELoss"]), ("after_step", 3, 32, ["face/CELoss"]),
                       ("after_train", 3)]
-    assert {p.name for p in out.iterdir()} >= {"iter_2.pdparams", "latest.pdparams", "best_model.pdparams",
+    assert {p.name for p in out.iterdir()} >= {"iter_2.pdparams", "iter_3.pdparams", "latest", "best_model",
                                                "eval_iter_2.json"}
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("latest.", "best_model."))]  # no full copies
+    # iteration 2 was saved, then evaluated: best_model names iter_2, with the score of that evaluation
+    assert json.loads((out / "best_model").read_text()) == {"checkpoint": "iter_2", "iteration": 2, "best": trainer.best}
     best = read_states(str(out / "best_model"))["best"]
     assert best["iteration"] == 2 and best == trainer.best == read_states(str(out / "latest"))["best"]
     assert read_states(str(out / "latest"))["iteration"] == 3
@@ -271,13 +269,13 @@ def test_a_new_run_refuses_a_folder_with_another_runs_checkpoints_and_keeps_the_
     first = Trainer(make_config("Global.max_iters=1", output_dir=out))
     first.train()
     first.best = {"score": 0.8, "iteration": 200}  # as if evaluated: best_model with its score
-    first.save("best_model", 200)
-    saved = (out / "best_model.pdparams").read_bytes(), (out / "latest.pdparams").read_bytes()
+    first.save_best(200)  # not a saved iteration: a full copy
+    saved = (out / "best_model.pdparams").read_bytes(), (out / "iter_1.pdparams").read_bytes()
     with pytest.raises(ConfigError, match=r"Global.output_dir=.*run already holds the checkpoints of another "
-                                          r"run \(best_model, latest, latest at iteration 1\).*"
+                                          r"run \(best_model, iter_1, latest, latest at iteration 1\).*"
                                           r"Global.checkpoints=.*latest.*Global.overwrite_output_dir=true"):
         Trainer(make_config("Global.max_iters=1", output_dir=out))
-    assert ((out / "best_model.pdparams").read_bytes(), (out / "latest.pdparams").read_bytes()) == saved
+    assert ((out / "best_model.pdparams").read_bytes(), (out / "iter_1.pdparams").read_bytes()) == saved
     again = Trainer(make_config("Global.max_iters=1", "Global.overwrite_output_dir=true", output_dir=out))
     assert again.best == {"score": 0.8, "iteration": 200}  # the best already on disk, not None
     hook = next(h for h in again.hooks if type(h).__name__ == "EvalHook")

@@ -23,7 +23,7 @@ def test_all_in_one_counts_three_forwards_of_every_image_per_step(demo_root, tmp
     per_image = vit(192, 4, [(192, 768)] * 2)
     assert trainer.train_flops == 2 * 3 * 32 * per_image
     assert planned_step_flops(cfg) == 3 * 32 * per_image
-    with open(tmp_path / "out" / "latest.pdstates") as f:
+    with open(tmp_path / "out" / "iter_2.pdstates") as f:  # what latest names
         assert json.load(f)["train_flops"] == trainer.train_flops
     resumed = build_trainer(tiny_config(demo_root, tmp_path / "out", [
         "Global.max_iters=3", f"Global.checkpoints={tmp_path / 'out' / 'latest'}"]))

@@ -8,6 +8,7 @@ import paddle
 import pytest
 
 from ppufo.engine.trainer import Trainer
+from ppufo.utils.checkpoint import read_states
 from ppufo.utils.errors import ConfigError, DataError
 
 from helpers import ROOT, losses_of
@@ -58,7 +59,7 @@ def test_resume_gives_the_same_next_step_loss(make_config, tmp_path):
 
     first = Trainer(make_config("Global.max_iters=4", output_dir=tmp_path / "resumed"))
     losses_of(first, 2)
-    first.save("latest", 2)
+    first.save(2)
     resumed = Trainer(make_config("Global.checkpoints=" + str(tmp_path / "resumed" / "latest"),
                                   output_dir=tmp_path / "resumed"))
     assert resumed.start_iter == 2
@@ -71,8 +72,9 @@ def test_training_run_writes_checkpoint_config_and_log(make_config, tmp_path):
     out = tmp_path / "run"
     trainer = Trainer(make_config("Global.max_iters=2", "Global.use_visualdl=true", output_dir=out))
     assert trainer.train() == 2
-    for name in ["latest.pdparams", "latest.pdopt", "latest.pdstates", "config.yaml", "train.log"]:
+    for name in ["iter_2.pdparams", "iter_2.pdopt", "iter_2.pdstates", "latest", "config.yaml", "train.log"]:
         assert (out / name).is_file(), name
+    assert read_states(str(out / "latest"))["iteration"] == 2
     log = (out / "train.log").read_text()
     assert "[Train][Iter: 2/2]" in log and "images/s" in log and "eta:" in log
     assert os.listdir(out / "vdl")
@@ -206,5 +208,46 @@ def test_only_the_newest_iter_checkpoints_stay(make_config, tmp_path):
                                   output_dir=out))
     trainer.train()
     names = sorted(p.name for p in out.iterdir() if p.name.startswith(("iter_", "latest")))
-    assert names == [f"{p}.{e}" for p in ("iter_3", "iter_4", "latest") for e in ("pdopt", "pdparams", "pdstates")]
-    assert "removed checkpoint " + str(out / "iter_1") + " (Global.keep_checkpoints=2)" in (out / "train.log").read_text()
+    # the end's save is iter_5 too, and pruned after like every save
+    assert names == [f"{p}.{e}" for p in ("iter_4", "iter_5") for e in ("pdopt", "pdparams", "pdstates")] + ["latest"]
+    log = (out / "train.log").read_text()
+    assert all(f"removed checkpoint {out / f'iter_{i}'} (Global.keep_checkpoints=2)" in log for i in (1, 2, 3))
+
+
+def test_a_save_of_the_iteration_best_model_names_keeps_the_evaluated_weights(make_config, tmp_path):
+    """A run resumed from an earlier checkpoint writes an iteration again: best_model, a pointer to
+    that iteration's checkpoint, becomes a copy of it first."""
+    from ppufo.io.weights import weights_file
+    out = tmp_path / "run"
+    trainer = Trainer(make_config("Global.max_iters=3", output_dir=out))
+    batch = next(iter(trainer.loader))
+    trainer.train_step(batch, 1)
+    trainer.save(1)
+    trainer.best = {"score": 0.5, "iteration": 1}
+    trainer.save_best(1)
+    assert weights_file(str(out / "best_model")) == str(out / "iter_1.pdparams")  # a pointer: no copy
+    evaluated = (out / "iter_1.pdparams").read_bytes()
+    trainer.train_step(batch, 2)
+    trainer.save(1)  # as a run resumed from iter_0 would on reaching iteration 1 again
+    assert (out / "iter_1.pdparams").read_bytes() != evaluated
+    assert (out / "best_model.pdparams").read_bytes() == evaluated
+    assert read_states(str(out / "best_model"))["best"] == {"score": 0.5, "iteration": 1}
+    assert f"best_model named {out / 'iter_1'}, which this save replaces" in (out / "train.log").read_text()
+
+
+
+def test_a_run_saved_as_a_full_latest_set_by_an_earlier_version_resumes_and_its_first_save_points(
+        make_config, tmp_path):
+    from ppufo.utils.checkpoint import save_checkpoint
+    out = tmp_path / "run"
+    old = Trainer(make_config("Global.max_iters=4", output_dir=out))
+    losses_of(old, 2)
+    save_checkpoint(str(out / "latest"), old.model, old.optimizer, old.lr,  # what Trainer.save("latest", 2) wrote
+                    {"iteration": 2, "best": old.best, "train_flops": old.train_flops})
+    resumed = Trainer(make_config("Global.max_iters=4", f"Global.checkpoints={out / 'latest'}", output_dir=out))
+    assert resumed.start_iter == 2
+    for a, b in zip(old.model.state_dict().values(), resumed.model.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert resumed.train() == 4
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("latest")) == ["latest"]  # the copy is gone
+    assert read_states(str(out / "latest"))["iteration"] == 4

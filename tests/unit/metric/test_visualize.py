@@ -145,7 +145,7 @@ def test_tool_draws_a_configured_set_and_refuses_others(demo_root, tmp_path, mon
     from helpers import tiny_config
     from ppufo.engine.trainer import Trainer
     out = tmp_path / "run"
-    Trainer(tiny_config(demo_root, out, ["Global.max_iters=1"])).save("latest", 0)
+    Trainer(tiny_config(demo_root, out, ["Global.max_iters=1"])).save(0)
     args = ["-c", str(out / "config.yaml"), "-o", f"Global.pretrained_model={out / 'latest'}"]
     run_tool(monkeypatch, *args, "--set", "Market1501", "--num_queries", "3", "--topk", "5",
              "--order", "best", "--out", str(tmp_path / "ranks"), "--tile_height", "64")

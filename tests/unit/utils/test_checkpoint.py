@@ -167,13 +167,11 @@ def test_a_resume_from_a_mixed_set_stops_the_trainer(demo_root, tmp_path):
     from ppufo.engine.trainer import Trainer
     out = tmp_path / "out"
     trainer = Trainer(tiny_config(demo_root, out))
-    trainer.save("iter_0", 0)
-    trainer.save("latest", 0)
-    shutil.copy(out / "latest.pdopt", tmp_path / "old.pdopt")
+    trainer.save(0)
     trainer.train_step(next(iter(trainer.loader)), 1)
-    trainer.save("latest", 1)
-    shutil.copy(tmp_path / "old.pdopt", out / "latest.pdopt")
-    with pytest.raises(ConfigError, match=re.escape(f"{out}/latest.pdopt has") + ".*" + re.escape(f"Global.checkpoints={out}/iter_0")):
+    trainer.save(1)  # latest now names iter_1
+    shutil.copy(out / "iter_0.pdopt", out / "iter_1.pdopt")
+    with pytest.raises(ConfigError, match=re.escape(f"{out}/iter_1.pdopt has") + ".*" + re.escape(f"Global.checkpoints={out}/iter_0")):
         Trainer(tiny_config(demo_root, out, [f"Global.checkpoints={out}/latest"]))
 
 
