@@ -5,6 +5,7 @@ ppufo-predict -c deploy/configs/inference_rec.yaml -o Global.model_dir=inference
 ppufo-predict --model_dir inference/quickstart/person --images query.jpg
 ppufo-predict --model_dir ... --build_index gallery_folder_or_list --index_dir index/person
 ppufo-predict --model_dir ... --index_dir index/person --images queries/ --topk 5
+ppufo-predict --model_dir ... --images query.jpg --backend onnxruntime   # = -o Global.use_onnx=true
 
 The flags are shorthands for deploy-config keys (--model_dir = Global.model_dir, ...); they
 override the -c file, and -o overrides both.
@@ -13,6 +14,7 @@ import argparse
 import json
 import sys
 
+from ..inference.backends import BACKENDS
 from ..inference.deploy_config import load_deploy_config
 from ..inference.recognizer import run
 from ..utils.config import arg_range
@@ -22,7 +24,16 @@ FLAGS = {"model_dir": "Global.model_dir", "images": "Global.infer_imgs", "device
          "enable_mkldnn": "Global.enable_mkldnn", "cpu_threads": "Global.cpu_num_threads",
          "batch_size": "Global.batch_size", "build_index": "IndexProcess.data_file",
          "index_dir": "IndexProcess.index_dir", "topk": "IndexProcess.return_k",
-         "save_features": "Global.save_features"}
+         "save_features": "Global.save_features", "backend": "Global.use_onnx"}
+
+
+def flag_value(name, v):
+    """A flag's value as the deploy-config key takes it (JSON)."""
+    if name == "enable_mkldnn":
+        return json.dumps(bool(v))
+    if name == "backend":
+        return json.dumps(v == "onnxruntime")
+    return json.dumps(v)
 
 
 def parse_args(argv=None):
@@ -40,9 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--cpu_threads", type=arg_range(min=1))
     p.add_argument("--batch_size", type=arg_range(min=1))
     p.add_argument("--save_features", help=".npz file for the features and image paths")
+    p.add_argument("--backend", choices=BACKENDS, help="paddle (Paddle Inference) or onnxruntime (converts the "
+                                                        "model to inference.onnx on first use)")
     a = p.parse_args(argv)
-    flags = [f"{key}={json.dumps(bool(v) if name == 'enable_mkldnn' else v)}"
-             for name, key in FLAGS.items() if (v := getattr(a, name)) is not None]
+    flags = [f"{key}={flag_value(name, v)}" for name, key in FLAGS.items() if (v := getattr(a, name)) is not None]
     return a.config, flags + [o for group in a.override for o in group]
 
 

@@ -33,7 +33,8 @@ SCHEMA = {
                                     doc="batch TensorRT tunes for (null = batch_size); it runs 1..batch_size"),
         "trt_cache_dir": Field(OPT_STR, None,
                                doc="TensorRT engines, reused across runs (null = <model_dir>/_trt_cache)"),
-        "use_onnx": Field(bool, False, doc="ONNX Runtime on <model_dir>/inference.onnx"),
+        "use_onnx": Field(bool, False, doc="backend: ONNX Runtime on <model_dir>/inference.onnx (converted on "
+                                           "first use) instead of Paddle Inference"),
     },
     "PreProcess": {
         "transform_ops": Field((list, type(None)), None,
@@ -103,8 +104,8 @@ def load_deploy_config(path=None, overrides=()):
 
 
 def predictor_kwargs(cfg):
-    """Global section -> keyword arguments of FeaturePredictor / OnnxPredictor (batch size and
-    use_onnx are Recognizer's own arguments)."""
+    """Global section -> keyword arguments of FeaturePredictor / OnnxPredictor (batch size and the
+    backend, backends.config_backend, are Recognizer's own arguments)."""
     g = cfg["Global"]
     if g["use_onnx"]:
         return {"device": g["device"], "cpu_threads": g["cpu_num_threads"], "device_id": g["device_id"]}

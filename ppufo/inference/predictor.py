@@ -5,7 +5,7 @@ older exports have ``inference.pdmodel``. ``Config(model_dir, "inference")`` fin
 ``enable_memory_optim()`` breaks PIR models on CPU (memory_optimize_pass error), so it is only
 used for legacy models or on GPU, and only when asked. TensorRT: ppufo/inference/trt.py (PIR
 models are converted with paddle.tensorrt, legacy ones use enable_tensorrt_engine).
-``OnnxPredictor`` runs the same model converted to ONNX with ONNX Runtime.
+``OnnxPredictor`` runs the same model converted to ONNX with ONNX Runtime; backends.py picks one.
 """
 import copy
 import inspect
@@ -169,7 +169,9 @@ class FeaturePredictor(_Predictor):
 
 
 class OnnxPredictor(_Predictor):
-    """The same model converted to ``inference.onnx`` (deploy/python/onnx_export.py), ONNX Runtime."""
+    """The same model converted to ``inference.onnx`` (deploy/python/onnx_export.py), ONNX Runtime.
+    backends.build_predictor builds it after converting the model when its ONNX file is missing or
+    stale (onnx_export.onnx_model)."""
 
     def __init__(self, model_dir, device="cpu", cpu_threads=2, device_id=0, onnx_file=None):
         try:
@@ -190,10 +192,7 @@ class OnnxPredictor(_Predictor):
             providers = ["CPUExecutionProvider"]
         else:
             raise ValueError(f"device={device!r}: ONNX Runtime here runs on 'cpu' or 'gpu'")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cpu_threads
-        opts.log_severity_level = 3  # paddle2onnx leaves unused initialisers; ORT warns per tensor
-        self.session = ort.InferenceSession(path, opts, providers=providers)
+        self.session = ort.InferenceSession(path, session_options(ort, cpu_threads), providers=providers)
         self.input_name = self.session.get_inputs()[0].name
 
     def clone(self):
@@ -201,3 +200,14 @@ class OnnxPredictor(_Predictor):
 
     def _run(self, images):
         return self.session.run(None, {self.input_name: images})[0]
+
+
+def session_options(ort, cpu_threads):
+    """ONNX Runtime's settings, stated rather than left to its defaults (which vary by version)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = cpu_threads  # math threads of one run, as cpu_num_threads gives Paddle
+    opts.inter_op_num_threads = 1  # a ViT is one chain of ops: no parallel branches to feed a second pool
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # layout and fusions
+    opts.log_severity_level = 3  # paddle2onnx leaves unused initialisers; ORT warns per tensor
+    return opts

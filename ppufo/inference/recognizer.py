@@ -13,9 +13,10 @@ from ..data.datasets.image_list import IMG_EXT, is_image
 from ..data.transforms import build_transforms
 from ..io.image import decode_image
 from ..utils.errors import ConfigError
+from .backends import build_predictor, config_backend
 from .deploy_config import predictor_kwargs
 from .gallery import GalleryIndex, list_gallery
-from .predictor import FeaturePredictor, OnnxPredictor, model_transforms
+from .predictor import model_transforms
 
 # Formats the deploy tools and the service decode; others (EPS runs Ghostscript, TIFF and ICO carry
 # odd decoders) are refused.
@@ -23,13 +24,11 @@ FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
 
 class Recognizer:
-    """Exported model + the eval preprocessing recorded in its inference.yml (or ``transform_ops``)."""
+    """Exported model + the eval preprocessing recorded in its inference.yml (or ``transform_ops``),
+    run by ``backend`` (backends.BACKENDS)."""
 
-    def __init__(self, model_dir, batch_size=8, transform_ops=None, use_onnx=False, **predictor_kwargs):
-        if use_onnx:
-            self.predictor = OnnxPredictor(model_dir, **predictor_kwargs)
-        else:
-            self.predictor = FeaturePredictor(model_dir, max_batch_size=batch_size, **predictor_kwargs)
+    def __init__(self, model_dir, batch_size=8, transform_ops=None, backend="paddle", **predictor_kwargs):
+        self.predictor = build_predictor(model_dir, backend, max_batch_size=batch_size, **predictor_kwargs)
         if transform_ops is not None:
             self.transform = build_transforms(transform_ops, where="PreProcess.transform_ops")
         else:
@@ -43,10 +42,11 @@ class Recognizer:
         if not g["model_dir"]:
             raise ConfigError("Global.model_dir: required (the folder written by tools/export_model.py)")
         return cls(g["model_dir"], g["batch_size"], cfg["PreProcess"]["transform_ops"],
-                   g["use_onnx"], **predictor_kwargs(cfg))
+                   config_backend(cfg), **predictor_kwargs(cfg))
 
     def clone(self):
-        """The same model and preprocessing for another thread (see FeaturePredictor.clone)."""
+        """The same model and preprocessing for another thread (see FeaturePredictor.clone; an ONNX
+        Runtime session is shared)."""
         other = copy.copy(self)
         other.predictor = self.predictor.clone()
         return other

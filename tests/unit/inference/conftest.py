@@ -1,3 +1,4 @@
+import paddle
 import pytest
 
 from serving_fakes import start_server
@@ -11,3 +12,19 @@ def server():
     yield lambda *args, **kwargs: start_server(started, *args, **kwargs)
     for srv in started:
         srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def exported(demo_root, tmp_path_factory):
+    """(model, folder): a tiny untrained model (random weights are enough for equality) exported for
+    'person' (32x32 input, 128-d feature)."""
+    from helpers import tiny_config
+    from ppufo.arch import build_model
+    from ppufo.engine.exporter import export_model
+    out = tmp_path_factory.mktemp("deploy")
+    cfg = tiny_config(demo_root, out, ["Export.task=person", f"Export.save_dir={out / 'inf'}"])
+    paddle.seed(0)
+    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
+    model.eval()
+    d = export_model(model, cfg)["person"][0]
+    return model, d

@@ -28,21 +28,6 @@ def calls_of(cfg, fmt="pir", **extra):
             for name, args, kwargs in config_calls(SHAPE, fmt, max_batch_size=cfg["Global"]["batch_size"], **kw)}
 
 
-@pytest.fixture(scope="module")
-def exported(demo_root, tmp_path_factory):
-    """A tiny untrained model (random weights are enough for equality) exported for 'person'."""
-    from helpers import tiny_config
-    from ppufo.arch import build_model
-    from ppufo.engine.exporter import export_model
-    out = tmp_path_factory.mktemp("deploy")
-    cfg = tiny_config(demo_root, out, ["Export.task=person", f"Export.save_dir={out / 'inf'}"])
-    paddle.seed(0)
-    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
-    model.eval()
-    d = export_model(model, cfg)["person"][0]
-    return model, d
-
-
 def test_every_chip_yaml_validates_and_inference_rec_is_cpu_x86():
     assert sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))) == \
         sorted(CHIPS + ("inference_rec",))
