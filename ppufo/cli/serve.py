@@ -1,23 +1,39 @@
-"""HTTP feature + gallery search service (ppufo-serve; deploy/serving/server.py)."""
+"""HTTP feature + gallery search service (ppufo-serve; deploy/serving/server.py).
+
+ppufo-serve --model_dir inference/quickstart/person [--backend onnxruntime]
+ppufo-serve -c deploy/configs/onnx.yaml --model_dir inference/quickstart/person
+With -c the predictor is built from the deploy config, as ppufo-predict builds it, and --model_dir,
+--index_dir, --backend and --cpu_threads override its keys. Requests are embedded one at a time.
+"""
 import argparse
+import json
 import logging
 import os
 import sys
 
+from ..inference.backends import BACKENDS, RUNTIME_NAMES, config_backend
+from ..inference.deploy_config import load_deploy_config
+from ..inference.recognizer import Recognizer
 from ..inference.serving import serve
 from ..utils.config import arg_range
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_dir", required=True)
-    p.add_argument("--index_dir")
+    p.add_argument("-c", "--config", help="deploy YAML whose Global section sets the predictor (model_dir, device, "
+                                          "use_onnx, cpu_num_threads, ...) and IndexProcess.index_dir the gallery")
+    p.add_argument("--model_dir", help="exported model folder (Global.model_dir; required without -c)")
+    p.add_argument("--index_dir", help="gallery index (IndexProcess.index_dir)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="paddle (Paddle Inference) or onnxruntime (ONNX Runtime on inference.onnx, converted on "
+                        "first use); default: the config's Global.use_onnx, else paddle")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=arg_range(min=0, max=65535), default=8866, help="0 picks a free port")
     p.add_argument("--threads", type=arg_range(min=1), default=2,
                    help="worker threads, each with its own predictor clone (default 2)")
     p.add_argument("--cpu_threads", type=arg_range(min=0), default=0,
-                   help="math threads per predictor (default 0: cores // threads, at least 1)")
+                   help="math threads per predictor (default 0: the config's Global.cpu_num_threads with -c, "
+                        "else cores // threads, at least 1)")
     p.add_argument("--max_bytes", type=arg_range(min=1), default=20 * 2 ** 20, help="largest request body (413 above)")
     p.add_argument("--max_pixels", type=arg_range(min=0), default=0,
                    help="largest image width x height, checked before decoding (413 above; default 0: "
@@ -39,25 +55,44 @@ def parse_args(argv=None):
     p.add_argument("--health_ttl", type=arg_range(float, above=0), default=3.0,
                    help="seconds a /health self-test result is reused (default 3)")
     a = p.parse_args(argv)
+    if not (a.model_dir or a.config):
+        p.error("--model_dir is required (or -c, a deploy config naming Global.model_dir)")
     if a.header_timeout > a.request_timeout:
         p.error(f"--header_timeout ({a.header_timeout:g}) must not exceed --request_timeout ({a.request_timeout:g})")
     return a
 
 
+def predictor_settings(a):
+    """(recognizer or None, model_dir, index_dir, backend, cpu_threads). With -c: the deploy
+    config's predictor (ppufo-predict's), the flags over its keys, batch 1. Without: ``serve`` builds
+    one from the flags (the predictor's own defaults, as before deploy configs reached the service)."""
+    if not a.config:
+        return (None, a.model_dir, a.index_dir, a.backend or "paddle",
+                a.cpu_threads or max(1, (os.cpu_count() or 1) // a.threads))
+    flags = {"Global.model_dir": a.model_dir, "IndexProcess.index_dir": a.index_dir,
+             "Global.use_onnx": None if a.backend is None else a.backend == "onnxruntime",
+             "Global.cpu_num_threads": a.cpu_threads or None, "Global.batch_size": 1}
+    cfg = load_deploy_config(a.config, [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None])
+    g = cfg["Global"]
+    return (Recognizer.from_config(cfg), g["model_dir"], cfg["IndexProcess"]["index_dir"], config_backend(cfg),
+            g["cpu_num_threads"])
+
+
 def main(argv=None):
     a = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(levelname)s: %(message)s")
-    cpu_threads = a.cpu_threads or max(1, (os.cpu_count() or 1) // a.threads)
     try:
-        server = serve(a.model_dir, a.index_dir, a.host, a.port, threads=a.threads, cpu_threads=cpu_threads,
-                       max_pixels=a.max_pixels or None, health_ttl=a.health_ttl, max_bytes=a.max_bytes,
-                       timeout=a.timeout, header_timeout=a.header_timeout, request_timeout=a.request_timeout,
-                       per_client=a.per_client, backlog=a.backlog, connection_limit=a.connection_limit)
-    except (OSError, ValueError, ImportError) as e:  # refused at start: say why, no traceback
+        recognizer, model_dir, index_dir, backend, cpu_threads = predictor_settings(a)
+        server = serve(model_dir, index_dir, a.host, a.port, threads=a.threads, cpu_threads=cpu_threads,
+                       max_pixels=a.max_pixels or None, health_ttl=a.health_ttl, backend=backend,
+                       recognizer=recognizer, max_bytes=a.max_bytes, timeout=a.timeout,
+                       header_timeout=a.header_timeout, request_timeout=a.request_timeout, per_client=a.per_client,
+                       backlog=a.backlog, connection_limit=a.connection_limit)
+    except (OSError, ValueError, ImportError, RuntimeError) as e:  # refused at start: say why, no traceback
         sys.exit(f"error: {e}")
-    print(f"serving {a.model_dir} on http://{server.host}:{server.port} (POST /predict, GET /health); "
-          f"{a.threads} predictors x {cpu_threads} CPU threads, images up to {server.app.max_pixels} pixels",
-          flush=True)
+    print(f"serving {model_dir} with {RUNTIME_NAMES[backend]} on http://{server.host}:{server.port} (POST /predict, "
+          f"GET /health); {a.threads} predictors x {cpu_threads} CPU threads, images up to {server.app.max_pixels} "
+          f"pixels", flush=True)
     server.run()
 
 

@@ -1,13 +1,15 @@
 """HTTP feature + gallery search service on an exported model (ppufo-serve).
 
 ppufo-serve --model_dir inference/quickstart/person --index_dir index/person --port 8866
+ppufo-serve --model_dir inference/quickstart/person --backend onnxruntime     # or -c deploy/configs/onnx.yaml
 curl -X POST --data-binary @query.jpg "http://127.0.0.1:8866/predict?topk=5"
 -> {"feature_dim": 128, "feature": [...], "top": [{"label", "score", "path"}, ...]}
 
 Served by waitress (docs/deploy.md says why): its I/O thread reads each request whole before a
 worker sees it, so a slow or stalled upload never holds a predictor. http_limits.py adds what
 waitress lacks against slow clients (deadlines per request, a per-address cap, room-making at the
-connection limit). Each worker thread runs its own predictor clone (weights shared). Every answer,
+connection limit). Each worker thread runs its own predictor clone (weights shared; ONNX Runtime
+shares one session, which runs calls from several threads at once). Every answer,
 refusals included, is JSON. ``/health`` answers from one real inference (cached a few seconds).
 """
 import json
@@ -199,12 +201,16 @@ class FeatureServer:
         self.server.trigger.pull_trigger(close_all)
 
 
-def serve(model_dir, index_dir=None, host="127.0.0.1", port=8866, threads=2, cpu_threads=1,
-          max_pixels=None, health_ttl=3.0, **server_kwargs):
-    """A FeatureServer for an exported model (and gallery index); call ``run()``. Refuses to start
-    (ValueError naming the file) on an empty or non-finite gallery, a gallery of another dimension
-    than the model's, or a model that fails its self-test."""
-    recognizer = Recognizer(model_dir, batch_size=1, cpu_threads=cpu_threads)
+def serve(model_dir=None, index_dir=None, host="127.0.0.1", port=8866, threads=2, cpu_threads=1,
+          max_pixels=None, health_ttl=3.0, backend="paddle", recognizer=None, **server_kwargs):
+    """A FeatureServer for an exported model (and gallery index); call ``run()``. The model runs on
+    ``backend`` (backends.BACKENDS) with ``cpu_threads`` per predictor, or ``recognizer`` is served
+    as given (e.g. Recognizer.from_config of a deploy config). Refuses to start (ValueError naming the
+    file) on an empty or non-finite gallery, a gallery of another dimension than the model's, or a
+    model that fails its self-test."""
+    if recognizer is None:
+        recognizer = Recognizer(model_dir, batch_size=1, backend=backend, cpu_threads=cpu_threads)
+    model_dir = recognizer.model_dir
     index = GalleryIndex.load(index_dir) if index_dir else None
     app = FeatureApp(recognizer, index, max_pixels, health_ttl)
     reason, _ = app.self_test()

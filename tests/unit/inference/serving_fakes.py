@@ -9,6 +9,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from helpers import bomb_png
 from ppufo.inference.serving import FeatureApp, FeatureServer
 
 
@@ -45,6 +46,57 @@ def encode(image, fmt="PNG"):
 
 
 RED, GREEN = encode(Image.new("RGB", (40, 30), (200, 10, 10))), encode(Image.new("RGB", (40, 30), (10, 200, 10)))
+
+
+# (request: post()'s arguments, status, part of the error): every refusal the service guarantees that
+# no model fault causes; test_serving.py checks them with a stand-in model, test_serving_backends.py
+# with each backend's real predictor.
+BAD_REQUESTS = [
+    ((RED, "/predict?topk=0"), 400, "topk='0'"),
+    ((RED, "/predict?topk=-1"), 400, "topk='-1'"),
+    ((RED, "/predict?topk=x"), 400, "topk='x'"),
+    ((RED, "/predict?topk=1001"), 400, "from 1 to 1000"),
+    ((RED, "/predict?topk=%C2%B2"), 400, "topk='\u00b2'"),  # '\u00b2'.isdigit() is True, int() fails
+    ((RED, "/predict?topk=%D9%A3"), 400, "from 1 to 1000"),  # Arabic-Indic 3: int() reads it, we do not
+    ((RED, "/predict?topk=" + "1" * 5000), 400, "(5000 characters)"),  # over int()'s 4300-digit limit
+    ((RED, "/predict?topk=00005"), 400, "topk='00005'"),  # 5 characters: more than 1000 needs
+    ((RED, "/predict?topk=+5"), 400, "from 1 to 1000"),
+    ((RED, "/predict?topk="), 400, "topk=''"),
+    ((RED, "/predict", b"1" * 5000), 400, "Content-Length is invalid"),  # was a dropped connection
+    ((RED, "/predict", b"1" * 20), 400, "Content-Length is invalid"),
+    ((b"FFFFFFFFFFFFFFFFFFFF\r\nabc", "/predict", b"-", b"Transfer-Encoding: chunked\r\n"), 400,
+     "Invalid chunk size: the chunk would take the body over the limit"),  # at once, not at the timeout
+    ((b"F" * 2000, "/predict", b"-", b"Transfer-Encoding: chunked\r\n"), 400, "chunk size line is too long"),
+    ((b"--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n" + RED + b"\r\n--XX--\r\n", "/predict", None,
+      b"Content-Type: multipart/form-data; boundary=XX\r\n"), 400, "send the raw image bytes as the body"),
+    ((b"--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n" + RED, "/predict"), 400, "--data-binary @"),
+    ((RED, "/predict", b"abc"), 400, "Content-Length is invalid"),
+    ((RED, "/predict", b"1.5"), 400, "Content-Length is invalid"),
+    ((RED, "/predict", b"-"), 411, "Content-Length required"),
+    ((b"", "/predict"), 400, "empty body"),
+    ((b"junk", "/predict"), 400, "not a JPEG/PNG/BMP/WEBP image"),
+    ((b"%!PS-Adobe-3.0 EPSF-3.0\n", "/predict"), 400, "not a JPEG/PNG/BMP/WEBP image"),  # no Ghostscript
+    ((RED[:60], "/predict"), 400, "cannot decode image"),
+    ((b"", "/predict", b"999999999"), 413, "over the limit of 1000 bytes"),
+    ((bomb_png(13000, 13000), "/predict"), 413, "13000x13000 = 169000000 pixels; the limit is 16777216"),
+    ((RED, "/nowhere"), 404, "unknown path /nowhere"),
+    ((RED, "/health"), 405, "POST /health"),
+]
+
+
+def check_bad_request(srv, request_, code, message):
+    """``request_`` answered at once with ``code`` and ``message``, and a valid request after it with 200."""
+    start = time.time()
+    status, body = post(srv.port, *request_)
+    assert time.time() - start < 5  # answered at once, none waits for a timeout
+    assert (status, message in body["error"]) == (code, True), body
+    assert post(srv.port, RED)[0] == 200
+
+
+def server_options(request_):
+    """FeatureServer options for a BAD_REQUESTS entry: the body limit that its 413 case expects."""
+    return dict(max_bytes=1000 if request_[-1] == b"999999999" else 20 * 2 ** 20, timeout=30, header_timeout=20,
+                request_timeout=30)
 
 
 def start_server(started, recognizer=None, index=None, max_pixels=None, health_ttl=3.0, **kwargs):

@@ -17,7 +17,8 @@ from ppufo.inference.serving import FeatureApp, default_max_pixels
 from ppufo.io.image import ImageTooLarge, decode_image
 from ppufo.utils.errors import DataError
 from helpers import bomb_png
-from serving_fakes import GREEN, RED, FakeRecognizer, encode, exchange, get, post
+from serving_fakes import (BAD_REQUESTS, GREEN, RED, FakeRecognizer, check_bad_request, encode, exchange, get, post,
+                           server_options)
 
 
 def test_features_and_gallery_search(server):
@@ -33,45 +34,9 @@ def test_features_and_gallery_search(server):
     assert status == 200 and body["gallery"] == 3 and body["max_pixels"] == 4096 * 4096
 
 
-@pytest.mark.parametrize("request_, code, message", [
-    ((RED, "/predict?topk=0"), 400, "topk='0'"),
-    ((RED, "/predict?topk=-1"), 400, "topk='-1'"),
-    ((RED, "/predict?topk=x"), 400, "topk='x'"),
-    ((RED, "/predict?topk=1001"), 400, "from 1 to 1000"),
-    ((RED, "/predict?topk=%C2%B2"), 400, "topk='\u00b2'"),  # '\u00b2'.isdigit() is True, int() fails
-    ((RED, "/predict?topk=%D9%A3"), 400, "from 1 to 1000"),  # Arabic-Indic 3: int() reads it, we do not
-    ((RED, "/predict?topk=" + "1" * 5000), 400, "(5000 characters)"),  # over int()'s 4300-digit limit
-    ((RED, "/predict?topk=00005"), 400, "topk='00005'"),  # 5 characters: more than 1000 needs
-    ((RED, "/predict?topk=+5"), 400, "from 1 to 1000"),
-    ((RED, "/predict?topk="), 400, "topk=''"),
-    ((RED, "/predict", b"1" * 5000), 400, "Content-Length is invalid"),  # was a dropped connection
-    ((RED, "/predict", b"1" * 20), 400, "Content-Length is invalid"),
-    ((b"FFFFFFFFFFFFFFFFFFFF\r\nabc", "/predict", b"-", b"Transfer-Encoding: chunked\r\n"), 400,
-     "Invalid chunk size: the chunk would take the body over the limit"),  # at once, not at the timeout
-    ((b"F" * 2000, "/predict", b"-", b"Transfer-Encoding: chunked\r\n"), 400, "chunk size line is too long"),
-    ((b"--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n" + RED + b"\r\n--XX--\r\n", "/predict", None,
-      b"Content-Type: multipart/form-data; boundary=XX\r\n"), 400, "send the raw image bytes as the body"),
-    ((b"--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n" + RED, "/predict"), 400, "--data-binary @"),
-    ((RED, "/predict", b"abc"), 400, "Content-Length is invalid"),
-    ((RED, "/predict", b"1.5"), 400, "Content-Length is invalid"),
-    ((RED, "/predict", b"-"), 411, "Content-Length required"),
-    ((b"", "/predict"), 400, "empty body"),
-    ((b"junk", "/predict"), 400, "not a JPEG/PNG/BMP/WEBP image"),
-    ((b"%!PS-Adobe-3.0 EPSF-3.0\n", "/predict"), 400, "not a JPEG/PNG/BMP/WEBP image"),  # no Ghostscript
-    ((RED[:60], "/predict"), 400, "cannot decode image"),
-    ((b"", "/predict", b"999999999"), 413, "over the limit of 1000 bytes"),
-    ((bomb_png(13000, 13000), "/predict"), 413, "13000x13000 = 169000000 pixels; the limit is 16777216"),
-    ((RED, "/nowhere"), 404, "unknown path /nowhere"),
-    ((RED, "/health"), 405, "POST /health"),
-])
+@pytest.mark.parametrize("request_, code, message", BAD_REQUESTS)
 def test_each_bad_request_gets_its_status_and_the_service_keeps_serving(server, request_, code, message):
-    srv = server(max_bytes=1000 if request_[-1] == b"999999999" else 20 * 2 ** 20, timeout=30, header_timeout=20,
-                 request_timeout=30)
-    start = time.time()
-    status, body = post(srv.port, *request_)
-    assert time.time() - start < 5  # answered at once, none waits for a timeout
-    assert (status, message in body["error"]) == (code, True), body
-    assert post(srv.port, RED)[0] == 200
+    check_bad_request(server(**server_options(request_)), request_, code, message)
 
 
 def test_malformed_request_line_and_unhandled_errors_are_json(server):

@@ -1,0 +1,115 @@
+"""The HTTP service on a real exported model with each backend (Paddle Inference, ONNX Runtime):
+the same status codes as with the stand-in model (test_serving.py), the same features, and
+ppufo-serve choosing the backend from --backend or a deploy config's Global.use_onnx."""
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from helpers import ROOT
+from ppufo.inference.gallery import GalleryIndex
+from ppufo.inference.predictor import FeaturePredictor, OnnxPredictor
+from ppufo.inference.recognizer import Recognizer
+from ppufo.inference.serving import serve
+from serving_fakes import BAD_REQUESTS, GREEN, RED, check_bad_request, get, post, server_options
+
+pytest.importorskip("paddle2onnx")
+pytest.importorskip("onnxruntime")
+BACKENDS = ("paddle", "onnxruntime")
+PREDICTORS = {"paddle": FeaturePredictor, "onnxruntime": OnnxPredictor}
+CONFIGS = os.path.join(ROOT, "deploy", "configs")
+
+
+@pytest.fixture(scope="module")
+def model_dir(exported, tmp_path_factory):
+    """The exported model in a folder of this module's own (the ONNX backend converts into it)."""
+    d = tmp_path_factory.mktemp("serve") / "person"
+    shutil.copytree(exported[1], d, ignore=shutil.ignore_patterns("inference.onnx*"))
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def recognizers(model_dir):
+    """One served recognizer per backend, as ppufo-serve builds it (batch 1, one thread each)."""
+    return {b: Recognizer(model_dir, batch_size=1, backend=b, cpu_threads=1) for b in BACKENDS}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("request_, code, message", BAD_REQUESTS)
+def test_each_bad_request_gets_its_status_with_each_backend(server, recognizers, backend, request_, code, message):
+    check_bad_request(server(recognizers[backend], **server_options(request_)), request_, code, message)
+
+
+def test_both_backends_serve_the_same_features_from_concurrent_workers(server, recognizers):
+    """Two worker threads each embed with their clone (Paddle) or the shared session (ONNX Runtime)."""
+    images = [RED, GREEN] * 4
+    answers = {}
+    for backend, rec in recognizers.items():
+        srv = server(rec, threads=2)
+        got = [None] * len(images)
+
+        def client(i):
+            got[i] = post(srv.port, images[i])
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(len(images))]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        assert [status for status, _ in got] == [200] * len(images), (backend, got)
+        answers[backend] = np.array([body["feature"] for _, body in got])
+        assert answers[backend].shape == (8, 128)
+        np.testing.assert_allclose(answers[backend][::2], answers[backend][0:1].repeat(4, 0), atol=1e-6)  # all RED alike
+        status, body = get(srv.port)
+        assert status == 200 and body["status"] == "ok" and body["feature_dim"] == 128
+    assert np.abs(answers["onnxruntime"] - answers["paddle"]).max() <= 1e-4
+    assert np.abs(answers["paddle"][0] - answers["paddle"][1]).max() > 1e-3  # red and green do differ
+
+
+def test_serve_runs_the_backend_it_is_given_and_searches_the_gallery(model_dir, recognizers):
+    feats = recognizers["paddle"].features([RED, GREEN])
+    idx = os.path.join(os.path.dirname(model_dir), "idx")
+    GalleryIndex(feats, ["red", "green"], ["r.png", "g.png"]).save(idx)
+    srv = serve(model_dir, idx, port=0, threads=1, backend="onnxruntime")
+    assert isinstance(srv.app.recognizer.predictor, OnnxPredictor)
+    threading.Thread(target=srv.run, daemon=True).start()
+    try:
+        status, body = post(srv.port, GREEN, "/predict?topk=2")
+        assert status == 200 and [t["label"] for t in body["top"]] == ["green", "red"]
+        assert body["top"][0]["score"] > 0.9999  # the Paddle-built gallery, queried through ONNX Runtime
+        assert get(srv.port)[1]["gallery"] == 2
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("argv, backend, threads", [
+    ([], "paddle", None),
+    (["--backend", "onnxruntime"], "onnxruntime", None),
+    (["--backend", "onnxruntime", "--cpu_threads", "3"], "onnxruntime", 3),
+    (["-c", "onnx.yaml"], "onnxruntime", 2),  # the config's Global.use_onnx and cpu_num_threads
+    (["-c", "onnx.yaml", "--backend", "paddle"], "paddle", 2),  # the flag over the config
+    (["-c", "cpu_x86.yaml"], "paddle", 2),
+    (["-c", "cpu_x86.yaml", "--backend", "onnxruntime", "--cpu_threads", "1"], "onnxruntime", 1),
+])
+def test_ppufo_serve_picks_the_backend_from_the_flag_or_the_deploy_config(model_dir, argv, backend, threads):
+    from ppufo.cli import serve as serve_cli
+    argv = [os.path.join(CONFIGS, a) if a.endswith(".yaml") else a for a in argv]
+    a = serve_cli.parse_args(["--model_dir", model_dir, "--threads", "2"] + argv)
+    recognizer, d, index_dir, got, cpu_threads = serve_cli.predictor_settings(a)
+    assert (d, index_dir, got) == (model_dir, None, backend)
+    assert cpu_threads == (threads or max(1, os.cpu_count() // 2))
+    if recognizer is not None:  # with -c the deploy config builds it
+        assert type(recognizer.predictor) is PREDICTORS[backend]
+        if backend == "onnxruntime":
+            assert recognizer.predictor.session.get_session_options().intra_op_num_threads == cpu_threads
+
+
+def test_ppufo_serve_needs_a_model(capsys):
+    from ppufo.cli import serve as serve_cli
+    with pytest.raises(SystemExit) as e:
+        serve_cli.parse_args(["--backend", "onnxruntime"])
+    assert e.value.code == 2 and "--model_dir is required (or -c" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        serve_cli.parse_args(["--model_dir", "m", "--backend", "tvm"])
+    assert e.value.code == 2 and "invalid choice: 'tvm'" in capsys.readouterr().err
