@@ -1,18 +1,20 @@
-"""Deploy targets ("chips"): the one list of them, the Paddle Inference options that run a model
-on each, and their per-layer latency tables (package data: ppufo/chips/tables/<chip>.json,
-see ppufo/nas/latency_table.py), and whether each can run here (``chip_absent``; TensorRT's
-requirements are ``tensorrt_problem``, which the predictor also enforces). Plain data: importing
-this module imports no paddle."""
+"""Deploy targets ("chips"): the one list of them, the runtime and options that run a model on
+each (Paddle Inference, or ONNX Runtime for ``cpu_x86_ort``), their per-layer latency tables
+(package data: ppufo/chips/tables/<chip>.json, see ppufo/nas/latency_table.py), and whether each
+can run here (``chip_absent``; TensorRT's requirements are ``tensorrt_problem``, which the
+predictor also enforces). Plain data: importing this module imports no paddle."""
 import importlib.util
 import os
 import platform
 
 DEVICES = ("cpu", "gpu", "xpu", "npu")  # Paddle Inference devices
 
-# chip -> FeaturePredictor options; None where a latency can come only from a table
-# (gpu_trt_int8 needs a PaddleSlim-quantised model, onnx another runtime)
+# chip -> predictor options (ppufo.inference.backends.build_predictor: "backend" picks the runtime,
+# Paddle Inference by default); None where a latency can come only from a table (gpu_trt_int8 needs
+# a PaddleSlim-quantised model; onnx names no device)
 CHIPS = {
     "cpu_x86": {"device": "cpu", "enable_mkldnn": True},
+    "cpu_x86_ort": {"backend": "onnxruntime", "device": "cpu"},
     "gpu": {"device": "gpu"},
     "gpu_trt_fp16": {"device": "gpu", "use_tensorrt": True, "precision": "fp16"},
     "gpu_trt_int8": None,
@@ -32,6 +34,11 @@ def table_path(chip, path=None):
 
 def measurable(chip):
     return CHIPS.get(chip) is not None
+
+
+def chip_backend(chip):
+    """The runtime that times and serves ``chip``: 'paddle' or 'onnxruntime'."""
+    return (CHIPS.get(chip) or {}).get("backend", "paddle")
 
 
 TRT_ASKED = ("TensorRT was asked for (Global.use_tensorrt: true, as in deploy/configs/gpu_trt_fp16.yaml and "
@@ -85,12 +92,17 @@ def tensorrt_problem(env, model_format, precision, quantized):
 def chip_absent(chip):
     """Why ``chip`` cannot be timed on this machine with this Paddle build, or None if it can."""
     machine = platform.machine().lower()
-    if chip == "cpu_x86":
-        return None if machine in ("x86_64", "amd64", "i686") else f"not an x86 CPU ({machine})"
+    if chip in ("cpu_x86", "cpu_x86_ort"):
+        if machine not in ("x86_64", "amd64", "i686"):
+            return f"not an x86 CPU ({machine})"
+        missing = [m for m in ("onnxruntime", "paddle2onnx") if importlib.util.find_spec(m) is None]
+        if chip == "cpu_x86_ort" and missing:  # the probe is converted with paddle2onnx, timed with ORT
+            return f"{' and '.join(missing)} not installed (pip install paddle2onnx onnxruntime)"
+        return None
     if chip == "arm":
         return None if machine in ("aarch64", "arm64") else f"not an ARM CPU ({machine})"
     if not measurable(chip):
-        return f"{chip} is not timed with Paddle Inference here; its latency comes from its table"
+        return f"{chip} is not timed here; its latency comes from its table"
     import paddle
     if chip == "gpu_trt_fp16":  # timing plain CUDA kernels here would not be a TensorRT latency
         return tensorrt_problem(tensorrt_env(), "pir", "fp16", quantized=False)

@@ -1,7 +1,8 @@
 """Build a chip's per-layer latency table (ppufo/chips/tables/<chip>.json) for a supernet config.
 
-On the device (measured with Paddle Inference; no weights needed, latency does not depend on them):
+On the device (measured with the chip's runtime; no weights needed, latency does not depend on them):
     python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=cpu_x86
+    python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=cpu_x86_ort   # ONNX Runtime
 For a chip not at hand, a PLACEHOLDER from FLOPs and an assumed throughput, labelled as such:
     python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=gpu \
         --estimate_gflops 4000 --overhead_ms 0.01 --note "order-of-magnitude guess for a datacenter GPU"
@@ -30,11 +31,31 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def runtime_version(chip):
+    """The runtime that times ``chip`` and its version (for ONNX Runtime also the converter's)."""
+    from ..chips import chip_backend
+    if chip_backend(chip) == "onnxruntime":
+        import onnxruntime
+        import paddle2onnx
+        return f"ONNX Runtime {onnxruntime.__version__} / paddle2onnx {paddle2onnx.__version__}"
+    import paddle
+    return f"Paddle Inference {paddle.__version__}"
+
+
+def load_note(before, after):
+    """The machine's load while the table was timed: other jobs make every entry larger (and noisier)."""
+    cores = os.cpu_count() or 1
+    busy = before >= 0.5
+    return (f"1-minute load average {before:.2f} at the start, {after:.2f} at the end, {cores} logical cores: "
+            + ("BUILT UNDER LOAD (other jobs were running); rebuild on a quiet machine for absolute numbers"
+               if busy else "the machine was otherwise idle at the start"))
+
+
 def extra(p):
     p.add_argument("--estimate_gflops", type=arg_range(float, above=0), default=None,
                    help="write a placeholder from FLOPs at this assumed GFLOP/s instead of measuring")
     p.add_argument("--overhead_ms", type=arg_range(float, min=0), default=0.0, help="assumed ms per kernel launch (estimate)")
-    p.add_argument("--note", default="", help="why these assumptions (stored in the provenance)")
+    p.add_argument("--note", default="", help="stored in the provenance (for an estimate: why these assumptions)")
     p.add_argument("--copies", type=arg_range(int, min=1), default=8, help="stacked copies per op when measuring")
     p.add_argument("--output", default=None, help="table file (default ppufo/chips/tables/<chip>.json)")
 
@@ -68,16 +89,20 @@ def main():
             if not chip_present(chip):
                 raise ConfigError(f"Search.chip={chip} is not present here; measure on the device, or write a "
                                   f"placeholder with --estimate_gflops")
+            before = os.getloadavg()[0]
             entries = measure_table(config, space, task, chip, bs, s["warmup"], s["repeats"], s["cpu_threads"],
                                     args.copies, s["timer"], s["rounds"], s["quantile"], progress=tqdm)
             prov = {"measured": True,
-                    "how": (f"Paddle Inference {paddle.__version__} ({chip}, {s['cpu_threads']} CPU thread(s)), "
+                    "how": (f"{runtime_version(chip)} ({chip}, {s['cpu_threads']} CPU thread(s)), "
                             f"{s['quantile']:g} quantile of the {s['timer']} time of {s['repeats']} runs after {s['warmup']} "
                             f"warm-up runs, all probes interleaved over {s['rounds']} passes; stem = the exported "
                             f"model without blocks; an op = (stem + {args.copies} stacked copies - stem) / "
                             f"{args.copies}"),
-                    "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "date": when,
+                    "machine": f"{cpu_name()}, {os.cpu_count()} logical cores",
+                    "load": load_note(before, os.getloadavg()[0]), "date": when,
                     "command": "python " + shlex.join(sys.argv)}
+            if args.note:
+                prov["note"] = args.note
         path = write_table(chip, table_entry(entries, space, g["image_shape"], bs, prov), args.output)
     except ConfigError as e:
         sys.exit(f"error: {e}")

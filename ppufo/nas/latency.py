@@ -1,9 +1,10 @@
-"""Subnet latency on a chip: measured with Paddle Inference where the chip is present, composed
+"""Subnet latency on a chip: measured with the chip's runtime where the chip is present, composed
 from its per-layer table (latency_table.py) where it is not.
 
 A measurement is what a user deploys: the subnet is extracted to a plain ViT, exported with the
-exporter into a temporary folder, loaded with ppufo.inference.predictor.FeaturePredictor and
-timed at the configured batch size: warm-up runs, then the median of the timed runs.
+exporter into a temporary folder, loaded with the chip's predictor (ppufo.inference.backends:
+Paddle Inference, or ONNX Runtime on the converted model for cpu_x86_ort) and timed at the
+configured batch size: warm-up runs, then a quantile of the timed runs.
 """
 import itertools
 import os
@@ -14,19 +15,21 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..chips import CHIPS, chip_absent, chip_present, measurable
-from ..inference.predictor import FeaturePredictor
+from ..chips import CHIPS, chip_absent, chip_backend, chip_present, measurable
+from ..inference.backends import RUNTIME_NAMES, build_predictor
 from ..utils.errors import ConfigError
 from .latency_table import geometry, load_table, required_entries
 
 
-def feature_predictor(model_dir, chip, cpu_threads, batch_size=1):
+def chip_predictor(model_dir, chip, cpu_threads, batch_size=1):
+    """The predictor ``chip`` deploys with (ppufo.chips.CHIPS), ``cpu_threads`` on a CPU."""
     opts = dict(CHIPS[chip])
+    backend = opts.pop("backend", "paddle")
     if opts["device"] == "cpu":
         opts["cpu_threads"] = cpu_threads
     if opts.get("use_tensorrt"):  # engines tuned for, and limited to, the batch that is timed
         opts.update(max_batch_size=batch_size, opt_batch_size=batch_size)
-    return FeaturePredictor(model_dir, **opts)
+    return build_predictor(model_dir, backend, **opts)
 
 
 TIMERS = {"wall": time.perf_counter, "thread_cpu": time.thread_time}
@@ -78,7 +81,7 @@ def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, time
     number, but it leaves out the time other processes hold the core, which on a shared machine
     varies severalfold from one second to the next (measurements: docs/notes/chip_search.md)."""
     check_timer(timer, cpu_threads)
-    preds = [feature_predictor(d, chip, cpu_threads, batch_size) for d in dirs]
+    preds = [chip_predictor(d, chip, cpu_threads, batch_size) for d in dirs]
     return time_interleaved(preds, batch_input(preds[0], batch_size), warmup, repeats, rounds, timer,
                             quantile=quantile, tick=tick)
 
@@ -99,7 +102,7 @@ def temp_dirs():
 
 
 class MeasuredLatency:
-    """subnet -> ms: extract from the supernet, export, time with Paddle Inference.
+    """subnet -> ms: extract from the supernet, export, time with the chip's runtime.
 
     ``measure_many`` times up to ``group`` subnets together, interleaved over ``rounds`` passes
     (time_interleaved); ppufo.nas.cache.measure uses it for the subnets it has not cached."""
@@ -108,7 +111,7 @@ class MeasuredLatency:
                  timer="wall", rounds=1, group=1, quantile=0.5):
         check_timer(timer, cpu_threads)
         if not measurable(chip):
-            raise ConfigError(f"Search.chip={chip}: cannot be timed with Paddle Inference here; "
+            raise ConfigError(f"Search.chip={chip}: cannot be timed here; "
                               f"use Search.latency=table (ppufo/chips/tables/{chip}.json)")
         if rounds < 1 or group < 1 or repeats < 1:
             raise ConfigError(f"Search: repeats {repeats}, rounds {rounds} and interleave {group} must be >= 1")
@@ -118,8 +121,9 @@ class MeasuredLatency:
         self.batch_size, self.warmup, self.repeats, self.cpu_threads = batch_size, warmup, repeats, cpu_threads
         self.timer, self.rounds, self.group, self.quantile, self.measured = timer, rounds, group, quantile, True
         how = f", interleaved in groups of {group} over {rounds} passes" if group > 1 or rounds > 1 else ""
-        self.source = (f"Paddle Inference on this machine ({chip}, {cpu_threads} thread(s)), batch {batch_size}, "
-                       f"{'median' if quantile == 0.5 else f'{quantile:g} quantile of the'} {timer} time of {repeats} runs{how}")
+        stat = "median" if quantile == 0.5 else f"{quantile:g} quantile of the"
+        self.source = (f"{RUNTIME_NAMES[chip_backend(chip)]} on this machine ({chip}, {cpu_threads} thread(s)), "
+                       f"batch {batch_size}, {stat} {timer} time of {repeats} runs{how}")
 
     def __call__(self, subnet):
         return self.measure_many([subnet])[0]
@@ -219,7 +223,7 @@ def _residual(norm, layer):
 
 def measure_table(config, space, task, chip, batch_size, warmup, repeats, cpu_threads=1, copies=4,
                   timer="wall", rounds=1, quantile=0.5, progress=None):
-    """Table entries timed with Paddle Inference: the stem alone, and each op as the extra time
+    """Table entries timed with the chip's runtime: the stem alone, and each op as the extra time
     of ``copies`` stacked copies over the stem (which cancels the per-run overhead). All probes
     are timed together, interleaved, so a drift of the machine does not leak into the differences."""
     import paddle

@@ -10,7 +10,8 @@ import pytest
 from helpers import ROOT
 from ppufo.utils.errors import ConfigError
 
-from ppufo.chips import CHIP_NAMES as CHIPS
+from ppufo.chips import CHIP_NAMES as CHIPS, chip_backend, measurable
+from ppufo.inference.backends import config_backend
 from ppufo.inference.deploy_config import load_deploy_config, predictor_kwargs
 from ppufo.inference.predictor import FeaturePredictor, build_config, config_calls
 
@@ -36,7 +37,10 @@ def test_every_chip_yaml_validates_and_inference_rec_is_cpu_x86():
     g = {c: cfgs[c]["Global"] for c in CHIPS}
     assert [c for c in CHIPS if g[c]["device"] == "gpu"] == ["gpu", "gpu_trt_fp16", "gpu_trt_int8"]
     assert [c for c in CHIPS if g[c]["use_tensorrt"]] == ["gpu_trt_fp16", "gpu_trt_int8"]
-    assert [c for c in CHIPS if g[c]["use_onnx"]] == ["onnx"]
+    assert [c for c in CHIPS if g[c]["use_onnx"]] == ["cpu_x86_ort", "onnx"]
+    timed = [c for c in CHIPS if measurable(c)]  # a chip's deploy config serves with the runtime the search times
+    assert [config_backend(cfgs[c]) for c in timed] == [chip_backend(c) for c in timed]
+    assert [c for c in timed if chip_backend(c) == "onnxruntime"] == ["cpu_x86_ort"]
     assert (g["gpu_trt_fp16"]["precision"], g["gpu_trt_int8"]["precision"]) == ("fp16", "int8")
     assert all(cfgs[c]["PreProcess"]["transform_ops"] is None for c in CHIPS)  # from inference.yml
 

@@ -403,19 +403,25 @@ def test_latency_is_the_configured_quantile_of_the_runs():
         MeasuredLatency({}, None, "person", "cpu_x86", quantile=1.5)
 
 
-def test_build_latency_table_measures_every_entry_the_space_needs(tmp_path):
+@pytest.mark.parametrize("chip, runtime", [("cpu_x86", "Paddle Inference 3."), ("cpu_x86_ort", "ONNX Runtime 1.")])
+def test_build_latency_table_measures_every_entry_the_space_needs(tmp_path, chip, runtime):
     import subprocess
     import sys
-    out = tmp_path / "cpu_x86.json"
+    if chip == "cpu_x86_ort":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("paddle2onnx")
+    out = tmp_path / f"{chip}.json"
     cmd = [sys.executable, "tools/build_latency_table.py", "-c", "configs/supernet_quickstart.yaml", "-o",
            "Global.image_shape=[3,32,32]", "Arch.Backbone.embed_dim=48", "Arch.Backbone.depth=3",
-           "Arch.Backbone.depths=[2,3]", "Search.chip=cpu_x86", "Search.warmup=1", "Search.repeats=4",
+           "Arch.Backbone.depths=[2,3]", f"Search.chip={chip}", "Search.warmup=1", "Search.repeats=4",
            "Search.rounds=2", "Search.timer=thread_cpu", "--copies", "2", "--output", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sp = SearchSpace(48, 3, 3, 16, 4.0, [2, 3], [1, 2, 3], [0.25, 0.5, 0.75, 1.0], img_size=(32, 32))
-    t = load_table("cpu_x86", sp, [3, 32, 32], 1, str(out))  # validates: every needed entry, positive
+    t = load_table(chip, sp, [3, 32, 32], 1, str(out))  # validates: every needed entry, positive
     assert t.measured and "interleaved over 2 passes" in t.provenance["how"]
+    assert t.provenance["how"].startswith(runtime) and f"({chip}, 1 CPU thread(s))" in t.provenance["how"]
+    assert "1-minute load average" in t.provenance["load"]  # a table built under load says so
     assert sorted(t.ops["ffn"]) == required_entries(sp)["ffn"]
     # Tiny ops are noise-dominated, so width order is not asserted; composition is: one more block
     # of the same widths adds exactly that block's measured attention + FFN entries.
@@ -484,14 +490,51 @@ def test_verification_goes_on_in_rounds_until_one_is_within_budget_and_better(tm
     assert len(res["verify_levels"]) == rounds[-1]
 
 
-def test_tensorrt_chip_predictors_are_built_for_the_timed_batch(monkeypatch):
+def test_chip_predictors_get_their_runtime_and_tensorrt_the_timed_batch(monkeypatch):
     import ppufo.nas.latency as latency
     seen = []
-    monkeypatch.setattr(latency, "FeaturePredictor", lambda d, **kw: seen.append(kw))
-    latency.feature_predictor("m", "gpu_trt_fp16", 1, batch_size=4)
-    latency.feature_predictor("m", "cpu_x86", 2, batch_size=4)
-    assert seen[0]["use_tensorrt"] and (seen[0]["max_batch_size"], seen[0]["opt_batch_size"]) == (4, 4)
-    assert "opt_batch_size" not in seen[1] and seen[1]["cpu_threads"] == 2
+    monkeypatch.setattr(latency, "build_predictor", lambda d, backend, **kw: seen.append((backend, kw)))
+    latency.chip_predictor("m", "gpu_trt_fp16", 1, batch_size=4)
+    latency.chip_predictor("m", "cpu_x86", 2, batch_size=4)
+    latency.chip_predictor("m", "cpu_x86_ort", 3, batch_size=4)
+    (trt_backend, trt), (pi_backend, pi), ort = seen
+    assert (trt_backend, trt["use_tensorrt"], trt["max_batch_size"], trt["opt_batch_size"]) == ("paddle", True, 4, 4)
+    assert (pi_backend, pi) == ("paddle", {"device": "cpu", "enable_mkldnn": True, "cpu_threads": 2})
+    assert ort == ("onnxruntime", {"device": "cpu", "cpu_threads": 3})  # no Paddle Inference option reaches ORT
+
+
+def test_the_ort_chip_is_timed_through_onnx_runtime_on_the_converted_probe(tmp_path, monkeypatch):
+    """cpu_x86_ort: present where ORT and paddle2onnx are; an exported model is converted on first use
+    and timed with an ORT session of Search.cpu_threads threads."""
+    import importlib.util
+
+    import paddle
+
+    from ppufo.chips import chip_absent
+    from ppufo.inference.predictor import OnnxPredictor
+    from ppufo.nas import latency
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    d = str(tmp_path / "probe")
+    paddle.seed(0)
+    probe = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(3 * 8 * 8, 16))
+    probe.eval()
+    from ppufo.engine.exporter import save_inference
+    save_inference(probe, [3, 8, 8], f"{d}/inference")
+    with open(f"{d}/inference.yml", "w") as f:
+        f.write("image_shape: [3, 8, 8]\n")
+    pred = latency.chip_predictor(d, "cpu_x86_ort", 1)
+    assert isinstance(pred, OnnxPredictor) and (tmp_path / "probe" / "inference.onnx").is_file()
+    assert pred.session.get_session_options().intra_op_num_threads == 1
+    ms = latency.time_model_dirs([d], "cpu_x86_ort", 1, warmup=1, repeats=3, timer="thread_cpu")
+    assert len(ms) == 1 and 0 < ms[0] < 1000
+    src = latency.MeasuredLatency({}, None, "person", "cpu_x86_ort", timer="thread_cpu").source
+    assert src.startswith("ONNX Runtime on this machine (cpu_x86_ort, 1 thread(s)), batch 1"), src
+    assert chip_absent("cpu_x86_ort") is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "paddle2onnx" else real(m, *a))
+    assert chip_absent("cpu_x86_ort") == "paddle2onnx not installed (pip install paddle2onnx onnxruntime)"
+    assert chip_absent("cpu_x86") is None
 
 
 def test_extracted_config_keeps_the_training_memory_switches():
