@@ -158,10 +158,12 @@ def test_shipped_tables_cover_the_quickstart_space_and_state_provenance():
     from ppufo.utils.config import load_config
     cfg = load_config(f"{ROOT}/configs/supernet_quickstart.yaml")
     sp = space()
-    for chip in ("cpu_x86", "gpu", "xpu", "npu", "arm"):
+    for chip in ("cpu_x86", "cpu_x86_ort", "gpu", "xpu", "npu", "arm"):
         t = load_table(chip, sp, cfg["Global"]["image_shape"], cfg["Search"]["batch_size"])
-        assert t.provenance["how"] and t.measured == (chip == "cpu_x86"), chip
+        assert t.provenance["how"] and t.measured == (chip in ("cpu_x86", "cpu_x86_ort")), chip
         assert t.latency(sp.smallest()) < t.latency(sp.largest())
+    ort = load_table("cpu_x86_ort", sp, cfg["Global"]["image_shape"], cfg["Search"]["batch_size"]).provenance
+    assert ort["how"].startswith("ONNX Runtime") and "BUILT UNDER LOAD" in ort["load"]  # as it was, here
 
 
 # -- search with counted measurements ----------------------------------------------------------------
