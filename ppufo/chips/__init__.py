@@ -24,6 +24,11 @@ CHIPS = {
     "onnx": None,
 }
 CHIP_NAMES = tuple(CHIPS)
+# Search.chip values that name a device rather than a runtime: the search times each subnet on every
+# member and picks, per subnet, the faster (docs/chip_search.md#runtime-choice). Not deploy targets:
+# the result names the member chip, whose deploy config serves it.
+RUNTIME_CHOICES = {"cpu_x86_any": ("cpu_x86", "cpu_x86_ort")}
+SEARCH_CHIPS = CHIP_NAMES + tuple(RUNTIME_CHOICES)
 TABLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tables")
 
 
@@ -32,8 +37,13 @@ def table_path(chip, path=None):
     return path or os.path.join(TABLES, f"{chip}.json")
 
 
+def runtime_chips(chip):
+    """The chips a search on ``chip`` times: a runtime choice's members, else ``chip`` alone."""
+    return RUNTIME_CHOICES.get(chip, (chip,))
+
+
 def measurable(chip):
-    return CHIPS.get(chip) is not None
+    return all(CHIPS.get(c) is not None for c in runtime_chips(chip))
 
 
 def chip_backend(chip):
@@ -91,6 +101,8 @@ def tensorrt_problem(env, model_format, precision, quantized):
 
 def chip_absent(chip):
     """Why ``chip`` cannot be timed on this machine with this Paddle build, or None if it can."""
+    if chip in RUNTIME_CHOICES:
+        return next((f"{c}: {why}" for c in RUNTIME_CHOICES[chip] if (why := chip_absent(c))), None)
     machine = platform.machine().lower()
     if chip in ("cpu_x86", "cpu_x86_ort"):
         if machine not in ("x86_64", "amd64", "i686"):

@@ -6,10 +6,12 @@ python tools/search_subnet.py -c configs/supernet_quickstart.yaml \
 
 Measures Search.num_samples subnets (accuracy on the validation sets through the supernet with
 BN-neck statistics recomputed per subnet on Search.calibration_images training images, latency
-with Paddle Inference or the chip's table; cached in Search.cache_dir, so a rerun resumes), fits
+with the chip's runtime or table; cached in Search.cache_dir, so a rerun resumes), fits
 GP-NAS, verifies the best predicted candidates under the budget and writes, per task,
-<save_dir>/<task>_<chip>.json ({"task", "chip", "subnet", "predicted", "measured", ...}: feed it to
-tools/extract_subnet.py -o Extract.subnet=...) and <task>_<chip>_pareto.png.
+<save_dir>/<task>_<chip>.json ({"task", "chip", "runtime", "subnet", "predicted", "measured", ...}: feed it to
+tools/extract_subnet.py -o Extract.subnet=...) and <task>_<chip>_pareto.png. "runtime" names the
+chip (deploy config) to serve it with; Search.chip=cpu_x86_any picks it per subnet, the faster of
+Paddle Inference (cpu_x86) and ONNX Runtime (cpu_x86_ort).
 """
 import os
 import sys
@@ -51,6 +53,11 @@ def main():
                      f"{s['metric']} {m['accuracy']:.4f}, {kind} {m[kind]:.4g} (predicted {p['accuracy']:.4f}, "
                      f"{p[kind]:.4g}) -> {path}")
             log.info(f"[{task}] backbone {reduction_text(supernet.space, res['subnet'])}")
+            if "runtime" in res:  # a runtime choice: the subnet is served by the faster runtime
+                r = res["runtime"]
+                each = ", ".join(f"{c} {ms:.4g} ms" for c, ms in r["latency_ms"].items())
+                log.info(f"[{task}] runtime: {r['chip']} ({r['backend']}; {each}): serve it with "
+                         f"deploy/configs/{r['chip']}.yaml")
             log.info(f"[{task}] next: python tools/extract_subnet.py -c {args.config} -o Global.pretrained_model="
                      f"{config['Global']['pretrained_model']} -o Extract.task={task} Extract.subnet={path}")
     except (ConfigError, DataError) as e:

@@ -8,6 +8,7 @@ reduction against it alone looks about twice as large. Every printed reduction s
 from dataclasses import dataclass
 
 from ..arch.backbone.vit import vit_flops, vit_param_count
+from ..chips import RUNTIME_CHOICES
 from ..utils.errors import ConfigError
 
 KINDS = ("params", "flops")
@@ -78,7 +79,16 @@ class Budget:
 
 def budget_type(search):
     """The budget's type: a relative budget's key, else Search.budget_type. Checks that a budget
-    is given and a relative one is well formed, so the CLI can refuse it before loading a model."""
+    is given, a relative one is well formed and a runtime choice (Search.chip=cpu_x86_any) has a
+    latency budget, so the CLI can refuse it before loading a model."""
+    kind = _budget_type(search)
+    if search.get("chip") in RUNTIME_CHOICES and kind != "latency_ms":
+        raise ConfigError(f"Search.chip={search['chip']} picks the runtime by latency: it needs Search.budget_type: "
+                          f"latency_ms (or a {{latency_ms: fraction}} budget), not {kind}")
+    return kind
+
+
+def _budget_type(search):
     b = search["budget"]
     if b is None:
         raise ConfigError(f"Search.budget: required (with Search.budget_type={search['budget_type']}), "

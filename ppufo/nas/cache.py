@@ -2,7 +2,9 @@
 search resumes without measuring anything twice.
 
 The first line records what the file measures (checkpoint, metric, chip, batch size ...); a
-file written for something else is refused rather than mixed in.
+file written for something else is refused rather than mixed in. A record may carry a "detail"
+beside its value, from a measurement with ``detail(subnet)`` (the runtime choice: each runtime's
+latency over the fastest one's).
 """
 import json
 import os
@@ -19,7 +21,7 @@ def subnet_key(space, subnet):
 
 class MeasureCache:
     def __init__(self, path, context):
-        self.path, self.context, self.values = path, dict(context), {}
+        self.path, self.context, self.values, self.details = path, dict(context), {}, {}
         if os.path.isfile(path) and os.path.getsize(path):
             self._read()
         else:
@@ -43,6 +45,8 @@ class MeasureCache:
             try:
                 rec = json.loads(line)
                 self.values[rec["key"]] = float(rec["value"])
+                if rec.get("detail") is not None:
+                    self.details[rec["key"]] = rec["detail"]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 if i == len(lines):  # the last write was cut short: drop it, measure it again
                     with open(self.path, "w") as f:
@@ -56,11 +60,13 @@ class MeasureCache:
     def get(self, key):
         return self.values.get(key)
 
-    def add(self, key, subnet, value, seconds):
+    def add(self, key, subnet, value, seconds, detail=None):
         self.values[key] = float(value)
+        rec = {"key": key, "subnet": subnet.to_dict(), "value": float(value), "seconds": round(seconds, 3)}
+        if detail is not None:
+            self.details[key] = rec["detail"] = detail
         with open(self.path, "a") as f:
-            f.write(json.dumps({"key": key, "subnet": subnet.to_dict(), "value": float(value),
-                                "seconds": round(seconds, 3)}) + "\n")
+            f.write(json.dumps(rec) + "\n")
             f.flush()
 
 
@@ -84,7 +90,7 @@ def measure(space, subnets, fn, cache, desc):
             else:
                 values = many([s for _, s in chunk]) if many else [fn(chunk[0][1])]
                 bar.update(len(chunk))
-            record(cache, chunk, values, (time.time() - t) / len(chunk), desc)
+            record(cache, chunk, values, (time.time() - t) / len(chunk), desc, details_of(fn, chunk))
     return np.array([cache.get(k) for k in keys], np.float64)
 
 
@@ -94,9 +100,15 @@ def uncached(space, subnets, cache):
     return keys, list({k: s for k, s in zip(keys, subnets) if cache.get(k) is None}.items())
 
 
-def record(cache, pairs, values, seconds, desc):
-    """Cache ``values`` of [(key, subnet)]; a non-finite value is an error, never stored."""
-    for (k, s), value in zip(pairs, values):
+def details_of(fn, pairs):
+    """``fn.detail(subnet)`` of each [(key, subnet)] just measured, or None where ``fn`` has none."""
+    detail = getattr(fn, "detail", None)
+    return [detail(s) for _, s in pairs] if detail else None
+
+
+def record(cache, pairs, values, seconds, desc, details=None):
+    """Cache ``values`` (and ``details``) of [(key, subnet)]; a non-finite value is an error, never stored."""
+    for i, ((k, s), value) in enumerate(zip(pairs, values)):
         if not np.isfinite(value):
             raise ValueError(f"{desc}: measured {value} for subnet {s.to_json()}")
-        cache.add(k, s, float(value), seconds)
+        cache.add(k, s, float(value), seconds, details[i] if details else None)

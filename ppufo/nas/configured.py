@@ -3,6 +3,7 @@ under Search.cache_dir, and its result files."""
 import json
 import os
 
+from ..chips import chip_backend
 from ..engine.calibrate import calibrate, neck_calibration
 from ..engine.eval_report import report_results
 from ..engine.evaluator import Evaluator
@@ -12,8 +13,9 @@ from .extract import check_tasks, extract, max_feature_diff
 from .accuracy import SubnetAccuracy
 from .budget import budget_type, reductions, resolve_budget
 from .cache import MeasureCache
-from .latency import TableLatency, build_latency
+from .latency import build_latency
 from .pareto import plot_pareto
+from .runtime_choice import is_choice, runtime_lookup
 from .search import BudgetedSearch, Measure
 
 
@@ -35,7 +37,9 @@ def build_search(config, supernet, tasks, log):
         if not src.measured:
             log.warning(f"the {s['chip']} latency table is a PLACEHOLDER estimate, not a measurement: "
                         f"treat the chosen subnet as a sketch until the table is measured on the device")
-        if isinstance(src, TableLatency):
+        if getattr(src, "warning", None):
+            log.warning(src.warning)
+        if src.exact:
             latency, exact = src, True
         else:
             latency = Measure(src, MeasureCache(os.path.join(cache, f"latency_{s['chip']}_b{s['batch_size']}.jsonl"),
@@ -45,7 +49,8 @@ def build_search(config, supernet, tasks, log):
     log.info(f"budget: {budget.text()}")
     return BudgetedSearch(space, accuracy, kind, budget, latency, exact, s["num_samples"],
                           s["num_candidates"], s["num_verify"], s["seed"], s["features"], log=log.info,
-                          verify_rounds=s["verify_rounds"])
+                          verify_rounds=s["verify_rounds"],
+                          runtime_of=runtime_lookup(latency, space) if is_choice(s["chip"]) else None)
 
 
 def latency_of(latency, exact, space):
@@ -56,10 +61,14 @@ def latency_of(latency, exact, space):
 
 
 def write_result(config, space, res, save_dir):
-    """<task>_<chip>.json and its Pareto PNG; returns the JSON path."""
+    """<task>_<chip>.json and its Pareto PNG; returns the JSON path. Its "runtime" names the chip
+    (and deploy config) to serve the subnet with: on a runtime choice, the faster runtime."""
     s, task, budget = config["Search"], res["task"], res["budget"]
     red = reductions(space, res["subnet"])
-    out = {"task": task, "chip": s["chip"], "subnet": res["subnet"].to_dict(),
+    # the runtime to deploy with: the chip's own, or the faster one a runtime choice found
+    runtime = dict(res.get("runtime") or {"chip": s["chip"], "backend": chip_backend(s["chip"])})
+    runtime["deploy_config"] = f"deploy/configs/{runtime['chip']}.yaml"
+    out = {"task": task, "chip": s["chip"], "runtime": runtime, "subnet": res["subnet"].to_dict(),
            "budget": budget.to_dict(), "metric": s["metric"],
            "predicted": res["predicted"], "measured": res["measured"],
            "params": red["params"]["subnet"], "flops": red["flops"]["subnet"], "reduction": red,

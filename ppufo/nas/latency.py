@@ -15,10 +15,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..chips import CHIPS, chip_absent, chip_backend, chip_present, measurable
+from ..chips import CHIPS, chip_absent, chip_backend, chip_present, measurable, runtime_chips
 from ..inference.backends import RUNTIME_NAMES, build_predictor
 from ..utils.errors import ConfigError
 from .latency_table import geometry, load_table, required_entries
+from .runtime_choice import FastestTable, is_choice
 
 
 def chip_predictor(model_dir, chip, cpu_threads, batch_size=1):
@@ -74,14 +75,16 @@ def time_interleaved(predictors, x, warmup, repeats, rounds=1, timer="wall", see
 
 def time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads=1, timer="wall", rounds=1, quantile=0.5,
                     tick=None):
-    """ms of each exported model in ``dirs``: loaded together, timed interleaved (time_interleaved).
+    """ms of each exported model in ``dirs`` on ``chip`` (or on ``chip[i]`` for dirs[i]): loaded
+    together, timed interleaved (time_interleaved).
 
     timer "wall" is the latency a user sees. "thread_cpu" is the CPU time of the calling thread,
     where a 1-thread CPU predictor does all its work. On an idle machine it gives the same
     number, but it leaves out the time other processes hold the core, which on a shared machine
     varies severalfold from one second to the next (measurements: docs/notes/chip_search.md)."""
     check_timer(timer, cpu_threads)
-    preds = [chip_predictor(d, chip, cpu_threads, batch_size) for d in dirs]
+    chips = [chip] * len(dirs) if isinstance(chip, str) else list(chip)
+    preds = [chip_predictor(d, c, cpu_threads, batch_size) for d, c in zip(dirs, chips)]
     return time_interleaved(preds, batch_input(preds[0], batch_size), warmup, repeats, rounds, timer,
                             quantile=quantile, tick=tick)
 
@@ -105,7 +108,10 @@ class MeasuredLatency:
     """subnet -> ms: extract from the supernet, export, time with the chip's runtime.
 
     ``measure_many`` times up to ``group`` subnets together, interleaved over ``rounds`` passes
-    (time_interleaved); ppufo.nas.cache.measure uses it for the subnets it has not cached."""
+    (time_interleaved); ppufo.nas.cache.measure uses it for the subnets it has not cached. On a
+    runtime choice (runtime_choice.py) every subnet is timed on each runtime in that same group and
+    its latency is the fastest's; ``detail(subnet)`` then gives each runtime's ratio to it."""
+    exact = False
 
     def __init__(self, config, supernet, task, chip, batch_size=1, warmup=10, repeats=50, cpu_threads=1,
                  timer="wall", rounds=1, group=1, quantile=0.5):
@@ -120,10 +126,12 @@ class MeasuredLatency:
         self.config, self.supernet, self.task, self.chip = config, supernet, task, chip
         self.batch_size, self.warmup, self.repeats, self.cpu_threads = batch_size, warmup, repeats, cpu_threads
         self.timer, self.rounds, self.group, self.quantile, self.measured = timer, rounds, group, quantile, True
+        self.runtimes, self._ratios = runtime_chips(chip), {}
         how = f", interleaved in groups of {group} over {rounds} passes" if group > 1 or rounds > 1 else ""
         stat = "median" if quantile == 0.5 else f"{quantile:g} quantile of the"
-        self.source = (f"{RUNTIME_NAMES[chip_backend(chip)]} on this machine ({chip}, {cpu_threads} thread(s)), "
-                       f"batch {batch_size}, {stat} {timer} time of {repeats} runs{how}")
+        runtime = " / ".join(f"{RUNTIME_NAMES[chip_backend(c)]} ({c})" for c in self.runtimes)
+        self.source = (f"{'the faster per subnet of ' if is_choice(chip) else ''}{runtime} on this machine, "
+                       f"{cpu_threads} thread(s), batch {batch_size}, {stat} {timer} time of {repeats} runs{how}")
 
     def __call__(self, subnet):
         return self.measure_many([subnet])[0]
@@ -134,6 +142,7 @@ class MeasuredLatency:
         return {"measure": "latency", "chip": self.chip, "warmup": self.warmup, "repeats": self.repeats,
                 "rounds": self.rounds, "interleave": self.group, "quantile": self.quantile,
                 "cpu_threads": self.cpu_threads, "timer": self.timer,
+                **({"runtimes": list(self.runtimes)} if is_choice(self.chip) else {}),
                 **geometry(self.supernet.space, self.config["Global"]["image_shape"], self.batch_size)}
 
     def steps(self, n):
@@ -153,12 +162,24 @@ class MeasuredLatency:
                     export_task(model, self.task, self.config, dirs[-1])
                 if tick is not None:
                     tick()
-            return time_model_dirs(dirs, self.chip, self.batch_size, self.warmup, self.repeats, self.cpu_threads,
-                                   self.timer, self.rounds, self.quantile, tick=tick)
+            ms = time_model_dirs(dirs * len(self.runtimes), [c for c in self.runtimes for _ in dirs], self.batch_size,
+                                 self.warmup, self.repeats, self.cpu_threads, self.timer, self.rounds, self.quantile,
+                                 tick=tick)
+        per_runtime = np.reshape(ms, (len(self.runtimes), len(subnets)))
+        best = per_runtime.min(axis=0)
+        if is_choice(self.chip):
+            for subnet, col, b in zip(subnets, per_runtime.T, best):
+                self._ratios[subnet.to_json()] = {c: round(float(v / b), 6) for c, v in zip(self.runtimes, col)}
+        return [float(b) for b in best]
+
+    def detail(self, subnet):
+        """On a runtime choice: {runtime chip: its ms / the fastest's} of the last timing of ``subnet``."""
+        return self._ratios.get(subnet.to_json())
 
 
 class TableLatency:
     """subnet -> ms composed from ppufo/chips/tables/<chip>.json."""
+    exact = True
 
     def __init__(self, chip, space, image_shape, batch_size, path=None):
         self.table = load_table(chip, space, image_shape, batch_size, path)
@@ -182,8 +203,8 @@ def build_latency(search, config, supernet, task):
         return MeasuredLatency(config, supernet, task, chip, search["batch_size"], search["warmup"],
                                search["repeats"], search["cpu_threads"], search["timer"], search["rounds"],
                                search["interleave"], search["quantile"])
-    return TableLatency(chip, supernet.space, config["Global"]["image_shape"], search["batch_size"],
-                        search["latency_table"])
+    table = FastestTable if is_choice(chip) else TableLatency
+    return table(chip, supernet.space, config["Global"]["image_shape"], search["batch_size"], search["latency_table"])
 
 
 # -- building a table ---------------------------------------------------------------------------

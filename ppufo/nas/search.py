@@ -18,8 +18,9 @@ import numpy as np
 
 from ..utils.errors import ConfigError
 from .budget import Budget
-from .cache import measure, record, subnet_key, uncached
+from .cache import details_of, measure, record, subnet_key, uncached
 from .predictor import GPNASPredictor, quality, subnet_features
+from .runtime_choice import fastest
 
 BUDGETS = ("latency_ms", "params", "flops")
 REFERENCES = 8  # measured samples timed again with the verified candidates, as level references
@@ -67,18 +68,21 @@ class Measure:
         now = np.asarray(many([s for _, s in todo] + refs), np.float64)
         ratios = np.asarray(reference_values, np.float64) / now[len(todo):]
         level = {"median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())}
-        record(self.cache, todo, now[:len(todo)] * level["median"], (time.time() - t) / len(now), self.label)
+        record(self.cache, todo, now[:len(todo)] * level["median"], (time.time() - t) / len(now), self.label,
+               details_of(self.fn, todo))
         return np.array([self.cache.get(k) for k in keys], np.float64), level
 
 
 class BudgetedSearch:
     """accuracy: {task: Measure}; latency: a Measure (needed for a latency_ms budget), or an exact
     callable (a latency table) when ``latency_exact``. ``budget``: a number in ``budget_type``'s
-    units, or a resolved Budget (ppufo.nas.budget), which the results carry."""
+    units, or a resolved Budget (ppufo.nas.budget), which the results carry. ``runtime_of``: on a
+    runtime choice, subnet -> {runtime chip: ms} of a measured subnet (runtime_choice.runtime_lookup;
+    the latency is the fastest's), reported for the verified subnets and the chosen one."""
 
     def __init__(self, space, accuracy, budget_type, budget, latency=None, latency_exact=False,
                  num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="both", log=print,
-                 verify_rounds=3):
+                 verify_rounds=3, runtime_of=None):
         spec = budget if isinstance(budget, Budget) else None
         budget = spec.value if spec else budget
         if budget_type not in BUDGETS:
@@ -97,7 +101,7 @@ class BudgetedSearch:
         if self.spec.type != budget_type:
             raise ConfigError(f"Search.budget is a {self.spec.type} budget; budget_type is {budget_type}")
         self.num_samples, self.num_candidates, self.num_verify = num_samples, num_candidates, num_verify
-        self.verify_rounds = verify_rounds
+        self.verify_rounds, self.runtime_of = verify_rounds, runtime_of
         self.rng, self.log = np.random.RandomState(seed), log
 
     # -- costs ---------------------------------------------------------------------------------
@@ -126,6 +130,10 @@ class BudgetedSearch:
                      f"x{1 / level['min']:.3f}): the verified times are scaled by x{level['median']:.3f} "
                      f"onto the samples' scale")
         return cost, level
+
+    def runtime(self, subnet):
+        """{"runtime": fastest runtime, its backend, each runtime's ms} on a runtime choice, else {}."""
+        return {"runtime": fastest(self.runtime_of(subnet))} if self.runtime_of else {}
 
     def fit_cost_model(self, subnets, cost):
         """A GP-NAS latency predictor for a measured latency budget; None where cost is exact."""
@@ -185,7 +193,7 @@ class BudgetedSearch:
                          f"{c:.4g} (predicted {pred_cost[i]:.4g})")
                 verified.append({"subnet": s.to_dict(), "round": rnd, "predicted_accuracy": float(pred_acc[i]),
                                  "accuracy": float(a), self.budget_type: float(c),
-                                 f"predicted_{self.budget_type}": float(pred_cost[i])})
+                                 f"predicted_{self.budget_type}": float(pred_cost[i]), **self.runtime(s)})
             best_so_far = max([a for _, a, c in pool if c <= self.budget], default=-np.inf)
             pool += list(zip(verify, v_acc, v_cost))
             if np.any((v_cost <= self.budget) & (v_acc > best_so_far)) or rnd == self.verify_rounds:
@@ -208,7 +216,7 @@ class BudgetedSearch:
             best_cost = float(self.measured_cost([best[0]])[0])
         v_pred, v_acc = [v["predicted_accuracy"] for v in verified], [v["accuracy"] for v in verified]
         return {
-            "task": task, "subnet": best[0], "budget": self.spec,
+            "task": task, "subnet": best[0], "budget": self.spec, **self.runtime(best[0]),
             "predicted": {"accuracy": float(predictor.predict(self.X([best[0]]))[0]), self.budget_type: best_cost},
             "measured": {"accuracy": float(best[1]), self.budget_type: float(best[2])},
             "verified": verified,

@@ -22,7 +22,7 @@ import os
 
 import yaml
 
-from ..chips import CHIP_NAMES
+from ..chips import CHIP_NAMES, SEARCH_CHIPS
 from .errors import ConfigError
 from .textfile import read_text
 
@@ -241,7 +241,9 @@ SCHEMA = {
     },
     "Search": {
         "task": Field(str, "", doc="task(s) to search a subnet for, comma-separated ('' = every task)"),
-        "chip": Field(str, "cpu_x86", choices=CHIP_NAMES, doc="deploy target the budget applies to"),
+        "chip": Field(str, "cpu_x86", choices=SEARCH_CHIPS,
+                      doc="deploy target the budget applies to; cpu_x86_any: per subnet the faster of cpu_x86 "
+                          "(Paddle Inference) and cpu_x86_ort (ONNX Runtime), the runtime chosen with the subnet"),
         "budget_type": Field(str, "latency_ms", choices=("latency_ms", "params", "flops"),
                              doc="unit of an absolute Search.budget (a relative budget names its own)"),
         "budget": Field((float, dict, type(None)), None, min=0,
@@ -249,7 +251,7 @@ SCHEMA = {
                             "relative to the All-in-One ViT of the supernet's full shape, {params|flops|latency_ms: "
                             "fraction in (0, 1]}, e.g. {params: 0.75} (see docs/chip_search.md)"),
         "latency": Field(str, "auto", choices=("auto", "measure", "table"),
-                         doc="measure with Paddle Inference, compose the chip's latency table, or "
+                         doc="measure with the chip's runtime, compose the chip's latency table, or "
                              "auto: measure if the chip is present"),
         "latency_table": Field(OPT_STR, None, doc="table file; null = the one shipped in ppufo/chips/tables/<chip>.json"),
         "batch_size": Field(int, 1, min=1, doc="batch size latency is measured/tabled at"),
@@ -261,7 +263,7 @@ SCHEMA = {
                                           "quantile ranks steadier on shared cores, see docs/chip_search.md)"),
         "interleave": Field(int, 8, min=1, doc="subnets exported and timed together, interleaved (each "
                                               "predictor holds its model in memory)"),
-        "cpu_threads": Field(int, 1, min=1, doc="Paddle Inference CPU threads when measuring"),
+        "cpu_threads": Field(int, 1, min=1, doc="CPU threads of the predictor (either runtime) when measuring"),
         "timer": Field(str, "wall", choices=("wall", "thread_cpu"),
                        doc="wall clock, or the CPU time of the 1-thread predictor (steadier on a shared machine)"),
         "metric": Field(str, "score", doc="validation result key (mAP, rank1, accuracy_mean, recall@1) "

@@ -304,6 +304,7 @@ def test_search_tool_writes_a_choice_that_extracts_and_exports(demo_root, tmp_pa
     path = write_result(cfg, supernet.space, res, cfg["Search"]["save_dir"])
     out = json.load(open(path))
     assert path.endswith("person_cpu_x86.json") and out["task"] == "person" and out["chip"] == "cpu_x86"
+    assert out["runtime"] == {"chip": "cpu_x86", "backend": "paddle", "deploy_config": "deploy/configs/cpu_x86.yaml"}
     assert out["params"] <= 1.2e5 and out["measured"]["params"] == out["params"]
     assert out["budget"] == {"type": "params", "value": pytest.approx(1.2e5), "fraction_of_allinone": 1.2e5 / deployed,
                              "allinone": deployed}
@@ -531,7 +532,7 @@ def test_the_ort_chip_is_timed_through_onnx_runtime_on_the_converted_probe(tmp_p
     ms = latency.time_model_dirs([d], "cpu_x86_ort", 1, warmup=1, repeats=3, timer="thread_cpu")
     assert len(ms) == 1 and 0 < ms[0] < 1000
     src = latency.MeasuredLatency({}, None, "person", "cpu_x86_ort", timer="thread_cpu").source
-    assert src.startswith("ONNX Runtime on this machine (cpu_x86_ort, 1 thread(s)), batch 1"), src
+    assert src.startswith("ONNX Runtime (cpu_x86_ort) on this machine, 1 thread(s), batch 1"), src
     assert chip_absent("cpu_x86_ort") is None
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "paddle2onnx" else real(m, *a))
