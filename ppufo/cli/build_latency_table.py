@@ -16,6 +16,7 @@ import platform
 import shlex
 import sys
 
+from ..chips import RUNTIME_CHOICES
 from ..utils.config import arg_range, cli_config
 from ..utils.errors import ConfigError
 
@@ -71,6 +72,9 @@ def main():
     s, g = config["Search"], config["Global"]
     chip, bs = s["chip"], s["batch_size"]
     try:
+        if chip in RUNTIME_CHOICES:
+            raise ConfigError(f"Search.chip={chip} chooses between {list(RUNTIME_CHOICES[chip])} and has no table of its "
+                              f"own: build each of theirs (-o Search.chip={RUNTIME_CHOICES[chip][0]}, ...)")
         if config["Arch"]["Backbone"].get("name") != "ViTSupernet":
             raise ConfigError(f"{args.config}: Arch.Backbone.name must be ViTSupernet (the table covers its space)")
         paddle.set_device("cpu")

@@ -140,6 +140,17 @@ def test_the_shipped_tables_warn_when_their_machines_differ():
     assert (ft.warning is None) == (len(machines) == 1)
 
 
+def test_a_runtime_choice_has_no_table_of_its_own():
+    import subprocess
+    import sys
+    from helpers import ROOT
+    proc = subprocess.run([sys.executable, "tools/build_latency_table.py", "-c", "configs/supernet_quickstart.yaml",
+                           "-o", "Search.chip=cpu_x86_any"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(
+        "error: Search.chip=cpu_x86_any chooses between ['cpu_x86', 'cpu_x86_ort'] and has no table of its own: build "
+        "each of theirs (-o Search.chip=cpu_x86, ...)"), proc.stderr[-2000:]
+
+
 def test_a_runtime_choice_needs_a_latency_budget_and_is_no_export_target(tmp_path):
     from ppufo.nas.budget import budget_type
     from ppufo.utils.config import load_config
