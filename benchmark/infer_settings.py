@@ -1,0 +1,152 @@
+"""Paddle Inference settings on this CPU, each on its own against the settings before issue 29, in one run.
+
+python benchmark/infer_settings.py [--repeats 20] [--threads 2] [--rows qs1,qs8,vitb1]
+
+Rows (model, batch): qs1 / qs8 = the quickstart ViT-Ti (6 blocks, 64x64) at batch 1 / 8, vitb1 /
+vitb8 = ViT-B/16 at 224 (random weights: speed and equality do not depend on training).
+Each side is one Paddle Inference predictor built like ``FeaturePredictor`` with the settings
+ppufo used before issue 29 (BEFORE: oneDNN with a cache of 10 shapes, IR passes on, Paddle's
+per-tensor garbage collection, the SDPA export, the input/output handles made once and filled with
+copy_from_cpu / copy_to_cpu, ``--threads`` math threads) and ONE setting changed; then
+FeaturePredictor with today's defaults (AFTER) and ONNX Runtime on the same ``--threads``.
+Every side gets the same input; its features' max |diff| against the dygraph model is printed
+(the settings that ship must stay within 1e-4).
+
+Calls are interleaved side by side; on the quickstart rows each timed call follows an untimed call
+of the same side: ONNX Runtime's and OpenMP's worker threads spin for a while after a run, and the
+untimed call keeps one runtime's spinning out of the next one's timing. Best of ``--repeats``
+(medians beside).
+Last line: the AFTER / BEFORE speed ratio on the first row, ratio first.
+"""
+import argparse
+import os
+import tempfile
+
+import ppufo  # noqa: F401  (before paddle: it configures MKL)
+import numpy as np
+import paddle
+
+from infer_speed import ROWS, Side, export_pair, measure
+from ppufo.inference.predictor import (FeaturePredictor, OnnxPredictor, build_config, config_calls,
+                                       first_run_flags, load_model_info, model_format, paddle_flags)
+
+BEFORE = dict(enable_mkldnn=True, mkldnn_cache_capacity=10, ir_optim=True, gc_mb=0, fuse_attention=False)
+
+
+class Settings:
+    """A Paddle Inference predictor of BEFORE's options updated by ``options``, plus raw Config
+    calls (``extra``), Paddle flags for its first run (``flags``), and an I/O style: 'handles'
+    (made once, copy_from_cpu / copy_to_cpu, as FeaturePredictor), 'fresh' (handles looked up on
+    every call), 'run_list' (predictor.run([paddle.Tensor]) -> [paddle.Tensor])."""
+
+    def __init__(self, model_dir, threads, options=None, extra=(), flags=None, io="handles"):
+        import paddle.inference as pi
+        opts = {**BEFORE, "cpu_threads": threads, **(options or {})}
+        info = load_model_info(model_dir)
+        calls = config_calls(info["image_shape"], model_format(model_dir), **opts)
+        self.predictor = pi.create_predictor(build_config(model_dir, list(calls) + list(extra)))
+        self.flags = {**first_run_flags("cpu", opts["gc_mb"]), **(flags or {})}
+        self.io, self.built = io, False
+        self.names = self.predictor.get_input_names()[0], self.predictor.get_output_names()[0]
+        self.input = self.predictor.get_input_handle(self.names[0])
+        self.output = self.predictor.get_output_handle(self.names[1])
+
+    def _once(self, x):
+        p = self.predictor
+        if self.io == "run_list":
+            return p.run([paddle.to_tensor(x)])[0].numpy()
+        i, o = (self.input, self.output) if self.io == "handles" else \
+            (p.get_input_handle(self.names[0]), p.get_output_handle(self.names[1]))
+        i.reshape(x.shape)
+        i.copy_from_cpu(x)
+        p.run()
+        return o.copy_to_cpu()
+
+    def __call__(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.built or not self.flags:
+            feats = self._once(x)
+        else:
+            with paddle_flags(self.flags):
+                feats = self._once(x)
+        self.built = True
+        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+
+
+def sides_for(sdpa, packed, threads):
+    """[(name, builder)]: BEFORE, each setting alone, AFTER, ONNX Runtime."""
+    s = lambda d=sdpa, **kw: (lambda: Settings(d, threads, **kw))  # noqa: E731
+    return [
+        ("BEFORE (oneDNN, cache 10, IR on, per-tensor GC, SDPA export)", s()),
+        ("IR passes off", s(options={"ir_optim": False})),
+        ("oneDNN fc passes off", s(extra=[("disable_mkldnn_fc_passes", (), {})])),
+        ("oneDNN cache unbounded (0)", s(options={"mkldnn_cache_capacity": 0})),
+        ("oneDNN cache 1", s(options={"mkldnn_cache_capacity": 1})),
+        ("oneDNN off (Paddle's CPU kernels + MKL)", s(options={"enable_mkldnn": False})),
+        ("optimization level 3", s(extra=[("set_optimization_level", (3,), {})])),
+        ("new executor off", s(extra=[("enable_new_executor", (False,), {})])),
+        ("PIR off (enable_new_ir(False))", s(extra=[("enable_new_ir", (False,), {})])),
+        ("executor serial run flag", s(flags={"FLAGS_new_executor_serial_run": True})),
+        ("GC in 64 MB batches", s(options={"gc_mb": 64})),
+        ("GC off (tensors kept for the next run)", s(options={"gc_mb": -1})),
+        ("1 thread", s(options={"cpu_threads": 1})),
+        ("handles looked up per call", s(io="fresh")),
+        ("run([paddle.Tensor])", s(io="run_list")),
+        ("packed-attention export (no fusion)", s(packed)),
+        ("packed export + attention fusion", s(packed, options={"fuse_attention": True})),
+        ("oneDNN bf16", s(extra=[("enable_mkldnn_bfloat16", (), {})])),
+        ("AFTER (FeaturePredictor defaults)", lambda: FeaturePredictor(packed, cpu_threads=threads)),
+        ("ONNX Runtime (packed export)", lambda: OnnxPredictor(packed, cpu_threads=threads)),
+        ("ONNX Runtime (SDPA export)", lambda: OnnxPredictor(sdpa, cpu_threads=threads)),
+    ]
+
+
+def run_row(row, batch, repeats, threads, work):
+    label, overrides = ROWS[row]
+    sdpa, packed, ref_fn, shape, _ = export_pair(overrides, work)
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype("float32")
+    ref = ref_fn(x, threads)
+    sides, notes = [], []
+    for name, build in sides_for(sdpa, packed, threads):
+        try:
+            fn = build()
+            diff = float(np.abs(fn(x) - ref).max())
+        except Exception as e:  # a setting Paddle refuses for this model: reported, not timed
+            notes.append(f"  {name}: fails: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}")
+            continue
+        side = Side(name, fn)
+        side.diff = diff
+        sides.append(side)
+    times, medians = measure(sides, x, repeats, lead_in=row == "qs")  # ViT-B's calls dwarf any spinning
+    base = times[0]
+    print(f"{label}, batch {batch}, {threads} threads, best of {repeats} (median):", flush=True)
+    for s, t, m in zip(sides, times, medians):
+        ok = "" if s.diff <= 1e-4 else "  OVER 1e-4"
+        print(f"  {s.name}: {t * 1e3:.2f} ms ({m * 1e3:.2f}), {base / t:.2f}x BEFORE; "
+              f"max |diff| vs dygraph {s.diff:.1e}{ok}", flush=True)
+    for n in notes:
+        print(n, flush=True)
+    after = [t for s, t in zip(sides, times) if s.name.startswith("AFTER")][0]
+    return label, batch, base / after
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count())
+    p.add_argument("--rows", default="qs1,qs8,vitb1", help="comma list of qs1, qs8, vitb1, vitb8")
+    a = p.parse_args()
+    paddle.set_device("cpu")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ppufo_infer_settings_") as work:
+        for item in a.rows.split(","):
+            row, batch = item.rstrip("0123456789"), int(item[len(item.rstrip("0123456789")):])
+            results.append(run_row(row, batch, a.repeats, a.threads, work))
+    label, batch, ratio = results[0]
+    print(f"{ratio:.2f}x Paddle Inference with ppufo's new defaults vs before ({label}, batch {batch}, "
+          f"{a.threads} threads, features within 1e-4 of dygraph)")
+
+
+if __name__ == "__main__":
+    main()
