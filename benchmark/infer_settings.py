@@ -16,7 +16,10 @@ Calls are interleaved side by side; on the quickstart rows each timed call follo
 of the same side: ONNX Runtime's and OpenMP's worker threads spin for a while after a run, and the
 untimed call keeps one runtime's spinning out of the next one's timing. Best of ``--repeats``
 (medians beside).
-Last line: the AFTER / BEFORE speed ratio on the first row, ratio first.
+``--base after`` changes each setting from today's defaults instead (small effects stand out
+better there: BEFORE's per-tensor GC thread makes its own times noisy).
+Last line: the AFTER / BEFORE speed ratio on the first row, ratio first (with ``--base after``:
+the best single change's speed ratio over the defaults).
 """
 import argparse
 import os
@@ -31,6 +34,9 @@ from ppufo.inference.predictor import (FeaturePredictor, OnnxPredictor, build_co
                                        first_run_flags, load_model_info, model_format, paddle_flags)
 
 BEFORE = dict(enable_mkldnn=True, mkldnn_cache_capacity=10, ir_optim=True, gc_mb=0, fuse_attention=False)
+# FeaturePredictor's defaults now for models of 64 MB of weights and more, on the packed export
+# (--base after); smaller ones get predictor.SMALL_MODEL on top
+AFTER = dict(enable_mkldnn=True, mkldnn_cache_capacity=10, ir_optim=True, gc_mb=64, fuse_attention=True)
 
 
 class Settings:
@@ -39,9 +45,9 @@ class Settings:
     (made once, copy_from_cpu / copy_to_cpu, as FeaturePredictor), 'fresh' (handles looked up on
     every call), 'run_list' (predictor.run([paddle.Tensor]) -> [paddle.Tensor])."""
 
-    def __init__(self, model_dir, threads, options=None, extra=(), flags=None, io="handles"):
+    def __init__(self, model_dir, threads, options=None, extra=(), flags=None, io="handles", base=BEFORE):
         import paddle.inference as pi
-        opts = {**BEFORE, "cpu_threads": threads, **(options or {})}
+        opts = {**base, "cpu_threads": threads, **(options or {})}
         info = load_model_info(model_dir)
         calls = config_calls(info["image_shape"], model_format(model_dir), **opts)
         self.predictor = pi.create_predictor(build_config(model_dir, list(calls) + list(extra)))
@@ -108,7 +114,35 @@ def sides_for(sdpa, packed, threads):
     ]
 
 
-def run_row(row, batch, repeats, threads, work, group):
+def sides_after(sdpa, packed, threads):
+    """[(name, builder)]: AFTER (the defaults now) as Settings, each setting toggled on top of it,
+    FeaturePredictor itself, ONNX Runtime (--base after: small effects, without BEFORE's GC noise)."""
+    s = lambda d=packed, **kw: (lambda: Settings(d, threads, base=AFTER, **kw))  # noqa: E731
+    return [
+        ("BASE (oneDNN, cache 10, IR on, GC 64 MB, packed + fusion: the defaults from 64 MB of weights)", s()),
+        ("small-model options (oneDNN off, GC off)", s(options={"enable_mkldnn": False, "gc_mb": -1})),
+        ("IR passes off", s(options={"ir_optim": False})),
+        ("oneDNN fc passes off", s(extra=[("disable_mkldnn_fc_passes", (), {})])),
+        ("oneDNN cache unbounded (0)", s(options={"mkldnn_cache_capacity": 0})),
+        ("oneDNN cache 1", s(options={"mkldnn_cache_capacity": 1})),
+        ("oneDNN off", s(options={"enable_mkldnn": False})),
+        ("optimization level 3", s(extra=[("set_optimization_level", (3,), {})])),
+        ("new executor off", s(extra=[("enable_new_executor", (False,), {})])),
+        ("PIR off (enable_new_ir(False))", s(extra=[("enable_new_ir", (False,), {})])),
+        ("executor serial run flag", s(flags={"FLAGS_new_executor_serial_run": True})),
+        ("GC per tensor (Paddle's default)", s(options={"gc_mb": 0})),
+        ("GC off (tensors kept for the next run)", s(options={"gc_mb": -1})),
+        ("1 thread", s(options={"cpu_threads": 1})),
+        ("handles looked up per call", s(io="fresh")),
+        ("run([paddle.Tensor])", s(io="run_list")),
+        ("attention fusion off", s(options={"fuse_attention": False})),
+        ("SDPA export", s(sdpa, options={"fuse_attention": False})),
+        ("AFTER (FeaturePredictor defaults)", lambda: FeaturePredictor(packed, cpu_threads=threads)),
+        ("ONNX Runtime (packed export)", lambda: OnnxPredictor(packed, cpu_threads=threads)),
+    ]
+
+
+def run_row(row, batch, repeats, threads, work, group, base="before"):
     """Times every side of one row, in groups of ``group`` sides besides BEFORE (0: all at once;
     a ViT-B predictor holds about 0.7 GB, so ViT-B rows are timed a group at a time, each group
     with its own BEFORE, and each ratio is against the BEFORE timed beside it)."""
@@ -116,11 +150,11 @@ def run_row(row, batch, repeats, threads, work, group):
     sdpa, packed, ref_fn, shape, _ = export_pair(overrides, work)
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype("float32")
     ref = ref_fn(x, threads)
-    builders = sides_for(sdpa, packed, threads)
+    builders = (sides_for if base == "before" else sides_after)(sdpa, packed, threads)
     rest = builders[1:]
     size = group or len(rest)
     print(f"{label}, batch {batch}, {threads} threads, best of {repeats} (median):", flush=True)
-    after = None
+    after, ratios = None, {}
     for start in range(0, len(rest), size):
         sides, notes = [], []
         for name, build in [builders[0]] + rest[start:start + size]:
@@ -134,19 +168,20 @@ def run_row(row, batch, repeats, threads, work, group):
             side.diff = diff
             sides.append(side)
         times, medians = measure(sides, x, repeats, lead_in=row == "qs")  # ViT-B's calls dwarf any spinning
-        base = times[0]
+        ref_t = times[0]
         for i, (s, t, m) in enumerate(zip(sides, times, medians)):
             if i == 0 and start:
                 continue  # BEFORE is printed once, from the first group
             ok = "" if s.diff <= 1e-4 else "  OVER 1e-4"
-            print(f"  {s.name}: {t * 1e3:.2f} ms ({m * 1e3:.2f}), {base / t:.2f}x BEFORE; "
+            print(f"  {s.name}: {t * 1e3:.2f} ms ({m * 1e3:.2f}), {ref_t / t:.2f}x {base.upper()}; "
                   f"max |diff| vs dygraph {s.diff:.1e}{ok}", flush=True)
+            ratios[s.name] = ref_t / t
             if s.name.startswith("AFTER"):
-                after = base / t
+                after = ref_t / t
         for n in notes:
             print(n, flush=True)
         del sides
-    return label, batch, after
+    return label, batch, after, ratios
 
 
 def main():
@@ -155,6 +190,8 @@ def main():
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count())
     p.add_argument("--rows", default="qs1,qs8,vitb1", help="comma list of qs1, qs8, vitb1, vitb8")
+    p.add_argument("--base", choices=("before", "after"), default="before",
+                   help="change each setting from the settings before issue 29, or from the defaults now")
     p.add_argument("--group", type=int, default=8, help="ViT-B sides timed together besides BEFORE (0: all)")
     a = p.parse_args()
     paddle.set_device("cpu")
@@ -162,8 +199,14 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ppufo_infer_settings_") as work:
         for item in a.rows.split(","):
             row, batch = item.rstrip("0123456789"), int(item[len(item.rstrip("0123456789")):])
-            results.append(run_row(row, batch, a.repeats, a.threads, work, 0 if row == "qs" else a.group))
-    label, batch, ratio = results[0]
+            results.append(run_row(row, batch, a.repeats, a.threads, work, 0 if row == "qs" else a.group, a.base))
+    label, batch, ratio, ratios = results[0]
+    if a.base == "after":
+        name, best = max(((k, v) for k, v in ratios.items() if not k.startswith(("AFTER", "ONNX"))),
+                         key=lambda kv: kv[1])
+        print(f"{best:.2f}x the defaults' speed with the best single change ({name}; {label}, batch {batch}, "
+              f"{a.threads} threads)")
+        return
     print(f"{ratio:.2f}x Paddle Inference with ppufo's new defaults vs before ({label}, batch {batch}, "
           f"{a.threads} threads, features within 1e-4 of dygraph)")
 

@@ -8,10 +8,11 @@ call for it); each row reports how many threads actually did the work, and also 
 one thread (Paddle's default) with the ratios against it.
 Paddle Inference runs twice: BEFORE, the settings ppufo used before issue 29 (oneDNN, cache of 10
 shapes, IR passes on, Paddle's per-tensor garbage collection, the SDPA export), and AFTER,
-FeaturePredictor's defaults now (the packed-attention export, ``gc_mb=-1``, ...; what each setting
-does alone is benchmark/infer_settings.py). ONNX Runtime runs the packed export (the default one).
-Calls are interleaved (dygraph, Paddle Inference, ONNX Runtime, dygraph, ...) so background load
-hits every side alike; on the quickstart rows each timed call follows an untimed call of the same
+FeaturePredictor's defaults now (the packed-attention export with its fused attention kernel,
+dead tensors freed in 64 MB batches, and for models under 64 MB of weights oneDNN off and no
+freeing; what each setting does alone is benchmark/infer_settings.py). ONNX Runtime runs the packed export (the default one).
+Calls are interleaved (dygraph, Paddle Inference, ONNX Runtime, dygraph, ..., in a fresh random
+order each round) so background load and position hit every side alike; on the quickstart rows each timed call follows an untimed call of the same
 side, which keeps one runtime's spinning worker threads out of the next one's timing. Ratios use
 the best of the timed runs after warm-up (on a shared machine the best run is the one that got its
 cores; medians are printed beside them).
@@ -44,7 +45,7 @@ ROWS = {
                               "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"]),
 }
 # Paddle Inference as ppufo ran it before issue 29 (on the SDPA export)
-BEFORE = dict(enable_mkldnn=True, mkldnn_cache_capacity=10, ir_optim=True, gc_mb=0)
+BEFORE = dict(enable_mkldnn=True, mkldnn_cache_capacity=10, ir_optim=True, gc_mb=0, small_model_mb=0)
 _EXPORTS = {}
 
 
@@ -108,14 +109,17 @@ class Side:
         return sum(v >= top / 4 for v in self.ticks.values()) if top >= 8 else "?"
 
 
-def measure(sides, x, repeats, warmup=3, lead_in=False):
-    """Best and median seconds of each side over ``repeats`` interleaved rounds. ``lead_in``: an
-    untimed call of the same side before each timed one (see the module docstring)."""
+def measure(sides, x, repeats, warmup=3, lead_in=False, seed=0):
+    """Best and median seconds of each side over ``repeats`` interleaved rounds, each round in a
+    fresh random order (a fixed order gave the side after ONNX Runtime 10% slower times, measured).
+    ``lead_in``: an untimed call of the same side before each timed one (see the module docstring)."""
     for s in sides:
         for _ in range(warmup):  # oneDNN / ORT build their kernels for a new shape on the first calls
             s.fn(x)
+    rng = np.random.default_rng(seed)
     for _ in range(repeats):
-        for s in sides:
+        for i in rng.permutation(len(sides)):
+            s = sides[i]
             if lead_in:
                 s.fn(x)
             s.timed_call(x)

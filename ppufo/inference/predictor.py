@@ -92,14 +92,17 @@ def model_transforms(model_dir, info=None):
 def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=True,
                  mkldnn_cache_capacity=10, cpu_threads=2, use_tensorrt=False, precision="fp32",
                  max_batch_size=8, opt_batch_size=None, min_subgraph_size=3, trt_cache_dir=None,
-                 ir_optim=True, memory_optim=False, gpu_mem_mb=500, device_id=0, fuse_attention=False, gc_mb=-1):
+                 ir_optim=True, memory_optim=False, gpu_mem_mb=500, device_id=0, fuse_attention=False, gc_mb=64,
+                 small_model_mb=64):
     """The ``paddle.inference.Config`` calls for these options, as ``[(method, args, kwargs)]``.
 
     ``gc_mb`` is no Config call: on CPU it is how Paddle frees the dead intermediate tensors of a
     run (GC_FLAG, in MB), which FeaturePredictor sets for its first run (``first_run_flags``):
     0 each at once on Paddle's GC thread (Paddle's default), > 0 in batches of that many MB, -1
     never (they stay allocated and the next run reuses them: fastest, holds every activation of
-    the largest batch run); None leaves Paddle's flag as it is.
+    the largest batch run); None leaves Paddle's flag as it is. ``small_model_mb`` is no Config call
+    either: FeaturePredictor runs a model whose weights (inference.pdiparams) are smaller than that
+    on CPU with oneDNN off and ``gc_mb=-1`` whatever the two options say (``small_model``; 0: never).
 
     ``fuse_attention`` (CPU, for a model exported with packed attention; FeaturePredictor sets it
     from inference.yml): add Paddle's ``self_attention_fuse_pass`` to the plain CPU passes, or, with
@@ -121,6 +124,8 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
         raise ValueError(f"precision={precision!r} needs use_tensorrt=True")
     if gc_mb is not None and (isinstance(gc_mb, bool) or not isinstance(gc_mb, (int, float)) or gc_mb < -1):
         raise ValueError(f"gc_mb={gc_mb!r}: expected MB >= 0, -1 (never free) or None")
+    if isinstance(small_model_mb, bool) or not isinstance(small_model_mb, (int, float)) or small_model_mb < 0:
+        raise ValueError(f"small_model_mb={small_model_mb!r}: expected MB >= 0 (0: no model counts as small)")
     calls = []
     if device == "gpu":
         calls.append(("enable_use_gpu", (gpu_mem_mb, device_id), {}))
@@ -158,7 +163,21 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
     return calls
 
 
-def first_run_flags(device="cpu", gc_mb=-1):
+# Small models (docs/notes/inference_speed.md, 2026-12-05, quickstart ViT-Ti at batch 1 on 2 threads):
+# per-op costs outweigh the math, and oneDNN's per-op setup and freeing tensors cost more there than
+# oneDNN's faster kernels save; from ViT-B size on, oneDNN is faster and keeping every tensor costs
+# 2x memory (ViT-B/16 batch 8: 2.6 vs 1.3 GB)
+SMALL_MODEL = {"enable_mkldnn": False, "gc_mb": -1}
+
+
+def small_model(model_dir, device="cpu", small_model_mb=64):
+    """Whether the model in ``model_dir`` runs with SMALL_MODEL's options: on CPU, weights under
+    ``small_model_mb`` MB."""
+    size = os.path.getsize(os.path.join(model_dir, "inference.pdiparams")) / 2 ** 20
+    return device == "cpu" and size < small_model_mb
+
+
+def first_run_flags(device="cpu", gc_mb=64):
     """The Paddle flags a predictor's first run needs (it builds the executor, which reads them)."""
     if device != "cpu" or gc_mb is None:
         return {}
@@ -190,8 +209,9 @@ class FeaturePredictor(_Predictor):
     """images [N, 3, H, W] float32 (preprocessed) -> L2-normalised features [N, D], Paddle Inference.
 
     Keyword options are those of ``config_calls``; ``fuse_attention`` (default True here) is
-    switched on only for a model whose inference.yml says ``attention: packed``, and ``gc_mb`` is
-    applied to the first run (``first_run_flags``). With ``use_tensorrt`` it refuses
+    switched on only for a model whose inference.yml says ``attention: packed``, ``gc_mb`` is
+    applied to the first run (``first_run_flags``), and a small model (``small_model``) runs with
+    SMALL_MODEL's options (``self.small``). With ``use_tensorrt`` it refuses
     (trt.TensorRTUnavailable) where TensorRT cannot run, and ``trt_cache`` is the folder of the
     engines it built or reused (``trt_cache_dir``, default ``<model_dir>/_trt_cache``)."""
 
@@ -204,6 +224,12 @@ class FeaturePredictor(_Predictor):
         self.calls = config_calls(shape, self.format, **options)  # checks the options first
         a = inspect.signature(config_calls).bind(shape, self.format, **options)
         a.apply_defaults()
+        self.small = small_model(model_dir, a.arguments["device"], a.arguments["small_model_mb"])
+        if self.small:
+            options.update(SMALL_MODEL)
+            self.calls = config_calls(shape, self.format, **options)
+            a = inspect.signature(config_calls).bind(shape, self.format, **options)
+            a.apply_defaults()
         # read when the executor is built, on a predictor's first run (and a clone's): set then
         self.first_run_flags = first_run_flags(a.arguments["device"], a.arguments["gc_mb"])
         self.built = False

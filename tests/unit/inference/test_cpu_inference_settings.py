@@ -78,12 +78,12 @@ def test_packed_attention_equals_the_model_attention(head_dim, bias):
     assert np.abs(got - want).max() <= (0 if head_dim == 64 else 1e-5) * np.abs(want).max()
 
 
+# small_model_mb=0 where the quickstart model (11 MB of weights) must not get the small-model options
 SETTINGS = {
-    "defaults": ("packed", {}),
-    "before issue 29": ("sdpa", dict(enable_mkldnn=True, mkldnn_cache_capacity=10, gc_mb=0)),
-    "oneDNN off": ("packed", dict(enable_mkldnn=False)),
-    "oneDNN on": ("packed", dict(enable_mkldnn=True)),
-    "GC in batches": ("packed", dict(gc_mb=64)),
+    "defaults (small model: oneDNN off, GC off)": ("packed", {}),
+    "before issue 29": ("sdpa", dict(enable_mkldnn=True, mkldnn_cache_capacity=10, gc_mb=0, small_model_mb=0)),
+    "large-model defaults (oneDNN, GC in batches)": ("packed", dict(small_model_mb=0)),
+    "oneDNN on, GC off": ("packed", dict(enable_mkldnn=True, gc_mb=-1, small_model_mb=0)),
     "no fusion, one thread": ("packed", dict(fuse_attention=False, cpu_threads=1)),
 }
 
@@ -131,13 +131,13 @@ def optimized_ops(model_dir, calls, tmp_path):
 @pytest.mark.parametrize("mkldnn", [False, True])
 def test_the_packed_export_runs_one_fused_attention_kernel_per_block(quickstart, mkldnn, tmp_path):
     _, dirs = quickstart
-    pred = P.FeaturePredictor(dirs["packed"], enable_mkldnn=mkldnn)
+    pred = P.FeaturePredictor(dirs["packed"], enable_mkldnn=mkldnn, small_model_mb=0)
     assert pred.calls == P.config_calls([3, 64, 64], "pir", enable_mkldnn=mkldnn, fuse_attention=True)
     assert optimized_ops(dirs["packed"], pred.calls, tmp_path / "on").get("self_dp_attention") == DEPTH
     off = P.config_calls([3, 64, 64], "pir", enable_mkldnn=mkldnn, fuse_attention=False)
     assert "self_dp_attention" not in optimized_ops(dirs["packed"], off, tmp_path / "off")
     # an SDPA export: fuse_attention is switched off, whatever the option says
-    assert P.FeaturePredictor(dirs["sdpa"], enable_mkldnn=mkldnn, fuse_attention=True).calls == off
+    assert P.FeaturePredictor(dirs["sdpa"], enable_mkldnn=mkldnn, fuse_attention=True, small_model_mb=0).calls == off
 
 
 def test_fuse_attention_adds_the_pass_or_deletes_its_blockers(monkeypatch):
@@ -178,22 +178,42 @@ def test_gc_flag_is_set_for_the_first_run_only_and_stops_the_gc_thread_hand_offs
     _, dirs = quickstart
     x = images(1)
     flag = paddle.get_flags([P.GC_FLAG])
-    never = P.FeaturePredictor(dirs["packed"], gc_mb=-1, cpu_threads=1)
-    per_tensor = P.FeaturePredictor(dirs["packed"], gc_mb=0, cpu_threads=1)
+    never = P.FeaturePredictor(dirs["packed"], gc_mb=-1, cpu_threads=1, small_model_mb=0)
+    per_tensor = P.FeaturePredictor(dirs["packed"], gc_mb=0, cpu_threads=1, small_model_mb=0)
     assert voluntary_switches_per_run(never, x) < 3
     assert voluntary_switches_per_run(per_tensor, x) > 20
     assert voluntary_switches_per_run(never.clone(), x) < 3  # the clone's first run sets it too
     assert paddle.get_flags([P.GC_FLAG]) == flag  # put back after each first run
 
 
+def test_a_small_model_runs_with_onednn_off_and_keeps_its_tensors(quickstart):
+    """The quickstart model has 11 MB of weights: under the default small_model_mb (64) it runs
+    with SMALL_MODEL's options whatever enable_mkldnn / gc_mb say; small_model_mb=0 or 1 keeps them."""
+    _, dirs = quickstart
+    d = dirs["packed"]
+    assert 8 < os.path.getsize(os.path.join(d, "inference.pdiparams")) / 2 ** 20 < 64
+    small = P.FeaturePredictor(d, enable_mkldnn=True, gc_mb=0)
+    assert small.small and small.first_run_flags == {P.GC_FLAG: -1.0}
+    names = [n for n, _, _ in small.calls]
+    assert "disable_mkldnn" in names and "enable_mkldnn" not in names
+    for mb in (0, 1):
+        big = P.FeaturePredictor(d, enable_mkldnn=True, gc_mb=0, small_model_mb=mb)
+        assert not big.small and big.first_run_flags == {P.GC_FLAG: 0.0}
+        assert "enable_mkldnn" in [n for n, _, _ in big.calls]
+    assert not P.small_model(d, "gpu")  # CPU only
+    with pytest.raises(ValueError, match="small_model_mb"):
+        P.config_calls([3, 64, 64], "pir", small_model_mb=-1)
+
+
 def test_deploy_keys_reach_the_predictor():
-    g = predictor_kwargs(load_deploy_config(None, ["Global.gc_mb=64", "Global.fuse_attention=false"]))
-    assert (g["gc_mb"], g["fuse_attention"]) == (64, False)
+    g = predictor_kwargs(load_deploy_config(None, ["Global.gc_mb=-1", "Global.fuse_attention=false",
+                                                   "Global.small_model_mb=0"]))
+    assert (g["gc_mb"], g["fuse_attention"], g["small_model_mb"]) == (-1, False, 0)
     assert predictor_kwargs(load_deploy_config(None, ["Global.gc_mb=null"]))["gc_mb"] is None
     with pytest.raises(ConfigError, match="gc_mb"):
         load_deploy_config(None, ["Global.gc_mb=-2"])
     defaults = predictor_kwargs(load_deploy_config(None))
     for name in ("cpu_x86", "inference_rec"):
         cfg = predictor_kwargs(load_deploy_config(os.path.join(ROOT, "deploy", "configs", name + ".yaml")))
-        assert {k: cfg[k] for k in ("gc_mb", "fuse_attention", "enable_mkldnn")} == \
-            {k: defaults[k] for k in ("gc_mb", "fuse_attention", "enable_mkldnn")}
+        keys = ("gc_mb", "fuse_attention", "small_model_mb", "enable_mkldnn")
+        assert {k: cfg[k] for k in keys} == {k: defaults[k] for k in keys}
