@@ -29,9 +29,20 @@ import ppufo  # noqa: F401  (before paddle: it configures MKL)
 import numpy as np
 import paddle
 
-from infer_speed import ROWS, Side, export_pair, measure
 from ppufo.inference.predictor import (FeaturePredictor, OnnxPredictor, build_config, config_calls,
                                        first_run_flags, load_model_info, model_format, paddle_flags)
+
+_SPEED = {}
+
+
+def speed():
+    """benchmark/infer_speed.py's namespace (ROWS, Side, export_pair, measure), loaded once; the
+    sibling script, without editing the import path (tests/unit/test_layers.py)."""
+    if not _SPEED:
+        import runpy
+        _SPEED.update(runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "infer_speed.py")))
+    return _SPEED
+
 
 BEFORE = dict(enable_mkldnn=True, mkldnn_cache_capacity=10, ir_optim=True, gc_mb=0, fuse_attention=False)
 # FeaturePredictor's defaults now for models of 64 MB of weights and more, on the packed export
@@ -146,8 +157,9 @@ def run_row(row, batch, repeats, threads, work, group, base="before"):
     """Times every side of one row, in groups of ``group`` sides besides BEFORE (0: all at once;
     a ViT-B predictor holds about 0.7 GB, so ViT-B rows are timed a group at a time, each group
     with its own BEFORE, and each ratio is against the BEFORE timed beside it)."""
-    label, overrides = ROWS[row]
-    sdpa, packed, ref_fn, shape, _ = export_pair(overrides, work)
+    Side, measure = speed()["Side"], speed()["measure"]
+    label, overrides = speed()["ROWS"][row]
+    sdpa, packed, ref_fn, shape, _ = speed()["export_pair"](overrides, work)
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype("float32")
     ref = ref_fn(x, threads)
     builders = (sides_for if base == "before" else sides_after)(sdpa, packed, threads)

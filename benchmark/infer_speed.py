@@ -217,8 +217,9 @@ def main():
     p.add_argument("--no-subnets", action="store_true", help="skip the extracted-subnet rows")
     a = p.parse_args()
     paddle.set_device("cpu")
-    from train_throughput import matmul_gflops
-    peak = matmul_gflops(a.threads)["paddle"]
+    import runpy  # the sibling script, without editing the import path (tests/unit/test_layers.py)
+    here = os.path.dirname(os.path.abspath(__file__))
+    peak = runpy.run_path(os.path.join(here, "train_throughput.py"))["matmul_gflops"](a.threads)["paddle"]
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="ppufo_infer_speed_") as work:  # the exported models
         for row in ROWS:
