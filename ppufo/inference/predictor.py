@@ -12,7 +12,8 @@ intermediate tensor to a garbage-collector thread, about 100 hand-offs per call 
 which on a 2-core machine costs more than the model's math at batch 1. ``gc_mb`` changes that
 (``GC_FLAG``, read once when a predictor builds its executor on its first run). A model exported
 with packed attention (``inference.yml`` ``attention: packed``) gets one fused ``self_dp_attention``
-kernel per block on AVX-512 CPUs (``fuse_attention``).
+kernel per block on AVX-512 CPUs (``fuse_attention``). A model with less than ``small_model_mb``
+of weights runs with oneDNN off and no freeing (``small_model``): per-op costs dominate there.
 """
 import contextlib
 import copy
