@@ -1,15 +1,25 @@
-"""Inference latency of the same model: dygraph vs Paddle Inference (oneDNN) vs ONNX Runtime, one run.
+"""Inference latency of the same model: dygraph vs Paddle Inference vs ONNX Runtime, one run.
 
-python benchmark/infer_speed.py [--repeats 10] [--threads 2]
+python benchmark/infer_speed.py [--repeats 10] [--threads 2] [--no-subnets]
 Every side gets the same number of CPU threads (default: all cores this process may use).
 Paddle's dygraph runs its math on ONE thread unless told otherwise (measured: one busy thread),
 so it is given ``--threads`` through paddle.base.core.set_num_threads (Paddle 3.3.1 has no public
 call for it); each row reports how many threads actually did the work, and also times dygraph on
 one thread (Paddle's default) with the ratios against it.
-Calls are interleaved (dygraph, Paddle Inference, ONNX Runtime, dygraph, ...) so background load
-hits every side alike. Ratios use the best of the timed runs after warm-up (on a shared machine the
-best run is the one that got its cores; medians are printed beside them).
-Last line: the ViT-B/16 224 batch-1 ratio.
+Paddle Inference runs twice: BEFORE, the settings ppufo used before issue 29 (oneDNN, cache of 10
+shapes, IR passes on, Paddle's per-tensor garbage collection, the SDPA export), and AFTER,
+FeaturePredictor's defaults now (the packed-attention export with its fused attention kernel,
+dead tensors freed in 64 MB batches, and for models under 64 MB of weights oneDNN off and no
+freeing; what each setting does alone is benchmark/infer_settings.py). ONNX Runtime runs the packed export (the default one).
+Calls are interleaved (dygraph, Paddle Inference, ONNX Runtime, dygraph, ..., in a fresh random
+order each round) so background load and position hit every side alike; on the quickstart rows each timed call follows an untimed call of the same
+side, which keeps one runtime's spinning worker threads out of the next one's timing. Ratios use
+the best of the timed runs after warm-up (on a shared machine the best run is the one that got its
+cores; medians are printed beside them).
+One line per model gives both runtimes' ms and the GFLOP/s they achieve against this machine's
+fp32 matmul on the same threads (Paddle, 2048x2048, measured in this run).
+Last line: the worst Paddle Inference (AFTER) / ONNX Runtime time ratio over the models and
+batch sizes, ratio first (above 1: Paddle Inference is slower).
 """
 import argparse
 import glob
@@ -27,6 +37,45 @@ from ppufo.arch import build_model
 from ppufo.engine.exporter import export_task
 from ppufo.utils.config import load_config
 from ppufo.inference.predictor import FeaturePredictor, OnnxPredictor
+
+# row name -> (label, quickstart.yaml overrides)
+ROWS = {
+    "qs": ("quickstart ViT-Ti (6 blocks, 64x64)", []),
+    "vitb": ("ViT-B/16 224", ["Global.image_shape=[3,224,224]", "Arch.Backbone.name=ViT_base_patch16",
+                              "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"]),
+}
+# Paddle Inference as ppufo ran it before issue 29 (on the SDPA export)
+BEFORE = dict(enable_mkldnn=True, mkldnn_cache_capacity=10, ir_optim=True, gc_mb=0, small_model_mb=0)
+_EXPORTS = {}
+
+
+def export_pair(overrides, work):
+    """The model of quickstart.yaml + ``overrides`` (seed 0, untrained), exported twice, SDPA and
+    packed attention, each also converted to ONNX (once per overrides in a run). Returns (sdpa
+    dir, packed dir, ref(x, threads) -> dygraph features, image shape, forward FLOPs per image)."""
+    key = tuple(overrides)
+    if key not in _EXPORTS:
+        from ppufo.inference.onnx_export import export_onnx
+        cfg = load_config(os.path.join(ROOT, "configs", "quickstart.yaml"), list(overrides))
+        paddle.seed(0)
+        model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
+        model.eval()
+        dirs = []
+        for packed in (False, True):
+            cfg["Export"]["packed_attention"] = packed
+            d = tempfile.mkdtemp(dir=work)
+            export_task(model, "person", cfg, d)
+            export_onnx(d)
+            dirs.append(d)
+
+        def ref(x, threads):
+            paddle.base.core.set_num_threads(threads)
+            with paddle.no_grad():
+                return model.embed(paddle.to_tensor(x), "person").numpy()
+
+        shape = cfg["Global"]["image_shape"]
+        _EXPORTS[key] = (*dirs, ref, shape, model.backbone.forward_flops(shape[1:]), model)
+    return _EXPORTS[key][:5]
 
 
 def thread_ticks():
@@ -60,33 +109,32 @@ class Side:
         return sum(v >= top / 4 for v in self.ticks.values()) if top >= 8 else "?"
 
 
-def measure(sides, x, repeats, warmup=3):
+def measure(sides, x, repeats, warmup=3, lead_in=False, seed=0):
+    """Best and median seconds of each side over ``repeats`` interleaved rounds, each round in a
+    fresh random order (a fixed order gave the side after ONNX Runtime 10% slower times, measured).
+    ``lead_in``: an untimed call of the same side before each timed one (see the module docstring)."""
     for s in sides:
         for _ in range(warmup):  # oneDNN / ORT build their kernels for a new shape on the first calls
             s.fn(x)
+    rng = np.random.default_rng(seed)
     for _ in range(repeats):
-        for s in sides:
+        for i in rng.permutation(len(sides)):
+            s = sides[i]
+            if lead_in:
+                s.fn(x)
             s.timed_call(x)
     return [float(np.min(s.times)) for s in sides], [float(np.median(s.times)) for s in sides]
 
 
-def compare(label, overrides, batches, repeats, threads, work):
-    cfg = load_config(os.path.join(ROOT, "configs", "quickstart.yaml"), overrides)
-    paddle.seed(0)
-    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
-    model.eval()
-    d = tempfile.mkdtemp(dir=work)
-    export_task(model, "person", cfg, d)
-    pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=threads, max_batch_size=max(batches))
-    onnx = None
-    try:
-        from ppufo.inference.onnx_export import export_onnx
-        export_onnx(d)
-        onnx = OnnxPredictor(d, cpu_threads=threads)
-    except ImportError as e:
-        print(f"ONNX Runtime not measured: {e}")
-    c, h, w = cfg["Global"]["image_shape"]
-    ratios = {}
+def compare(row, batches, repeats, threads, work, peak):
+    """Rows of one model; returns {batch: (Paddle Inference AFTER ms, ONNX Runtime ms)}."""
+    label, overrides = ROWS[row]
+    sdpa, packed, ref, (c, h, w), flops = export_pair(overrides, work)
+    model = _EXPORTS[tuple(overrides)][5]
+    before = FeaturePredictor(sdpa, cpu_threads=threads, max_batch_size=max(batches), fuse_attention=False, **BEFORE)
+    after = FeaturePredictor(packed, cpu_threads=threads, max_batch_size=max(batches))
+    onnx = OnnxPredictor(packed, cpu_threads=threads)
+    out = {}
     for b in batches:
         x = np.random.default_rng(0).standard_normal((b, c, h, w)).astype("float32")
 
@@ -98,23 +146,27 @@ def compare(label, overrides, batches, repeats, threads, work):
                     return model.embed(paddle.to_tensor(a), "person").numpy()
             return run
 
-        ref = dygraph_on(threads)(x)
+        r = ref(x, threads)
         # dygraph on 1 thread is Paddle's default, and the faster choice for tiny models
         sides = [Side("dygraph", dygraph_on(threads)), Side("dygraph 1-thread", dygraph_on(1)),
-                 Side("Paddle Inference (oneDNN)", pred)]
-        diffs = [np.abs(pred(x) - ref).max()]
-        if onnx is not None:
-            sides.append(Side("ONNX Runtime", onnx))
-            diffs.append(np.abs(onnx(x) - ref).max())
-        times, medians = measure(sides, x, repeats)
-        ratios[b] = times[0] / times[2]
-        cols = [f"{s.name} {t * 1e3:.1f} ms (median {m * 1e3:.0f}) [{s.threads()} thr]"
+                 Side("Paddle Inference BEFORE", before), Side("Paddle Inference AFTER", after),
+                 Side("ONNX Runtime", onnx)]
+        diffs = [np.abs(s.fn(x) - r).max() for s in sides[2:]]
+        times, medians = measure(sides, x, repeats, lead_in=row == "qs")
+        cols = [f"{s.name} {t * 1e3:.1f} ms (median {m * 1e3:.1f}) [{s.threads()} thr]"
                 for s, t, m in zip(sides, times, medians)]
         speedups = [f"{s.name} {times[0] / t:.2f}x ({times[1] / t:.2f}x vs 1-thread)" for s, t in
                     zip(sides[2:], times[2:])]
         print(f"{label} b{b}: " + ", ".join(cols) + "; vs dygraph: " + ", ".join(speedups)
-              + "; max |diff| " + " / ".join(f"{v:.1e}" for v in diffs), flush=True)
-    return ratios
+              + "; Paddle Inference / ONNX Runtime: BEFORE " f"{times[2] / times[4]:.2f}x, AFTER "
+              f"{times[3] / times[4]:.2f}x; max |diff| vs dygraph " + " / ".join(f"{v:.1e}" for v in diffs),
+              flush=True)
+        out[b] = (times[3] * 1e3, times[4] * 1e3)
+    per_image = [f"b{b}: Paddle Inference {pi:.1f} ms ({flops * b / pi / 1e6:.1f} GFLOP/s), ONNX Runtime "
+                 f"{ort:.1f} ms ({flops * b / ort / 1e6:.1f} GFLOP/s)" for b, (pi, ort) in out.items()]
+    print(f"{label} ({flops / 1e9:.2f} GFLOP per image): " + "; ".join(per_image)
+          + f"; all-core fp32 matmul {peak:.1f} GFLOP/s", flush=True)
+    return out
 
 
 def compare_subnets(repeats, threads, work):
@@ -144,7 +196,7 @@ def compare_subnets(repeats, threads, work):
         plain_cfg, plain = extract(cfg, supernet, ["person"], sub)
         d = tempfile.mkdtemp(dir=work)
         export_task(plain, "person", plain_cfg, d)
-        pred = FeaturePredictor(d, enable_mkldnn=True, cpu_threads=threads, max_batch_size=1)
+        pred = FeaturePredictor(d, cpu_threads=threads, max_batch_size=1)  # the defaults (AFTER)
         supernet.set_subnets(sub)
         diffs.append(float(np.abs(pred(x) - supernet_path(x)).max()))
         sides.append(Side(f"{name} {sp.params(sub) / 1e6:.1f}M", pred))
@@ -162,15 +214,22 @@ def main():
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count())
+    p.add_argument("--no-subnets", action="store_true", help="skip the extracted-subnet rows")
     a = p.parse_args()
     paddle.set_device("cpu")
+    import runpy  # the sibling script, without editing the import path (tests/unit/test_layers.py)
+    here = os.path.dirname(os.path.abspath(__file__))
+    peak = runpy.run_path(os.path.join(here, "train_throughput.py"))["matmul_gflops"](a.threads)["paddle"]
+    ratios = {}
     with tempfile.TemporaryDirectory(prefix="ppufo_infer_speed_") as work:  # the exported models
-        compare("quickstart ViT-Ti (6 blocks, 64x64)", [], (1, 8), a.repeats, a.threads, work)
-        compare_subnets(a.repeats, a.threads, work)
-        vitb = compare("ViT-B/16 224", ["Global.image_shape=[3,224,224]", "Arch.Backbone.name=ViT_base_patch16",
-                                         "Arch.Backbone.depth=12", "DataLoader.Train.transforms=[]"], (1, 8),
-                       a.repeats, a.threads, work)
-    print(f"{vitb[1]:.1f}x Paddle Inference vs dygraph (ViT-B/16 224, b1, oneDNN, {a.threads} threads each)")
+        for row in ROWS:
+            for b, (pi, ort) in compare(row, (1, 8), a.repeats, a.threads, work, peak).items():
+                ratios[(ROWS[row][0], b)] = pi / ort
+        if not a.no_subnets:
+            compare_subnets(a.repeats, a.threads, work)
+    (label, b), worst = max(ratios.items(), key=lambda kv: kv[1])
+    print(f"{worst:.2f}x Paddle Inference / ONNX Runtime time at worst ({label}, batch {b}; ppufo's defaults, "
+          f"{a.threads} threads each, over {len(ratios)} model/batch rows)")
 
 
 if __name__ == "__main__":

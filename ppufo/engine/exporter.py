@@ -43,6 +43,34 @@ def legacy_linear():
         paddle.set_flags({LEGACY_LINEAR: old})
 
 
+# chips whose Paddle Inference runs the packed attention layout faster (Export.packed_attention: null)
+PACKED_ATTENTION_CHIPS = ("cpu_x86",)
+
+
+@contextlib.contextmanager
+def packed_attention(layer, on=True):
+    """Every ViT Attention under ``layer`` traces the packed layout (vit.packed_attention, which
+    Paddle Inference fuses into one CPU kernel per block) within the block; put back after."""
+    from ..arch.backbone.vit import Attention
+    layers = [m for m in layer.sublayers(include_self=True) if isinstance(m, Attention)] if on else []
+    old = [m.packed for m in layers]
+    for m in layers:
+        m.packed = True
+    try:
+        yield bool(layers)
+    finally:
+        for m, v in zip(layers, old):
+            m.packed = v
+
+
+def attention_layout(config):
+    """'packed' or 'sdpa': Export.packed_attention, or when null, whether Export.chip is one of
+    PACKED_ATTENTION_CHIPS."""
+    export = config["Export"]
+    on = export.get("packed_attention")
+    return "packed" if (export["chip"] in PACKED_ATTENTION_CHIPS if on is None else on) else "sdpa"
+
+
 def save_inference(layer, input_shape, prefix):
     """Trace ``layer`` (input ``x`` of [None, *input_shape] float32) and jit-save it at ``prefix``
     with matmul + add for every linear layer (legacy_linear): the program traced and saved inside."""
@@ -77,11 +105,14 @@ def export_task(model, task, config, save_dir):
     feature = FeatureModel(model, task)
     feature.eval()
     os.makedirs(save_dir, exist_ok=True)
-    save_inference(feature, [c, h, w], os.path.join(save_dir, "inference"))
+    with packed_attention(feature, attention_layout(config) == "packed") as packed:
+        save_inference(feature, [c, h, w], os.path.join(save_dir, "inference"))
     emb_dim = model.heads[task].neck.out_dim
     info = {
         "task": task, "chip": config["Export"]["chip"], "image_shape": [c, h, w],
         "feature_dim": int(emb_dim), "input_name": "x",
+        # packed: the ViT attention in the layout Paddle Inference fuses on CPU (predictor.py)
+        "attention": "packed" if packed else "sdpa",
         "transforms": transforms,
     }
     with open(os.path.join(save_dir, "inference.yml"), "w") as f:

@@ -23,6 +23,15 @@ SCHEMA = {
         "mkldnn_cache_capacity": Field(int, 10, min=0, doc="input shapes cached by oneDNN (0 = unbounded)"),
         "cpu_num_threads": Field(int, 2, min=1),
         "ir_optim": Field(bool, True),
+        "gc_mb": Field((int, type(None)), 64, min=-1,
+                       doc="CPU: dead tensors of a run freed in batches of this many MB; 0 = each at once on "
+                           "Paddle's GC thread (its default), -1 = never: reused by the next run (fastest, "
+                           "holds every activation); null = Paddle's flag as set"),
+        "small_model_mb": Field(int, 64, min=0,
+                                doc="CPU: a model with weights under this many MB runs with oneDNN off and gc_mb -1 "
+                                    "(faster for small models, measured); 0 = never"),
+        "fuse_attention": Field(bool, True, doc="one fused kernel per ViT block on AVX-512 CPUs, for models "
+                                                "exported with packed attention (inference.yml)"),
         "memory_optim": Field(bool, False, doc="breaks PIR models on CPU in Paddle 3.3.1; skipped there"),
         "gpu_mem": Field(int, 500, min=1, doc="initial GPU memory pool, MB"),
         "use_tensorrt": Field(bool, False, doc="refused, never skipped, where TensorRT cannot run"),
@@ -113,6 +122,7 @@ def predictor_kwargs(cfg):
         "device": g["device"], "device_id": g["device_id"], "enable_mkldnn": g["enable_mkldnn"],
         "mkldnn_cache_capacity": g["mkldnn_cache_capacity"], "cpu_threads": g["cpu_num_threads"],
         "ir_optim": g["ir_optim"], "memory_optim": g["memory_optim"], "gpu_mem_mb": g["gpu_mem"],
+        "gc_mb": g["gc_mb"], "fuse_attention": g["fuse_attention"], "small_model_mb": g["small_model_mb"],
         "use_tensorrt": g["use_tensorrt"], "precision": g["precision"],
         "min_subgraph_size": g["min_subgraph_size"], "opt_batch_size": g["trt_opt_batch_size"],
         "trt_cache_dir": g["trt_cache_dir"],

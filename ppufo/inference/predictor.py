@@ -6,10 +6,20 @@ older exports have ``inference.pdmodel``. ``Config(model_dir, "inference")`` fin
 used for legacy models or on GPU, and only when asked. TensorRT: ppufo/inference/trt.py (PIR
 models are converted with paddle.tensorrt, legacy ones use enable_tensorrt_engine).
 ``OnnxPredictor`` runs the same model converted to ONNX with ONNX Runtime; backends.py picks one.
+
+CPU speed (docs/notes/inference_speed.md, 2026-12-05): Paddle's executor hands every dead
+intermediate tensor to a garbage-collector thread, about 100 hand-offs per call of a 6-block ViT,
+which on a 2-core machine costs more than the model's math at batch 1. ``gc_mb`` changes that
+(``GC_FLAG``, read once when a predictor builds its executor on its first run). A model exported
+with packed attention (``inference.yml`` ``attention: packed``) gets one fused ``self_dp_attention``
+kernel per block on AVX-512 CPUs (``fuse_attention``). A model with less than ``small_model_mb``
+of weights runs with oneDNN off and no freeing (``small_model``): per-op costs dominate there.
 """
+import contextlib
 import copy
 import inspect
 import os
+import threading
 
 import numpy as np
 import yaml
@@ -20,6 +30,32 @@ from ..utils.errors import ConfigError
 from .trt import batch_shapes, prepare
 
 PRECISIONS = {"fp32": "Float32", "fp16": "Half", "int8": "Int8"}
+# Paddle's threshold of dead tensors its executor frees at once (GB): 0 each one as soon as it dies,
+# handed to a GC thread; > 0 in batches of that size; < 0 never (they stay allocated for the next run)
+GC_FLAG = "FLAGS_eager_delete_tensor_gb"
+# oneDNN fusion passes that take the packed attention's transposes before self_attention_fuse_pass
+# can see the pattern (measured: with both deleted, the pass fuses every block)
+ATTENTION_BLOCKERS = ("reshape_transpose_matmul_fuse_pass", "matmul_transpose_reshape_fuse_pass")
+_FLAGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def paddle_flags(flags):
+    """Paddle global flags set within the block, their old values put back after (errors too)."""
+    import paddle
+    with _FLAGS_LOCK:
+        old = paddle.get_flags(list(flags))
+        paddle.set_flags(flags)
+        try:
+            yield
+        finally:
+            paddle.set_flags(old)
+
+
+def attention_fusable():
+    """Whether this CPU can run Paddle's fused ``self_dp_attention`` kernel (AVX-512 only)."""
+    from paddle.base import core
+    return bool(core.supports_avx512f())
 
 
 def model_format(model_dir):
@@ -57,8 +93,22 @@ def model_transforms(model_dir, info=None):
 def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=True,
                  mkldnn_cache_capacity=10, cpu_threads=2, use_tensorrt=False, precision="fp32",
                  max_batch_size=8, opt_batch_size=None, min_subgraph_size=3, trt_cache_dir=None,
-                 ir_optim=True, memory_optim=False, gpu_mem_mb=500, device_id=0):
+                 ir_optim=True, memory_optim=False, gpu_mem_mb=500, device_id=0, fuse_attention=False, gc_mb=64,
+                 small_model_mb=64):
     """The ``paddle.inference.Config`` calls for these options, as ``[(method, args, kwargs)]``.
+
+    ``gc_mb`` is no Config call: on CPU it is how Paddle frees the dead intermediate tensors of a
+    run (GC_FLAG, in MB), which FeaturePredictor sets for its first run (``first_run_flags``):
+    0 each at once on Paddle's GC thread (Paddle's default), > 0 in batches of that many MB, -1
+    never (they stay allocated and the next run reuses them: fastest, holds every activation of
+    the largest batch run); None leaves Paddle's flag as it is. ``small_model_mb`` is no Config call
+    either: FeaturePredictor runs a model whose weights (inference.pdiparams) are smaller than that
+    on CPU with oneDNN off and ``gc_mb=-1`` whatever the two options say (``small_model``; 0: never).
+
+    ``fuse_attention`` (CPU, for a model exported with packed attention; FeaturePredictor sets it
+    from inference.yml): add Paddle's ``self_attention_fuse_pass`` to the plain CPU passes, or, with
+    oneDNN, delete the two fusion passes that would take its pattern first (ATTENTION_BLOCKERS).
+    Skipped on CPUs without AVX-512, which the fused kernel needs.
 
     Kept apart from the Config so the GPU/XPU/NPU/TensorRT mapping can be checked on a
     CPU-only build (where those calls fail or are ignored). TensorRT's shapes: batch 1,
@@ -73,6 +123,10 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
         raise ValueError(f"use_tensorrt needs device='gpu', got {device!r}")
     if precision != "fp32" and not use_tensorrt:
         raise ValueError(f"precision={precision!r} needs use_tensorrt=True")
+    if gc_mb is not None and (isinstance(gc_mb, bool) or not isinstance(gc_mb, (int, float)) or gc_mb < -1):
+        raise ValueError(f"gc_mb={gc_mb!r}: expected MB >= 0, -1 (never free) or None")
+    if isinstance(small_model_mb, bool) or not isinstance(small_model_mb, (int, float)) or small_model_mb < 0:
+        raise ValueError(f"small_model_mb={small_model_mb!r}: expected MB >= 0 (0: no model counts as small)")
     calls = []
     if device == "gpu":
         calls.append(("enable_use_gpu", (gpu_mem_mb, device_id), {}))
@@ -98,11 +152,37 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
             calls += [("enable_mkldnn", (), {}), ("set_mkldnn_cache_capacity", (mkldnn_cache_capacity,), {})]
         else:
             calls.append(("disable_mkldnn", (), {}))  # Paddle 3 turns oneDNN on by default
+        if fuse_attention and ir_optim and attention_fusable():
+            if enable_mkldnn:  # self_attention_fuse_pass is in the oneDNN list, after these two
+                calls += [("delete_pass", (name,), {}) for name in ATTENTION_BLOCKERS]
+            else:  # the plain CPU list has only functional passes: add it
+                calls.append(("enable_custom_passes", (["self_attention_fuse_pass"],), {}))
     calls.append(("switch_ir_optim", (ir_optim,), {}))
     if memory_optim and (model_format == "legacy" or device != "cpu"):
         calls.append(("enable_memory_optim", (), {}))
     calls.append(("disable_glog_info", (), {}))
     return calls
+
+
+# Small models (docs/notes/inference_speed.md, 2026-12-05, quickstart ViT-Ti at batch 1 on 2 threads):
+# per-op costs outweigh the math, and oneDNN's per-op setup and freeing tensors cost more there than
+# oneDNN's faster kernels save; from ViT-B size on, oneDNN is faster and keeping every tensor costs
+# 2x memory (ViT-B/16 batch 8: 2.6 vs 1.3 GB)
+SMALL_MODEL = {"enable_mkldnn": False, "gc_mb": -1}
+
+
+def small_model(model_dir, device="cpu", small_model_mb=64):
+    """Whether the model in ``model_dir`` runs with SMALL_MODEL's options: on CPU, weights under
+    ``small_model_mb`` MB."""
+    size = os.path.getsize(os.path.join(model_dir, "inference.pdiparams")) / 2 ** 20
+    return device == "cpu" and size < small_model_mb
+
+
+def first_run_flags(device="cpu", gc_mb=64):
+    """The Paddle flags a predictor's first run needs (it builds the executor, which reads them)."""
+    if device != "cpu" or gc_mb is None:
+        return {}
+    return {GC_FLAG: gc_mb / 1024 if gc_mb >= 0 else -1.0}
 
 
 def build_config(model_dir, calls):
@@ -129,7 +209,10 @@ class _Predictor:
 class FeaturePredictor(_Predictor):
     """images [N, 3, H, W] float32 (preprocessed) -> L2-normalised features [N, D], Paddle Inference.
 
-    Keyword options are those of ``config_calls``. With ``use_tensorrt`` it refuses
+    Keyword options are those of ``config_calls``; ``fuse_attention`` (default True here) is
+    switched on only for a model whose inference.yml says ``attention: packed``, ``gc_mb`` is
+    applied to the first run (``first_run_flags``), and a small model (``small_model``) runs with
+    SMALL_MODEL's options (``self.small``). With ``use_tensorrt`` it refuses
     (trt.TensorRTUnavailable) where TensorRT cannot run, and ``trt_cache`` is the folder of the
     engines it built or reused (``trt_cache_dir``, default ``<model_dir>/_trt_cache``)."""
 
@@ -138,7 +221,19 @@ class FeaturePredictor(_Predictor):
         self.format = model_format(model_dir)
         self.info = load_model_info(model_dir)
         shape = self.info["image_shape"]
+        options["fuse_attention"] = options.get("fuse_attention", True) and self.info.get("attention") == "packed"
         self.calls = config_calls(shape, self.format, **options)  # checks the options first
+        a = inspect.signature(config_calls).bind(shape, self.format, **options)
+        a.apply_defaults()
+        self.small = small_model(model_dir, a.arguments["device"], a.arguments["small_model_mb"])
+        if self.small:
+            options.update(SMALL_MODEL)
+            self.calls = config_calls(shape, self.format, **options)
+            a = inspect.signature(config_calls).bind(shape, self.format, **options)
+            a.apply_defaults()
+        # read when the executor is built, on a predictor's first run (and a clone's): set then
+        self.first_run_flags = first_run_flags(a.arguments["device"], a.arguments["gc_mb"])
+        self.built = False
         self.trt_cache = None
         if options.get("use_tensorrt"):
             a = inspect.signature(config_calls).bind(shape, self.format, **options)
@@ -159,12 +254,20 @@ class FeaturePredictor(_Predictor):
         other.predictor = self.predictor.clone()
         other.input = other.predictor.get_input_handle(other.predictor.get_input_names()[0])
         other.output = other.predictor.get_output_handle(other.predictor.get_output_names()[0])
+        other.built = False  # a clone builds its own executor on its first run
         return other
 
     def _run(self, images):
+        # the input and output handles are made once and reused: copy_from_cpu / copy_to_cpu move
+        # only the images and the features (a ViT-Ti batch of 1 is 49 KB in, 512 B out)
         self.input.reshape(images.shape)
         self.input.copy_from_cpu(images)
-        self.predictor.run()
+        if self.built or not self.first_run_flags:
+            self.predictor.run()
+        else:
+            with paddle_flags(self.first_run_flags):
+                self.predictor.run()
+        self.built = True
         return self.output.copy_to_cpu()
 
 

@@ -154,12 +154,14 @@ class MeasuredLatency:
 
         from ..engine.exporter import export_task
         from .extract import extract
+        # exported as for the chip timed (the attention layout depends on it: exporter.attention_layout)
+        config = {**self.config, "Export": {**self.config["Export"], "chip": self.chip}}
         with temp_dirs() as dirs:
             for subnet in subnets:
-                _, model = extract(self.config, self.supernet, [self.task], subnet)
+                _, model = extract(config, self.supernet, [self.task], subnet)
                 dirs.append(tempfile.mkdtemp(prefix="ppufo_latency_"))
                 with paddle.no_grad():
-                    export_task(model, self.task, self.config, dirs[-1])
+                    export_task(model, self.task, config, dirs[-1])
                 if tick is not None:
                     tick()
             ms = time_model_dirs(dirs * len(self.runtimes), [c for c in self.runtimes for _ in dirs], self.batch_size,

@@ -290,6 +290,9 @@ SCHEMA = {
         "save_dir": Field(str, "./inference", doc="one sub-folder per task when exporting several"),
         "task": Field(str, "all", doc="a task name, or 'all'"),
         "chip": Field(str, "cpu_x86", choices=CHIP_NAMES, doc="deploy target recorded in inference.yml"),
+        "packed_attention": Field((bool, type(None)), None,
+                                  doc="ViT attention in the layout Paddle Inference fuses on x86 CPUs "
+                                      "(null: on for chip cpu_x86)"),
     },
 }
 

@@ -72,6 +72,24 @@ def run_block(block, x, recompute, *args):
     return block(x, *args)
 
 
+def packed_attention(x, weight, bias, heads, head_dim, scale):
+    """Inference-only attention of x [B, N, C] -> [B, N, heads * head_dim], written as the pattern
+    Paddle Inference's ``self_attention_fuse_pass`` turns into one ``self_dp_attention`` CPU kernel:
+    qkv [B, N, 3, heads, head_dim] transposed to [3, B, heads, N, head_dim], q, k, v sliced off it,
+    softmax(q k^T) v with no scale op between (the pass would drop it: the fused kernel runs with
+    alpha 1), transposed back. The scale is folded into the q columns of the qkv weight and bias,
+    which Paddle Inference's constant folding computes once at load. Same result as ``attention``
+    up to float rounding (exact when the scale is a power of two, as for head_dim 64)."""
+    inner = heads * head_dim
+    n = x.shape[1]
+    cols = paddle.concat([paddle.full([inner], scale, weight.dtype), paddle.ones([2 * inner], weight.dtype)])
+    qkv = F.linear(x, weight * cols, None if bias is None else bias * cols)
+    qkv = qkv.reshape([-1, n, 3, heads, head_dim]).transpose([2, 0, 3, 1, 4])
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = F.softmax(paddle.matmul(q, k.transpose([0, 1, 3, 2])), axis=-1)
+    return paddle.matmul(attn, v).transpose([0, 2, 1, 3]).reshape([-1, n, inner])
+
+
 class Attention(nn.Layer):
     def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, head_dim=None, fused=True):
         super().__init__()
@@ -81,10 +99,14 @@ class Attention(nn.Layer):
         self.scale = self.head_dim ** -0.5
         self.qkv = nn.Linear(dim, 3 * inner, bias_attr=None if qkv_bias else False)
         self.attn_drop, self.fused = attn_drop, fused
+        self.packed = False  # the export layout (packed_attention), set by the exporter while it traces
         self.proj = nn.Linear(inner, dim)
 
     def forward(self, x):
         n = x.shape[1]
+        if self.packed:
+            return self.proj(packed_attention(x, self.qkv.weight, self.qkv.bias, self.num_heads, self.head_dim,
+                                              self.scale))
         # unbind, not qkv[0], qkv[1], qkv[2]: three slices cost a third of the block's backward on CPU
         q, k, v = paddle.unbind(self.qkv(x).reshape([-1, n, 3, self.num_heads, self.head_dim]), axis=2)
         out = attention(q, k, v, self.scale, self.fused, self.attn_drop, self.training)

@@ -135,7 +135,8 @@ def test_predict_rec_with_deploy_yaml_gives_dygraph_features(exported, demo_root
     imgs = os.path.join(demo_root, "market1501", "query")
     out = tmp_path / "f.npz"
     main(["-c", os.path.join(CONFIGS, "inference_rec.yaml"), "-o", f"Global.model_dir={d}",
-          f"Global.infer_imgs={imgs}", f"Global.save_features={out}", "Global.batch_size=5"])
+          f"Global.infer_imgs={imgs}", f"Global.save_features={out}", "Global.batch_size=5",
+          "Global.small_model_mb=0"])  # oneDNN on for this tiny model too (predictor.small_model)
     got = np.load(out)
     files = sorted(os.listdir(imgs))
     assert [os.path.basename(p) for p in got["paths"]] == files and got["features"].shape == (len(files), 128)
