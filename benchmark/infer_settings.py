@@ -30,7 +30,8 @@ import numpy as np
 import paddle
 
 from ppufo.inference.predictor import (FeaturePredictor, OnnxPredictor, build_config, config_calls,
-                                       first_run_flags, load_model_info, model_format, paddle_flags)
+                                       first_run_flags, load_model_info, model_format)
+from ppufo.utils.paddle_flags import paddle_flags
 
 _SPEED = {}
 

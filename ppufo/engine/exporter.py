@@ -10,6 +10,7 @@ from PIL import Image
 
 from ..data.loader import eval_transforms
 from ..utils.errors import ConfigError
+from ..utils.paddle_flags import paddle_flags
 
 
 class FeatureModel(nn.Layer):
@@ -35,12 +36,8 @@ def legacy_linear():
     unless this flag is set (paddle/nn/functional/common.py; the CPU wheel always emits matmul +
     add). paddle2onnx 2.1.0 has no mapper for linear_v2 and Paddle's TensorRT converters have
     none, so an export from a GPU build would not convert. docs/deploy.md#export."""
-    old = paddle.get_flags(LEGACY_LINEAR)[LEGACY_LINEAR]
-    paddle.set_flags({LEGACY_LINEAR: True})
-    try:
+    with paddle_flags({LEGACY_LINEAR: True}):
         yield
-    finally:
-        paddle.set_flags({LEGACY_LINEAR: old})
 
 
 # chips whose Paddle Inference runs the packed attention layout faster (Export.packed_attention: null)

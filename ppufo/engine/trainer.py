@@ -201,9 +201,7 @@ class Trainer:
             if pointed_at(self.output_dir).get("best_model") == f"iter_{iteration}":  # about to be replaced
                 self.log.info(f"best_model named {detach(self.output_dir, 'best_model')}, which this save "
                               f"replaces: copied it to {self.output_dir}/best_model first")
-            save_checkpoint(os.path.join(self.output_dir, f"iter_{iteration}"), self.model, self.optimizer,
-                            self.lr, {"iteration": iteration, "best": self.best, "train_flops": self.train_flops},
-                            scaler=self.amp.scaler)
+            self.write_checkpoint(f"iter_{iteration}", iteration)
             point(self.output_dir, "latest", iteration)
             keep = self.cfg["Global"]["keep_checkpoints"]
             for prefix in prune_checkpoints(self.output_dir, keep) if keep else ():
@@ -218,9 +216,13 @@ class Trainer:
         if self.saved_weights == iteration:
             point(self.output_dir, "best_model", iteration, best=self.best)
         else:
-            save_checkpoint(os.path.join(self.output_dir, "best_model"), self.model, self.optimizer, self.lr,
-                            {"iteration": iteration, "best": self.best, "train_flops": self.train_flops},
-                            scaler=self.amp.scaler)
+            self.write_checkpoint("best_model", iteration)
+
+    def write_checkpoint(self, name, iteration):
+        """The model, optimizer, LR and loss-scaler states as <output_dir>/<name>.*, with this run's states."""
+        save_checkpoint(os.path.join(self.output_dir, name), self.model, self.optimizer, self.lr,
+                        {"iteration": iteration, "best": self.best, "train_flops": self.train_flops},
+                        scaler=self.amp.scaler)
 
     def barrier(self):
         barrier()

@@ -15,11 +15,9 @@ with packed attention (``inference.yml`` ``attention: packed``) gets one fused `
 kernel per block on AVX-512 CPUs (``fuse_attention``). A model with less than ``small_model_mb``
 of weights runs with oneDNN off and no freeing (``small_model``): per-op costs dominate there.
 """
-import contextlib
 import copy
 import inspect
 import os
-import threading
 
 import numpy as np
 import yaml
@@ -27,6 +25,7 @@ import yaml
 from ..chips import DEVICES
 from ..data.transforms import build_transforms
 from ..utils.errors import ConfigError
+from ..utils.paddle_flags import paddle_flags
 from .trt import batch_shapes, prepare
 
 PRECISIONS = {"fp32": "Float32", "fp16": "Half", "int8": "Int8"}
@@ -36,20 +35,6 @@ GC_FLAG = "FLAGS_eager_delete_tensor_gb"
 # oneDNN fusion passes that take the packed attention's transposes before self_attention_fuse_pass
 # can see the pattern (measured: with both deleted, the pass fuses every block)
 ATTENTION_BLOCKERS = ("reshape_transpose_matmul_fuse_pass", "matmul_transpose_reshape_fuse_pass")
-_FLAGS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def paddle_flags(flags):
-    """Paddle global flags set within the block, their old values put back after (errors too)."""
-    import paddle
-    with _FLAGS_LOCK:
-        old = paddle.get_flags(list(flags))
-        paddle.set_flags(flags)
-        try:
-            yield
-        finally:
-            paddle.set_flags(old)
 
 
 def attention_fusable():
@@ -222,27 +207,24 @@ class FeaturePredictor(_Predictor):
         self.info = load_model_info(model_dir)
         shape = self.info["image_shape"]
         options["fuse_attention"] = options.get("fuse_attention", True) and self.info.get("attention") == "packed"
-        self.calls = config_calls(shape, self.format, **options)  # checks the options first
+        config_calls(shape, self.format, **options)  # checks the options before anything reads them
         a = inspect.signature(config_calls).bind(shape, self.format, **options)
         a.apply_defaults()
-        self.small = small_model(model_dir, a.arguments["device"], a.arguments["small_model_mb"])
+        a = a.arguments
+        self.small = small_model(model_dir, a["device"], a["small_model_mb"])
         if self.small:
             options.update(SMALL_MODEL)
-            self.calls = config_calls(shape, self.format, **options)
-            a = inspect.signature(config_calls).bind(shape, self.format, **options)
-            a.apply_defaults()
+            a.update(SMALL_MODEL)
         # read when the executor is built, on a predictor's first run (and a clone's): set then
-        self.first_run_flags = first_run_flags(a.arguments["device"], a.arguments["gc_mb"])
+        self.first_run_flags = first_run_flags(a["device"], a["gc_mb"])
         self.built = False
         self.trt_cache = None
-        if options.get("use_tensorrt"):
-            a = inspect.signature(config_calls).bind(shape, self.format, **options)
-            a.apply_defaults()
-            a = a.arguments
+        if a["use_tensorrt"]:
             self.trt_cache, model_dir = prepare(model_dir, self.format, shape, a["precision"], a["max_batch_size"],
                                                 a["opt_batch_size"], a["min_subgraph_size"], a["device_id"],
                                                 a["trt_cache_dir"])
-            self.calls = config_calls(shape, self.format, **{**options, "trt_cache_dir": self.trt_cache})
+            options["trt_cache_dir"] = self.trt_cache
+        self.calls = config_calls(shape, self.format, **options)
         self.predictor = pi.create_predictor(build_config(model_dir, self.calls))
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
