@@ -81,7 +81,7 @@ def train_chain(args):
     return os.path.join(supernet, "latest")
 
 
-def validation_sets(args, seeds):
+def validation_sets(args, seeds, metric=None):
     """Person validation sets of --val_ids identities the supernet never trains on (the search's
     person_val set, ppufo.demo.write_person_val, with other seeds): independent sets of one size. How
     well two of them rank the same subnets alike bounds any accuracy predictor scored on one
@@ -93,7 +93,7 @@ def validation_sets(args, seeds):
         if not os.path.isdir(os.path.join(args.data_root, name, "query")):
             write_person_val(os.path.join(args.data_root, name), num_test_ids=args.val_ids,
                              num_gallery_only_ids=args.val_ids // 12, seed=seed)
-        out.append({"name": "DukeMTMC", "root": name})
+        out.append({"name": "DukeMTMC", "root": name, **({"metric": metric} if metric else {})})
     return out
 
 
@@ -133,9 +133,11 @@ def main():
         from ppufo.demo import size_keywords
         args.val_ids = size_keywords("person_val")["num_test_ids"]
     k = args.val_sets
-    val, other_val = validation_sets(args, range(1, k + 1)), validation_sets(args, range(k + 1, 2 * k + 1))
     cfg = load_config(args.config, [f"Global.pretrained_model={ckpt}", f"Global.data_root={args.data_root}",
                                     f"Global.output_dir={args.work}"])
+    metric = ((cfg["Search"]["val_sets"] or {}).get("person") or [{}])[0].get("metric")  # scored as the search
+    val, other_val = (validation_sets(args, range(1, k + 1), metric),
+                      validation_sets(args, range(k + 1, 2 * k + 1), metric))
     net = load_trained_model(cfg)
     sp = net.space
     subnets = sample_subnets(sp, args.fit + args.test, np.random.RandomState(args.seed))
@@ -144,7 +146,8 @@ def main():
 
     def accuracy(name, subnets, val):
         fn = SubnetAccuracy(cfg, net, "person", "mAP", val, calibration=calibration)
-        name += f"_{args.val_ids}x{k}_cal{args.calibration_images}"
+        name += f"_{args.val_ids}x{k}_cal{args.calibration_images}" + (f"_split{metric['split_ids']}"
+                                                                        if (metric or {}).get("split_ids") else "")
         return measure(sp, subnets, fn, MeasureCache(os.path.join(args.work, f"{name}.jsonl"), fn.context), name)
 
     acc = accuracy("accuracy_person_mAP", subnets, val)

@@ -11,6 +11,7 @@ from ..utils.registry import Registry
 from .protocol import PROTOCOLS, Protocol, build_protocol
 from .recall import evaluate_recall_at_k
 from .reid import evaluate_reid
+from .reid_splits import evaluate_reid_splits, identity_splits
 from .rerank import average_query_expansion, k_reciprocal_rerank
 from .search import topk_search
 from .vehicleid import evaluate_vehicleid
@@ -21,7 +22,7 @@ RANKS = Field((list, tuple), items=Field(int, min=1))  # topk / ks: a non-empty 
 
 
 @METRICS.register
-@check_args(topk=RANKS)
+@check_args(topk=RANKS, split_ids=Field((int, type(None)), min=1), split_seed=Field(int, min=0))
 class ReIDMetric:
     """Market1501 rule: mAP, mINP, CMC rank-k (see reid.py). query_expansion (AQE) and
     re_ranking (k-reciprocal, memory O(Nq*Ng + N*k1^2)) are applied in that order.
@@ -30,14 +31,22 @@ class ReIDMetric:
     from the data (ReIDProtocol reads them off the source), not from the config."""
 
     def __init__(self, topk=(1, 5, 10), chunk_size=256, use_faiss=False, re_ranking=False,
-                 query_expansion=False, k1=20, k2=6, lambda_value=0.3, qe_k=5, qe_alpha=3.0):
+                 query_expansion=False, k1=20, k2=6, lambda_value=0.3, qe_k=5, qe_alpha=3.0, split_ids=None,
+                 split_seed=0):
         self.topk = tuple(topk)
+        self.split_ids, self.split_seed = split_ids, int(split_seed)
         self.chunk_size, self.use_faiss = int(chunk_size), bool(use_faiss)
         self.re_ranking, self.query_expansion = bool(re_ranking), bool(query_expansion)
         self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
         self.qe_k, self.qe_alpha = qe_k, qe_alpha
 
     def __call__(self, qf, gf, q_pids, g_pids, q_camids, g_camids, junk_pid=-1, distractor_pid=0):
+        if self.split_ids is not None:  # each split expanded / re-ranked / scored on its own
+            return evaluate_reid_splits(qf, gf, q_pids, g_pids, q_camids, g_camids, self.split_ids,
+                                        self.split_seed, junk_pid, distractor_pid, evaluate=self.one_gallery)
+        return self.one_gallery(qf, gf, q_pids, g_pids, q_camids, g_camids, junk_pid, distractor_pid)
+
+    def one_gallery(self, qf, gf, q_pids, g_pids, q_camids, g_camids, junk_pid=-1, distractor_pid=0):
         if self.query_expansion:
             qf, gf = average_query_expansion(qf, gf, self.qe_k, self.qe_alpha, self.chunk_size)
         scores = None
@@ -92,7 +101,7 @@ class RecallAtK:
                                     self.exclude)
 
 
-__all__ = ["METRICS", "PROTOCOLS", "Protocol", "ReIDMetric", "VehicleIDMetric", "VerificationMetric",
-           "RecallAtK", "average_query_expansion", "build_protocol", "evaluate_recall_at_k",
-           "evaluate_reid", "evaluate_vehicleid", "evaluate_verification", "k_reciprocal_rerank",
-           "topk_search"]
+__all__ = ["METRICS", "PROTOCOLS", "Protocol", "ReIDMetric", "VehicleIDMetric",
+           "VerificationMetric", "RecallAtK", "average_query_expansion", "build_protocol",
+           "evaluate_recall_at_k", "evaluate_reid", "evaluate_reid_splits", "evaluate_vehicleid",
+           "evaluate_verification", "identity_splits", "k_reciprocal_rerank", "topk_search"]
