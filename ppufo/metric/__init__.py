@@ -28,7 +28,10 @@ class ReIDMetric:
     re_ranking (k-reciprocal, memory O(Nq*Ng + N*k1^2)) are applied in that order.
 
     The call's camids (None: no cameras) and junk_pid / distractor_pid (None: no such id) come
-    from the data (ReIDProtocol reads them off the source), not from the config."""
+    from the data (ReIDProtocol reads them off the source), not from the config.
+
+    split_ids: score disjoint galleries of that many identities and average them (reid_splits.py):
+    a steadier ranking of models than one small gallery, and wider apart than one large one."""
 
     def __init__(self, topk=(1, 5, 10), chunk_size=256, use_faiss=False, re_ranking=False,
                  query_expansion=False, k1=20, k2=6, lambda_value=0.3, qe_k=5, qe_alpha=3.0, split_ids=None,
