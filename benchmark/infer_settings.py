@@ -91,11 +91,9 @@ class Settings:
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
 
-def sides_for(sdpa, packed, threads):
-    """[(name, builder)]: BEFORE, each setting alone, a few combinations, AFTER, ONNX Runtime."""
-    s = lambda d=sdpa, **kw: (lambda: Settings(d, threads, **kw))  # noqa: E731
+def engine_toggles(s):
+    """The IR / oneDNN / executor settings toggled on top of either base (``s`` builds a side)."""
     return [
-        ("BEFORE (oneDNN, cache 10, IR on, per-tensor GC, SDPA export)", s()),
         ("IR passes off", s(options={"ir_optim": False})),
         ("oneDNN fc passes off", s(extra=[("disable_mkldnn_fc_passes", (), {})])),
         ("oneDNN cache unbounded (0)", s(options={"mkldnn_cache_capacity": 0})),
@@ -105,11 +103,27 @@ def sides_for(sdpa, packed, threads):
         ("new executor off", s(extra=[("enable_new_executor", (False,), {})])),
         ("PIR off (enable_new_ir(False))", s(extra=[("enable_new_ir", (False,), {})])),
         ("executor serial run flag", s(flags={"FLAGS_new_executor_serial_run": True})),
-        ("GC in 64 MB batches", s(options={"gc_mb": 64})),
-        ("GC off (tensors kept for the next run)", s(options={"gc_mb": -1})),
+    ]
+
+
+def io_toggles(s):
+    """Threads and how inputs reach the predictor, toggled on top of either base."""
+    return [
         ("1 thread", s(options={"cpu_threads": 1})),
         ("handles looked up per call", s(io="fresh")),
         ("run([paddle.Tensor])", s(io="run_list")),
+    ]
+
+
+def sides_for(sdpa, packed, threads):
+    """[(name, builder)]: BEFORE, each setting alone, a few combinations, AFTER, ONNX Runtime."""
+    s = lambda d=sdpa, **kw: (lambda: Settings(d, threads, **kw))  # noqa: E731
+    return [
+        ("BEFORE (oneDNN, cache 10, IR on, per-tensor GC, SDPA export)", s()),
+        *engine_toggles(s),
+        ("GC in 64 MB batches", s(options={"gc_mb": 64})),
+        ("GC off (tensors kept for the next run)", s(options={"gc_mb": -1})),
+        *io_toggles(s),
         ("packed-attention export (no fusion)", s(packed)),
         ("packed export + attention fusion", s(packed, options={"fuse_attention": True})),
         ("oneDNN bf16", s(extra=[("enable_mkldnn_bfloat16", (), {})])),
@@ -133,20 +147,10 @@ def sides_after(sdpa, packed, threads):
     return [
         ("BASE (oneDNN, cache 10, IR on, GC 64 MB, packed + fusion: the defaults from 64 MB of weights)", s()),
         ("small-model options (oneDNN off, GC off)", s(options={"enable_mkldnn": False, "gc_mb": -1})),
-        ("IR passes off", s(options={"ir_optim": False})),
-        ("oneDNN fc passes off", s(extra=[("disable_mkldnn_fc_passes", (), {})])),
-        ("oneDNN cache unbounded (0)", s(options={"mkldnn_cache_capacity": 0})),
-        ("oneDNN cache 1", s(options={"mkldnn_cache_capacity": 1})),
-        ("oneDNN off", s(options={"enable_mkldnn": False})),
-        ("optimization level 3", s(extra=[("set_optimization_level", (3,), {})])),
-        ("new executor off", s(extra=[("enable_new_executor", (False,), {})])),
-        ("PIR off (enable_new_ir(False))", s(extra=[("enable_new_ir", (False,), {})])),
-        ("executor serial run flag", s(flags={"FLAGS_new_executor_serial_run": True})),
+        *engine_toggles(s),
         ("GC per tensor (Paddle's default)", s(options={"gc_mb": 0})),
         ("GC off (tensors kept for the next run)", s(options={"gc_mb": -1})),
-        ("1 thread", s(options={"cpu_threads": 1})),
-        ("handles looked up per call", s(io="fresh")),
-        ("run([paddle.Tensor])", s(io="run_list")),
+        *io_toggles(s),
         ("attention fusion off", s(options={"fuse_attention": False})),
         ("SDPA export", s(sdpa, options={"fuse_attention": False})),
         ("AFTER (FeaturePredictor defaults)", lambda: FeaturePredictor(packed, cpu_threads=threads)),
