@@ -28,7 +28,7 @@ def identity_splits(q_pids, g_pids, split_ids, seed=0, junk_pid=-1, distractor_p
     groups = zip(np.array_split(rng.permutation(queried), k), np.array_split(rng.permutation(only), k))
     # a query of a junk/distractor id has no valid match anywhere: it goes with the first split
     stray = ~np.isin(q_pids, queried)
-    return [(np.isin(q_pids, ids) | (stray if i == 0 else False), np.isin(g_pids, ids) | np.isin(g_pids, extra) | shared)
+    return [(np.isin(q_pids, ids) | (stray if i == 0 else False), np.isin(g_pids, np.r_[ids, extra]) | shared)
             for i, (ids, extra) in enumerate(groups)]
 
 
@@ -36,11 +36,12 @@ def evaluate_reid_splits(qf, gf, q_pids, g_pids, q_camids, g_camids, split_ids, 
                          distractor_pid=0, evaluate=evaluate_reid):
     """``evaluate`` (evaluate_reid's signature) on each split: its rates averaged over the splits
     (each split weighs the same), its query counts summed, and ``splits`` their number."""
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    qf, gf, q_pids, g_pids = (np.asarray(a) for a in (qf, gf, q_pids, g_pids))
+    q_camids, g_camids = (None, None) if q_camids is None else (np.asarray(q_camids), np.asarray(g_camids))
     results = []
     for mq, mg in identity_splits(q_pids, g_pids, split_ids, seed, junk_pid, distractor_pid):
-        cams = (None, None) if q_camids is None else (np.asarray(q_camids)[mq], np.asarray(g_camids)[mg])
-        results.append(evaluate(np.asarray(qf)[mq], np.asarray(gf)[mg], q_pids[mq], g_pids[mg], *cams,
+        cams = (None, None) if q_camids is None else (q_camids[mq], g_camids[mg])
+        results.append(evaluate(qf[mq], gf[mg], q_pids[mq], g_pids[mg], *cams,
                                 junk_pid=junk_pid, distractor_pid=distractor_pid))
     out = {k: (int(sum(r[k] for r in results)) if isinstance(v, int) else float(np.mean([r[k] for r in results])))
            for k, v in results[0].items()}
