@@ -106,10 +106,14 @@ def start_server(model_dir, index_dir, threads, kinds):
     cmd = [sys.executable, "-m", "ppufo.cli.serve", "--model_dir", model_dir, "--index_dir", index_dir,
            "--port", "0", "--threads", str(threads)]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = server.stdout.readline()
-    if "http://" not in line:
+    seen = []  # the default backend (auto) may convert the model to ONNX first: paddle2onnx prints too
+    for line in server.stdout:
+        seen.append(line)
+        if line.startswith("serving ") and "http://" in line:
+            break
+    else:
         server.terminate()
-        raise RuntimeError(f"ppufo-serve did not start: {line!r}")
+        raise RuntimeError(f"ppufo-serve did not start: {''.join(seen[-5:])!r}")
     port = int(line.split("http://")[1].split()[0].rsplit(":", 1)[1].rstrip(")"))
     for _ in range(2 * threads):  # warm-up: each worker's clone builds its oneDNN kernels
         send(port, *kinds["valid"][:3])

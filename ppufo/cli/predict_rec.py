@@ -5,7 +5,7 @@ ppufo-predict -c deploy/configs/inference_rec.yaml -o Global.model_dir=inference
 ppufo-predict --model_dir inference/quickstart/person --images query.jpg
 ppufo-predict --model_dir ... --build_index gallery_folder_or_list --index_dir index/person
 ppufo-predict --model_dir ... --index_dir index/person --images queries/ --topk 5
-ppufo-predict --model_dir ... --images query.jpg --backend onnxruntime   # = -o Global.use_onnx=true
+ppufo-predict --model_dir ... --images query.jpg --backend onnxruntime   # = -o Global.use_onnx=true (default auto)
 
 The flags are shorthands for deploy-config keys (--model_dir = Global.model_dir, ...); they
 override the -c file, and -o overrides both.
@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from ..inference.backends import BACKENDS
+from ..inference.backends import BACKENDS, USE_ONNX
 from ..inference.deploy_config import load_deploy_config
 from ..inference.recognizer import run
 from ..utils.config import arg_range
@@ -32,7 +32,7 @@ def flag_value(name, v):
     if name == "enable_mkldnn":
         return json.dumps(bool(v))
     if name == "backend":
-        return json.dumps(v == "onnxruntime")
+        return json.dumps(USE_ONNX[v])
     return json.dumps(v)
 
 
@@ -51,8 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--cpu_threads", type=arg_range(min=1))
     p.add_argument("--batch_size", type=arg_range(min=1))
     p.add_argument("--save_features", help=".npz file for the features and image paths")
-    p.add_argument("--backend", choices=BACKENDS, help="paddle (Paddle Inference) or onnxruntime (converts the "
-                                                        "model to inference.onnx on first use)")
+    p.add_argument("--backend", choices=BACKENDS, help="paddle (Paddle Inference), onnxruntime (converts the model "
+                                                        "to inference.onnx on first use) or auto (the default: ONNX "
+                                                        "Runtime for a small model on CPU, else Paddle Inference)")
     a = p.parse_args(argv)
     flags = [f"{key}={flag_value(name, v)}" for name, key in FLAGS.items() if (v := getattr(a, name)) is not None]
     return a.config, flags + [o for group in a.override for o in group]

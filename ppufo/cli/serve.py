@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from ..inference.backends import BACKENDS, RUNTIME_NAMES, config_backend
+from ..inference.backends import BACKENDS, RUNTIME_NAMES, USE_ONNX, config_backend
 from ..inference.deploy_config import load_deploy_config
 from ..inference.recognizer import Recognizer
 from ..inference.serving import serve
@@ -25,8 +25,9 @@ def parse_args(argv=None):
     p.add_argument("--model_dir", help="exported model folder (Global.model_dir; required without -c)")
     p.add_argument("--index_dir", help="gallery index (IndexProcess.index_dir)")
     p.add_argument("--backend", choices=BACKENDS,
-                   help="paddle (Paddle Inference) or onnxruntime (ONNX Runtime on inference.onnx, converted on "
-                        "first use); default: the config's Global.use_onnx, else paddle")
+                   help="paddle (Paddle Inference), onnxruntime (ONNX Runtime on inference.onnx, converted on "
+                        "first use) or auto (ONNX Runtime for a model under 64 MB of weights on CPU, faster there; "
+                        "else Paddle Inference); default: the config's Global.use_onnx, else auto")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=arg_range(min=0, max=65535), default=8866, help="0 picks a free port")
     p.add_argument("--threads", type=arg_range(min=1), default=2,
@@ -67,10 +68,10 @@ def predictor_settings(a):
     config's predictor (ppufo-predict's), the flags over its keys, batch 1. Without: ``serve`` builds
     one from the flags (the predictor's own defaults, as before deploy configs reached the service)."""
     if not a.config:
-        return (None, a.model_dir, a.index_dir, a.backend or "paddle",
+        return (None, a.model_dir, a.index_dir, a.backend or "auto",
                 a.cpu_threads or max(1, (os.cpu_count() or 1) // a.threads))
     flags = {"Global.model_dir": a.model_dir, "IndexProcess.index_dir": a.index_dir,
-             "Global.use_onnx": None if a.backend is None else a.backend == "onnxruntime",
+             "Global.use_onnx": None if a.backend is None else USE_ONNX[a.backend],
              "Global.cpu_num_threads": a.cpu_threads or None, "Global.batch_size": 1}
     cfg = load_deploy_config(a.config, [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None])
     g = cfg["Global"]
@@ -90,7 +91,8 @@ def main(argv=None):
                        backlog=a.backlog, connection_limit=a.connection_limit)
     except (OSError, ValueError, ImportError, RuntimeError) as e:  # refused at start: say why, no traceback
         sys.exit(f"error: {e}")
-    print(f"serving {model_dir} with {RUNTIME_NAMES[backend]} on http://{server.host}:{server.port} (POST /predict, "
+    runtime = RUNTIME_NAMES[server.app.recognizer.predictor.backend]  # what auto picked
+    print(f"serving {model_dir} with {runtime} on http://{server.host}:{server.port} (POST /predict, "
           f"GET /health); {a.threads} predictors x {cpu_threads} CPU threads, images up to {server.app.max_pixels} "
           f"pixels", flush=True)
     server.run()

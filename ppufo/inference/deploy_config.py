@@ -42,8 +42,10 @@ SCHEMA = {
                                     doc="batch TensorRT tunes for (null = batch_size); it runs 1..batch_size"),
         "trt_cache_dir": Field(OPT_STR, None,
                                doc="TensorRT engines, reused across runs (null = <model_dir>/_trt_cache)"),
-        "use_onnx": Field(bool, False, doc="backend: ONNX Runtime on <model_dir>/inference.onnx (converted on "
-                                           "first use) instead of Paddle Inference"),
+        "use_onnx": Field((bool, str), "auto",
+                          doc="backend: true = ONNX Runtime on <model_dir>/inference.onnx (converted on first use), "
+                              "false = Paddle Inference, auto = ONNX Runtime for a model under small_model_mb on "
+                              "cpu (faster there, docs/deploy.md), else Paddle Inference"),
     },
     "PreProcess": {
         "transform_ops": Field((list, type(None)), None,
@@ -78,7 +80,9 @@ def _check(cfg):
     if g["precision"] != "fp32" and not g["use_tensorrt"]:
         raise ConfigError(f"Global.precision: {g['precision']} needs Global.use_tensorrt: true "
                           f"(plain CPU/GPU/XPU/NPU inference here is fp32)")
-    if g["use_onnx"]:
+    if isinstance(g["use_onnx"], str) and g["use_onnx"] != "auto":
+        raise ConfigError(f"Global.use_onnx: expected true, false or auto, got {g['use_onnx']!r}")
+    if g["use_onnx"] is True:
         if g["use_tensorrt"]:
             raise ConfigError("Global.use_onnx: ONNX Runtime and Paddle-TensorRT exclude each other")
         if g["device"] not in ("cpu", "gpu"):
@@ -114,9 +118,10 @@ def load_deploy_config(path=None, overrides=()):
 
 def predictor_kwargs(cfg):
     """Global section -> keyword arguments of FeaturePredictor / OnnxPredictor (batch size and the
-    backend, backends.config_backend, are Recognizer's own arguments)."""
+    backend, backends.config_backend, are Recognizer's own arguments). Under use_onnx auto they are
+    Paddle Inference's, used if it is the one picked."""
     g = cfg["Global"]
-    if g["use_onnx"]:
+    if g["use_onnx"] is True:
         return {"device": g["device"], "cpu_threads": g["cpu_num_threads"], "device_id": g["device_id"]}
     return {
         "device": g["device"], "device_id": g["device_id"], "enable_mkldnn": g["enable_mkldnn"],

@@ -201,6 +201,8 @@ class FeaturePredictor(_Predictor):
     (trt.TensorRTUnavailable) where TensorRT cannot run, and ``trt_cache`` is the folder of the
     engines it built or reused (``trt_cache_dir``, default ``<model_dir>/_trt_cache``)."""
 
+    backend = "paddle"
+
     def __init__(self, model_dir, **options):
         import paddle.inference as pi
         self.format = model_format(model_dir)
@@ -257,6 +259,8 @@ class OnnxPredictor(_Predictor):
     """The same model converted to ``inference.onnx`` (deploy/python/onnx_export.py), ONNX Runtime.
     backends.build_predictor builds it after converting the model when its ONNX file is missing or
     stale (onnx_export.onnx_model)."""
+
+    backend = "onnxruntime"
 
     def __init__(self, model_dir, device="cpu", cpu_threads=2, device_id=0, onnx_file=None):
         try:

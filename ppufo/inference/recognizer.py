@@ -27,7 +27,7 @@ class Recognizer:
     """Exported model + the eval preprocessing recorded in its inference.yml (or ``transform_ops``),
     run by ``backend`` (backends.BACKENDS)."""
 
-    def __init__(self, model_dir, batch_size=8, transform_ops=None, backend="paddle", **predictor_kwargs):
+    def __init__(self, model_dir, batch_size=8, transform_ops=None, backend="auto", **predictor_kwargs):
         self.predictor = build_predictor(model_dir, backend, max_batch_size=batch_size, **predictor_kwargs)
         if transform_ops is not None:
             self.transform = build_transforms(transform_ops, where="PreProcess.transform_ops")

@@ -202,7 +202,7 @@ class FeatureServer:
 
 
 def serve(model_dir=None, index_dir=None, host="127.0.0.1", port=8866, threads=2, cpu_threads=1,
-          max_pixels=None, health_ttl=3.0, backend="paddle", recognizer=None, **server_kwargs):
+          max_pixels=None, health_ttl=3.0, backend="auto", recognizer=None, **server_kwargs):
     """A FeatureServer for an exported model (and gallery index); call ``run()``. The model runs on
     ``backend`` (backends.BACKENDS) with ``cpu_threads`` per predictor, or ``recognizer`` is served
     as given (e.g. Recognizer.from_config of a deploy config). Refuses to start (ValueError naming the

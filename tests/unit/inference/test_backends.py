@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 from helpers import ROOT
-from ppufo.inference.backends import build_predictor, config_backend
+from ppufo.inference.backends import auto_backend, build_predictor, config_backend
 from ppufo.inference.deploy_config import load_deploy_config
 from ppufo.inference.predictor import FeaturePredictor, OnnxPredictor
 from ppufo.utils.errors import ConfigError
@@ -108,12 +108,13 @@ def test_session_options_are_stated(model_dir):
 
 def test_the_backend_comes_from_the_deploy_config_and_options_are_checked(model_dir):
     cfg = {name: load_deploy_config(os.path.join(CONFIGS, f"{name}.yaml"), [f"Global.model_dir={model_dir}"])
-           for name in ("cpu_x86", "onnx")}
-    assert (config_backend(cfg["cpu_x86"]), config_backend(cfg["onnx"])) == ("paddle", "onnxruntime")
+           for name in ("cpu_x86", "onnx", "inference_rec")}
+    assert [config_backend(cfg[n]) for n in cfg] == ["paddle", "onnxruntime", "auto"]
+    assert config_backend(load_deploy_config(None, [])) == "auto"  # the default without a file
     assert isinstance(build_predictor(model_dir, "paddle", max_batch_size=4, cpu_threads=1), FeaturePredictor)
     with pytest.raises(ConfigError, match=r"backend onnxruntime: \['enable_mkldnn'\] are Paddle Inference options"):
         build_predictor(model_dir, "onnxruntime", enable_mkldnn=True)
-    with pytest.raises(ConfigError, match=r"backend='tensorrt': expected one of \['paddle', 'onnxruntime'\]"):
+    with pytest.raises(ConfigError, match=r"backend='tensorrt': expected one of \['auto', 'paddle', 'onnxruntime'\]"):
         build_predictor(model_dir, "tensorrt")
 
 
@@ -122,6 +123,7 @@ def test_predict_rec_backend_flag_gives_paddles_features(model_dir, demo_root, t
     imgs = os.path.join(demo_root, "market1501", "query")
     assert "Global.use_onnx=true" in parse_args(["--backend", "onnxruntime"])[1]
     assert "Global.use_onnx=false" in parse_args(["--backend", "paddle"])[1]
+    assert '"auto"' in parse_args(["--backend", "auto"])[1][0] and not parse_args([])[1]  # default: the config's
     for backend in ("paddle", "onnxruntime"):
         main(["--model_dir", model_dir, "--images", imgs, "--backend", backend,
               "--save_features", str(tmp_path / f"{backend}.npz")])
@@ -133,3 +135,48 @@ def test_predict_rec_backend_flag_gives_paddles_features(model_dir, demo_root, t
     with pytest.raises(SystemExit):
         parse_args(["--backend", "tensorrt"])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_auto_serves_a_small_cpu_model_with_onnxruntime_and_says_why(exported, model_dir, ppufo_log):
+    model, _ = exported
+    pred = build_predictor(model_dir, "auto", max_batch_size=8, cpu_threads=1, enable_mkldnn=True, gc_mb=64)
+    assert isinstance(pred, OnnxPredictor) and pred.backend == "onnxruntime"  # Paddle's options: not ORT's
+    mb = os.path.getsize(os.path.join(model_dir, "inference.pdiparams")) / 2 ** 20
+    assert f"{model_dir}: ONNX Runtime (weights {mb:.1f} MB, under small_model_mb 64: faster on CPU; backend auto)" \
+        in ppufo_log
+    x = batch()
+    assert np.abs(pred(x) - model.embed(paddle.to_tensor(x), "person").numpy()).max() <= 1e-4
+    assert pred.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_auto_keeps_paddle_for_large_models_other_devices_and_missing_runtimes(model_dir, monkeypatch, ppufo_log):
+    import ppufo.inference.backends as backends
+    pred = build_predictor(model_dir, "auto", cpu_threads=1, small_model_mb=0)  # 0: no model counts as small
+    assert type(pred) is FeaturePredictor and pred.backend == "paddle"
+    mb = os.path.getsize(os.path.join(model_dir, "inference.pdiparams")) / 2 ** 20
+    assert f"{model_dir}: Paddle Inference (weights {mb:.1f} MB, not under small_model_mb 0; backend auto)" in ppufo_log
+    assert not os.path.exists(os.path.join(model_dir, "inference.onnx"))  # nothing converted
+    assert auto_backend(model_dir, device="gpu")[0] == "paddle"
+    assert auto_backend(model_dir, device="gpu", use_tensorrt=True) == ("paddle", "device gpu with TensorRT")
+    monkeypatch.setattr(backends, "installed", lambda m: m != "onnxruntime")
+    assert auto_backend(model_dir) == ("paddle", "onnxruntime is not installed")
+    monkeypatch.setattr(backends, "installed", lambda m: m != "paddle2onnx")
+    assert auto_backend(model_dir) == ("paddle", "paddle2onnx is not installed to convert the model")
+    build_predictor(model_dir, "onnxruntime", cpu_threads=1)  # converted: paddle2onnx no longer needed
+    assert auto_backend(model_dir)[0] == "onnxruntime"
+    with pytest.raises(FileNotFoundError, match="no inference.pdiparams"):
+        auto_backend(os.path.dirname(model_dir))
+
+
+def test_auto_falls_back_to_paddle_with_a_warning_when_conversion_fails(model_dir, monkeypatch, ppufo_log):
+    import ppufo.inference.onnx_export as onnx_export
+
+    def broken(model_dir, save_file=None, opset_version=11):
+        raise RuntimeError("paddle2onnx 2.1.0 could not convert it")
+    monkeypatch.setattr(onnx_export, "export_onnx", broken)
+    pred = build_predictor(model_dir, "auto", cpu_threads=1)
+    assert type(pred) is FeaturePredictor
+    assert any("converting it failed: paddle2onnx 2.1.0 could not convert it" in m and
+               m.endswith("; serving with Paddle Inference instead") for m in ppufo_log), ppufo_log
+    with pytest.raises(RuntimeError, match="converting it failed"):  # asked for by name: no fallback
+        build_predictor(model_dir, "onnxruntime", cpu_threads=1)

@@ -1,6 +1,7 @@
 """Deploy YAMLs per chip (validation, paddle.inference.Config mapping), predict_rec -c/-o, ONNX."""
 import glob
 import os
+import shutil
 
 import numpy as np
 import paddle
@@ -29,15 +30,20 @@ def calls_of(cfg, fmt="pir", **extra):
             for name, args, kwargs in config_calls(SHAPE, fmt, max_batch_size=cfg["Global"]["batch_size"], **kw)}
 
 
-def test_every_chip_yaml_validates_and_inference_rec_is_cpu_x86():
+def test_every_chip_yaml_validates_and_inference_rec_is_cpu_x86_with_backend_auto():
     assert sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))) == \
         sorted(CHIPS + ("inference_rec",))
     cfgs = {c: chip(c) for c in CHIPS}
-    assert chip("inference_rec") == cfgs["cpu_x86"]
+    default = chip("inference_rec")
+    assert default["Global"].pop("use_onnx") == "auto" and cfgs["cpu_x86"]["Global"]["use_onnx"] is False
+    assert default["Global"] == {k: v for k, v in cfgs["cpu_x86"]["Global"].items() if k != "use_onnx"}
+    assert {k: v for k, v in default.items() if k != "Global"} == {k: v for k, v in cfgs["cpu_x86"].items()
+                                                                    if k != "Global"}
     g = {c: cfgs[c]["Global"] for c in CHIPS}
     assert [c for c in CHIPS if g[c]["device"] == "gpu"] == ["gpu", "gpu_trt_fp16", "gpu_trt_int8"]
     assert [c for c in CHIPS if g[c]["use_tensorrt"]] == ["gpu_trt_fp16", "gpu_trt_int8"]
-    assert [c for c in CHIPS if g[c]["use_onnx"]] == ["cpu_x86_ort", "onnx"]
+    assert [c for c in CHIPS if g[c]["use_onnx"] is True] == ["cpu_x86_ort", "onnx"]
+    assert all(g[c]["use_onnx"] is False for c in CHIPS if c not in ("cpu_x86_ort", "onnx"))  # each states its runtime
     timed = [c for c in CHIPS if measurable(c)]  # a chip's deploy config serves with the runtime the search times
     assert [config_backend(cfgs[c]) for c in timed] == [chip_backend(c) for c in timed]
     assert [c for c in timed if chip_backend(c) == "onnxruntime"] == ["cpu_x86_ort"]
@@ -109,6 +115,7 @@ def test_accelerator_targets_map_to_their_config_calls(exported, tmp_path):
     (["Global.precision=fp16"], r"Global.precision: fp16 needs Global.use_tensorrt: true"),
     (["Global.trt_opt_batch_size=9"], r"Global.trt_opt_batch_size: expected 1..batch_size \(8\), got 9"),
     (["Global.use_onnx=true", "Global.device=xpu"], r"Global.use_onnx: ONNX Runtime runs on cpu or gpu"),
+    (["Global.use_onnx=onnx"], r"Global.use_onnx: expected true, false or auto, got 'onnx'"),
     (["PreProcess.transform_ops=[{Rezise: {size: [8, 8]}}]"], r"PreProcess.transform_ops.0: .*Rezise"),
     (["IndexProcess.topk=3"], r"IndexProcess: unknown key\(s\) \['topk'\]"),
 ])
@@ -160,7 +167,8 @@ def test_onnx_runtime_features_equal_paddle(exported, demo_root, tmp_path):
     from ppufo.inference.onnx_export import export_onnx
     from ppufo.inference.recognizer import Recognizer
     from ppufo.inference.predictor import OnnxPredictor
-    model, d = exported
+    model, d = exported[0], str(tmp_path / "person")
+    shutil.copytree(exported[1], d, ignore=shutil.ignore_patterns("inference.onnx*"))  # auto may have converted it
     with pytest.raises(FileNotFoundError, match="onnx_export.py --model_dir"):
         OnnxPredictor(d)
     assert export_onnx(d) == os.path.join(d, "inference.onnx")
@@ -173,7 +181,7 @@ def test_onnx_runtime_features_equal_paddle(exported, demo_root, tmp_path):
     paths = [os.path.join(imgs, f) for f in sorted(os.listdir(imgs))[:4]]
     via_yaml = Recognizer.from_config(chip("onnx", f"Global.model_dir={d}"))
     assert isinstance(via_yaml.predictor, OnnxPredictor)
-    assert np.abs(via_yaml.features(paths) - Recognizer(d).features(paths)).max() <= 1e-4
+    assert np.abs(via_yaml.features(paths) - Recognizer(d, backend="paddle").features(paths)).max() <= 1e-4
 
 
 def test_the_deploy_docs_gallery_list_line_lists_every_gallery_image_with_its_person_id(demo_root, tmp_path):

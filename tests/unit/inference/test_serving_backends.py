@@ -84,7 +84,8 @@ def test_serve_runs_the_backend_it_is_given_and_searches_the_gallery(model_dir, 
 
 
 @pytest.mark.parametrize("argv, backend, threads", [
-    ([], "paddle", None),
+    ([], "auto", None),
+    (["-c", "inference_rec.yaml"], "auto", 2),  # the default deploy config: ONNX Runtime for this small model
     (["--backend", "onnxruntime"], "onnxruntime", None),
     (["--backend", "onnxruntime", "--cpu_threads", "3"], "onnxruntime", 3),
     (["-c", "onnx.yaml"], "onnxruntime", 2),  # the config's Global.use_onnx and cpu_num_threads
@@ -100,7 +101,7 @@ def test_ppufo_serve_picks_the_backend_from_the_flag_or_the_deploy_config(model_
     assert (d, index_dir, got) == (model_dir, None, backend)
     assert cpu_threads == (threads or max(1, os.cpu_count() // 2))
     if recognizer is not None:  # with -c the deploy config builds it
-        assert type(recognizer.predictor) is PREDICTORS[backend]
+        assert type(recognizer.predictor) is PREDICTORS["onnxruntime" if backend == "auto" else backend]
         if backend == "onnxruntime":
             assert recognizer.predictor.session.get_session_options().intra_op_num_threads == cpu_threads
 
