@@ -51,7 +51,7 @@ def load_pretrained(model, config):
     if not source:
         return from_scratch(model, config)
     check_source(config)
-    loaded = load_weights(model, source, strict=False, what=WHAT, pretrained=True)
+    loaded = load_weights(model, source, strict=False, what=WHAT, pretrained=True, report=False)  # said below
     mapped = ""
     if is_reference(loaded.raw):
         mapping = head_mapping(model.released_heads, model.task_names, reference_heads(loaded.raw))

@@ -65,12 +65,12 @@ def filter_state(model, state, path, what, pretrained=False):
         raise ConfigError(f"{what}: {path}: {e}") from None
 
 
-def load_weights(model, source, *, strict=True, what="weights", pretrained=False):
+def load_weights(model, source, *, strict=True, what="weights", pretrained=False, report=True):
     """Read ``source`` (a weights option: checkpoint prefix, .pdparams, the released .pdmodel; or a
     state dict), map it through the model's filter (``pretrained``: the weights training starts
     from) and set it into ``model``. Shape mismatches always fail; missing/unexpected keys fail
-    when ``strict``, else are logged. Returns Loaded."""
-    return _apply(model, *read_weights(source, what), strict, what, pretrained)
+    when ``strict``, else are logged (``report=False``: the caller reports them). Returns Loaded."""
+    return _apply(model, *read_weights(source, what), strict, what, pretrained, report)
 
 
 def load_model(build, source, *, what):
@@ -82,7 +82,7 @@ def load_model(build, source, *, what):
     return model
 
 
-def _apply(model, raw, path, strict, what, pretrained=False):
+def _apply(model, raw, path, strict, what, pretrained=False, report=True):
     state = filter_state(model, raw, path, what, pretrained)
-    missing, unexpected = apply_state(model, state, f"{what}: {path}", strict)
+    missing, unexpected = apply_state(model, state, f"{what}: {path}", strict, report)
     return Loaded(path, raw, state, missing, unexpected)

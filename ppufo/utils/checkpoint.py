@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 
 import numpy as np
 import paddle
@@ -500,9 +501,10 @@ def format_problems(state, own, missing, unexpected, bad, limit=8, origin=None):
     return "\n  ".join(lines)
 
 
-def apply_state(model, state, path, strict=False):
+def apply_state(model, state, path, strict=False, report=True):
     """Set ``state`` (loaded from ``path``) into ``model``. Shape mismatches always fail;
-    missing/unexpected keys fail when strict, else are logged. The check under every weights
+    missing/unexpected keys fail when strict, else are logged once here (``report=False``: by the
+    caller; Paddle's own warning per missing key is silenced). The check under every weights
     load: a resume's (load_checkpoint) and io.weights.load_weights's, after the model's filter."""
     own = model.state_dict()
     missing, unexpected, bad = state_problems(state, own)
@@ -510,8 +512,10 @@ def apply_state(model, state, path, strict=False):
         raise ConfigError(f"{path}: does not fit the model:\n  "
                           + format_problems(state, own, missing if strict else [],
                                             unexpected if strict else [], bad))
-    if missing or unexpected:
+    if report and (missing or unexpected):
         get_logger().warning(f"{path}: {len(missing)} missing keys (e.g. {missing[:3]}), "
                              f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skip loading for ", category=UserWarning)
+        model.set_state_dict({k: v for k, v in state.items() if k in own})
     return missing, unexpected

@@ -1,6 +1,7 @@
 """Global.pretrained_model = an All-in-One checkpoint starts the supernet from it, whole."""
 import logging
 import re
+import warnings
 
 import numpy as np
 import paddle
@@ -80,7 +81,7 @@ def test_a_classifier_of_other_class_counts_starts_fresh_and_the_rest_loads(demo
 
 
 def test_a_missing_backbone_tensor_is_an_error_naming_it_unless_partial_loads_are_allowed(
-        demo_root, tmp_path, allinone, caplog):
+        demo_root, tmp_path, allinone, warned):
     from ppufo.utils.safe_load import load_state
     _, prefix = allinone
     state = load_state(prefix + ".pdparams", "test")
@@ -90,8 +91,14 @@ def test_a_missing_backbone_tensor_is_an_error_naming_it_unless_partial_loads_ar
     with pytest.raises(ConfigError, match=r"leaves 1 tensors at their initial values .*heads\.person\.neck\.bn\.weight"
                                           r".*Global\.allow_partial_load=true"):
         supernet_from(demo_root, tmp_path, cut)
-    sup, line = supernet_from(demo_root, tmp_path, cut, "Global.allow_partial_load=true")
+    with warnings.catch_warnings(record=True) as python_warnings:
+        warnings.simplefilter("always")
+        sup, line = supernet_from(demo_root, tmp_path, cut, "Global.allow_partial_load=true")
     assert "1 start fresh" in line
+    said = warned().splitlines()  # said once, by the check that names the tensor; not by Paddle per key
+    assert len(said) == 1 and "leaves 1 tensors at their initial values" in said[0], said
+    assert said[0].endswith("(Global.allow_partial_load)")
+    assert not [w for w in python_warnings if "Skip loading" in str(w.message)]
 
 
 def test_an_allinone_state_lacking_a_backbone_tensor_is_refused_naming_it(demo_root, tmp_path, allinone):
