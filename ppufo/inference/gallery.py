@@ -1,15 +1,18 @@
-"""Gallery index: features of labelled gallery images, exact inner-product search with faiss.
-
-Saved as ``features.npy`` + ``gallery.json`` (labels and image paths) — no pickle on load.
+"""Gallery index: features of labelled gallery images under stable integer ids, searched by inner
+product with faiss (search_index.py: Flat, IVF or HNSW), grown and shrunk by id, saved without pickle
+(gallery_files.py). Thread-safe: searches run side by side, an add or a remove alone.
 """
-import json
 import os
+import threading
 
 import numpy as np
 
 from ..data.datasets.image_list import is_image
 from ..utils.logger import get_logger
+from ..utils.rwlock import ReadWriteLock
 from ..utils.textfile import text_lines
+from .gallery_files import read_gallery, write_gallery
+from .search_index import IdIndex, IndexSettings
 
 
 def list_gallery(source):
@@ -64,18 +67,55 @@ def check_features(features, where, paths=None):
     return features
 
 
-class GalleryIndex:
-    """``where`` names the gallery in errors (the features file once loaded)."""
+class NotInGallery(ValueError):
+    """An id or label to remove is not in the gallery (nothing was removed)."""
 
-    def __init__(self, features, labels, paths, where="gallery"):
-        import faiss
+
+class GalleryWouldBeEmpty(ValueError):
+    """A removal would leave no item (nothing was removed)."""
+
+
+class GalleryIndex:
+    """``where`` names the gallery in errors (the features file once loaded). ``ids``: one int per
+    item (default 0..n-1); ``next_id``: the id the next added item gets (default above every id), so
+    an id never names two items. ``settings``: an IndexSettings (default: IndexProcess's defaults)."""
+
+    def __init__(self, features, labels, paths, where="gallery", ids=None, next_id=None, settings=None,
+                 exact=False):
         features = check_features(features, where, paths if len(paths) == len(features) else None)
         if len(features) != len(labels) or len(labels) != len(paths):
             raise ValueError(f"{where}: {len(features)} features, {len(labels)} labels, {len(paths)} paths")
-        self.labels, self.paths, self.where = list(labels), list(paths), where
-        self.dim = features.shape[1]
-        self.index = faiss.IndexFlatIP(self.dim)
-        self.index.add(features)  # the index holds its own copy: ``features`` is not kept
+        ids = list(range(len(labels))) if ids is None else [int(i) for i in ids]
+        if len(ids) != len(labels) or len(set(ids)) != len(ids):
+            raise ValueError(f"{where}: expected {len(labels)} distinct ids, got {len(ids)} ({len(set(ids))} distinct)")
+        if next_id is not None and next_id <= max(ids):
+            raise ValueError(f"{where}: next_id {next_id} must be above every id (max {max(ids)})")
+        self.items = dict(zip(ids, zip(labels, paths)))  # id -> (label, path), in insertion order
+        self.next_id = max(ids) + 1 if next_id is None else next_id
+        self.settings = settings or IndexSettings()
+        self.where, self.dim, self.revision = where, features.shape[1], None
+        # exact: a load that only edits and saves gets the Flat index, the cheapest to build
+        self.kind = "flat" if exact else self.settings.kind_for(len(ids))
+        self._index = IdIndex(self.kind, features, ids, self.settings)
+        self._lock, self._save_lock = ReadWriteLock(), threading.Lock()
+
+    def __len__(self):
+        return len(self.items)
+
+    @property
+    def ids(self):
+        with self._lock.read():
+            return list(self.items)
+
+    @property
+    def labels(self):
+        with self._lock.read():
+            return [label for label, _ in self.items.values()]
+
+    @property
+    def paths(self):
+        with self._lock.read():
+            return [path for _, path in self.items.values()]
 
     def check_dim(self, feature_dim, model):
         if self.dim != feature_dim:
@@ -83,26 +123,76 @@ class GalleryIndex:
                              f"({model}) gives {feature_dim}; rebuild the index with this model")
 
     def search(self, queries, k=5):
-        """-> list (per query) of [{label, score, path}] best first. faiss marks "no hit" (a
-        non-finite query) with -1: such slots are left out, never read as the last label."""
-        k = min(k, len(self.labels))
-        scores, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return [[{"label": self.labels[j], "score": float(s), "path": self.paths[j]}
-                 for s, j in zip(row_s, row_i) if j >= 0] for row_s, row_i in zip(scores, idx)]
+        """-> list (per query) of [{id, label, score, path}] best first. faiss marks "no hit" (a
+        non-finite query, or fewer items than k) with -1: such slots are left out."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._lock.read():
+            scores, idx = self._index.search(queries, min(k, len(self.items)))
+            return [[{"id": int(j), "label": self.items[j][0], "score": float(s), "path": self.items[j][1]}
+                     for s, j in zip(row_s, row_i) if j >= 0] for row_s, row_i in zip(scores, idx)]
+
+    def set_search(self, nprobe=None, ef_search=None):
+        """IVF's nprobe / HNSW's ef_search on the built index."""
+        with self._lock.write():
+            self._index.set_search(nprobe, ef_search)
+
+    def add(self, features, labels, paths):
+        """Add items; -> their new ids."""
+        features = check_features(features, "added features", paths if len(paths) == len(features) else None)
+        if features.shape[1] != self.dim:
+            raise ValueError(f"added features have dimension {features.shape[1]}, the gallery ({self.where}) "
+                             f"{self.dim}")
+        if len(features) != len(labels) or len(labels) != len(paths):
+            raise ValueError(f"added items: {len(features)} features, {len(labels)} labels, {len(paths)} paths")
+        with self._lock.write():
+            ids = list(range(self.next_id, self.next_id + len(labels)))
+            self._index.add(features, ids)
+            self.next_id += len(ids)
+            self.items.update(zip(ids, zip(labels, paths)))
+        return ids
+
+    def remove(self, ids=(), labels=()):
+        """Remove the items with these ids and every item with these labels; -> the removed ids.
+        All or nothing: an unknown id or label (NotInGallery) or emptying the gallery
+        (GalleryWouldBeEmpty) removes nothing."""
+        ids = [int(i) for i in ids]
+        with self._lock.write():
+            unknown = [i for i in ids if i not in self.items]
+            wanted = set(labels)
+            by_label = [i for i, (label, _) in self.items.items() if label in wanted]
+            missing = sorted(wanted - {self.items[i][0] for i in by_label})
+            if unknown or missing:
+                raise NotInGallery("; ".join(
+                    ([f"no gallery item with id {', '.join(map(str, unknown))}"] if unknown else [])
+                    + ([f"no gallery item with label {', '.join(map(repr, missing))}"] if missing else []))
+                    + " (nothing removed)")
+            chosen = list(dict.fromkeys(ids + by_label))
+            if len(chosen) == len(self.items):
+                raise GalleryWouldBeEmpty(f"removing {len(chosen)} items would leave the gallery empty "
+                                          f"(nothing removed); build a new one instead")
+            self._index.remove(chosen)
+            for i in chosen:
+                del self.items[i]
+        return chosen
 
     def save(self, index_dir):
-        os.makedirs(index_dir, exist_ok=True)
-        np.save(os.path.join(index_dir, "features.npy"), self.index.reconstruct_n(0, self.index.ntotal))
-        with open(os.path.join(index_dir, "gallery.json"), "w") as f:
-            json.dump({"labels": self.labels, "paths": self.paths}, f)
+        """Write features + gallery.json atomically (gallery_files.write_gallery). A gallery loaded
+        from disk refuses to save over one another writer saved since (GalleryChanged)."""
+        with self._save_lock:  # saves in order: a later snapshot is never overwritten by an earlier one
+            with self._lock.read():
+                ids, items, next_id = list(self.items), list(self.items.values()), self.next_id
+                features = self._index.vectors(ids)
+            self.revision, self.where = write_gallery(
+                index_dir, features, ids, [label for label, _ in items], [path for _, path in items], next_id,
+                self.settings.to_json(), self.revision)
 
     @classmethod
-    def load(cls, index_dir):
-        feats = os.path.join(index_dir, "features.npy")
-        meta = os.path.join(index_dir, "gallery.json")
-        for p in (feats, meta):
-            if not os.path.isfile(p):
-                raise FileNotFoundError(f"{p} not found (build the index with predict_rec.py --build_index)")
-        with open(meta, encoding="utf-8") as f:
-            m = json.load(f)
-        return cls(np.load(feats, allow_pickle=False), m["labels"], m["paths"], where=feats)
+    def load(cls, index_dir, settings=None, exact=False):
+        """The gallery saved in ``index_dir``, its faiss index built per ``settings`` (the caller's
+        config: not the saved ones, which record what its writer asked for); ``exact``: Flat, for a
+        load that only adds or removes items and saves."""
+        g = read_gallery(index_dir)
+        index = cls(g["features"], g["labels"], g["paths"], where=g["where"], ids=g["ids"], next_id=g["next_id"],
+                    settings=settings, exact=exact)
+        index.revision = g["revision"]
+        return index
