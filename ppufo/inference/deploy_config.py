@@ -8,6 +8,9 @@ import os
 from ..chips import DEVICES
 from ..utils.config import OPT_STR, Field, apply_override, check_schema, load_config
 from ..utils.errors import ConfigError
+from .search_index import DEFAULTS as INDEX, INDEX_TYPES
+
+INDEX_OPERATIONS = ("new", "append", "remove")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -52,9 +55,27 @@ SCHEMA = {
                                doc="null = the eval transforms recorded in the model's inference.yml"),
     },
     "IndexProcess": {
-        "index_dir": Field(OPT_STR, None, doc="gallery index folder (features.npy + gallery.json)"),
-        "data_file": Field(OPT_STR, None, doc="build the index from this folder or 'path label' list"),
+        "index_dir": Field(OPT_STR, None, doc="gallery index folder (gallery.json + the features file it names)"),
+        "data_file": Field(OPT_STR, None, doc="index_operation new / append: the images, a <label>/<image> "
+                                              "folder or a 'path label' list"),
+        "index_operation": Field(str, "new", choices=INDEX_OPERATIONS,
+                                 doc="new: build index_dir from data_file; append: add data_file's images to it; "
+                                     "remove: drop remove_ids / remove_labels from it"),
+        "remove_ids": Field((list, type(None)), None, items=Field(int, min=0), doc="index_operation remove: ids"),
+        "remove_labels": Field((list, type(None)), None, items=Field(str),
+                               doc="index_operation remove: every item with these labels"),
         "return_k": Field(int, 5, min=1),
+        "index_type": Field(str, INDEX["index_type"], choices=INDEX_TYPES,
+                            doc="faiss index built on load: flat (exact), ivf, hnsw, or auto: flat under "
+                                "auto_flat_below items, else hnsw (docs/deploy.md, Index types)"),
+        "auto_flat_below": Field(int, INDEX["auto_flat_below"], min=1, doc="index_type auto: items from which "
+                                                                           "an approximate index is used"),
+        "nlist": Field((int, type(None)), INDEX["nlist"], min=1,
+                       doc="ivf: lists (k-means clusters); null = 4 sqrt(items), at least 39 items per list"),
+        "nprobe": Field(int, INDEX["nprobe"], min=1, doc="ivf: lists searched per query (more: slower, exacter)"),
+        "hnsw_m": Field(int, INDEX["hnsw_m"], min=2, max=256, doc="hnsw: neighbours per node (more: memory, recall)"),
+        "ef_search": Field(int, INDEX["ef_search"], min=1, doc="hnsw: candidates kept per query (more: slower, "
+                                                               "exacter; at least the k asked for)"),
     },
 }
 
@@ -87,11 +108,29 @@ def _check(cfg):
             raise ConfigError("Global.use_onnx: ONNX Runtime and Paddle-TensorRT exclude each other")
         if g["device"] not in ("cpu", "gpu"):
             raise ConfigError(f"Global.use_onnx: ONNX Runtime runs on cpu or gpu, not {g['device']}")
+    _check_index(out["IndexProcess"])
     ops = out["PreProcess"]["transform_ops"]
     if ops is not None:
         from ..data.transforms import build_transforms
         build_transforms(ops, where="PreProcess.transform_ops")
     return out
+
+
+def _check_index(idx):
+    op = idx["index_operation"]
+    if idx["nlist"] is not None and idx["nprobe"] > idx["nlist"]:
+        raise ConfigError(f"IndexProcess.nprobe: expected at most nlist ({idx['nlist']}), got {idx['nprobe']}")
+    if op == "append" and not idx["data_file"]:
+        raise ConfigError("IndexProcess.index_operation: append needs IndexProcess.data_file (the images to add)")
+    if op == "remove":
+        if not (idx["remove_ids"] or idx["remove_labels"]):
+            raise ConfigError("IndexProcess.index_operation: remove needs IndexProcess.remove_ids and/or remove_labels")
+        if idx["data_file"]:
+            raise ConfigError("IndexProcess.data_file: not read by index_operation remove (it removes "
+                              "remove_ids / remove_labels); leave it null")
+    for key in ("remove_ids", "remove_labels"):
+        if idx[key] and op != "remove":
+            raise ConfigError(f"IndexProcess.{key}: only read with index_operation: remove, not {op}")
 
 
 def validate_deploy(cfg):

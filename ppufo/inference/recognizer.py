@@ -1,6 +1,6 @@
 """Image features with an exported ppufo model: the model's own eval preprocessing (recorded in
-its inference.yml) in front of a Paddle Inference or ONNX Runtime predictor; gallery indexing and
-search for a deploy config (ppufo/inference/deploy_config.py)."""
+its inference.yml) in front of a Paddle Inference or ONNX Runtime predictor; gallery indexing
+(build, append, remove) and search for a deploy config (ppufo/inference/deploy_config.py)."""
 import copy
 import json
 import os
@@ -13,10 +13,12 @@ from ..data.datasets.image_list import IMG_EXT, is_image
 from ..data.transforms import build_transforms
 from ..io.image import decode_image
 from ..utils.errors import ConfigError
+from ..utils.logger import get_logger
 from .backends import build_predictor, config_backend
 from .deploy_config import predictor_kwargs
 from .gallery import GalleryIndex, list_gallery
 from .predictor import model_transforms
+from .search_index import IndexSettings
 
 # Formats the deploy tools and the service decode; others (EPS runs Ghostscript, TIFF and ICO carry
 # odd decoders) are refused.
@@ -82,25 +84,57 @@ def check_writable(folder, key):
         raise ConfigError(f"{key}: cannot write to {folder}: {e.strerror or e}") from None
 
 
+def remove_from_gallery(idx, settings):
+    """IndexProcess.index_operation remove: no model needed."""
+    index = GalleryIndex.load(idx["index_dir"], settings, exact=True)  # edited and saved only: Flat builds at once
+    removed = index.remove(idx["remove_ids"] or (), idx["remove_labels"] or ())
+    index.save(idx["index_dir"])
+    print(f"removed {len(removed)} gallery items (ids {removed}) -> {idx['index_dir']} ({len(index)} items)")
+
+
+def append_to_gallery(index, idx, rec, paths, labels):
+    """IndexProcess.index_operation append: ``index`` (loaded exact) grows by the images ``paths``."""
+    index.check_dim(rec.predictor.info["feature_dim"], rec.model_dir)
+    again = set(paths) & set(index.paths)
+    if again:
+        get_logger().warning(f"{idx['data_file']}: {len(again)} of the {len(paths)} images are already in "
+                             f"{idx['index_dir']} (added again, under new ids), e.g. {sorted(again)[:3]}")
+    ids = index.add(rec.features(paths), labels, paths)
+    index.save(idx["index_dir"])
+    print(f"appended {len(ids)} gallery images (ids {ids[0]}..{ids[-1]}) -> {idx['index_dir']} ({len(index)} items)")
+
+
 def run(cfg):
-    """Build the gallery index and/or embed (and search) the images that ``cfg`` names."""
+    """Build, grow or shrink the gallery index and/or embed (and search) the images ``cfg`` names."""
     g, idx = cfg["Global"], cfg["IndexProcess"]
-    if not (idx["data_file"] or g["infer_imgs"]):
+    op, settings = idx["index_operation"], IndexSettings.from_config(idx)
+    if not (idx["data_file"] or g["infer_imgs"] or op == "remove"):
         raise ConfigError("nothing to do: set Global.infer_imgs (--images) and/or "
                           "IndexProcess.data_file (--build_index)")
-    if idx["data_file"] and not idx["index_dir"]:
-        raise ConfigError("IndexProcess.data_file (--build_index) needs IndexProcess.index_dir (--index_dir)")
-    if idx["data_file"]:
+    if (idx["data_file"] or op == "remove") and not idx["index_dir"]:
+        flag = {"new": "data_file (--build_index)", "append": "data_file (--append_index)",
+                "remove": "index_operation remove (--remove_ids / --remove_labels)"}[op]
+        raise ConfigError(f"IndexProcess.{flag} needs IndexProcess.index_dir (--index_dir)")
+    if idx["data_file"] or op == "remove":
         check_writable(idx["index_dir"], f"IndexProcess.index_dir={idx['index_dir']}")
+    if op == "remove":
+        remove_from_gallery(idx, settings)
+    if idx["data_file"]:
         paths, labels = list_gallery(idx["data_file"])
         if not paths:
             raise ConfigError(f"IndexProcess.data_file={idx['data_file']}: no gallery images listed")
+    if op == "append":  # the saved gallery is checked before the model loads
+        growing = GalleryIndex.load(idx["index_dir"], settings, exact=True)
     if g["infer_imgs"] and g["save_features"]:
         check_writable(os.path.dirname(os.path.abspath(g["save_features"])),
                        f"Global.save_features={g['save_features']}")
+    if not (idx["data_file"] or g["infer_imgs"]):
+        return
     rec = Recognizer.from_config(cfg)
-    if idx["data_file"]:
-        GalleryIndex(rec.features(paths), labels, paths, where=idx["data_file"]).save(idx["index_dir"])
+    if op == "append":
+        append_to_gallery(growing, idx, rec, paths, labels)
+    elif idx["data_file"]:
+        GalleryIndex(rec.features(paths), labels, paths, where=idx["data_file"], settings=settings).save(idx["index_dir"])
         print(f"indexed {len(paths)} gallery images ({len(set(labels))} labels) -> {idx['index_dir']}")
     if not g["infer_imgs"]:
         return
@@ -112,7 +146,7 @@ def run(cfg):
         np.savez(g["save_features"], features=feats, paths=np.array(files))
         print(f"saved {len(files)} features -> {g['save_features']}")
     if idx["index_dir"]:
-        index = GalleryIndex.load(idx["index_dir"])
+        index = GalleryIndex.load(idx["index_dir"], settings)
         index.check_dim(feats.shape[1], g["model_dir"])
         hits = index.search(feats, idx["return_k"])
         for f, h in zip(files, hits):
