@@ -2,8 +2,10 @@
 
 ppufo-serve --model_dir inference/quickstart/person [--backend onnxruntime]
 ppufo-serve -c deploy/configs/onnx.yaml --model_dir inference/quickstart/person
+ppufo-serve --model_dir ... --index_dir index/person --allow_gallery_updates [--save_gallery_updates]
 With -c the predictor is built from the deploy config, as ppufo-predict builds it, and --model_dir,
---index_dir, --backend and --cpu_threads override its keys. Requests are embedded one at a time.
+--index_dir, --index_type, --backend and --cpu_threads override its keys. Requests are embedded one
+at a time.
 """
 import argparse
 import json
@@ -14,6 +16,7 @@ import sys
 from ..inference.backends import BACKENDS, RUNTIME_NAMES, USE_ONNX, config_backend
 from ..inference.deploy_config import load_deploy_config
 from ..inference.recognizer import Recognizer
+from ..inference.search_index import INDEX_TYPES, IndexSettings
 from ..inference.serving import serve
 from ..utils.config import arg_range
 
@@ -24,6 +27,14 @@ def parse_args(argv=None):
                                           "use_onnx, cpu_num_threads, ...) and IndexProcess.index_dir the gallery")
     p.add_argument("--model_dir", help="exported model folder (Global.model_dir; required without -c)")
     p.add_argument("--index_dir", help="gallery index (IndexProcess.index_dir)")
+    p.add_argument("--index_type", choices=INDEX_TYPES,
+                   help="faiss index built for the gallery at start (IndexProcess.index_type; default auto: exact "
+                        "flat under 100000 items, else hnsw)")
+    p.add_argument("--allow_gallery_updates", action="store_true",
+                   help="turn on POST /gallery/add and /gallery/remove (off: they answer 404); changes stay in "
+                        "memory unless --save_gallery_updates")
+    p.add_argument("--save_gallery_updates", action="store_true",
+                   help="save each gallery change to --index_dir (atomically) as it is made")
     p.add_argument("--backend", choices=BACKENDS,
                    help="paddle (Paddle Inference), onnxruntime (ONNX Runtime on inference.onnx, converted on "
                         "first use) or auto (ONNX Runtime for a model under 64 MB of weights on CPU, faster there; "
@@ -58,43 +69,54 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if not (a.model_dir or a.config):
         p.error("--model_dir is required (or -c, a deploy config naming Global.model_dir)")
+    if a.save_gallery_updates and not a.allow_gallery_updates:
+        p.error("--save_gallery_updates needs --allow_gallery_updates")
     if a.header_timeout > a.request_timeout:
         p.error(f"--header_timeout ({a.header_timeout:g}) must not exceed --request_timeout ({a.request_timeout:g})")
     return a
 
 
 def predictor_settings(a):
-    """(recognizer or None, model_dir, index_dir, backend, cpu_threads). With -c: the deploy
-    config's predictor (ppufo-predict's), the flags over its keys, batch 1. Without: ``serve`` builds
-    one from the flags (the predictor's own defaults, as before deploy configs reached the service)."""
+    """(recognizer or None, model_dir, index_dir, backend, cpu_threads, index settings). With -c: the
+    deploy config's predictor (ppufo-predict's) and IndexProcess, the flags over its keys, batch 1.
+    Without: ``serve`` builds one from the flags (the predictor's own defaults, as before deploy
+    configs reached the service)."""
     if not a.config:
+        settings = IndexSettings(**({"index_type": a.index_type} if a.index_type else {}))
         return (None, a.model_dir, a.index_dir, a.backend or "auto",
-                a.cpu_threads or max(1, (os.cpu_count() or 1) // a.threads))
+                a.cpu_threads or max(1, (os.cpu_count() or 1) // a.threads), settings)
     flags = {"Global.model_dir": a.model_dir, "IndexProcess.index_dir": a.index_dir,
+             "IndexProcess.index_type": a.index_type,
              "Global.use_onnx": None if a.backend is None else USE_ONNX[a.backend],
              "Global.cpu_num_threads": a.cpu_threads or None, "Global.batch_size": 1}
     cfg = load_deploy_config(a.config, [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None])
     g = cfg["Global"]
     return (Recognizer.from_config(cfg), g["model_dir"], cfg["IndexProcess"]["index_dir"], config_backend(cfg),
-            g["cpu_num_threads"])
+            g["cpu_num_threads"], IndexSettings.from_config(cfg["IndexProcess"]))
 
 
 def main(argv=None):
     a = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(levelname)s: %(message)s")
     try:
-        recognizer, model_dir, index_dir, backend, cpu_threads = predictor_settings(a)
+        recognizer, model_dir, index_dir, backend, cpu_threads, settings = predictor_settings(a)
         server = serve(model_dir, index_dir, a.host, a.port, threads=a.threads, cpu_threads=cpu_threads,
                        max_pixels=a.max_pixels or None, health_ttl=a.health_ttl, backend=backend,
-                       recognizer=recognizer, max_bytes=a.max_bytes, timeout=a.timeout,
+                       recognizer=recognizer, index_settings=settings, allow_gallery_updates=a.allow_gallery_updates,
+                       save_gallery_updates=a.save_gallery_updates, max_bytes=a.max_bytes, timeout=a.timeout,
                        header_timeout=a.header_timeout, request_timeout=a.request_timeout, per_client=a.per_client,
                        backlog=a.backlog, connection_limit=a.connection_limit)
     except (OSError, ValueError, ImportError, RuntimeError) as e:  # refused at start: say why, no traceback
         sys.exit(f"error: {e}")
-    runtime = RUNTIME_NAMES[server.app.recognizer.predictor.backend]  # what auto picked
+    app = server.app
+    runtime = RUNTIME_NAMES[app.recognizer.predictor.backend]  # what auto picked
+    gallery = "" if app.index is None else (
+        f"; gallery of {len(app.index)} items, {app.index.kind} index, updates "
+        + {"off": "off", "in memory": "ON (POST /gallery/add, /gallery/remove), in memory only: lost at exit",
+           "saved": f"ON (POST /gallery/add, /gallery/remove), saved to {index_dir}"}[app.updates_mode()])
     print(f"serving {model_dir} with {runtime} on http://{server.host}:{server.port} (POST /predict, "
-          f"GET /health); {a.threads} predictors x {cpu_threads} CPU threads, images up to {server.app.max_pixels} "
-          f"pixels", flush=True)
+          f"GET /health); {a.threads} predictors x {cpu_threads} CPU threads, images up to {app.max_pixels} "
+          f"pixels{gallery}", flush=True)
     server.run()
 
 
