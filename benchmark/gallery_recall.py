@@ -13,8 +13,8 @@ its own identity for ~93% of queries: a ReID-like gallery, neither trivially sep
 recall@1: share of queries whose top-1 id is Flat's top-1; recall@10: mean share of Flat's top 10
 ids found in the top 10. Throughput: one query per search call, as the service searches, faiss on
 one thread; best of --repeats passes, the index types interleaved within each pass. Build: seconds
-to build each index from the features, as every load does. Last line: the HNSW at its defaults
-against Flat.
+to build each index from the features, as every load does. Last line: the index that index_type
+auto picks at --items (IVF from auto_flat_below on), at its defaults, against Flat; HNSW beside it.
 """
 import argparse
 import time
@@ -105,12 +105,16 @@ def main():
         r1, r10 = recall[kind, knob]
         print(f"| {kind} | {setting}{' (default)' if default else ''} | {r1:.3f} | {r10:.3f} | "
               f"{best[kind, knob]:.0f} | {best[kind, knob] / flat_qps:.1f}x | {builds[kind]:.1f} |")
-    ivf, hnsw = ("ivf", DEFAULTS["nprobe"]), ("hnsw", DEFAULTS["ef_search"])
-    extra = (f"; IVF nprobe {DEFAULTS['nprobe']}: {best[ivf] / flat_qps:.1f}x, recall@10 {recall[ivf][1]:.3f}"
-             if ivf in best else "")
-    print(f"{best[hnsw] / flat_qps:.1f}x faster than Flat at {a.items:.0e} items, HNSW recall@10 {recall[hnsw][1]:.3f} "
-          f"(ef_search {DEFAULTS['ef_search']}, recall@1 {recall[hnsw][0]:.3f}{extra}; {a.dim}-d, one query per "
-          f"call, 1 thread)".replace("e+0", "e"))
+    auto = IndexSettings().kind_for(a.items)
+    knob = {"flat": None, "ivf": DEFAULTS["nprobe"], "hnsw": DEFAULTS["ef_search"]}
+    pick, hnsw = (auto, knob[auto]), ("hnsw", knob["hnsw"])
+    setting = {"flat": "exact", "ivf": f"nprobe {knob['ivf']} of {IndexSettings().nlist_for(a.items)} lists",
+               "hnsw": f"ef_search {knob['hnsw']}"}[auto]
+    beside = (f"; HNSW ef_search {knob['hnsw']}: {best[hnsw] / flat_qps:.1f}x, recall@10 {recall[hnsw][1]:.3f}"
+              if auto != "hnsw" and hnsw in best else "")
+    print(f"{best[pick] / flat_qps:.1f}x faster than Flat at {a.items:.0e} items, {auto.upper()} recall@10 "
+          f"{recall[pick][1]:.3f} (index_type auto's pick, {setting}, recall@1 {recall[pick][0]:.3f}{beside}; "
+          f"{a.dim}-d, one query per call, 1 thread)".replace("e+0", "e"))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--index_dir", help="gallery index (IndexProcess.index_dir)")
     p.add_argument("--index_type", choices=INDEX_TYPES,
                    help="faiss index built for the gallery at start (IndexProcess.index_type; default auto: exact "
-                        "flat under 100000 items, else hnsw)")
+                        "flat under 100000 items, else ivf)")
     p.add_argument("--allow_gallery_updates", action="store_true",
                    help="turn on POST /gallery/add and /gallery/remove (off: they answer 404); changes stay in "
                         "memory unless --save_gallery_updates")

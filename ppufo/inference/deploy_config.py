@@ -67,7 +67,7 @@ SCHEMA = {
         "return_k": Field(int, 5, min=1),
         "index_type": Field(str, INDEX["index_type"], choices=INDEX_TYPES,
                             doc="faiss index built on load: flat (exact), ivf, hnsw, or auto: flat under "
-                                "auto_flat_below items, else hnsw (docs/deploy.md, Index types)"),
+                                "auto_flat_below items, else ivf (docs/deploy.md, Index types)"),
         "auto_flat_below": Field(int, INDEX["auto_flat_below"], min=1, doc="index_type auto: items from which "
                                                                            "an approximate index is used"),
         "nlist": Field((int, type(None)), INDEX["nlist"], min=1,
