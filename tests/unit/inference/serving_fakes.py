@@ -99,8 +99,9 @@ def server_options(request_):
                 request_timeout=30)
 
 
-def start_server(started, recognizer=None, index=None, max_pixels=None, health_ttl=3.0, **kwargs):
-    app = FeatureApp(recognizer or FakeRecognizer(), index, max_pixels, health_ttl)
+def start_server(started, recognizer=None, index=None, max_pixels=None, health_ttl=3.0, allow_updates=False,
+                 save_dir=None, **kwargs):
+    app = FeatureApp(recognizer or FakeRecognizer(), index, max_pixels, health_ttl, allow_updates, save_dir)
     srv = FeatureServer(app, port=0, **kwargs)
     threading.Thread(target=srv.run, daemon=True).start()
     started.append(srv)

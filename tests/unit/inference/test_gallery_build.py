@@ -149,3 +149,48 @@ def test_predict_rec_flags_out_of_range_are_usage_errors(flag, capsys):
     with pytest.raises(SystemExit) as e:
         predict_rec.parse_args(["--model_dir", "m", flag, "0"])
     assert e.value.code == 2 and f"{flag}: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_append_then_remove_grows_and_shrinks_the_saved_gallery(model_dir, gallery, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    assert predict("--model_dir", model_dir, "--build_index", gallery, "--index_dir", idx) is None
+    rs = np.random.RandomState(1)
+    os.makedirs(tmp_path / "more" / "c")
+    for i in range(2):
+        Image.fromarray(rs.randint(0, 256, (64, 32, 3), dtype=np.uint8)).save(tmp_path / "more" / "c" / f"{i}.jpg")
+    assert predict("--model_dir", model_dir, "--append_index", tmp_path / "more", "--index_dir", idx) is None
+    assert "appended 2 gallery images (ids 4..5)" in capsys.readouterr().out
+    grown = GalleryIndex.load(str(idx))
+    assert (grown.ids, grown.labels) == ([0, 1, 2, 3, 4, 5], ["a", "a", "b", "b", "c", "c"])
+
+    assert predict("--model_dir", model_dir, "--index_dir", idx, "--images", tmp_path / "more" / "c", "--topk", "1") is None
+    tops = [json.loads(line)["top"][0] for line in capsys.readouterr().out.splitlines()]
+    assert [(t["id"], t["label"]) for t in tops] == [(4, "c"), (5, "c")]  # each appended image finds itself
+
+    # removing needs no model: the model folder does not even exist
+    assert predict("--model_dir", tmp_path / "no_model", "--index_dir", idx, "--remove_labels", "c",
+                   "--remove_ids", "0") is None
+    assert "removed 3 gallery items (ids [0, 4, 5])" in capsys.readouterr().out
+    shrunk = GalleryIndex.load(str(idx))
+    assert (shrunk.ids, shrunk.labels, shrunk.next_id) == ([1, 2, 3], ["a", "b", "b"], 6)
+    message = predict("--index_dir", idx, "--remove_ids", "4")
+    assert message == "error: no gallery item with id 4 (nothing removed)"
+    assert GalleryIndex.load(str(idx)).ids == [1, 2, 3]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--build_index", "g", "--append_index", "h"], "--build_index and --append_index: one index operation per run"),
+    (["--append_index", "h", "--remove_ids", "1"], "--append_index and --remove_ids/--remove_labels: one index"),
+    (["--remove_ids", "-1"], "--remove_ids: expected an integer >= 0, got '-1'"),
+])
+def test_index_operations_one_per_run(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        predict_rec.parse_args(["--model_dir", "m", "--index_dir", "i"] + argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_append_or_remove_need_an_index_dir(tmp_path):
+    assert predict("--remove_labels", "a") == ("error: IndexProcess.index_operation remove (--remove_ids / "
+                                               "--remove_labels) needs IndexProcess.index_dir (--index_dir)")
+    assert predict("--model_dir", "m", "--append_index", tmp_path).endswith(
+        "IndexProcess.data_file (--append_index) needs IndexProcess.index_dir (--index_dir)")
