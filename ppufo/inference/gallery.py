@@ -78,7 +78,8 @@ class GalleryWouldBeEmpty(ValueError):
 class GalleryIndex:
     """``where`` names the gallery in errors (the features file once loaded). ``ids``: one int per
     item (default 0..n-1); ``next_id``: the id the next added item gets (default above every id), so
-    an id never names two items. ``settings``: an IndexSettings (default: IndexProcess's defaults)."""
+    an id never names two items. ``settings``: an IndexSettings (default: IndexProcess's defaults);
+    ``exact``: Flat whatever the settings say (a load that only edits and saves)."""
 
     def __init__(self, features, labels, paths, where="gallery", ids=None, next_id=None, settings=None,
                  exact=False):
@@ -86,15 +87,15 @@ class GalleryIndex:
         if len(features) != len(labels) or len(labels) != len(paths):
             raise ValueError(f"{where}: {len(features)} features, {len(labels)} labels, {len(paths)} paths")
         ids = list(range(len(labels))) if ids is None else [int(i) for i in ids]
-        if len(ids) != len(labels) or len(set(ids)) != len(ids):
-            raise ValueError(f"{where}: expected {len(labels)} distinct ids, got {len(ids)} ({len(set(ids))} distinct)")
+        if len(ids) != len(labels) or len(set(ids)) != len(ids) or min(ids) < 0:
+            raise ValueError(f"{where}: expected {len(labels)} distinct ids >= 0 (faiss's 'no hit' is -1), got "
+                             f"{len(ids)} ({len(set(ids))} distinct, smallest {min(ids, default=None)})")
         if next_id is not None and next_id <= max(ids):
             raise ValueError(f"{where}: next_id {next_id} must be above every id (max {max(ids)})")
         self.items = dict(zip(ids, zip(labels, paths)))  # id -> (label, path), in insertion order
         self.next_id = max(ids) + 1 if next_id is None else next_id
         self.settings = settings or IndexSettings()
         self.where, self.dim, self.revision = where, features.shape[1], None
-        # exact: a load that only edits and saves gets the Flat index, the cheapest to build
         self.kind = "flat" if exact else self.settings.kind_for(len(ids))
         self._index = IdIndex(self.kind, features, ids, self.settings)
         self._lock, self._save_lock = ReadWriteLock(), threading.Lock()

@@ -77,6 +77,13 @@ def test_an_added_item_is_found_first_and_a_removed_one_never(kind):
     assert index.search(new, 1)[0][0]["id"] == again[0]
 
 
+def test_ids_must_be_distinct_and_not_negative():
+    with pytest.raises(ValueError, match=r"expected 2 distinct ids >= 0 .*got 2 \(1 distinct"):
+        GalleryIndex(np.eye(2, dtype=np.float32), ["a", "b"], ["a", "b"], ids=[4, 4])
+    with pytest.raises(ValueError, match=r"smallest -1"):
+        GalleryIndex(np.eye(2, dtype=np.float32), ["a", "b"], ["a", "b"], ids=[-1, 4])
+
+
 def test_remove_is_all_or_nothing():
     feats, labels, _ = clustered(n_ids=2, per_id=3)
     index = build("flat", feats, labels)

@@ -141,6 +141,12 @@ def test_adds_beside_searches_leave_a_consistent_gallery(server):
         assert hit["label"] == f"shade{i}" and hit["score"] > 0.9999
 
 
+def test_serve_index_type_flag_reaches_the_settings():
+    a = serve_cli.parse_args(["--model_dir", "m", "--index_dir", "i", "--index_type", "hnsw"])
+    *_, settings = serve_cli.predictor_settings(a)
+    assert (settings.index_type, settings.ef_search) == ("hnsw", 64)
+
+
 def test_updates_need_a_gallery_and_saving_needs_updates(capsys):
     with pytest.raises(ValueError, match="gallery updates need a gallery to update: give --index_dir"):
         FeatureApp(FakeRecognizer(), None, allow_updates=True)

@@ -97,8 +97,8 @@ def test_ppufo_serve_picks_the_backend_from_the_flag_or_the_deploy_config(model_
     from ppufo.cli import serve as serve_cli
     argv = [os.path.join(CONFIGS, a) if a.endswith(".yaml") else a for a in argv]
     a = serve_cli.parse_args(["--model_dir", model_dir, "--threads", "2"] + argv)
-    recognizer, d, index_dir, got, cpu_threads = serve_cli.predictor_settings(a)
-    assert (d, index_dir, got) == (model_dir, None, backend)
+    recognizer, d, index_dir, got, cpu_threads, settings = serve_cli.predictor_settings(a)
+    assert (d, index_dir, got, settings.index_type) == (model_dir, None, backend, "auto")
     assert cpu_threads == (threads or max(1, os.cpu_count() // 2))
     if recognizer is not None:  # with -c the deploy config builds it
         assert type(recognizer.predictor) is PREDICTORS["onnxruntime" if backend == "auto" else backend]
