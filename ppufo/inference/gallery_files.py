@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..utils.errors import DataError
-from ..utils.pointer import fsync_dir
+from ..utils.pointer import fsync_dir, replace_file
 
 META = "gallery.json"
 FEATURE_FILES = ("features.npy", "features.1.npy")
@@ -123,20 +123,6 @@ def _current(meta):
     return (revision if type(revision) is int else 0), m.get("features", FEATURE_FILES[0])
 
 
-def _replace(path, write):
-    """``write(file)`` into a temporary file beside ``path``, fsync, rename over ``path``."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_gallery(index_dir, features, ids, labels, paths, next_id, settings, revision):
     """Save atomically (see the module doc); -> (new revision, features file). ``revision``: the one this
     copy was loaded at, or None for a new gallery, which replaces whatever ``index_dir`` holds."""
@@ -158,11 +144,11 @@ def write_gallery(index_dir, features, ids, labels, paths, next_id, settings, re
         old = current[1] if current and current[1] in FEATURE_FILES else None
         name = FEATURE_FILES[1] if old == FEATURE_FILES[0] else FEATURE_FILES[0]
         new_revision = (current[0] if current else 0) + 1
-        _replace(os.path.join(index_dir, name), lambda f: np.save(f, features, allow_pickle=False))
+        replace_file(os.path.join(index_dir, name), lambda f: np.save(f, features, allow_pickle=False))
         record = {"format": FORMAT, "features": name, "dim": int(features.shape[1]),
                   "revision": new_revision, "next_id": next_id, "index": settings,
                   "ids": list(ids), "labels": list(labels), "paths": list(paths)}
-        _replace(meta, lambda f: f.write(json.dumps(record).encode()))
+        replace_file(meta, lambda f: f.write(json.dumps(record).encode()))
         fsync_dir(index_dir)
         if old and old != name and os.path.isfile(os.path.join(index_dir, old)):
             os.remove(os.path.join(index_dir, old))

@@ -41,18 +41,25 @@ def read_pointer(path, what="checkpoint"):
 
 def write_pointer(folder, name, checkpoint, iteration, **extra):
     """Point ``folder``/``name`` at checkpoint ``checkpoint`` (a name in ``folder``) atomically."""
-    path = os.path.join(folder, name)
-    tmp = os.path.join(folder, f"{name}.pointer.tmp{os.getpid()}")
+    record = json.dumps(dict({"checkpoint": checkpoint, "iteration": iteration}, **extra)).encode()
+    replace_file(os.path.join(folder, name), lambda f: f.write(record),
+                 tmp=os.path.join(folder, f"{name}.pointer.tmp{os.getpid()}"))
+    fsync_dir(folder)
+
+
+def replace_file(path, write, tmp=None):
+    """``write(binary file)`` into ``tmp`` (default: a hidden name beside ``path``), fsync, rename over
+    ``path``: a reader or a crash sees the old file or the new one, never half of one."""
+    tmp = tmp or os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            json.dump(dict({"checkpoint": checkpoint, "iteration": iteration}, **extra), f)
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    fsync_dir(folder)
 
 
 def pointed_at(folder):
