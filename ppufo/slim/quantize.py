@@ -43,16 +43,22 @@ def check_quant(config):
 
 
 def run_job(job, work_dir):
-    """Run ptq_job in a child process with LEGACY_ENV; RuntimeError with its output's tail if it fails."""
+    """Run ptq_job in a child process with LEGACY_ENV, its output passed on to stderr as it comes
+    (the calibration's progress bars); RuntimeError with the output's tail if it fails."""
     path = os.path.join(work_dir, "job.json")
     with open(path, "w") as f:
         json.dump(job, f)
     env = dict(os.environ, **LEGACY_ENV)
-    done = subprocess.run([sys.executable, "-m", "ppufo.slim.ptq_job", path], env=env, capture_output=True,
-                          text=True)
-    if done.returncode != 0:
+    child = subprocess.Popen([sys.executable, "-m", "ppufo.slim.ptq_job", path], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tail = b""
+    while chunk := os.read(child.stdout.fileno(), 4096):  # chunks, not lines: tqdm redraws with \r
+        sys.stderr.write(chunk.decode(errors="replace"))  # a chunk may split a UTF-8 character: replaced
+        sys.stderr.flush()
+        tail = (tail + chunk)[-3000:]
+    if child.wait() != 0:
         raise RuntimeError(f"int8 quantisation of task {job['task']} failed (python -m ppufo.slim.ptq_job, "
-                           f"exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+                           f"exit {child.returncode}):\n{tail.decode(errors='replace')}")
 
 
 def quantize_task(model, config, task, float_dir, images=None):
