@@ -16,6 +16,16 @@ from ..data.loader import build_task_train_set, eval_transforms
 from ..utils.errors import ConfigError
 
 
+def task_images(config, task, num_images, seed=0):
+    """[n, C, H, W] float32: ``num_images`` training images of ``task`` (all of them where it has
+    fewer) drawn without replacement with ``seed``, in file order, through the eval transforms: what
+    the exported model is fed. The same arguments give the same images (BN-neck and int8 calibration)."""
+    ds = build_task_train_set(config, task, eval_transforms(config))
+    n = min(int(num_images), len(ds))
+    idx = np.sort(np.random.RandomState(seed).choice(len(ds), n, replace=False))
+    return np.stack([ds.load(int(i)) for i in idx]).astype(np.float32)
+
+
 class NeckCalibration:
     """``calibration(model)`` sets ``task``'s BN-neck statistics to the exact mean and
     (biased, as BatchNorm's) variance of the neck's input over ``num_images`` training images of
@@ -28,12 +38,9 @@ class NeckCalibration:
         if int(num_images) < 2:
             raise ConfigError(f"{where}: {num_images} images; expected at least 2 (or 0 to keep the "
                               f"supernet's statistics, where that is allowed)")
-        ds = build_task_train_set(config, task, eval_transforms(config))
-        n = min(int(num_images), len(ds))
-        idx = np.sort(np.random.RandomState(seed).choice(len(ds), n, replace=False))
-        self.task, self.num_images, self.seed = task, n, int(seed)
+        self.images = task_images(config, task, num_images, seed)
+        self.task, self.num_images, self.seed = task, len(self.images), int(seed)
         self.batch_size = int(config["DataLoader"]["Eval"]["batch_size"])
-        self.images = np.stack([ds.load(int(i)) for i in idx]).astype(np.float32)
 
     @property
     def context(self):

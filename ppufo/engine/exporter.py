@@ -117,13 +117,16 @@ def export_task(model, task, config, save_dir):
     return sorted(os.listdir(save_dir))
 
 
-def export_model(model, config):
+def export_dirs(model, config):
+    """{task: folder} of the tasks Export.task names: one sub-folder of Export.save_dir per task of a
+    multi-task model, Export.save_dir itself for a single-task one."""
     tasks = model.task_names if config["Export"]["task"] == "all" else [config["Export"]["task"]]
     for t in tasks:
         if t not in model.task_names:
             raise ConfigError(f"Export.task={t}: not a task of this model; tasks: {model.task_names} or 'all'")
-    out = {}
-    for t in tasks:
-        d = os.path.join(config["Export"]["save_dir"], t) if len(model.task_names) > 1 else config["Export"]["save_dir"]
-        out[t] = (d, export_task(model, t, config, d))
-    return out
+    save_dir = config["Export"]["save_dir"]
+    return {t: os.path.join(save_dir, t) if len(model.task_names) > 1 else save_dir for t in tasks}
+
+
+def export_model(model, config):
+    return {t: (d, export_task(model, t, config, d)) for t, d in export_dirs(model, config).items()}

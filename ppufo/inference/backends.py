@@ -13,7 +13,7 @@ import os
 from ..utils.errors import ConfigError
 from ..utils.logger import get_logger
 from .onnx_export import onnx_model, onnx_state
-from .predictor import FeaturePredictor, OnnxPredictor, model_format, small_model
+from .predictor import FeaturePredictor, OnnxPredictor, load_model_info, model_format, small_model
 
 BACKENDS = ("auto", "paddle", "onnxruntime")
 USE_ONNX = {"auto": "auto", "paddle": False, "onnxruntime": True}  # backend -> deploy config's Global.use_onnx
@@ -42,9 +42,12 @@ def auto_backend(model_dir, device="cpu", small_model_mb=64, use_tensorrt=False,
     """(backend, why) for ``auto``: ONNX Runtime for a model with weights under ``small_model_mb`` MB
     on CPU (quickstart ViT-Ti: Paddle Inference 1.5-1.75x slower, benchmark/infer_speed.py), when
     onnxruntime is installed and the ONNX file is there or paddle2onnx can write it; Paddle Inference
-    otherwise (ViT-B and larger: the two within 2%; GPU, TensorRT and other chips: Paddle's)."""
+    otherwise (ViT-B and larger: the two within 2%; GPU, TensorRT and other chips: Paddle's; an int8
+    model: its oneDNN int8 kernels are Paddle Inference's)."""
     model_format(model_dir)  # a clear error for a folder with no exported model
     mb = os.path.getsize(os.path.join(model_dir, "inference.pdiparams")) / 2 ** 20
+    if is_int8(model_dir):
+        return "paddle", "an int8 model (ppufo-quantize): oneDNN int8 kernels"
     if device != "cpu" or use_tensorrt:
         return "paddle", f"device {device}{' with TensorRT' if use_tensorrt else ''}"
     if not small_model(model_dir, device, small_model_mb):
@@ -54,6 +57,12 @@ def auto_backend(model_dir, device="cpu", small_model_mb=64, use_tensorrt=False,
     if onnx_state(model_dir) is not None and not installed("paddle2onnx"):
         return "paddle", "paddle2onnx is not installed to convert the model"
     return "onnxruntime", f"weights {mb:.1f} MB, under small_model_mb {small_model_mb}: faster on CPU"
+
+
+def is_int8(model_dir):
+    """Whether ``model_dir`` holds an int8 model written by ppufo-quantize (inference.yml precision)."""
+    info = load_model_info(model_dir)
+    return isinstance(info, dict) and info.get("precision") == "int8"
 
 
 def build_predictor(model_dir, backend="auto", max_batch_size=None, convert=True, **options):
@@ -82,6 +91,9 @@ def build_predictor(model_dir, backend="auto", max_batch_size=None, convert=True
         if max_batch_size is not None:
             options["max_batch_size"] = max_batch_size
         return FeaturePredictor(model_dir, **options)
+    if is_int8(model_dir):  # paddle2onnx would write a QDQ graph; that route is not built or measured here
+        raise ConfigError(f"{model_dir}: an int8 model runs with Paddle Inference (backend paddle or auto), "
+                          f"not ONNX Runtime")
     extra = sorted(set(options) - set(ORT_OPTIONS))
     if extra:
         raise ConfigError(f"backend onnxruntime: {extra} are Paddle Inference options; ONNX Runtime takes "

@@ -39,7 +39,8 @@ SCHEMA = {
         "gpu_mem": Field(int, 500, min=1, doc="initial GPU memory pool, MB"),
         "use_tensorrt": Field(bool, False, doc="refused, never skipped, where TensorRT cannot run"),
         "precision": Field(str, "fp32", choices=PRECISIONS,
-                           doc="fp16/int8 need TensorRT; int8 a PaddleSlim-quantised model"),
+                           doc="TensorRT's precision: fp16/int8 need TensorRT, int8 a quantised model (an int8 "
+                               "model from ppufo-quantize runs int8 on CPU by itself)"),
         "min_subgraph_size": Field(int, 3, min=1, doc="smallest op group handed to TensorRT"),
         "trt_opt_batch_size": Field((int, type(None)), None, min=1,
                                     doc="batch TensorRT tunes for (null = batch_size); it runs 1..batch_size"),
@@ -100,7 +101,8 @@ def _check(cfg):
         raise ConfigError(f"Global.trt_opt_batch_size: expected 1..batch_size ({g['batch_size']}), got {opt}")
     if g["precision"] != "fp32" and not g["use_tensorrt"]:
         raise ConfigError(f"Global.precision: {g['precision']} needs Global.use_tensorrt: true "
-                          f"(plain CPU/GPU/XPU/NPU inference here is fp32)")
+                          f"(plain CPU/GPU/XPU/NPU inference here is fp32; an int8 model written by ppufo-quantize "
+                          f"runs int8 on CPU whatever this key says: its inference.yml decides)")
     if isinstance(g["use_onnx"], str) and g["use_onnx"] != "auto":
         raise ConfigError(f"Global.use_onnx: expected true, false or auto, got {g['use_onnx']!r}")
     if g["use_onnx"] is True:

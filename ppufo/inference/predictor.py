@@ -1,7 +1,10 @@
 """Paddle Inference feature predictor for models written by tools/export_model.py.
 
 Notes for Paddle 3: ``paddle.jit.save`` writes ``inference.json`` (PIR) + ``inference.pdiparams``;
-older exports have ``inference.pdmodel``. ``Config(model_dir, "inference")`` finds either.
+older exports and int8 models (ppufo-quantize) have ``inference.pdmodel``, which
+``Config(model_dir, "inference")`` does not find in Paddle 3.3.1 (it looks for inference.json
+only): build_config names the two files. An int8 model (``inference.yml`` ``precision: int8``) runs
+on CPU with oneDNN's int8 kernels (``int8_ops``; docs/notes/quantization.md).
 ``enable_memory_optim()`` breaks PIR models on CPU (memory_optimize_pass error), so it is only
 used for legacy models or on GPU, and only when asked. TensorRT: ppufo/inference/trt.py (PIR
 models are converted with paddle.tensorrt, legacy ones use enable_tensorrt_engine).
@@ -79,7 +82,7 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
                  mkldnn_cache_capacity=10, cpu_threads=2, use_tensorrt=False, precision="fp32",
                  max_batch_size=8, opt_batch_size=None, min_subgraph_size=3, trt_cache_dir=None,
                  ir_optim=True, memory_optim=False, gpu_mem_mb=500, device_id=0, fuse_attention=False, gc_mb=64,
-                 small_model_mb=64):
+                 small_model_mb=64, int8_ops=None):
     """The ``paddle.inference.Config`` calls for these options, as ``[(method, args, kwargs)]``.
 
     ``gc_mb`` is no Config call: on CPU it is how Paddle frees the dead intermediate tensors of a
@@ -94,6 +97,10 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
     from inference.yml): add Paddle's ``self_attention_fuse_pass`` to the plain CPU passes, or, with
     oneDNN, delete the two fusion passes that would take its pattern first (ATTENTION_BLOCKERS).
     Skipped on CPUs without AVX-512, which the fused kernel needs.
+
+    ``int8_ops`` (CPU with oneDNN, for an int8 model; FeaturePredictor sets it from inference.yml):
+    ``enable_mkldnn_int8`` with these op types (empty: every op the model has scales for), which
+    turns on the legacy passes that put quantised ops on oneDNN's int8 kernels. None: a float model.
 
     Kept apart from the Config so the GPU/XPU/NPU/TensorRT mapping can be checked on a
     CPU-only build (where those calls fail or are ignored). TensorRT's shapes: batch 1,
@@ -137,6 +144,8 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
             calls += [("enable_mkldnn", (), {}), ("set_mkldnn_cache_capacity", (mkldnn_cache_capacity,), {})]
         else:
             calls.append(("disable_mkldnn", (), {}))  # Paddle 3 turns oneDNN on by default
+        if enable_mkldnn and int8_ops is not None:
+            calls.append(("enable_mkldnn_int8", (set(int8_ops),), {}))
         if fuse_attention and ir_optim and attention_fusable():
             if enable_mkldnn:  # self_attention_fuse_pass is in the oneDNN list, after these two
                 calls += [("delete_pass", (name,), {}) for name in ATTENTION_BLOCKERS]
@@ -173,7 +182,10 @@ def first_run_flags(device="cpu", gc_mb=64):
 def build_config(model_dir, calls):
     """A ``paddle.inference.Config`` for ``model_dir`` with ``calls`` applied."""
     import paddle.inference as pi
-    config = pi.Config(model_dir, "inference")
+    if model_format(model_dir) == "legacy":  # Config(dir, prefix) looks for inference.json only
+        config = pi.Config(os.path.join(model_dir, "inference.pdmodel"), os.path.join(model_dir, "inference.pdiparams"))
+    else:
+        config = pi.Config(model_dir, "inference")
     for name, args, kwargs in calls:
         getattr(config, name)(*args, **kwargs)
     return config
@@ -197,7 +209,8 @@ class FeaturePredictor(_Predictor):
     Keyword options are those of ``config_calls``; ``fuse_attention`` (default True here) is
     switched on only for a model whose inference.yml says ``attention: packed``, ``gc_mb`` is
     applied to the first run (``first_run_flags``), and a small model (``small_model``) runs with
-    SMALL_MODEL's options (``self.small``). With ``use_tensorrt`` it refuses
+    SMALL_MODEL's options (``self.small``), unless it is an int8 model (``inference.yml`` precision
+    int8: ``int8_ops`` from its ``int8_ops``, which need oneDNN). With ``use_tensorrt`` it refuses
     (trt.TensorRTUnavailable) where TensorRT cannot run, and ``trt_cache`` is the folder of the
     engines it built or reused (``trt_cache_dir``, default ``<model_dir>/_trt_cache``)."""
 
@@ -209,11 +222,14 @@ class FeaturePredictor(_Predictor):
         self.info = load_model_info(model_dir)
         shape = self.info["image_shape"]
         options["fuse_attention"] = options.get("fuse_attention", True) and self.info.get("attention") == "packed"
+        self.int8 = self.info.get("precision") == "int8"
+        if self.int8 and "int8_ops" not in options:  # the model's own list unless the caller names one
+            options["int8_ops"] = list(self.info.get("int8_ops") or [])
         config_calls(shape, self.format, **options)  # checks the options before anything reads them
         a = inspect.signature(config_calls).bind(shape, self.format, **options)
         a.apply_defaults()
         a = a.arguments
-        self.small = small_model(model_dir, a["device"], a["small_model_mb"])
+        self.small = not self.int8 and small_model(model_dir, a["device"], a["small_model_mb"])
         if self.small:
             options.update(SMALL_MODEL)
             a.update(SMALL_MODEL)

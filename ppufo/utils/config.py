@@ -294,6 +294,19 @@ SCHEMA = {
                                   doc="ViT attention in the layout Paddle Inference fuses on x86 CPUs "
                                       "(null: on for chip cpu_x86)"),
     },
+    "Quant": {
+        "num_images": Field(int, 256, min=1, doc="training images of the task (eval transforms) int8 scales are "
+                                                 "calibrated on, drawn with seed"),
+        "seed": Field(int, 0, min=0, doc="draws the calibration images: same images, same scales"),
+        "algo": Field(str, "hist", choices=("abs_max", "avg", "mse", "hist", "KL"),
+                      doc="how an activation's int8 range is chosen from the calibration images "
+                          "(PostTrainingQuantization; all within noise on the quickstart, docs/notes/quantization.md)"),
+        "batch_size": Field(int, 16, min=1, doc="calibration batch"),
+        "int8_ops": Field(list, ["fc"], doc="op types Paddle Inference runs on oneDNN int8 kernels ([] = every "
+                                            "op with scales, the attention matmuls too); written to inference.yml"),
+        "evaluate": Field(bool, True, doc="report the task's test-set metrics float vs int8 and the feature "
+                                          "cosine on their images (off: the cosine on the calibration images)"),
+    },
 }
 
 

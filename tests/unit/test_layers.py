@@ -17,7 +17,7 @@ import ppufo
 
 PACKAGE = os.path.dirname(os.path.abspath(ppufo.__file__))
 LAYERS = [("utils", "chips"), ("io",), ("data",), ("demo",), ("arch",), ("loss", "optimizer", "metric"),
-          ("engine",), ("inference",), ("nas",), ("ablation",), ("cli",)]
+          ("engine",), ("inference",), ("slim",), ("nas",), ("ablation",), ("cli",)]
 RANK = {pkg: i for i, group in enumerate(LAYERS) for pkg in group}
 
 

@@ -1,0 +1,127 @@
+"""ppufo-quantize: an int8 model written beside the float export, run by Paddle Inference on oneDNN's
+int8 kernels, close to the float model, calibrated reproducibly; bad inputs named."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from helpers import ROOT, tiny_config
+from ppufo.arch import build_model
+from ppufo.engine.calibrate import task_images
+from ppufo.inference.backends import auto_backend, build_predictor
+from ppufo.inference.predictor import FeaturePredictor
+from ppufo.slim.legacy import save_legacy
+from ppufo.slim.quantize import int8_dir, quantize_task, run_job
+from ppufo.slim.report import PredictorModel, compare, cosine
+from ppufo.utils.errors import ConfigError
+
+# a random tiny ViT (depth 2, 32x32) quantised on 16 images keeps its features this close (measured:
+# mean 0.989, min 0.983; the trained quickstart model: mean 0.995, docs/notes/quantization.md)
+MIN_MEAN_COSINE = 0.98
+QUANT = ["Quant.num_images=16", "Quant.batch_size=8", "Export.task=person",
+         "Tasks.person.test_sets=[{name: Market1501, root: market1501}]"]
+
+
+@pytest.fixture(scope="module")
+def setup(demo_root, tmp_path_factory):
+    """(config, model, float folder, int8 folder, calibration images): the tiny model quantised once."""
+    out = tmp_path_factory.mktemp("quant")
+    cfg = tiny_config(demo_root, out, QUANT + [f"Export.save_dir={out / 'inf'}"])
+    paddle.seed(0)
+    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
+    model.eval()
+    float_dir = str(out / "inf" / "person")
+    q, images = quantize_task(model, cfg, "person", float_dir)
+    return cfg, model, float_dir, q, images
+
+
+def test_int8_model_is_written_beside_the_float_one_and_says_how_it_was_calibrated(setup):
+    cfg, _, float_dir, q, images = setup
+    assert q == float_dir + "_int8" == int8_dir(float_dir + "/")
+    assert {"inference.pdmodel", "inference.pdiparams", "inference.yml", "scales.json"} <= set(os.listdir(q))
+    assert os.path.isfile(os.path.join(float_dir, "inference.json"))  # the float export, as ppufo-export writes it
+    with open(os.path.join(q, "inference.yml")) as f:
+        info = yaml.safe_load(f)
+    with open(os.path.join(float_dir, "inference.yml")) as f:
+        float_info = yaml.safe_load(f)
+    assert info["precision"] == "int8" and info["format"] == "legacy" and info["int8_ops"] == ["fc"]
+    assert info["calibration"]["images"] == len(images) == 16
+    assert info["calibration"]["seed"] == 0 and info["calibration"]["algo"] == cfg["Quant"]["algo"]
+    assert info["calibration"]["datasets"] == ["Market1501"]
+    assert info["transforms"] == float_info["transforms"] and info["image_shape"] == [3, 32, 32]
+    with open(os.path.join(q, "scales.json")) as f:
+        scales = json.load(f)
+    assert len(scales) > 10 and all(v and all(np.isfinite(v)) for v in scales.values())
+
+
+def test_int8_model_runs_in_the_predictor_close_to_the_float_model(setup):
+    _, _, float_dir, q, images = setup
+    p = FeaturePredictor(q)
+    assert p.format == "legacy" and p.int8 and not p.small  # oneDNN stays on for an int8 model
+    assert ("enable_mkldnn_int8", ({"fc"},), {}) in p.calls
+    f, g = FeaturePredictor(float_dir)(images), p(images)
+    assert g.shape == f.shape == (16, 128)
+    np.testing.assert_allclose(np.linalg.norm(g, axis=1), 1.0, rtol=1e-5)
+    c = cosine(f, g)
+    assert c["mean"] > MIN_MEAN_COSINE and c["min"] > MIN_MEAN_COSINE - 0.03, c
+    assert c["mean"] < 1 - 1e-6  # it is not the float model run again
+    assert auto_backend(q)[0] == "paddle"
+    with pytest.raises(ConfigError, match="int8 model runs with Paddle Inference"):
+        build_predictor(q, backend="onnxruntime")
+
+
+def test_int8_model_runs_on_onednn_int8_kernels(setup):
+    """oneDNN's own log of the primitives a run executes: the fc layers are s8 x s8 inner products."""
+    q, x = setup[3], setup[4][:2]
+    np.save(os.path.join(q, "..", "x.npy"), x)
+    code = ("import numpy as np; from ppufo.inference.predictor import FeaturePredictor; "
+            f"FeaturePredictor({q!r})(np.load({os.path.join(q, '..', 'x.npy')!r}))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, ONEDNN_VERBOSE="1", PYTHONPATH=ROOT))
+    assert run.returncode == 0, run.stderr[-2000:]
+    fc = [line for line in run.stdout.splitlines() if ",exec," in line and ",inner_product," in line]
+    assert fc and all("src:s8" in line and "wei:s8" in line for line in fc), fc[:3]
+
+
+def test_same_images_and_seed_give_the_same_scales(setup, tmp_path):
+    cfg, model, float_dir, q, images = setup
+    np.testing.assert_array_equal(task_images(cfg, "person", 16, seed=0), images)
+    assert not np.array_equal(task_images(cfg, "person", 16, seed=1), images)  # another draw
+    again, _ = quantize_task(model, cfg, "person", str(tmp_path / "person"), images=task_images(cfg, "person", 16, 0))
+    for name in ("scales.json", "inference.pdiparams"):
+        with open(os.path.join(q, name), "rb") as a, open(os.path.join(again, name), "rb") as b:
+            assert a.read() == b.read(), name
+
+
+def test_report_scores_both_exported_models_with_the_task_metric(setup):
+    cfg, _, float_dir, q, _ = setup
+    r = compare(cfg, "person", float_dir, q)
+    assert r["cosine"]["on"] == "test-set images" and r["cosine"]["mean"] > MIN_MEAN_COSINE
+    s, = r["sets"]
+    assert s["set"] == "Market1501" and set(s["delta"]) == {"rank1", "mAP"}
+    assert all(abs(d) <= 1 for d in s["delta"].values())
+    # the float export scored through the predictor gives the dygraph model's evaluation
+    from ppufo.engine.evaluator import Evaluator
+    own = Evaluator(cfg, setup[1], only=["person"]).evaluate()["sets"][0]
+    assert s["float"] == own["headline"]
+
+
+def test_bad_inputs_are_named(setup, make_config, tmp_path):
+    cfg, model, float_dir, q, _ = setup
+    for override, key in (("Quant.algo=kl2", "Quant.algo"), ("Quant.num_images=0", "Quant.num_images")):
+        with pytest.raises(ConfigError, match=key):
+            make_config(override)
+    bad = make_config(*QUANT, "Quant.int8_ops=[1]")
+    with pytest.raises(ConfigError, match="Quant.int8_ops"):
+        quantize_task(model, bad, "person", str(tmp_path / "p"))
+    with pytest.raises(RuntimeError, match="FLAGS_enable_pir_api=0"):  # this (test) process traces PIR
+        save_legacy(model, [3, 32, 32], str(tmp_path / "x" / "inference"))
+    with pytest.raises(RuntimeError, match="(?s)ppufo.slim.ptq_job.*config file not found"):  # the child's own error, shown
+        run_job({"config": str(tmp_path / "missing.yaml"), "task": "person"}, str(tmp_path))
+    with pytest.raises(ConfigError, match="embeds task 'person', asked for 'face'"):
+        PredictorModel(FeaturePredictor(q), "person").embed(paddle.zeros([1, 3, 32, 32]), "face")
