@@ -61,8 +61,16 @@ class Recognizer:
             out.append(self.features_of_images(images))
         return np.concatenate(out) if out else np.zeros((0, self.predictor.info["feature_dim"]), np.float32)
 
+    def preprocess(self, image):
+        """One decoded image -> the model's input array [3, H, W] (the eval transforms: no randomness)."""
+        return self.transform(image, random.Random(0))
+
+    def features_of_arrays(self, arrays):
+        """Preprocessed arrays (``preprocess``) -> their features, one predictor call."""
+        return self.predictor(np.stack(arrays))
+
     def features_of_images(self, images):
-        return self.predictor(np.stack([self.transform(im, random.Random(0)) for im in images]))
+        return self.features_of_arrays([self.preprocess(im) for im in images])
 
 
 def image_list(path):
