@@ -2,31 +2,59 @@
 
 ppufo-serve --model_dir inference/quickstart/person [--backend onnxruntime]
 ppufo-serve -c deploy/configs/onnx.yaml --model_dir inference/quickstart/person
+ppufo-serve --task person=inference/quickstart/person:index/person --task vehicle=inference/quickstart/vehicle
 ppufo-serve --model_dir ... --index_dir index/person --allow_gallery_updates [--save_gallery_updates]
-With -c the predictor is built from the deploy config, as ppufo-predict builds it, and --model_dir,
---index_dir, --index_type, --backend and --cpu_threads override its keys. Requests are embedded one
-at a time.
+With -c every model's predictor is built from the deploy config, as ppufo-predict builds it
+(Recognizer.from_config: device, TensorRT, oneDNN, ONNX Runtime, int8 models alike), and
+--model_dir, --index_dir, --index_type, --backend and --cpu_threads override its keys; each --task
+replaces Global.model_dir and IndexProcess.index_dir with its own. Concurrent requests to one model
+are batched (--batch_wait_ms, --max_batch; docs/deploy.md).
 """
 import argparse
+import collections
 import json
 import logging
 import os
+import signal
 import sys
 
 from ..inference.backends import BACKENDS, RUNTIME_NAMES, USE_ONNX, config_backend
 from ..inference.deploy_config import load_deploy_config
 from ..inference.recognizer import Recognizer
 from ..inference.search_index import INDEX_TYPES, IndexSettings
-from ..inference.serving import serve
+from ..inference.served_task import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, check_task_name
+from ..inference.serving import TaskSpec, serve
 from ..utils.config import arg_range
+
+# What main() hands to serve(): the tasks (TaskSpec) and what their predictors share.
+Service = collections.namedtuple("Service", "tasks backend cpu_threads index_settings max_batch threads")
+
+
+def task_arg(text):
+    """An argparse ``type`` for --task NAME=MODEL_DIR[:INDEX_DIR] -> TaskSpec."""
+    name, eq, dirs = text.partition("=")
+    model_dir, _, index_dir = dirs.partition(":")
+    if not (eq and model_dir) or ":" in index_dir or (dirs.endswith(":") and not index_dir):
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL_DIR or NAME=MODEL_DIR:INDEX_DIR (paths without "
+                                         f"':'), got {text!r}")
+    try:
+        check_task_name(name, "NAME")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return TaskSpec(name, model_dir, index_dir or None)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", help="deploy YAML whose Global section sets the predictor (model_dir, device, "
                                           "use_onnx, cpu_num_threads, ...) and IndexProcess.index_dir the gallery")
-    p.add_argument("--model_dir", help="exported model folder (Global.model_dir; required without -c)")
+    p.add_argument("--model_dir", help="exported model folder (Global.model_dir; required without -c or --task); "
+                                       "served at /predict and /predict/<its task>")
     p.add_argument("--index_dir", help="gallery index (IndexProcess.index_dir)")
+    p.add_argument("--task", action="append", type=task_arg, metavar="NAME=MODEL_DIR[:INDEX_DIR]",
+                   help="a task model (and its gallery) served at /predict/NAME (and /gallery/add/NAME, "
+                        "/gallery/remove/NAME); repeat for several models in one service. Replaces --model_dir "
+                        "and --index_dir; with -c every task's predictor is built from the config")
     p.add_argument("--index_type", choices=INDEX_TYPES,
                    help="faiss index built for the gallery at start (IndexProcess.index_type; default auto: exact "
                         "flat under 100000 items, else ivf)")
@@ -41,11 +69,21 @@ def parse_args(argv=None):
                         "else Paddle Inference); default: the config's Global.use_onnx, else auto")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=arg_range(min=0, max=65535), default=8866, help="0 picks a free port")
-    p.add_argument("--threads", type=arg_range(min=1), default=2,
-                   help="worker threads, each with its own predictor clone (default 2)")
+    p.add_argument("--batch_wait_ms", type=arg_range(float, min=0), default=DEFAULT_BATCH_WAIT_MS,
+                   help="batching: how long a request may wait for others to the same model to form one "
+                        "predictor call (only while others are being decoded; default 5; 0 = no batching: each "
+                        "worker thread runs its own predictor clone)")
+    p.add_argument("--max_batch", type=arg_range(min=0), default=0,
+                   help="batching: most requests in one predictor call (default 0: the config's Global.batch_size "
+                        f"with -c, else {DEFAULT_MAX_BATCH}; 1 = no batching)")
+    p.add_argument("--threads", type=arg_range(min=0), default=0,
+                   help="worker threads: they read, decode and preprocess requests (default 0: 2 x --max_batch "
+                        "with batching, so one batch is decoded while another runs; else 2, each with its own "
+                        "predictor clone per task)")
     p.add_argument("--cpu_threads", type=arg_range(min=0), default=0,
                    help="math threads per predictor (default 0: the config's Global.cpu_num_threads with -c, "
-                        "else cores // threads, at least 1)")
+                        "else cores // predictors running at once -- the tasks with batching, the worker "
+                        "threads without -- at least 1)")
     p.add_argument("--max_bytes", type=arg_range(min=1), default=20 * 2 ** 20, help="largest request body (413 above)")
     p.add_argument("--max_pixels", type=arg_range(min=0), default=0,
                    help="largest image width x height, checked before decoding (413 above; default 0: "
@@ -67,8 +105,15 @@ def parse_args(argv=None):
     p.add_argument("--health_ttl", type=arg_range(float, above=0), default=3.0,
                    help="seconds a /health self-test result is reused (default 3)")
     a = p.parse_args(argv)
-    if not (a.model_dir or a.config):
-        p.error("--model_dir is required (or -c, a deploy config naming Global.model_dir)")
+    if not (a.model_dir or a.config or a.task):
+        p.error("--model_dir is required (or -c, a deploy config naming Global.model_dir, or --task NAME=MODEL_DIR)")
+    if a.task and (a.model_dir or a.index_dir):
+        p.error("--task NAME=MODEL_DIR[:INDEX_DIR] names each model and its gallery: give it instead of "
+                "--model_dir / --index_dir")
+    names = [t.name for t in a.task or ()]
+    again = sorted({n for n in names if names.count(n) > 1})
+    if again:
+        p.error(f"--task {again[0]}=... given {names.count(again[0])} times: one model per task name")
     if a.save_gallery_updates and not a.allow_gallery_updates:
         p.error("--save_gallery_updates needs --allow_gallery_updates")
     if a.header_timeout > a.request_timeout:
@@ -76,47 +121,90 @@ def parse_args(argv=None):
     return a
 
 
-def predictor_settings(a):
-    """(recognizer or None, model_dir, index_dir, backend, cpu_threads, index settings). With -c: the
-    deploy config's predictor (ppufo-predict's) and IndexProcess, the flags over its keys, batch 1.
-    Without: ``serve`` builds one from the flags (the predictor's own defaults, as before deploy
-    configs reached the service)."""
+def batching_on(wait_ms, max_batch):
+    return wait_ms > 0 and max_batch > 1
+
+
+def service_settings(a):
+    """Service(tasks, backend, cpu_threads, index settings, max_batch, worker threads). With -c each
+    task's recognizer is the deploy config's (ppufo-predict's) with the flags over its keys, its own
+    model_dir and index_dir, and batch_size = max_batch (TensorRT's engines are sized by it; 1
+    without batching). Without -c, serve() builds them from the flags."""
+    specs = a.task or [TaskSpec(None, a.model_dir, a.index_dir)]
+    cores = os.cpu_count() or 1
     if not a.config:
+        max_batch = a.max_batch or DEFAULT_MAX_BATCH
+        batching = batching_on(a.batch_wait_ms, max_batch)
+        threads = a.threads or (2 * max_batch if batching else 2)
+        running = len(specs) if batching else threads  # predictors that may compute at once
         settings = IndexSettings(**({"index_type": a.index_type} if a.index_type else {}))
-        return (None, a.model_dir, a.index_dir, a.backend or "auto",
-                a.cpu_threads or max(1, (os.cpu_count() or 1) // a.threads), settings)
-    flags = {"Global.model_dir": a.model_dir, "IndexProcess.index_dir": a.index_dir,
-             "IndexProcess.index_type": a.index_type,
+        return Service(specs, a.backend or "auto", a.cpu_threads or max(1, cores // running), settings, max_batch,
+                       threads)
+    flags = {"IndexProcess.index_type": a.index_type,
              "Global.use_onnx": None if a.backend is None else USE_ONNX[a.backend],
-             "Global.cpu_num_threads": a.cpu_threads or None, "Global.batch_size": 1}
-    cfg = load_deploy_config(a.config, [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None])
-    g = cfg["Global"]
-    return (Recognizer.from_config(cfg), g["model_dir"], cfg["IndexProcess"]["index_dir"], config_backend(cfg),
-            g["cpu_num_threads"], IndexSettings.from_config(cfg["IndexProcess"]))
+             "Global.cpu_num_threads": a.cpu_threads or None}
+    shared = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    base = load_deploy_config(a.config, shared)
+    max_batch = a.max_batch or base["Global"]["batch_size"]
+    batching = batching_on(a.batch_wait_ms, max_batch)
+    tasks = []
+    for spec in specs:
+        own = {"Global.model_dir": spec.model_dir, "IndexProcess.index_dir": spec.index_dir}
+        if not a.task:  # --model_dir / --index_dir override the config's only when given
+            own = {k: v for k, v in own.items() if v is not None}
+        own["Global.batch_size"] = max_batch if batching else 1
+        cfg = load_deploy_config(a.config, shared + [f"{k}={json.dumps(v)}" for k, v in own.items()])
+        tasks.append(TaskSpec(spec.name, cfg["Global"]["model_dir"], cfg["IndexProcess"]["index_dir"],
+                              Recognizer.from_config(cfg)))
+    return Service(tasks, config_backend(base), base["Global"]["cpu_num_threads"],
+                   IndexSettings.from_config(base["IndexProcess"]), max_batch,
+                   a.threads or (2 * max_batch if batching else 2))
+
+
+def describe(server, service, a):
+    """The start-up lines: where, which tasks on which runtime, how requests reach the models."""
+    app = server.app
+    batching = batching_on(a.batch_wait_ms, service.max_batch)
+    how = (f"{service.threads} worker threads; batches of up to {service.max_batch} requests within "
+           f"{a.batch_wait_ms:g} ms on one predictor per task x {service.cpu_threads} CPU threads" if batching else
+           f"{service.threads} worker threads, each with its own predictor per task x {service.cpu_threads} CPU "
+           f"threads (no batching)")
+    lines = []
+    for name, task in app.tasks.items():
+        runtime = RUNTIME_NAMES[task.recognizer.predictor.backend]  # what auto picked
+        gallery = "" if task.index is None else (
+            f"; gallery of {len(task.index)} items, {task.index.kind} index, updates "
+            + {"off": "off", "in memory": "ON (POST /gallery/add, /gallery/remove), in memory only: lost at exit",
+               "saved": f"ON (POST /gallery/add, /gallery/remove), saved to {task.save_dir}"}[task.updates_mode()])
+        lines.append((name, task.recognizer.model_dir, runtime, task.max_pixels, gallery))
+    where = f"http://{server.host}:{server.port}"
+    if app.single:
+        name, model_dir, runtime, pixels, gallery = lines[0]
+        return [f"serving {model_dir} with {runtime} on {where} (POST /predict or /predict/{name}, GET /health); "
+                f"{how}, images up to {pixels} pixels{gallery}"]
+    return ([f"serving {len(lines)} tasks on {where} (POST /predict/<task>, GET /health or /health/<task>); {how}"]
+            + [f"  {name}: {model_dir} with {runtime}, images up to {pixels} pixels{gallery}"
+               for name, model_dir, runtime, pixels, gallery in lines])
 
 
 def main(argv=None):
     a = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(levelname)s: %(message)s")
     try:
-        recognizer, model_dir, index_dir, backend, cpu_threads, settings = predictor_settings(a)
-        server = serve(model_dir, index_dir, a.host, a.port, threads=a.threads, cpu_threads=cpu_threads,
-                       max_pixels=a.max_pixels or None, health_ttl=a.health_ttl, backend=backend,
-                       recognizer=recognizer, index_settings=settings, allow_gallery_updates=a.allow_gallery_updates,
-                       save_gallery_updates=a.save_gallery_updates, max_bytes=a.max_bytes, timeout=a.timeout,
-                       header_timeout=a.header_timeout, request_timeout=a.request_timeout, per_client=a.per_client,
-                       backlog=a.backlog, connection_limit=a.connection_limit)
+        service = service_settings(a)
+        server = serve(tasks=service.tasks, host=a.host, port=a.port, threads=service.threads,
+                       cpu_threads=service.cpu_threads, max_pixels=a.max_pixels or None, health_ttl=a.health_ttl,
+                       backend=service.backend, index_settings=service.index_settings,
+                       allow_gallery_updates=a.allow_gallery_updates, save_gallery_updates=a.save_gallery_updates,
+                       batch_wait_ms=a.batch_wait_ms, max_batch=service.max_batch, max_bytes=a.max_bytes,
+                       timeout=a.timeout, header_timeout=a.header_timeout, request_timeout=a.request_timeout,
+                       per_client=a.per_client, backlog=a.backlog, connection_limit=a.connection_limit)
     except (OSError, ValueError, ImportError, RuntimeError) as e:  # refused at start: say why, no traceback
         sys.exit(f"error: {e}")
-    app = server.app
-    runtime = RUNTIME_NAMES[app.recognizer.predictor.backend]  # what auto picked
-    gallery = "" if app.index is None else (
-        f"; gallery of {len(app.index)} items, {app.index.kind} index, updates "
-        + {"off": "off", "in memory": "ON (POST /gallery/add, /gallery/remove), in memory only: lost at exit",
-           "saved": f"ON (POST /gallery/add, /gallery/remove), saved to {index_dir}"}[app.updates_mode()])
-    print(f"serving {model_dir} with {runtime} on http://{server.host}:{server.port} (POST /predict, "
-          f"GET /health); {a.threads} predictors x {cpu_threads} CPU threads, images up to {app.max_pixels} "
-          f"pixels{gallery}", flush=True)
+    print("\n".join(describe(server, service, a)), flush=True)
+    # SIGTERM ends run() as Ctrl-C does (Paddle's own handler would abort the process): its finally
+    # lets the workers finish and stops the batcher threads
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.run()
 
 

@@ -1,57 +1,75 @@
-"""HTTP feature + gallery search service on an exported model (ppufo-serve).
+"""HTTP feature + gallery search service on exported task models (ppufo-serve).
 
 ppufo-serve --model_dir inference/quickstart/person --index_dir index/person --port 8866
-ppufo-serve --model_dir inference/quickstart/person --backend onnxruntime     # or -c deploy/configs/onnx.yaml
-curl -X POST --data-binary @query.jpg "http://127.0.0.1:8866/predict?topk=5"
--> {"feature_dim": 128, "feature": [...], "top": [{"id", "label", "score", "path"}, ...]}
+ppufo-serve --task person=inference/quickstart/person:index/person --task vehicle=inference/quickstart/vehicle
+ppufo-serve -c deploy/configs/onnx.yaml --model_dir inference/quickstart/person
+curl -X POST --data-binary @query.jpg "http://127.0.0.1:8866/predict?topk=5"          # one model
+curl -X POST --data-binary @query.jpg "http://127.0.0.1:8866/predict/person?topk=5"   # any service
+-> {"task": "person", "feature_dim": 128, "feature": [...], "top": [{"id", "label", "score", "path"}, ...]}
 ppufo-serve ... --index_dir index/person --allow_gallery_updates [--save_gallery_updates]
-curl -X POST --data-binary @new.jpg "http://127.0.0.1:8866/gallery/add?label=0042&path=new.jpg"
-curl -X POST "http://127.0.0.1:8866/gallery/remove?id=17&label=0013"
+curl -X POST --data-binary @new.jpg "http://127.0.0.1:8866/gallery/add/person?label=0042&path=new.jpg"
+curl -X POST "http://127.0.0.1:8866/gallery/remove/person?id=17&label=0013"
+
+Every route exists as ``/<route>/<task>``; the bare ``/predict``, ``/gallery/add`` and
+``/gallery/remove`` serve a service of one model, and with several they answer 400 naming the
+tasks. ``GET /health`` checks every task (``/health/<task>`` one).
 
 Served by waitress (docs/deploy.md says why): its I/O thread reads each request whole before a
 worker sees it, so a slow or stalled upload never holds a predictor. http_limits.py adds what
 waitress lacks against slow clients (deadlines per request, a per-address cap, room-making at the
-connection limit). Each worker thread runs its own predictor clone (weights shared; ONNX Runtime
-shares one session, which runs calls from several threads at once). Every answer,
-refusals included, is JSON. ``/health`` answers from one real inference (cached a few seconds).
-The gallery routes exist only when the operator turns them on; searches run while no change is
-being applied (GalleryIndex's lock), and changes reach disk only when asked.
+connection limit). Worker threads decode and preprocess; each task's model call is batched across
+requests by its batcher thread, or, with batching off, run by the worker's own predictor clone
+(served_task.py). Every answer, refusals included, is JSON. ``/health`` answers from one real
+inference per task (cached a few seconds). The gallery routes exist only when the operator turns
+them on; searches run while no change is being applied (GalleryIndex's lock), and changes reach
+disk only when asked.
 """
+import collections
 import json
 import logging
-import threading
-import time
+import os
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
 import numpy as np
-from PIL import Image
 
 from ..io.image import ImageTooLarge, decode_image
 from ..utils.errors import DataError
+from .batcher import BatcherClosed
 from .gallery import GalleryIndex, GalleryWouldBeEmpty, NotInGallery
 from .gallery_files import GalleryChanged
 from .http_limits import GuardedServer, Limits
 from .recognizer import FORMATS, Recognizer
+from .served_task import (DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, TASK_NAME, ServedTask,
+                          default_max_pixels)  # noqa: F401  (default_max_pixels: part of this module's API)
 
 log = logging.getLogger("ppufo.serve")
 MAX_TOPK = 1000
 MAX_LABEL = 256  # characters of a label or a path given to /gallery/add
 GALLERY_ROUTES = ("/gallery/add", "/gallery/remove")
-ROUTES_HINT = "POST /predict with the image bytes, or GET /health"
+ROUTES = ("/predict", "/health") + GALLERY_ROUTES
 RAW_BYTES_HINT = ("send the raw image bytes as the body, not a form: "
                   "curl -X POST --data-binary @query.jpg \"http://HOST:PORT/predict?topk=5\"")
 
-
-def default_max_pixels(image_shape):
-    """256x the model's input area, at least 4096x4096: any photo passes, a decompression bomb not."""
-    return max(4096 * 4096, 256 * image_shape[1] * image_shape[2])
+# One model to serve: ``name`` None takes the task recorded in its inference.yml (else the folder's
+# name); ``recognizer`` None builds one from ``model_dir`` with serve()'s backend and threads.
+TaskSpec = collections.namedtuple("TaskSpec", "name model_dir index_dir recognizer", defaults=(None, None, None))
 
 
 class HTTPError(Exception):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
+
+
+def _route(path):
+    """(route, task or None) for ``/route`` or ``/route/<task>``; (None, None) for any other path."""
+    for route in ROUTES:
+        if path == route:
+            return route, None
+        if path.startswith(route + "/"):
+            return route, path[len(route) + 1:]
+    return None, None
 
 
 def _topk(query):
@@ -94,29 +112,33 @@ def _looks_like_a_form(environ, head):
 
 
 class FeatureApp:
-    """The WSGI application. Paddle Inference predictors are not thread-safe, so each worker
-    thread embeds with its own clone of ``recognizer``. ``health_ttl``: seconds a /health
-    self-test result is reused."""
+    """The WSGI application over ``tasks`` (ServedTask, one per task model, distinct names).
+    ``health_ttl``: seconds a task's /health self-test result is reused."""
 
-    def __init__(self, recognizer, index=None, max_pixels=None, health_ttl=3.0, allow_updates=False, save_dir=None):
-        info = recognizer.predictor.info
-        if index is not None:
-            index.check_dim(info["feature_dim"], getattr(recognizer, "model_dir", "being served"))
-        if (allow_updates or save_dir) and index is None:
-            raise ValueError("gallery updates need a gallery to update: give --index_dir")
-        if save_dir and not allow_updates:
-            raise ValueError("--save_gallery_updates needs --allow_gallery_updates")
-        self.recognizer, self.index = recognizer, index
-        self.allow_updates, self.save_dir = allow_updates, save_dir
-        self.max_pixels = max_pixels or default_max_pixels(info["image_shape"])
-        self.local = threading.local()
-        self.health_ttl, self._health, self._health_lock = health_ttl, None, threading.Lock()
+    def __init__(self, tasks, health_ttl=3.0):
+        self.tasks = {}
+        for task in tasks:
+            if task.name in self.tasks:
+                raise ValueError(f"task {task.name!r} given twice (--task): each task name serves one model")
+            self.tasks[task.name] = task
+        if not self.tasks:
+            raise ValueError("no model to serve: give --model_dir, or --task NAME=MODEL_DIR (repeatable)")
+        self.health_ttl = health_ttl
         self.connection_stats = None  # set by FeatureServer: its slow-client counters
 
-    def embed(self, image):
-        if not hasattr(self.local, "recognizer"):
-            self.local.recognizer = self.recognizer.clone()
-        return self.local.recognizer.features_of_images([image])[0]
+    @property
+    def single(self):
+        """The task of a one-model service (the bare routes serve it), else None."""
+        return next(iter(self.tasks.values())) if len(self.tasks) == 1 else None
+
+    @property
+    def allow_updates(self):
+        return any(t.allow_updates for t in self.tasks.values())
+
+    def close(self):
+        """Stop every task's batcher (queued requests get 503)."""
+        for task in self.tasks.values():
+            task.close()
 
     def __call__(self, environ, start_response):
         try:
@@ -131,129 +153,138 @@ class FeatureApp:
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
-    def self_test(self):
-        """(None, details) if one tiny inference through the model and the index works, else
-        (reason, details)."""
-        info = self.recognizer.predictor.info
-        _, h, w = info["image_shape"]
-        details = {"feature_dim": info["feature_dim"], "gallery": len(self.index) if self.index else 0,
-                   "index_type": self.index.kind if self.index else None, "gallery_updates": self.updates_mode()}
-        try:
-            feat = np.asarray(self.embed(Image.new("RGB", (w, h), (124, 116, 104))))
-        except Exception as e:
-            log.exception("health self-test: inference failed")
-            return f"the model failed on a test image: {type(e).__name__}: {str(e)[:200]}", details
-        if feat.shape != (info["feature_dim"],):
-            return f"the model gave a feature of shape {list(feat.shape)}, expected [{info['feature_dim']}]", details
-        if not np.isfinite(feat).all():
-            return "the model gave non-finite values (NaN or inf) for a test image", details
-        if self.index is not None:
-            try:
-                top = self.index.search(feat[None], 1)[0]
-            except Exception as e:
-                log.exception("health self-test: gallery search failed")
-                return f"the gallery search failed: {type(e).__name__}: {str(e)[:200]}", details
-            if not top or not np.isfinite(top[0]["score"]):
-                return "the gallery search found no valid neighbour for a test image", details
-        return None, details
-
-    def health(self):
-        """-> (status code, body): the self-test, rerun when older than ``health_ttl`` seconds."""
-        with self._health_lock:
-            now = time.monotonic()
-            if self._health is None or now - self._health[0] > self.health_ttl:
-                self._health = (now, *self.self_test())
-            at, reason, details = self._health
-        body = {"status": "failing" if reason else "ok", **details, "max_pixels": self.max_pixels,
-                "checked_seconds_ago": round(time.monotonic() - at, 3)}
-        if reason:
-            body["reason"] = reason
+    def health(self, task=None):
+        """-> (status code, body) for ``task`` or, if None, every task: each one's cached self-test.
+        One task's details stand at the top level too (as before several tasks were served)."""
+        tasks = [task] if task else list(self.tasks.values())
+        each = {t.name: t.health(self.health_ttl) for t in tasks}
+        failing = {name: b["reason"] for name, b in each.items() if "reason" in b}
+        if len(each) == 1:
+            (name, body), = each.items()
+            body = {"task": name, **body}
+        else:
+            body = {"status": "failing" if failing else "ok"}
+            if failing:
+                body["reason"] = "; ".join(f"task {name}: {reason}" for name, reason in failing.items())
+        body["tasks"] = each
         if self.connection_stats is not None:
             body["connections"] = self.connection_stats()
-        return (503 if reason else 200), body
+        return (503 if failing else 200), body
 
-    def updates_mode(self):
-        return "saved" if self.save_dir else "in memory" if self.allow_updates else "off"
+    def routes_hint(self):
+        if self.single:
+            return "POST /predict with the image bytes, or GET /health" + (
+                ", POST /gallery/add or /gallery/remove" if self.allow_updates else "")
+        return (f"POST /predict/<task> with the image bytes, task one of {self.names()}, or GET /health"
+                + (", POST /gallery/add/<task> or /gallery/remove/<task>" if self.allow_updates else ""))
+
+    def names(self):
+        return sorted(self.tasks)
+
+    def task_for(self, route, name):
+        """The task ``route`` (with ``/<name>`` if given) is for: 400 without a name on a service of
+        several models, 404 for a name it does not serve."""
+        if name is None:
+            if self.single:
+                return self.single
+            raise HTTPError(400, f"{route}: this service holds {len(self.tasks)} task models; use "
+                                 f"{route}/<task> with task one of {self.names()}")
+        task = self.tasks.get(name)
+        if task is None:
+            shown = name if len(name) <= 64 else name[:64] + "..."
+            raise HTTPError(404, f"unknown task {shown!r} in {route}/<task>: this service has {self.names()}")
+        return task
 
     def handle(self, environ):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        if path == "/health" and method == "GET":
-            code, body = self.health()
+        route, name = _route(path)
+        if route is None:
+            raise HTTPError(404, f"unknown path {path}: {self.routes_hint()}")
+        task = None if route == "/health" and name is None else self.task_for(route, name)
+        if route == "/health" and method == "GET":
+            code, body = self.health(task)
             if code != 200:
                 raise HTTPError(code, f"unhealthy: {body['reason']}")
             return body
-        if path in GALLERY_ROUTES and not self.allow_updates:
-            raise HTTPError(404, f"{path}: gallery updates are off in this service (start ppufo-serve with "
-                                 f"--index_dir and --allow_gallery_updates to turn them on)")
-        if path not in ("/predict", "/health") + (GALLERY_ROUTES if self.allow_updates else ()):
-            raise HTTPError(404, f"unknown path {path}: {ROUTES_HINT}"
-                                 + (", POST /gallery/add or /gallery/remove" if self.allow_updates else ""))
-        if path == "/health" or method != "POST":
-            raise HTTPError(405, f"{method} {path}: use POST /predict or GET /health"
-                                 + ("; POST /gallery/add and /gallery/remove" if self.allow_updates else ""))
+        if route in GALLERY_ROUTES and not task.allow_updates:
+            raise HTTPError(404, f"{path}: gallery updates are off "
+                                 + ("in this service" if self.single else f"for task {task.name}")
+                                 + " (start ppufo-serve with --index_dir (or --task NAME=MODEL_DIR:INDEX_DIR) and "
+                                   "--allow_gallery_updates to turn them on)")
+        if route == "/health" or method != "POST":
+            some = "" if self.single else "/<task>"
+            raise HTTPError(405, f"{method} {path}: use POST /predict{some} or GET /health"
+                                 + (f"; POST /gallery/add{some} and /gallery/remove{some}" if self.allow_updates
+                                    else ""))
         query = environ.get("QUERY_STRING", "")
-        if path == "/gallery/remove":
-            return self.remove(query)
+        if route == "/gallery/remove":
+            return self.remove(task, query)
         if not environ.get("CONTENT_LENGTH"):
             raise HTTPError(411, "Content-Length required: POST the image bytes with their length")
-        if path == "/gallery/add":
+        if route == "/gallery/add":
             label, where = _text(query, "label", True), _text(query, "path", False) or ""
-            return self.add(self.feature(environ), label, where)
+            return self.add(task, self.feature(environ, task), label, where)
         topk = _topk(query)
-        feat = self.feature(environ)
-        body = {"feature_dim": len(feat), "feature": feat.tolist()}
-        if self.index is not None:
-            body["top"] = self.index.search(feat[None], topk)[0]
+        feat = self.feature(environ, task)
+        body = {"task": task.name, "feature_dim": len(feat), "feature": feat.tolist()}
+        if task.index is not None:
+            body["top"] = task.index.search(feat[None], topk)[0]
         return body
 
-    def feature(self, environ):
-        """The feature of the image in the request body (400 / 413 for a bad one, 500 if not finite)."""
+    def feature(self, environ, task):
+        """The feature of the image in the request body (400 / 413 for a bad one, 500 if not finite,
+        503 if the service is shutting down). The body is read and decoded in this thread."""
         size = int(environ["CONTENT_LENGTH"])  # the parser has checked: at most 19 ASCII digits, under max_bytes
         if size == 0:
             raise HTTPError(400, "empty body: send the image bytes")
-        data = environ["wsgi.input"].read(size)
-        if _looks_like_a_form(environ, data[:1024]):
-            raise HTTPError(400, f"a multipart form upload: {RAW_BYTES_HINT}")
         try:
-            image = decode_image(data, FORMATS, self.max_pixels, where="<uploaded bytes>")
-        except ImageTooLarge as e:
-            raise HTTPError(413, str(e)) from None
-        except DataError as e:
-            raise HTTPError(400, str(e)) from None
-        feat = self.embed(image)
+            with task.embedding() as embed:
+                data = environ["wsgi.input"].read(size)
+                if _looks_like_a_form(environ, data[:1024]):
+                    raise HTTPError(400, f"a multipart form upload: {RAW_BYTES_HINT}")
+                try:
+                    image = decode_image(data, FORMATS, task.max_pixels, where="<uploaded bytes>")
+                except ImageTooLarge as e:
+                    raise HTTPError(413, str(e)) from None
+                except DataError as e:
+                    raise HTTPError(400, str(e)) from None
+                feat = embed(image)
+        except BatcherClosed as e:
+            raise HTTPError(503, str(e)) from None
         if not np.isfinite(feat).all():
-            log.error("the model gave a non-finite feature for a %dx%d image", *image.size)
+            log.error("task %s: the model gave a non-finite feature for a %dx%d image", task.name, *image.size)
             raise HTTPError(500, "the model gave a non-finite feature (NaN or inf) for this image")
         return feat
 
-    def add(self, feat, label, path):
-        (new,) = self.index.add(feat[None], [label], [path])
-        log.info("gallery: added id %d (label %r)", new, label)
-        return {"id": new, "label": label, "path": path, "gallery": len(self.index),
-                **self.persist(f"added as id {new}")}
+    def add(self, task, feat, label, path):
+        (new,) = task.index.add(feat[None], [label], [path])
+        log.info("gallery of task %s: added id %d (label %r)", task.name, new, label)
+        return {"task": task.name, "id": new, "label": label, "path": path, "gallery": len(task.index),
+                **self.persist(task, f"added as id {new}")}
 
-    def remove(self, query):
+    def remove(self, task, query):
         ids, label = _ids(query), parse_qs(query, keep_blank_values=True).get("label", [])
         if not (ids or label):
             raise HTTPError(400, "nothing to remove: give id=<gallery id> and/or label=<label> (repeatable)")
         try:
-            removed = self.index.remove(ids, label)
+            removed = task.index.remove(ids, label)
         except NotInGallery as e:
             raise HTTPError(404, str(e)) from None
         except GalleryWouldBeEmpty as e:
             raise HTTPError(409, str(e)) from None
-        log.info("gallery: removed ids %s", removed)
-        return {"removed": removed, "gallery": len(self.index), **self.persist(f"removed ids {removed}")}
+        log.info("gallery of task %s: removed ids %s", task.name, removed)
+        return {"task": task.name, "removed": removed, "gallery": len(task.index),
+                **self.persist(task, f"removed ids {removed}")}
 
-    def persist(self, done):
-        """Save the gallery if the operator asked to; -> what the answer says about it."""
-        if not self.save_dir:
+    def persist(self, task, done):
+        """Save ``task``'s gallery if the operator asked to; -> what the answer says about it."""
+        if not task.save_dir:
             return {"saved": False, "note": "in memory only: lost when the service stops (start it with "
                                             "--save_gallery_updates to keep changes)"}
         try:
-            self.index.save(self.save_dir)
+            task.index.save(task.save_dir)
         except (OSError, DataError, GalleryChanged) as e:
-            log.error("gallery: %s in memory, but saving to %s failed: %s", done, self.save_dir, e)
+            log.error("gallery of task %s: %s in memory, but saving to %s failed: %s", task.name, done, task.save_dir, e)
             raise HTTPError(500, f"{done} in memory, but saving the gallery failed ({type(e).__name__}; the server "
                                  f"log has the details); the next successful save writes it") from None
         return {"saved": True}
@@ -282,7 +313,8 @@ class FeatureServer:
         try:
             self.server.run()
         finally:
-            self.server.task_dispatcher.shutdown()
+            self.server.task_dispatcher.shutdown()  # the workers finish what they hold (batchers still run)
+            self.app.close()  # then the batcher threads end
 
     def shutdown(self):
         def close_all():  # runs on the I/O thread; its loop ends when no socket is left
@@ -291,26 +323,55 @@ class FeatureServer:
         self.server.trigger.pull_trigger(close_all)
 
 
+def task_name(recognizer):
+    """The URL name of a model given without one: the task its inference.yml records, else its folder's
+    name, else "model"."""
+    for name in (recognizer.predictor.info.get("task"), os.path.basename(os.path.normpath(recognizer.model_dir))):
+        if isinstance(name, str) and TASK_NAME.fullmatch(name):
+            return name
+    return "model"
+
+
 def serve(model_dir=None, index_dir=None, host="127.0.0.1", port=8866, threads=2, cpu_threads=1,
           max_pixels=None, health_ttl=3.0, backend="auto", recognizer=None, index_settings=None,
-          allow_gallery_updates=False, save_gallery_updates=False, **server_kwargs):
-    """A FeatureServer for an exported model (and gallery index); call ``run()``. The model runs on
-    ``backend`` (backends.BACKENDS) with ``cpu_threads`` per predictor, or ``recognizer`` is served
-    as given (e.g. Recognizer.from_config of a deploy config); the gallery's faiss index is built per
-    ``index_settings`` (IndexSettings). Refuses to start (ValueError naming the file) on an empty or
-    non-finite gallery, a gallery of another dimension than the model's, or a model that fails its
-    self-test. ``allow_gallery_updates``: /gallery/add and /gallery/remove exist;
-    ``save_gallery_updates``: each change is saved to ``index_dir``."""
-    if (allow_gallery_updates or save_gallery_updates) and not index_dir:
-        raise ValueError("gallery updates need a gallery to update: give --index_dir")
-    if recognizer is None:
-        recognizer = Recognizer(model_dir, batch_size=1, backend=backend, cpu_threads=cpu_threads)
-    model_dir = recognizer.model_dir
-    index = GalleryIndex.load(index_dir, index_settings) if index_dir else None
-    app = FeatureApp(recognizer, index, max_pixels, health_ttl, allow_gallery_updates,
-                     index_dir if save_gallery_updates else None)
-    reason, _ = app.self_test()
-    if reason:
-        raise ValueError(f"{model_dir}{' + ' + index_dir if index_dir else ''}: self-test failed: {reason}")
-    app.local = threading.local()  # the test's predictor clone belongs to this thread, not a worker
-    return FeatureServer(app, host, port, threads, **server_kwargs)
+          allow_gallery_updates=False, save_gallery_updates=False, tasks=None,
+          batch_wait_ms=DEFAULT_BATCH_WAIT_MS, max_batch=DEFAULT_MAX_BATCH, **server_kwargs):
+    """A FeatureServer for exported models (and gallery indexes); call ``run()``.
+
+    ``tasks``: [TaskSpec] for a service of one or more task models; without it, the one model
+    ``model_dir`` (or ``recognizer``) with the gallery ``index_dir``. A model without a recognizer
+    runs on ``backend`` (backends.BACKENDS) with ``cpu_threads`` per predictor; a recognizer is
+    served as given (e.g. Recognizer.from_config of a deploy config). Galleries' faiss indexes are
+    built per ``index_settings`` (IndexSettings). ``batch_wait_ms`` > 0 and ``max_batch`` > 1:
+    each model's calls are batched (batcher.py); else every worker thread runs its own clone.
+    Refuses to start (ValueError naming the file) on an empty or non-finite gallery, a gallery of
+    another dimension than its model's, or a model that fails its self-test.
+    ``allow_gallery_updates``: /gallery/add and /gallery/remove exist for every task with a
+    gallery; ``save_gallery_updates``: each change is saved to that task's ``index_dir``."""
+    specs = list(tasks) if tasks else [TaskSpec(None, model_dir, index_dir, recognizer)]
+    if (allow_gallery_updates or save_gallery_updates) and not any(s.index_dir for s in specs):
+        raise ValueError("gallery updates need a gallery to update: give --index_dir (or --task "
+                         "NAME=MODEL_DIR:INDEX_DIR)")
+    batching = batch_wait_ms > 0 and max_batch > 1
+    served = []
+    try:
+        for spec in specs:
+            rec = spec.recognizer or Recognizer(spec.model_dir, batch_size=max_batch if batching else 1,
+                                                backend=backend, cpu_threads=cpu_threads)
+            index = GalleryIndex.load(spec.index_dir, index_settings) if spec.index_dir else None
+            updates = allow_gallery_updates and index is not None
+            served.append(ServedTask(spec.name or task_name(rec), rec, index, max_pixels, updates,
+                                     spec.index_dir if updates and save_gallery_updates else None,
+                                     batch_wait_ms, max_batch))
+        app = FeatureApp(served, health_ttl)
+        for spec, task in zip(specs, served):
+            reason = task.self_test()
+            if reason:
+                where = f"{task.recognizer.model_dir}{' + ' + spec.index_dir if spec.index_dir else ''}"
+                raise ValueError(f"{'task ' + task.name + ': ' if len(specs) > 1 else ''}{where}: self-test failed: {reason}")
+            task.forget_thread_clones()  # the test's predictor clone belongs to this thread, not a worker
+        return FeatureServer(app, host, port, threads, **server_kwargs)
+    except BaseException:
+        for task in served:
+            task.close()
+        raise

@@ -7,8 +7,8 @@ from serving_fakes import start_server
 @pytest.fixture
 def server():
     """start(recognizer=None, index=None, max_pixels=None, health_ttl=3.0, allow_updates=False, save_dir=None,
-    **FeatureServer options) ->
-    a running FeatureServer on 127.0.0.1 (a free port), shut down after the test."""
+    batch_wait_ms=5.0, max_batch=8, tasks=None, **FeatureServer options) ->
+    a running FeatureServer on 127.0.0.1 (a free port), shut down after the test (serving_fakes.start_server)."""
     started = []
     yield lambda *args, **kwargs: start_server(started, *args, **kwargs)
     for srv in started:

@@ -10,33 +10,45 @@ import numpy as np
 from PIL import Image
 
 from helpers import bomb_png
+from ppufo.inference.served_task import ServedTask
 from ppufo.inference.serving import FeatureApp, FeatureServer
 
 
 class FakeRecognizer:
-    """Feature = mean colour (3-d) of the image; counts clones, calls and the threads that embed.
-    ``fail_on``: a red level that makes the model raise; ``nan``: every feature is NaN; ``delay``:
-    seconds each call takes."""
+    """Feature = mean colour (3-d) of the image (``preprocess`` computes it, the "model" normalises);
+    counts clones, model calls, the rows of each call and the threads that run it. ``fail_on``: a
+    red level that makes the model raise (on any batch holding it); ``nan``: every feature is NaN;
+    ``delay``: seconds each call takes; ``channels``: the order of the colour channels in the feature
+    (another "model")."""
 
-    def __init__(self, fail_on=None, nan=False, delay=0.0):
+    def __init__(self, fail_on=None, nan=False, delay=0.0, channels=(0, 1, 2)):
         self.predictor = type("P", (), {"info": {"image_shape": [3, 32, 32], "feature_dim": 3}})()
         self.clones, self.threads, self.fail_on, self.nan, self.delay = [], set(), fail_on, nan, delay
-        self.calls = 0
+        self.channels = list(channels)
+        self.calls, self.batches, self.lock = 0, [], threading.Lock()
 
     def clone(self):
         self.clones.append(threading.get_ident())
         return self
 
-    def features_of_images(self, images):
-        self.threads.add(threading.get_ident())
-        self.calls += 1
+    def preprocess(self, image):
+        return np.asarray(image, np.float32).mean(axis=(0, 1))[self.channels]
+
+    def features_of_arrays(self, arrays):
+        with self.lock:
+            self.threads.add(threading.get_ident())
+            self.calls += 1
+            self.batches.append(len(arrays))
         time.sleep(self.delay)
-        feat = np.asarray(images[0], np.float32).mean(axis=(0, 1))
-        if self.fail_on is not None and int(feat[0]) == self.fail_on:
+        feats = np.stack(arrays).astype(np.float32)
+        if self.fail_on is not None and (feats[:, 0].astype(int) == self.fail_on).any():
             raise RuntimeError("predictor exploded")
         if self.nan:
-            feat[:] = np.nan
-        return (feat / np.linalg.norm(feat))[None]
+            feats[:] = np.nan
+        return feats / np.linalg.norm(feats, axis=1, keepdims=True)
+
+    def features_of_images(self, images):
+        return self.features_of_arrays([self.preprocess(im) for im in images])
 
 
 def encode(image, fmt="PNG"):
@@ -84,13 +96,21 @@ BAD_REQUESTS = [
 ]
 
 
-def check_bad_request(srv, request_, code, message):
-    """``request_`` answered at once with ``code`` and ``message``, and a valid request after it with 200."""
+def check_bad_request(srv, request_, code, message, valid="/predict"):
+    """``request_`` answered at once with ``code`` and ``message``, and a valid request to ``valid``
+    after it with 200."""
     start = time.time()
     status, body = post(srv.port, *request_)
     assert time.time() - start < 5  # answered at once, none waits for a timeout
     assert (status, message in body["error"]) == (code, True), body
-    assert post(srv.port, RED)[0] == 200
+    assert post(srv.port, RED, valid)[0] == 200
+
+
+def on_task(request_, task):
+    """A BAD_REQUESTS entry sent to /predict/<task> (or /gallery/add/<task> ...) instead of the bare route."""
+    body, path, *rest = request_
+    route, sep, query = path.partition("?")
+    return (body, f"{route}/{task}{sep}{query}", *rest)
 
 
 def server_options(request_):
@@ -100,9 +120,13 @@ def server_options(request_):
 
 
 def start_server(started, recognizer=None, index=None, max_pixels=None, health_ttl=3.0, allow_updates=False,
-                 save_dir=None, **kwargs):
-    app = FeatureApp(recognizer or FakeRecognizer(), index, max_pixels, health_ttl, allow_updates, save_dir)
-    srv = FeatureServer(app, port=0, **kwargs)
+                 save_dir=None, batch_wait_ms=5.0, max_batch=8, tasks=None, **kwargs):
+    """A running FeatureServer: of ``tasks`` (ServedTask), or of one task "person" made of the other
+    arguments (batched by default, as ppufo-serve is)."""
+    if tasks is None:
+        tasks = [ServedTask("person", recognizer or FakeRecognizer(), index, max_pixels, allow_updates, save_dir,
+                            batch_wait_ms, max_batch)]
+    srv = FeatureServer(FeatureApp(tasks, health_ttl), port=0, **kwargs)
     threading.Thread(target=srv.run, daemon=True).start()
     started.append(srv)
     return srv

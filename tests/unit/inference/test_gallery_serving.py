@@ -9,9 +9,9 @@ from PIL import Image
 
 from ppufo.cli import serve as serve_cli
 from ppufo.inference.gallery import GalleryIndex
-from ppufo.inference.serving import FeatureApp
+from ppufo.inference.served_task import ServedTask
 from helpers import bomb_png
-from serving_fakes import GREEN, RED, FakeRecognizer, check_bad_request, encode, exchange, get, post
+from serving_fakes import GREEN, RED, FakeRecognizer, check_bad_request, encode, exchange, get, on_task, post
 
 YELLOW = encode(Image.new("RGB", (20, 20), (200, 200, 10)))
 ORANGE = encode(Image.new("RGB", (20, 20), (200, 120, 40)))  # red, then green, then blue
@@ -73,10 +73,16 @@ GALLERY_BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("request_, code, message", GALLERY_BAD_REQUESTS)
-def test_each_bad_gallery_request_gets_its_status_and_changes_nothing(server, request_, code, message):
+# each bad gallery request to the bare route, then to /gallery/<add|remove>/<task>
+GALLERY_BAD_ON_BOTH_ROUTES = [(*bad, "/predict") for bad in GALLERY_BAD_REQUESTS] + [
+    (on_task(r, "person"), code, message, "/predict/person") for r, code, message in GALLERY_BAD_REQUESTS
+    if r[1].startswith(("/gallery/add", "/gallery/remove"))]
+
+
+@pytest.mark.parametrize("request_, code, message, valid", GALLERY_BAD_ON_BOTH_ROUTES)
+def test_each_bad_gallery_request_gets_its_status_and_changes_nothing(server, request_, code, message, valid):
     srv = server(index=rgb_gallery(), allow_updates=True)
-    check_bad_request(srv, request_, code, message)
+    check_bad_request(srv, request_, code, message, valid)
     assert get(srv.port)[1]["gallery"] == 3
 
 
@@ -143,15 +149,15 @@ def test_adds_beside_searches_leave_a_consistent_gallery(server):
 
 def test_serve_index_type_flag_reaches_the_settings():
     a = serve_cli.parse_args(["--model_dir", "m", "--index_dir", "i", "--index_type", "hnsw"])
-    *_, settings = serve_cli.predictor_settings(a)
+    settings = serve_cli.service_settings(a).index_settings
     assert (settings.index_type, settings.ef_search) == ("hnsw", 64)
 
 
 def test_updates_need_a_gallery_and_saving_needs_updates(capsys):
     with pytest.raises(ValueError, match="gallery updates need a gallery to update: give --index_dir"):
-        FeatureApp(FakeRecognizer(), None, allow_updates=True)
+        ServedTask("person", FakeRecognizer(), None, allow_updates=True)
     with pytest.raises(ValueError, match="--save_gallery_updates needs --allow_gallery_updates"):
-        FeatureApp(FakeRecognizer(), rgb_gallery(), save_dir="x")
+        ServedTask("person", FakeRecognizer(), rgb_gallery(), save_dir="x")
     with pytest.raises(SystemExit) as e:
         serve_cli.parse_args(["--model_dir", "m", "--save_gallery_updates"])
     assert e.value.code == 2 and "--save_gallery_updates needs --allow_gallery_updates" in capsys.readouterr().err

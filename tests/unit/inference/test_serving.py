@@ -13,12 +13,13 @@ from PIL import Image
 
 from ppufo.inference.gallery import GalleryIndex
 from ppufo.inference.recognizer import FORMATS
-from ppufo.inference.serving import FeatureApp, default_max_pixels
+from ppufo.inference.served_task import ServedTask
+from ppufo.inference.serving import default_max_pixels
 from ppufo.io.image import ImageTooLarge, decode_image
 from ppufo.utils.errors import DataError
 from helpers import bomb_png
-from serving_fakes import (BAD_REQUESTS, GREEN, RED, FakeRecognizer, check_bad_request, encode, exchange, get, post,
-                           server_options)
+from serving_fakes import (BAD_REQUESTS, GREEN, RED, FakeRecognizer, check_bad_request, encode, exchange, get, on_task,
+                           post, server_options)
 
 
 def test_features_and_gallery_search(server):
@@ -34,9 +35,15 @@ def test_features_and_gallery_search(server):
     assert status == 200 and body["gallery"] == 3 and body["max_pixels"] == 4096 * 4096
 
 
-@pytest.mark.parametrize("request_, code, message", BAD_REQUESTS)
-def test_each_bad_request_gets_its_status_and_the_service_keeps_serving(server, request_, code, message):
-    check_bad_request(server(**server_options(request_)), request_, code, message)
+# each bad request to /predict, then the /predict ones to /predict/<task> (the valid one after it too)
+BAD_ON_BOTH_ROUTES = [(*bad, "/predict") for bad in BAD_REQUESTS] + [
+    (on_task(r, "person"), code, message, "/predict/person") for r, code, message in BAD_REQUESTS
+    if r[1].startswith("/predict")]
+
+
+@pytest.mark.parametrize("request_, code, message, valid", BAD_ON_BOTH_ROUTES)
+def test_each_bad_request_gets_its_status_and_the_service_keeps_serving(server, request_, code, message, valid):
+    check_bad_request(server(**server_options(request_)), request_, code, message, valid)
 
 
 def test_malformed_request_line_and_unhandled_errors_are_json(server):
@@ -51,7 +58,7 @@ def test_malformed_request_line_and_unhandled_errors_are_json(server):
 def test_pixel_limit_follows_the_model_input_and_is_checked_before_decoding():
     assert default_max_pixels([3, 32, 32]) == 4096 * 4096  # small models: any photo
     assert default_max_pixels([3, 384, 384]) == 256 * 384 * 384  # ViT-L/384: 37.7 MP
-    assert FeatureApp(FakeRecognizer(), max_pixels=1200).max_pixels == 1200
+    assert ServedTask("person", FakeRecognizer(), max_pixels=1200, batch_wait_ms=0).max_pixels == 1200
     with pytest.raises(ImageTooLarge, match="40x30 = 1200 pixels; the limit is 1199"):
         decode_image(RED, FORMATS, max_pixels=1199)
     assert decode_image(RED, FORMATS, max_pixels=1200).size == (40, 30)
@@ -80,9 +87,9 @@ def test_a_stalled_upload_is_closed_and_holds_no_worker(server):
     stalled.close()
 
 
-def test_each_worker_thread_embeds_with_its_own_clone(server):
+def test_without_batching_each_worker_thread_embeds_with_its_own_clone(server):
     rec = FakeRecognizer()
-    srv = server(rec, threads=3)
+    srv = server(rec, threads=3, batch_wait_ms=0)
     results = []
 
     def client():
@@ -126,7 +133,7 @@ def test_health_is_503_with_the_reason_when_the_model_cannot_answer(server, reco
 
 def test_a_gallery_that_cannot_answer_is_refused_before_serving(tmp_path):
     with pytest.raises(ValueError, match="dimension 4, but the model .* gives 3"):
-        FeatureApp(FakeRecognizer(), GalleryIndex(np.eye(2, 4, dtype=np.float32), ["a", "b"], ["a", "b"]))
+        ServedTask("person", FakeRecognizer(), GalleryIndex(np.eye(2, 4, dtype=np.float32), ["a", "b"], ["a", "b"]))
     with pytest.raises(ValueError, match=r"gallery is empty .*shape \[0, 3\]"):
         GalleryIndex(np.zeros((0, 3), np.float32), [], [])
     feats = np.eye(3, dtype=np.float32)

@@ -7,6 +7,7 @@ import select
 import socket
 import time
 
+import numpy as np
 import pytest
 
 from serving_fakes import GREEN, RED, FakeRecognizer, get, post, read_answer, request
@@ -182,12 +183,15 @@ def test_room_is_made_from_the_longest_waiting_connection_not_the_newest(server)
 
 
 def test_shutdown_closes_every_open_connection_and_ends_run():
-    """shutdown() closes the channels of the server's own socket map (no waitress internals)."""
+    """shutdown() closes the channels of the server's own socket map (no waitress internals), and the
+    end of run() stops the batcher threads."""
     import threading
 
+    from ppufo.inference.batcher import BatcherClosed
+    from ppufo.inference.served_task import ServedTask
     from ppufo.inference.serving import FeatureApp, FeatureServer
-    srv = FeatureServer(FeatureApp(FakeRecognizer(), None, None, 3.0), port=0, timeout=30,
-                        header_timeout=20, request_timeout=30)
+    task = ServedTask("person", FakeRecognizer())
+    srv = FeatureServer(FeatureApp([task], 3.0), port=0, timeout=30, header_timeout=20, request_timeout=30)
     runner = threading.Thread(target=srv.run, daemon=True)
     runner.start()
     idle = [attacker(srv.port, sent=b"") for _ in range(2)]
@@ -197,8 +201,11 @@ def test_shutdown_closes_every_open_connection_and_ends_run():
     channels = set(srv.server.active_channels.values())
     assert len(channels) == 2 and channels <= set(srv.server.socket_map.values())
     assert srv.server in srv.server.socket_map.values()  # the listener is in the same map
+    assert post(srv.port, RED)[0] == 200 and task.batcher.alive
     srv.shutdown()
     for s in idle:
         assert closed_within(s, 5)[0] is None  # closed without an answer
     runner.join(5)
-    assert not runner.is_alive()
+    assert not runner.is_alive() and not task.batcher.alive
+    with pytest.raises(BatcherClosed, match="the person model's batcher is closed: the service is shutting down"):
+        task.batcher(np.zeros(3, np.float32))
