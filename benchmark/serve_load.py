@@ -1,17 +1,22 @@
-"""Load on the HTTP service (ppufo-serve): valid and hostile requests mixed, then slow-client attacks.
+"""Load on the HTTP service (ppufo-serve): valid and hostile requests mixed, batched and unbatched, then
+slow-client attacks.
 
 python benchmark/serve_load.py [--requests 2000] [--clients 20] [--hostile 0.12] [--threads 1 2]
-    [--attacks slowloris idle-flood] [--attack_sockets 300] [--attack_seconds 30] [--trickle 10]
-    [--attack_addresses 30] [--attack_clients 4]
+    [--batch_wait_ms 0 5] [--batch_threads 0] [--attacks slowloris idle-flood] [--attack_sockets 300]
+    [--attack_seconds 30] [--trickle 10] [--attack_addresses 30] [--attack_clients 4]
 
 Exports the quickstart model (random weights: the speed does not depend on them) with a
-1000-image gallery, starts `ppufo-serve` in its own process once per `--threads` value (1
-predictor, then 2 clones), and sends the same request mix from `--clients` client threads on
-127.0.0.1. Hostile requests are drawn from the kinds below; each must get its own status code.
-"Dropped" = no answer, a broken connection, a non-JSON answer or a wrong status code.
-Peak memory is the server process's VmHWM. Latency percentiles are over the valid requests.
+1000-image gallery, starts `ppufo-serve` in its own process once per run, and sends the same request
+mix from `--clients` client threads on 127.0.0.1. The runs: unbatched (--batch_wait_ms 0) once per
+`--threads` value (1 predictor, then 2 clones), then batched once per positive `--batch_wait_ms` value
+with `--batch_threads` worker threads (0: ppufo-serve's default, 2 x max_batch). Hostile requests are
+drawn from the kinds below; each must get its own status code. "Dropped" = no answer, a broken
+connection, a non-JSON answer or a wrong status code. Peak memory is the server process's VmHWM;
+server CPU is its user + system time over the run, per request. Latency percentiles are over the
+valid requests. Each run is warmed up by a burst of valid requests from every client first.
 
-Attacks (after the mixed load; one more server, --threads = the last value, default flags): for
+Attacks (after the mixed load; one more server, the first batched run's settings, else the last
+--threads value unbatched; the other flags ppufo-serve's defaults): for
 --attack_seconds, --attack_clients threads send valid requests back to back from 127.0.0.1, first
 alone (the quiet baseline), then beside each attack, and count how many are answered 200 (a request
 may take up to 60 s) and their p95. The attackers come from --attack_addresses loopback addresses
@@ -19,8 +24,10 @@ may take up to 60 s) and their p95. The attackers come from --attack_addresses l
   slowloris   --attack_sockets sockets each send a partial request header, then one more header line
               every --trickle seconds; a socket the server closes is reopened within a second;
   idle-flood  --attack_sockets sockets connect and send nothing; closed ones are reopened likewise.
-Last line: the worst valid-client p95 under attack against the quiet p95, each attack's share of
-valid requests answered, then the mixed load's drops and the last --threads value against the first.
+Last line: the req/s of the batched run with ppufo-serve's default wait (else the first batched
+run) against the last unbatched one (with both p95s and
+the drops), then the worst valid-client p95 under attack against the quiet p95 and each attack's
+share of valid requests answered, then the last --threads value against the first.
 """
 import argparse
 import http.client
@@ -45,6 +52,7 @@ from ppufo.arch import build_model
 from ppufo.engine.exporter import export_task
 from ppufo.inference.gallery import GalleryIndex
 from ppufo.inference.predictor import load_model_info
+from ppufo.inference.served_task import DEFAULT_BATCH_WAIT_MS
 from ppufo.utils.config import load_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -69,6 +77,7 @@ def request_kinds(rs):
         "body over limit": ("/predict", b"", {"Content-Length": str(10 ** 9)}, 413),
         "not an image": ("/predict", b"<html>" * 100, {}, 400),
         "truncated JPEG": ("/predict", photo[:len(photo) // 3], {}, 400),
+        "unknown task": ("/predict/nowhere", photo, {}, 404),
     }
 
 
@@ -101,10 +110,11 @@ def peak_memory_gb(pid):
     return kb / 2 ** 20
 
 
-def start_server(model_dir, index_dir, threads, kinds):
-    """(process, port) of a warmed-up ppufo-serve."""
+def start_server(model_dir, index_dir, threads, kinds, batch_wait_ms=0.0, clients=8, cpu_threads=0):
+    """(process, port) of a warmed-up ppufo-serve (``threads``, ``cpu_threads`` 0: its defaults)."""
     cmd = [sys.executable, "-m", "ppufo.cli.serve", "--model_dir", model_dir, "--index_dir", index_dir,
-           "--port", "0", "--threads", str(threads)]
+           "--port", "0", "--threads", str(threads), "--batch_wait_ms", str(batch_wait_ms),
+           "--cpu_threads", str(cpu_threads)]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     seen = []  # the default backend (auto) may convert the model to ONNX first: paddle2onnx prints too
     for line in server.stdout:
@@ -115,14 +125,26 @@ def start_server(model_dir, index_dir, threads, kinds):
         server.terminate()
         raise RuntimeError(f"ppufo-serve did not start: {''.join(seen[-5:])!r}")
     port = int(line.split("http://")[1].split()[0].rsplit(":", 1)[1].rstrip(")"))
-    for _ in range(2 * threads):  # warm-up: each worker's clone builds its oneDNN kernels
-        send(port, *kinds["valid"][:3])
+    # warm-up: every worker's clone builds its kernels, and a batcher meets the batch sizes the load makes
+    valid_clients(port, kinds, clients, requests=5 * clients)
     return server, port
 
 
-def load_run(model_dir, index_dir, threads, plan, kinds, clients):
-    server, port = start_server(model_dir, index_dir, threads, kinds)
+def batching_stats(port):
+    """The server's /health batching counters of its one task ("off" without batching)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
+        conn.request("GET", "/health")
+        return json.loads(conn.getresponse().read())["batching"]
+    finally:
+        conn.close()
+
+
+def load_run(model_dir, index_dir, threads, plan, kinds, clients, batch_wait_ms, cpu_threads=0):
+    """{rate, p50, p95, dropped, wrong, peak, cpu_ms, mean_batch} of one server under the mixed load."""
+    server, port = start_server(model_dir, index_dir, threads, kinds, batch_wait_ms, clients, cpu_threads)
+    try:
+        before = batching_stats(port)
         todo, lock = list(enumerate(plan)), threading.Lock()
         results = [None] * len(plan)
 
@@ -139,6 +161,7 @@ def load_run(model_dir, index_dir, threads, plan, kinds, clients):
                 except (OSError, http.client.HTTPException, ValueError):
                     ok = False
                 results[i] = (kind, ok, time.perf_counter() - start)
+        cpu = cpu_seconds(server.pid)
         start = time.perf_counter()
         workers = [threading.Thread(target=client) for _ in range(clients)]
         for w in workers:
@@ -146,7 +169,17 @@ def load_run(model_dir, index_dir, threads, plan, kinds, clients):
         for w in workers:
             w.join()
         wall = time.perf_counter() - start
-        return wall, results, peak_memory_gb(server.pid)
+        cpu = cpu_seconds(server.pid) - cpu
+        after = batching_stats(port)
+        valid = sorted(t for kind, _, t in results if kind == "valid")
+        mean_batch = None
+        if isinstance(after, dict):  # the load's own calls, not the warm-up's
+            calls = after["calls"] - before["calls"]
+            mean_batch = (after["requests"] - before["requests"]) / max(1, calls)
+        return {"rate": len(results) / wall, "p50": valid[len(valid) // 2], "p95": valid[int(len(valid) * 0.95)],
+                "dropped": sum(not ok for _, ok, _ in results),
+                "wrong": sorted({kind for kind, ok, _ in results if not ok}), "peak": peak_memory_gb(server.pid),
+                "cpu_ms": cpu / len(results) * 1000, "mean_batch": mean_batch}
     finally:
         server.terminate()
         server.wait(30)
@@ -245,12 +278,18 @@ class AttackSockets:
                 f"{' (' + answers + ')' if answers else ''}, {self.refused} connects failed")
 
 
-def valid_clients(port, kinds, clients, seconds):
-    """[(ok, seconds)] of valid requests sent back to back by ``clients`` threads for ``seconds``."""
-    results, lock, end = [], threading.Lock(), time.time() + seconds
+def valid_clients(port, kinds, clients, seconds=None, requests=None):
+    """[(ok, seconds)] of valid requests sent back to back by ``clients`` threads for ``seconds``
+    (or ``requests`` of them in all)."""
+    results, lock = [], threading.Lock()
+    end = time.time() + seconds if seconds is not None else None
+
+    def more():
+        with lock:
+            return time.time() < end if end is not None else len(results) + clients <= requests
 
     def client():
-        while time.time() < end:
+        while more():
             start = time.perf_counter()
             try:
                 ok = send(port, *kinds["valid"][:3]) == 200
@@ -268,14 +307,16 @@ def valid_clients(port, kinds, clients, seconds):
 
 def attack_runs(a, model_dir, index_dir, kinds):
     """{phase: (answered share, p95 seconds, count)} for quiet and each attack."""
-    server, port = start_server(model_dir, index_dir, a.threads[-1], kinds)
+    waits = [w for w in a.batch_wait_ms if w > 0]  # ppufo-serve's defaults batch: attack that if measured
+    threads, wait = (a.batch_threads, waits[0]) if waits else (a.threads[-1], 0.0)
+    server, port = start_server(model_dir, index_dir, threads, kinds, wait, a.attack_clients)
     out = {}
     try:
         for phase in ["quiet"] + a.attacks:
             attack = None if phase == "quiet" else Attack(phase, port, a.attack_sockets, a.attack_addresses,
                                                           a.trickle)
             cpu = cpu_seconds(server.pid)
-            results = valid_clients(port, kinds, a.attack_clients, a.attack_seconds)
+            results = valid_clients(port, kinds, a.attack_clients, seconds=a.attack_seconds)
             cpu = cpu_seconds(server.pid) - cpu
             if attack:
                 summary = attack.stop()
@@ -298,7 +339,14 @@ def main():
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--hostile", type=float, default=0.12)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="predictor threads per run")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="worker threads (= predictors) of each unbatched run")
+    p.add_argument("--batch_wait_ms", type=float, nargs="+", default=[0, 5],
+                   help="0: the unbatched runs (one per --threads value); each value > 0: one batched run")
+    p.add_argument("--batch_threads", type=int, default=0,
+                   help="worker threads of the batched runs (0: ppufo-serve's default, 2 x max_batch)")
+    p.add_argument("--batch_cpu_threads", type=int, default=0,
+                   help="math threads of the batched runs' predictor (0: ppufo-serve's default, all cores)")
     p.add_argument("--attacks", nargs="*", default=["slowloris", "idle-flood"], choices=["slowloris", "idle-flood"])
     p.add_argument("--attack_sockets", type=int, default=300)
     p.add_argument("--attack_seconds", type=float, default=30, help="length of the quiet run and of each attack")
@@ -334,30 +382,43 @@ def run_all(a, cfg, model, work, rs, kinds, plan):
     print(f"quickstart model {cfg['Global']['image_shape']}, {a.requests} requests from {a.clients} clients, "
           f"{n_bad} hostile ({', '.join(hostile)}); {os.cpu_count()} cores")
 
-    rates = {}
-    for threads in a.threads:
-        wall, results, peak = load_run(model_dir, index_dir, threads, plan, kinds, a.clients)
-        dropped = sum(not ok for _, ok, _ in results)
-        valid = sorted(t for kind, _, t in results if kind == "valid")
-        p50, p95 = valid[len(valid) // 2], valid[int(len(valid) * 0.95)]
-        rates[threads] = len(results) / wall
-        wrong = sorted({kind for kind, ok, _ in results if not ok})
-        print(f"threads={threads}: {rates[threads]:.0f} req/s, p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-              f"{dropped} dropped{' (' + ', '.join(wrong) + ')' if wrong else ''}, server peak {peak:.2f} GB")
-    first, last = a.threads[0], a.threads[-1]
-    mixed = (f"mixed load {dropped} dropped of {a.requests} ({a.clients} clients, {a.hostile:.0%} hostile), "
-             f"{rates[last] / rates[first]:.2f}x the req/s of {first} predictor(s) with {last}, "
-             f"{rates[last]:.0f} req/s, p95 {p95 * 1000:.0f} ms, peak {peak:.2f} GB")
-    if not a.attacks:
-        print(mixed)
-        return
-    attacks = attack_runs(a, model_dir, index_dir, kinds)
-    quiet = attacks["quiet"][1]
-    worst = max(attacks[k][1] for k in a.attacks)
-    each = "; ".join(f"{k} {attacks[k][0]:.0%} of {attacks[k][2]} answered, p95 {attacks[k][1] * 1000:.0f} ms"
-                     for k in a.attacks)
-    print(f"{worst / quiet:.2f}x the quiet p95 ({quiet * 1000:.0f} ms) at worst under {a.attack_sockets} attacking "
-          f"sockets from {a.attack_addresses} addresses: {each}; {mixed}")
+    runs = {}  # (threads, batch_wait_ms) -> load_run's numbers
+    plan_runs = ([(t, 0.0) for t in a.threads] if 0 in a.batch_wait_ms else []) + [
+        (a.batch_threads, w) for w in a.batch_wait_ms if w > 0]
+    for threads, wait in plan_runs:
+        r = runs[threads, wait] = load_run(model_dir, index_dir, threads, plan, kinds, a.clients, wait,
+                                           a.batch_cpu_threads if wait else 0)
+        how = (f"batched, wait {wait:g} ms, {threads or 'default'} threads, mean batch {r['mean_batch']:.2f}" if wait
+               else f"unbatched, threads={threads}")
+        print(f"{how}: {r['rate']:.0f} req/s, p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, "
+              f"{r['dropped']} dropped{' (' + ', '.join(r['wrong']) + ')' if r['wrong'] else ''}, server CPU "
+              f"{r['cpu_ms']:.1f} ms per request, server peak {r['peak']:.2f} GB", flush=True)
+    parts = []
+    plain = [k for k in runs if not k[1]]
+    batched = [k for k in runs if k[1]]
+    if plain and batched:
+        key = next((k for k in batched if k[1] == DEFAULT_BATCH_WAIT_MS), batched[0])  # ppufo-serve's default
+        u, b = runs[plain[-1]], runs[key]
+        parts.append(f"{b['rate'] / u['rate']:.2f}x the req/s batched ({key[1]:g} ms wait, mean batch "
+                     f"{b['mean_batch']:.2f}) vs unbatched ({plain[-1][0]} predictor(s)): {b['rate']:.0f} vs "
+                     f"{u['rate']:.0f} req/s, p95 {b['p95'] * 1000:.0f} vs {u['p95'] * 1000:.0f} ms, server CPU "
+                     f"{b['cpu_ms']:.1f} vs {u['cpu_ms']:.1f} ms per request, {b['dropped']} and {u['dropped']} "
+                     f"dropped of {a.requests} ({a.clients} clients, {a.hostile:.0%} hostile)")
+    if a.attacks:
+        attacks = attack_runs(a, model_dir, index_dir, kinds)
+        quiet = attacks["quiet"][1]
+        worst = max(attacks[k][1] for k in a.attacks)
+        each = "; ".join(f"{k} {attacks[k][0]:.0%} of {attacks[k][2]} answered, p95 {attacks[k][1] * 1000:.0f} ms"
+                         for k in a.attacks)
+        parts.append(f"{worst / quiet:.2f}x the quiet p95 ({quiet * 1000:.0f} ms) at worst under "
+                     f"{a.attack_sockets} attacking sockets from {a.attack_addresses} addresses: {each}")
+    if len(plain) > 1:
+        first, last = runs[plain[0]], runs[plain[-1]]
+        parts.append(f"unbatched {last['rate'] / first['rate']:.2f}x the req/s of {plain[0][0]} predictor(s) with "
+                     f"{plain[-1][0]}, {last['rate']:.0f} req/s, p95 {last['p95'] * 1000:.0f} ms, "
+                     f"peak {last['peak']:.2f} GB")
+    if parts:
+        print("; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -197,11 +197,12 @@ def test_task_flags_and_batching_defaults_without_a_config():
     s = serve_cli.service_settings(a)
     assert s.tasks == [TaskSpec("person", "m/p", "i/p"), TaskSpec("vehicle", "m/v", None)]
     cores = os.cpu_count()
-    assert (s.max_batch, s.threads, s.cpu_threads, s.backend) == (8, 16, max(1, cores // 2), "auto")
+    # batched: one predictor per task, a core left to the workers' decoding
+    assert (s.max_batch, s.threads, s.cpu_threads, s.backend) == (8, 16, max(1, (cores - 1) // 2), "auto")
     s = serve_cli.service_settings(serve_cli.parse_args(["--model_dir", "m", "--batch_wait_ms", "0"]))
-    assert (s.tasks, s.threads, s.cpu_threads) == ([TaskSpec(None, "m", None)], 2, max(1, cores // 2))
+    assert (s.tasks, s.threads, s.cpu_threads) == ([TaskSpec(None, "m", None)], 2, max(1, cores // 2))  # as before
     s = serve_cli.service_settings(serve_cli.parse_args(["--model_dir", "m", "--max_batch", "4"]))
-    assert (s.max_batch, s.threads, s.cpu_threads) == (4, 8, cores)
+    assert (s.max_batch, s.threads, s.cpu_threads) == (4, 8, max(1, cores - 1))
 
 
 @pytest.fixture
