@@ -137,8 +137,9 @@ def service_settings(a):
         batching = batching_on(a.batch_wait_ms, max_batch)
         threads = a.threads or (2 * max_batch if batching else 2)
         # batched: one predictor per task computes while the workers decode, parse and write JSON in
-        # Python (about one core, the GIL's): leave them that core (on 2 cores, measured: 1.42x the req/s
-        # of 2 math threads with 1, docs/deploy.md). Unbatched: every worker's clone may compute at once.
+        # Python (about one core, the GIL's): leave them that core (2 cores, docs/deploy.md#batching:
+        # 2.7-2.9 ms of server CPU per request with 1 math thread, 4.0 with 2). Unbatched: every
+        # worker's clone may compute at once.
         cpu = max(1, (cores - 1) // len(specs)) if batching else max(1, cores // threads)
         settings = IndexSettings(**({"index_type": a.index_type} if a.index_type else {}))
         return Service(specs, a.backend or "auto", a.cpu_threads or cpu, settings, max_batch, threads)
