@@ -284,7 +284,8 @@ class FeatureApp:
         try:
             task.index.save(task.save_dir)
         except (OSError, DataError, GalleryChanged) as e:
-            log.error("gallery of task %s: %s in memory, but saving to %s failed: %s", task.name, done, task.save_dir, e)
+            log.error("gallery of task %s: %s in memory, but saving to %s failed: %s", task.name, done,
+                      task.save_dir, e)
             raise HTTPError(500, f"{done} in memory, but saving the gallery failed ({type(e).__name__}; the server "
                                  f"log has the details); the next successful save writes it") from None
         return {"saved": True}
@@ -368,7 +369,8 @@ def serve(model_dir=None, index_dir=None, host="127.0.0.1", port=8866, threads=2
             reason = task.self_test()
             if reason:
                 where = f"{task.recognizer.model_dir}{' + ' + spec.index_dir if spec.index_dir else ''}"
-                raise ValueError(f"{'task ' + task.name + ': ' if len(specs) > 1 else ''}{where}: self-test failed: {reason}")
+                which = f"task {task.name}: " if len(specs) > 1 else ""
+                raise ValueError(f"{which}{where}: self-test failed: {reason}")
             task.forget_thread_clones()  # the test's predictor clone belongs to this thread, not a worker
         return FeatureServer(app, host, port, threads, **server_kwargs)
     except BaseException:
