@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..chips import CHIPS, chip_absent, chip_backend, chip_present, measurable, runtime_chips
+from ..chips import CHIPS, QUANTIZED_CHIPS, chip_absent, chip_backend, chip_present, measurable, runtime_chips
 from ..inference.backends import RUNTIME_NAMES, build_predictor
 from ..utils.errors import ConfigError
 from .latency_table import geometry, load_table, required_entries
@@ -116,6 +116,10 @@ class MeasuredLatency:
     def __init__(self, config, supernet, task, chip, batch_size=1, warmup=10, repeats=50, cpu_threads=1,
                  timer="wall", rounds=1, group=1, quantile=0.5):
         check_timer(timer, cpu_threads)
+        if chip in QUANTIZED_CHIPS:  # its predictor would refuse (or mistime) the float export of a subnet
+            raise ConfigError(f"Search.chip={chip} runs int8 models, and the search does not quantise its candidate "
+                              f"subnets yet; use Search.latency=table (ppufo/chips/tables/{chip}.json, timed on "
+                              f"quantised probes)")
         if not measurable(chip):
             raise ConfigError(f"Search.chip={chip}: cannot be timed here; "
                               f"use Search.latency=table (ppufo/chips/tables/{chip}.json)")
@@ -197,7 +201,7 @@ def build_latency(search, config, supernet, task):
     """The latency source of Search.latency: measure, table, or auto (measure if the chip is here)."""
     mode, chip = search["latency"], search["chip"]
     if mode == "auto":
-        mode = "measure" if measurable(chip) and chip_present(chip) else "table"
+        mode = "measure" if measurable(chip) and chip_present(chip) and chip not in QUANTIZED_CHIPS else "table"
     if mode == "measure":
         if not chip_present(chip):
             raise ConfigError(f"Search.latency=measure: chip {chip} is not present on this machine "

@@ -500,7 +500,9 @@ def test_chip_predictors_get_their_runtime_and_tensorrt_the_timed_batch(monkeypa
     latency.chip_predictor("m", "gpu_trt_fp16", 1, batch_size=4)
     latency.chip_predictor("m", "cpu_x86", 2, batch_size=4)
     latency.chip_predictor("m", "cpu_x86_ort", 3, batch_size=4)
-    (trt_backend, trt), (pi_backend, pi), ort = seen
+    latency.chip_predictor("m", "cpu_x86_int8", 1, batch_size=4)
+    (trt_backend, trt), (pi_backend, pi), ort, int8 = seen
+    assert int8 == ("paddle", {"device": "cpu", "enable_mkldnn": True, "precision": "int8", "cpu_threads": 1})
     assert (trt_backend, trt["use_tensorrt"], trt["max_batch_size"], trt["opt_batch_size"]) == ("paddle", True, 4, 4)
     assert (pi_backend, pi) == ("paddle", {"device": "cpu", "enable_mkldnn": True, "cpu_threads": 2})
     assert ort == ("onnxruntime", {"device": "cpu", "cpu_threads": 3})  # no Paddle Inference option reaches ORT

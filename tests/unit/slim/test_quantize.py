@@ -125,3 +125,27 @@ def test_bad_inputs_are_named(setup, make_config, tmp_path):
         run_job({"config": str(tmp_path / "missing.yaml"), "task": "person"}, str(tmp_path))
     with pytest.raises(ConfigError, match="embeds task 'person', asked for 'face'"):
         PredictorModel(FeaturePredictor(q), "person").embed(paddle.zeros([1, 3, 32, 32]), "face")
+
+
+def test_cpu_x86_int8_serves_the_int8_model_and_refuses_a_float_one(setup):
+    """The int8 chip's deploy config and its search predictor: the int8 model as the plain predictor
+    runs it; a float model (which would run, and be timed, in fp32 under the int8 name) refused."""
+    from ppufo.inference.backends import auto_backend
+    from ppufo.inference.deploy_config import load_deploy_config
+    from ppufo.inference.recognizer import Recognizer
+    from ppufo.nas.latency import chip_predictor
+    _, _, float_dir, q, images = setup
+    chip_yaml = os.path.join(ROOT, "deploy", "configs", "cpu_x86_int8.yaml")
+    rec = Recognizer.from_config(load_deploy_config(chip_yaml, [f"Global.model_dir={q}"]))
+    assert rec.predictor.int8 and ("enable_mkldnn_int8", ({"fc"},), {}) in rec.predictor.calls
+    np.testing.assert_allclose(rec.predictor(images), FeaturePredictor(q)(images), atol=1e-6)
+    assert chip_predictor(q, "cpu_x86_int8", 1).int8
+    for build in (lambda: Recognizer.from_config(load_deploy_config(chip_yaml, [f"Global.model_dir={float_dir}"])),
+                  lambda: chip_predictor(float_dir, "cpu_x86_int8", 1)):
+        with pytest.raises(ConfigError, match=r"person: precision int8 on cpu serves an int8 model .*this one is fp32"):
+            build()
+    assert auto_backend(float_dir, precision="int8")[0] == "paddle"  # not ORT in fp32: Paddle, which refuses it
+    with pytest.raises(ValueError, match=r"needs enable_mkldnn=True, ir_optim=True"):
+        FeaturePredictor(q, precision="int8", enable_mkldnn=False)
+    with pytest.raises(ValueError, match=r"needs enable_mkldnn=True, ir_optim=True"):
+        FeaturePredictor(q, precision="int8", ir_optim=False)  # Paddle would ignore enable_mkldnn_int8
