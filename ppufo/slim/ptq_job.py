@@ -4,7 +4,7 @@
 Steps: the task's feature model (the config's model with the job's weights) traced as a float
 legacy program (legacy.save_legacy); Paddle's static PostTrainingQuantization run over the
 calibration images (``images``, an .npy array the parent drew, read without pickle); the quantised
-program (quantize_linear / dequantize_linear around every matmul, per-channel int8 weights, the
+program (quantize_linear / dequantize_linear around every matmul, int8 weights, the
 ONNX-style format Paddle Inference's oneDNN int8 passes read) saved as inference.pdmodel +
 inference.pdiparams in ``out_dir``, and every ``@scale`` tensor it holds in ``scales.json``.
 

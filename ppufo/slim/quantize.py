@@ -27,7 +27,12 @@ from ..utils.errors import ConfigError
 from .legacy import LEGACY_ENV
 
 INT8_SUFFIX = "_int8"
-WEIGHT_QUANTIZE = "channel_wise_abs_max"  # one scale per output channel of each weight
+# One scale per weight tensor, not per output channel: Paddle Inference 3.3.1's quant_dequant_onednn_pass
+# (ConvertFromINT8ToFP32) reads the per-channel scales of a square weight (in == out, a ViT's
+# attention proj) as a conv filter's and applies them along the input axis. Measured on the trained
+# quickstart person model: feature cosine to fp32 0.9951 per channel, 0.9996 per tensor (the same
+# program run without oneDNN: 0.9998 either way); docs/notes/quantization.md, 2026-12-06 (2).
+WEIGHT_QUANTIZE = "abs_max"
 
 
 def int8_dir(float_dir):
