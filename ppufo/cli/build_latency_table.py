@@ -53,8 +53,9 @@ def int8_note(chip, config):
     from paddle.base import core
 
     from ..nas.latency_probes import PROBE_CALIBRATION as c
+    from ..slim.quantize import WEIGHT_QUANTIZE
     return (f" on int8 probes (oneDNN int8 kernels for Quant.int8_ops {list(config['Quant']['int8_ops'])}; "
-            f"PostTrainingQuantization {c['algo']} on {c['images']} random images; this CPU "
+            f"PostTrainingQuantization {c['algo']} on {c['images']} random images, weights {WEIGHT_QUANTIZE}; this CPU "
             f"{'has' if core.supports_vnni() else 'lacks'} AVX-512 VNNI)")
 
 
