@@ -1,8 +1,13 @@
 #!/bin/bash
-# TIPC chain: train a few iterations -> eval -> [pre_export] -> export -> Paddle Inference -> compare.
+# TIPC chain: train a few iterations -> eval -> [pre_export] -> export -> [kl_quant] -> Paddle Inference
+# -> compare.
 #   bash test_tipc/prepare.sh <txt> lite_train_lite_infer
 #   bash test_tipc/test_train_inference_python.sh <txt> lite_train_lite_infer
-# <txt> is PaddleClas's positional key:value format (line numbers below are 0-based indices).
+# <txt> is PaddleClas's positional key:value format (line numbers below are 0-based indices):
+# train_infer_python.txt, or train_ptq_infer_python.txt for a post-training-quantised chain, whose
+# kl_quant (line 34) quantises the export and whose infer_quant:True (line 39) says the inference
+# model is int8 (on CPU its inference runs with precision int8; PaddleClas runs these in a separate
+# test_ptq_inference_python.sh, in whole_infer mode only).
 # Values may hold {run}, replaced by the training run's output folder, so a chain can point
 # its eval/export/compare steps at files the run wrote (e.g. an extracted subnet's config).
 # Results: test_tipc/output/<model_name>/<MODE>/results_python.log ("Run successfully/failed
@@ -20,7 +25,7 @@ declare -A EXPECT=([0]="===========================train_params=================
     [2]=python [3]=gpu_list [10]=train_model_name [13]="##" [14]=trainer [15]=norm_train [21]="##"
     [22]="===========================eval_params===========================" [23]=eval [25]="##"
     [26]="===========================infer_params===========================" [29]=norm_export
-    [34]=pre_export [39]=inference [50]=compare)
+    [33]=kl_quant [34]=pre_export [38]=infer_quant [39]=inference [50]=compare)
 if [ "${#lines[@]}" -lt 52 ]; then
     echo "error: $FILENAME has ${#lines[@]} lines; the train_infer_python format needs 52" >&2
     exit 2
@@ -51,7 +56,13 @@ save_value=$(func_parser_value "${lines[27]}")
 weights_key=$(func_parser_key "${lines[28]}")
 weights_value=$(func_parser_value "${lines[28]}")
 export_py=$(func_parser_value "${lines[29]}")
+kl_quant_py=$(func_parser_value "${lines[33]}")
 pre_export_py=$(func_parser_value "${lines[34]}")
+infer_quant=$(func_parser_value "${lines[38]}")
+if [ "$infer_quant" != "True" ] && [ "$infer_quant" != "False" ]; then
+    echo "error: $FILENAME line 39: infer_quant must be True (the inference model is int8) or False, got '$infer_quant'" >&2
+    exit 2
+fi
 inference_py=$(func_parser_value "${lines[39]}")
 infer_device_key=$(func_parser_key "${lines[40]}")
 infer_device_list=$(func_parser_value "${lines[40]}")
@@ -99,11 +110,17 @@ function run_inference() {
     IFS='|' read -r -a bss <<< "$infer_bs_list"
     IFS='|' read -r -a trts <<< "$trt_list"
     IFS='|' read -r -a precisions <<< "$precision_list"
-    if [ "$device" = "cpu" ]; then trts=(False); precisions=(fp32); else mkldnns=(False); threads=(1); fi
+    # on CPU the precision is the model's: an int8 model (infer_quant) runs oneDNN's int8 kernels
+    if [ "$device" = "cpu" ]; then
+        trts=(False)
+        if [ "$infer_quant" = "True" ]; then precisions=(int8); else precisions=(fp32); fi
+    else
+        mkldnns=(False); threads=(1)
+    fi
     local mk th bs trt pr name feats cmd
     for mk in "${mkldnns[@]}"; do for th in "${threads[@]}"; do for bs in "${bss[@]}"; do
     for trt in "${trts[@]}"; do for pr in "${precisions[@]}"; do
-        if [ "$pr" != "fp32" ] && [ "$trt" != "True" ]; then continue; fi  # fp16/int8 need TensorRT
+        if [ "$device" != "cpu" ] && [ "$pr" != "fp32" ] && [ "$trt" != "True" ]; then continue; fi  # need TensorRT
         name="infer_${tag}_${device}_mkldnn_${mk}_threads_${th}_bs_${bs}_trt_${trt}_${pr}"
         feats="${LOG_PATH}/${name}.npz"
         cmd="${python} ${inference_py} ${infer_device_key}=${device} ${mkldnn_key}=${mk} ${threads_key}=${th}"
@@ -148,6 +165,9 @@ for gpu in "${gpus[@]}"; do
             cmd="${python} $(at_run "$export_py" "$run") ${weights_key}=$(at_run "$weights_value" "$run")"
             cmd="${cmd} ${save_key}=$(at_run "$save_value" "$run")"
             run_step "$cmd" "${LOG_PATH}/export_${tag}.log" || continue
+            if ! is_null "$kl_quant_py"; then
+                run_step "${python} $(at_run "$kl_quant_py" "$run")" "${LOG_PATH}/kl_quant_${tag}.log" || continue
+            fi
             IFS='|' read -r -a infer_devices <<< "$infer_device_list"
             for infer_device in "${infer_devices[@]}"; do
                 if [ "$infer_device" != "$device" ] && [ "$infer_device" != "cpu" ]; then continue; fi

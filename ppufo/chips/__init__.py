@@ -11,10 +11,12 @@ DEVICES = ("cpu", "gpu", "xpu", "npu")  # Paddle Inference devices
 
 # chip -> predictor options (ppufo.inference.backends.build_predictor: "backend" picks the runtime,
 # Paddle Inference by default); None where a latency can come only from a table (gpu_trt_int8 needs
-# a PaddleSlim-quantised model; onnx names no device)
+# a PaddleSlim-quantised model; onnx names no device). cpu_x86_int8 runs a model quantised by
+# ppufo-quantize on oneDNN's int8 kernels; precision int8 makes its predictor refuse a float model.
 CHIPS = {
     "cpu_x86": {"device": "cpu", "enable_mkldnn": True},
     "cpu_x86_ort": {"backend": "onnxruntime", "device": "cpu"},
+    "cpu_x86_int8": {"device": "cpu", "enable_mkldnn": True, "precision": "int8"},
     "gpu": {"device": "gpu"},
     "gpu_trt_fp16": {"device": "gpu", "use_tensorrt": True, "precision": "fp16"},
     "gpu_trt_int8": None,
@@ -29,6 +31,10 @@ CHIP_NAMES = tuple(CHIPS)
 # the result names the member chip, whose deploy config serves it.
 RUNTIME_CHOICES = {"cpu_x86_any": ("cpu_x86", "cpu_x86_ort")}
 SEARCH_CHIPS = CHIP_NAMES + tuple(RUNTIME_CHOICES)
+# chips that run an int8 model: a subnet is timed on them only once quantised (ppufo.slim), which
+# their latency tables' probes are (tools/build_latency_table.py) and the search's candidates are not
+# yet, so the search reads these chips' latency from their tables (docs/chip_search.md)
+QUANTIZED_CHIPS = ("cpu_x86_int8", "gpu_trt_int8")
 TABLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tables")
 
 
@@ -104,7 +110,7 @@ def chip_absent(chip):
     if chip in RUNTIME_CHOICES:
         return next((f"{c}: {why}" for c in RUNTIME_CHOICES[chip] if (why := chip_absent(c))), None)
     machine = platform.machine().lower()
-    if chip in ("cpu_x86", "cpu_x86_ort"):
+    if chip in ("cpu_x86", "cpu_x86_ort", "cpu_x86_int8"):
         if machine not in ("x86_64", "amd64", "i686"):
             return f"not an x86 CPU ({machine})"
         missing = [m for m in ("onnxruntime", "paddle2onnx") if importlib.util.find_spec(m) is None]

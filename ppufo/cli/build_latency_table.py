@@ -3,6 +3,7 @@
 On the device (measured with the chip's runtime; no weights needed, latency does not depend on them):
     python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=cpu_x86
     python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=cpu_x86_ort   # ONNX Runtime
+    python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=cpu_x86_int8  # int8 probes
 For a chip not at hand, a PLACEHOLDER from FLOPs and an assumed throughput, labelled as such:
     python tools/build_latency_table.py -c configs/supernet_quickstart.yaml -o Search.chip=gpu \
         --estimate_gflops 4000 --overhead_ms 0.01 --note "order-of-magnitude guess for a datacenter GPU"
@@ -43,6 +44,21 @@ def runtime_version(chip):
     return f"Paddle Inference {paddle.__version__}"
 
 
+def int8_note(chip, config):
+    """For an int8 chip, how its probes were quantised and whether this CPU has VNNI (the int8 dot
+    product instructions; without them oneDNN's int8 kernels are slower)."""
+    from ..chips import QUANTIZED_CHIPS
+    if chip not in QUANTIZED_CHIPS:
+        return ""
+    from paddle.base import core
+
+    from ..nas.latency_probes import PROBE_CALIBRATION as c
+    from ..slim.quantize import WEIGHT_QUANTIZE
+    return (f" on int8 probes (oneDNN int8 kernels for Quant.int8_ops {list(config['Quant']['int8_ops'])}; "
+            f"PostTrainingQuantization {c['algo']} on {c['images']} random images, weights {WEIGHT_QUANTIZE}; this CPU "
+            f"{'has' if core.supports_vnni() else 'lacks'} AVX-512 VNNI)")
+
+
 def load_note(before, after):
     """The machine's load while the table was timed: other jobs make every entry larger (and noisier)."""
     cores = os.cpu_count() or 1
@@ -66,8 +82,8 @@ def main():
     import paddle
     from tqdm import tqdm
 
-    from ..arch.backbone import build_backbone
-    from ..nas.latency import chip_present, estimate_table, measure_table, table_entry
+    from ..nas.latency import chip_present
+    from ..nas.latency_probes import estimate_table, measure_table, supernet_space, table_entry
     from ..nas.latency_table import write_table
     s, g = config["Search"], config["Global"]
     chip, bs = s["chip"], s["batch_size"]
@@ -78,8 +94,7 @@ def main():
         if config["Arch"]["Backbone"].get("name") != "ViTSupernet":
             raise ConfigError(f"{args.config}: Arch.Backbone.name must be ViTSupernet (the table covers its space)")
         paddle.set_device("cpu")
-        space = build_backbone(dict(config["Arch"]["Backbone"]), img_size=g["image_shape"][1:],
-                               tasks=list(config["Tasks"])).space
+        space = supernet_space(config)
         task = next(iter(config["Tasks"]))
         when = datetime.date.today().isoformat()
         if args.estimate_gflops:
@@ -97,7 +112,7 @@ def main():
             entries = measure_table(config, space, task, chip, bs, s["warmup"], s["repeats"], s["cpu_threads"],
                                     args.copies, s["timer"], s["rounds"], s["quantile"], progress=tqdm)
             prov = {"measured": True,
-                    "how": (f"{runtime_version(chip)} ({chip}, {s['cpu_threads']} CPU thread(s)), "
+                    "how": (f"{runtime_version(chip)} ({chip}, {s['cpu_threads']} CPU thread(s)){int8_note(chip, config)}, "
                             f"{s['quantile']:g} quantile of the {s['timer']} time of {s['repeats']} runs after {s['warmup']} "
                             f"warm-up runs, all probes interleaved over {s['rounds']} passes; stem = the exported "
                             f"model without blocks; an op = (stem + {args.copies} stacked copies - stem) / "

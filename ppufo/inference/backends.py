@@ -38,7 +38,7 @@ def installed(module):
     return importlib.util.find_spec(module) is not None
 
 
-def auto_backend(model_dir, device="cpu", small_model_mb=64, use_tensorrt=False, **_):
+def auto_backend(model_dir, device="cpu", small_model_mb=64, use_tensorrt=False, precision="fp32", **_):
     """(backend, why) for ``auto``: ONNX Runtime for a model with weights under ``small_model_mb`` MB
     on CPU (quickstart ViT-Ti: Paddle Inference 1.5-1.75x slower, benchmark/infer_speed.py), when
     onnxruntime is installed and the ONNX file is there or paddle2onnx can write it; Paddle Inference
@@ -48,6 +48,8 @@ def auto_backend(model_dir, device="cpu", small_model_mb=64, use_tensorrt=False,
     mb = os.path.getsize(os.path.join(model_dir, "inference.pdiparams")) / 2 ** 20
     if is_int8(model_dir):
         return "paddle", "an int8 model (ppufo-quantize): oneDNN int8 kernels"
+    if precision == "int8":  # Paddle Inference then refuses a float model, rather than ORT serving it in fp32
+        return "paddle", f"precision int8 on {device}"
     if device != "cpu" or use_tensorrt:
         return "paddle", f"device {device}{' with TensorRT' if use_tensorrt else ''}"
     if not small_model(model_dir, device, small_model_mb):

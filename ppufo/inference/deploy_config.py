@@ -39,8 +39,9 @@ SCHEMA = {
         "gpu_mem": Field(int, 500, min=1, doc="initial GPU memory pool, MB"),
         "use_tensorrt": Field(bool, False, doc="refused, never skipped, where TensorRT cannot run"),
         "precision": Field(str, "fp32", choices=PRECISIONS,
-                           doc="TensorRT's precision: fp16/int8 need TensorRT, int8 a quantised model (an int8 "
-                               "model from ppufo-quantize runs int8 on CPU by itself)"),
+                           doc="TensorRT's precision: fp16/int8 need TensorRT, int8 a quantised model; on cpu, "
+                               "int8 refuses a float model (an int8 model from ppufo-quantize runs int8 on CPU "
+                               "whatever this says)"),
         "min_subgraph_size": Field(int, 3, min=1, doc="smallest op group handed to TensorRT"),
         "trt_opt_batch_size": Field((int, type(None)), None, min=1,
                                     doc="batch TensorRT tunes for (null = batch_size); it runs 1..batch_size"),
@@ -99,10 +100,17 @@ def _check(cfg):
     opt = g["trt_opt_batch_size"]
     if opt is not None and opt > g["batch_size"]:
         raise ConfigError(f"Global.trt_opt_batch_size: expected 1..batch_size ({g['batch_size']}), got {opt}")
-    if g["precision"] != "fp32" and not g["use_tensorrt"]:
+    cpu_int8 = g["precision"] == "int8" and g["device"] == "cpu"  # cpu_x86_int8.yaml: a ppufo-quantize model
+    if cpu_int8 and not (g["enable_mkldnn"] and g["ir_optim"]):  # the IR passes place the int8 kernels
+        raise ConfigError("Global.precision: int8 on cpu runs oneDNN's int8 kernels: it needs Global.enable_mkldnn: "
+                          "true and Global.ir_optim: true")
+    if cpu_int8 and g["use_onnx"] is True:
+        raise ConfigError("Global.precision: int8 on cpu is Paddle Inference's oneDNN int8; ONNX Runtime does not run "
+                          "ppufo's int8 models (Global.use_onnx: false)")
+    if g["precision"] != "fp32" and not g["use_tensorrt"] and not cpu_int8:
         raise ConfigError(f"Global.precision: {g['precision']} needs Global.use_tensorrt: true "
-                          f"(plain CPU/GPU/XPU/NPU inference here is fp32; an int8 model written by ppufo-quantize "
-                          f"runs int8 on CPU whatever this key says: its inference.yml decides)")
+                          f"(plain GPU/XPU/NPU inference here is fp32; int8 on cpu needs an int8 model written by "
+                          f"ppufo-quantize, which runs int8 whatever this key says: its inference.yml decides)")
     if isinstance(g["use_onnx"], str) and g["use_onnx"] != "auto":
         raise ConfigError(f"Global.use_onnx: expected true, false or auto, got {g['use_onnx']!r}")
     if g["use_onnx"] is True:

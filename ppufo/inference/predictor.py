@@ -101,6 +101,9 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
     ``int8_ops`` (CPU with oneDNN, for an int8 model; FeaturePredictor sets it from inference.yml):
     ``enable_mkldnn_int8`` with these op types (empty: every op the model has scales for), which
     turns on the legacy passes that put quantised ops on oneDNN's int8 kernels. None: a float model.
+    An int8 model runs so whatever ``precision`` says; ``precision="int8"`` on CPU (the cpu_x86_int8
+    chip) is a promise that it does: without oneDNN or int8_ops it is refused here, and
+    FeaturePredictor refuses a float model for it.
 
     Kept apart from the Config so the GPU/XPU/NPU/TensorRT mapping can be checked on a
     CPU-only build (where those calls fail or are ignored). TensorRT's shapes: batch 1,
@@ -113,7 +116,13 @@ def config_calls(image_shape, model_format="pir", device="cpu", enable_mkldnn=Tr
         raise ValueError(f"precision={precision!r}: expected one of {sorted(PRECISIONS)}")
     if use_tensorrt and device != "gpu":
         raise ValueError(f"use_tensorrt needs device='gpu', got {device!r}")
-    if precision != "fp32" and not use_tensorrt:
+    if precision == "int8" and device == "cpu":  # oneDNN's int8 kernels: what the model's int8_ops name
+        # without IR passes Paddle ignores enable_mkldnn_int8 ("only works when IR optimization is enabled")
+        if not (enable_mkldnn and ir_optim) or int8_ops is None:
+            raise ValueError("precision='int8' on cpu runs an int8 model (ppufo-quantize) on oneDNN's int8 kernels: "
+                             f"it needs enable_mkldnn=True, ir_optim=True and the model's int8_ops (got enable_mkldnn="
+                             f"{enable_mkldnn}, ir_optim={ir_optim}, int8_ops={int8_ops})")
+    elif precision != "fp32" and not use_tensorrt:
         raise ValueError(f"precision={precision!r} needs use_tensorrt=True")
     if gc_mb is not None and (isinstance(gc_mb, bool) or not isinstance(gc_mb, (int, float)) or gc_mb < -1):
         raise ValueError(f"gc_mb={gc_mb!r}: expected MB >= 0, -1 (never free) or None")
@@ -223,6 +232,12 @@ class FeaturePredictor(_Predictor):
         shape = self.info["image_shape"]
         options["fuse_attention"] = options.get("fuse_attention", True) and self.info.get("attention") == "packed"
         self.int8 = self.info.get("precision") == "int8"
+        if options.get("precision") == "int8" and options.get("device", "cpu") == "cpu" and not self.int8:
+            # else a float model would run, and be timed, as fp32 under an int8 target's name
+            raise ConfigError(f"{model_dir}: precision int8 on cpu serves an int8 model written by ppufo-quantize "
+                              f"(inference.yml precision: int8), this one is {self.info.get('precision', 'fp32')}: "
+                              f"quantise it (tools/quantize.py, docs/deploy.md#int8-on-x86-cpu) or serve it with "
+                              f"precision fp32 (deploy/configs/cpu_x86.yaml)")
         if self.int8 and "int8_ops" not in options:  # the model's own list unless the caller names one
             options["int8_ops"] = list(self.info.get("int8_ops") or [])
         config_calls(shape, self.format, **options)  # checks the options before anything reads them

@@ -6,8 +6,6 @@ exporter into a temporary folder, loaded with the chip's predictor (ppufo.infere
 Paddle Inference, or ONNX Runtime on the converted model for cpu_x86_ort) and timed at the
 configured batch size: warm-up runs, then a quantile of the timed runs.
 """
-import itertools
-import os
 import shutil
 import tempfile
 import time
@@ -15,10 +13,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..chips import CHIPS, chip_absent, chip_backend, chip_present, measurable, runtime_chips
+from ..chips import CHIPS, QUANTIZED_CHIPS, chip_absent, chip_backend, chip_present, measurable, runtime_chips
 from ..inference.backends import RUNTIME_NAMES, build_predictor
 from ..utils.errors import ConfigError
-from .latency_table import geometry, load_table, required_entries
+from .latency_table import geometry, load_table
 from .runtime_choice import FastestTable, is_choice
 
 
@@ -116,6 +114,10 @@ class MeasuredLatency:
     def __init__(self, config, supernet, task, chip, batch_size=1, warmup=10, repeats=50, cpu_threads=1,
                  timer="wall", rounds=1, group=1, quantile=0.5):
         check_timer(timer, cpu_threads)
+        if chip in QUANTIZED_CHIPS:  # its predictor would refuse (or mistime) the float export of a subnet
+            raise ConfigError(f"Search.chip={chip} runs int8 models, and the search does not quantise its candidate "
+                              f"subnets yet; use Search.latency=table (ppufo/chips/tables/{chip}.json, timed on "
+                              f"quantised probes)")
         if not measurable(chip):
             raise ConfigError(f"Search.chip={chip}: cannot be timed here; "
                               f"use Search.latency=table (ppufo/chips/tables/{chip}.json)")
@@ -197,7 +199,7 @@ def build_latency(search, config, supernet, task):
     """The latency source of Search.latency: measure, table, or auto (measure if the chip is here)."""
     mode, chip = search["latency"], search["chip"]
     if mode == "auto":
-        mode = "measure" if measurable(chip) and chip_present(chip) else "table"
+        mode = "measure" if measurable(chip) and chip_present(chip) and chip not in QUANTIZED_CHIPS else "table"
     if mode == "measure":
         if not chip_present(chip):
             raise ConfigError(f"Search.latency=measure: chip {chip} is not present on this machine "
@@ -207,111 +209,3 @@ def build_latency(search, config, supernet, task):
                                search["interleave"], search["quantile"])
     table = FastestTable if is_choice(chip) else TableLatency
     return table(chip, supernet.space, config["Global"]["image_shape"], search["batch_size"], search["latency_table"])
-
-
-# -- building a table ---------------------------------------------------------------------------
-def _probe(model, task, ops):
-    """A feature model running ``ops`` (token -> token layers) between the depth-0 ViT's
-    embedding and its final norm + neck: the exported model minus its blocks, plus ``ops``."""
-    import paddle.nn as nn
-    import paddle.nn.functional as F
-
-    class Probe(nn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.vit, self.neck, self.ops = model.backbone, model.heads[task].neck, nn.LayerList(ops)
-
-        def forward(self, x):
-            t = self.vit.embed_tokens(x)
-            for op in self.ops:
-                t = op(t)
-            return F.normalize(self.neck(self.vit.norm(t)[:, 0]), axis=1)
-
-    return Probe()
-
-
-def _residual(norm, layer):
-    import paddle.nn as nn
-
-    class Residual(nn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.norm, self.layer = norm, layer
-
-        def forward(self, t):
-            return t + self.layer(self.norm(t))
-
-    return Residual()
-
-
-def measure_table(config, space, task, chip, batch_size, warmup, repeats, cpu_threads=1, copies=4,
-                  timer="wall", rounds=1, quantile=0.5, progress=None):
-    """Table entries timed with the chip's runtime: the stem alone, and each op as the extra time
-    of ``copies`` stacked copies over the stem (which cancels the per-run overhead). All probes
-    are timed together, interleaved, so a drift of the machine does not leak into the differences."""
-    import paddle
-    import paddle.nn as nn
-
-    from ..arch.backbone.vit import Attention, Mlp
-    from ..arch.multitask import build_model
-    from ..engine.exporter import save_inference
-    from .extract import extracted_config
-    paddle.seed(0)
-    empty = space.uniform(space.depths[0], space.heads[0], space.paths[0], space.ratios[0])
-    cfg = extracted_config(config, [task], empty, space)
-    cfg["Arch"]["Backbone"].update(depth=0, block_heads=None, block_mlp_hidden=None)
-    model = build_model(cfg, {task: 2})
-    model.eval()
-    c, h, w = config["Global"]["image_shape"]
-    eps = cfg["Arch"]["Backbone"].get("epsilon", 1e-6)
-
-    def ops(op, n):
-        if op == "attention":
-            return [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps),
-                              Attention(space.embed_dim, n, space.qkv_bias, head_dim=space.head_dim))
-                    for _ in range(copies)]
-        return [_residual(nn.LayerNorm(space.embed_dim, epsilon=eps), Mlp(space.embed_dim, n)) for _ in range(copies)]
-
-    need = required_entries(space)
-    jobs = [("attention", n) for n in need["attention"]] + [("ffn", n) for n in need["ffn"]]
-    bar = progress(total=len(jobs) + 1, desc=f"exporting latency probes for {chip}") if progress else None
-    with temp_dirs() as dirs:
-        for layers in itertools.chain([[]], (ops(op, n) for op, n in jobs)):  # built one at a time
-            probe = _probe(model, task, layers)
-            probe.eval()
-            dirs.append(tempfile.mkdtemp(prefix="ppufo_table_"))
-            save_inference(probe, [c, h, w], os.path.join(dirs[-1], "inference"))  # as exported models
-            with open(os.path.join(dirs[-1], "inference.yml"), "w") as f:
-                f.write(f"image_shape: [{c}, {h}, {w}]\n")
-            if bar:
-                bar.update()
-        if bar:
-            bar.close()
-        stem, *timed = time_model_dirs(dirs, chip, batch_size, warmup, repeats, cpu_threads, timer, rounds, quantile)
-    out = {"stem": round(stem, 4), "attention": {}, "ffn": {}}
-    for (op, n), ms in zip(jobs, timed):
-        # floor at 1 us: on a noisy machine a tiny op can time below zero after the subtraction
-        out[op][str(n)] = round(max((ms - stem) / copies, 1e-3), 4)
-    return out
-
-
-def estimate_table(space, image_shape, batch_size, gflops, overhead_ms):
-    """Placeholder entries for a chip not at hand: FLOPs / assumed throughput + a per-kernel
-    launch overhead. Not a measurement; the table's provenance says so."""
-    from ..arch.backbone.vit import vit_flops
-    c, h, w = image_shape
-    n = (h // space.patch_size) * (w // space.patch_size)
-
-    def ms(blocks):
-        return batch_size * vit_flops(space.embed_dim, space.patch_size, n, blocks, c) / (gflops * 1e6)
-
-    base = ms([])
-    need = required_entries(space)
-    return {"stem": round(base + 4 * overhead_ms, 4),
-            "attention": {str(k): round(ms([(k * space.head_dim, 0)]) - base + 4 * overhead_ms, 4)
-                          for k in need["attention"]},
-            "ffn": {str(m): round(ms([(0, m)]) - base + 2 * overhead_ms, 4) for m in need["ffn"]}}
-
-
-def table_entry(entries, space, image_shape, batch_size, provenance):
-    return {"geometry": geometry(space, image_shape, batch_size), "provenance": provenance, **entries}

@@ -4,7 +4,7 @@
 Steps: the task's feature model (the config's model with the job's weights) traced as a float
 legacy program (legacy.save_legacy); Paddle's static PostTrainingQuantization run over the
 calibration images (``images``, an .npy array the parent drew, read without pickle); the quantised
-program (quantize_linear / dequantize_linear around every matmul, per-channel int8 weights, the
+program (quantize_linear / dequantize_linear around every matmul, int8 weights, the
 ONNX-style format Paddle Inference's oneDNN int8 passes read) saved as inference.pdmodel +
 inference.pdiparams in ``out_dir``, and every ``@scale`` tensor it holds in ``scales.json``.
 
@@ -32,22 +32,13 @@ def read_scales(model_dir):
         return {n: np.asarray(scope.find_var(n).get_tensor()).astype(float).ravel().tolist() for n in names}
 
 
-def run(job):
+def quantize_program(float_dir, images, out_dir, algo, batch_size, weight_quantize_type):
+    """PostTrainingQuantization of the legacy float program in ``float_dir`` (inference.pdmodel),
+    calibrated on ``images``, written to ``out_dir`` (inference.pdmodel + .pdiparams + scales.json).
+    Leaves paddle in static mode."""
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
-
-    from ..arch.trained import load_trained_model
-    from ..engine.exporter import FeatureModel
-    from ..utils.config import load_config
-    from .legacy import save_legacy
-    config = load_config(job["config"])
-    feature = FeatureModel(load_trained_model(config), job["task"])
-    feature.eval()
-    float_dir = os.path.join(job["work_dir"], "float_legacy")
-    save_legacy(feature, config["Global"]["image_shape"], os.path.join(float_dir, "inference"))
-
-    images = np.load(job["images"], allow_pickle=False)
-    b = int(job["batch_size"])
+    b = int(batch_size)
 
     def batches():
         for i in range(0, len(images), b):
@@ -57,13 +48,27 @@ def run(job):
     ptq = PostTrainingQuantization(
         executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=float_dir,
         model_filename="inference.pdmodel", params_filename="inference.pdiparams",
-        data_loader=batches, batch_nums=-(-len(images) // b), algo=job["algo"],
-        quantizable_op_type=QUANTIZABLE_OPS, weight_quantize_type=job["weight_quantize_type"],
+        data_loader=batches, batch_nums=-(-len(images) // b), algo=algo,
+        quantizable_op_type=QUANTIZABLE_OPS, weight_quantize_type=weight_quantize_type,
         onnx_format=True, is_full_quantize=False)
     ptq.quantize()
-    ptq.save_quantized_model(job["out_dir"], model_filename="inference.pdmodel", params_filename="inference.pdiparams")
-    with open(os.path.join(job["out_dir"], "scales.json"), "w") as f:
-        json.dump(read_scales(job["out_dir"]), f)
+    ptq.save_quantized_model(out_dir, model_filename="inference.pdmodel", params_filename="inference.pdiparams")
+    with open(os.path.join(out_dir, "scales.json"), "w") as f:
+        json.dump(read_scales(out_dir), f)
+
+
+def run(job):
+    from ..arch.trained import load_trained_model
+    from ..engine.exporter import FeatureModel
+    from ..utils.config import load_config
+    from .legacy import save_legacy
+    config = load_config(job["config"])
+    feature = FeatureModel(load_trained_model(config), job["task"])
+    feature.eval()
+    float_dir = os.path.join(job["work_dir"], "float_legacy")
+    save_legacy(feature, config["Global"]["image_shape"], os.path.join(float_dir, "inference"))
+    images = np.load(job["images"], allow_pickle=False)
+    quantize_program(float_dir, images, job["out_dir"], job["algo"], job["batch_size"], job["weight_quantize_type"])
 
 
 def main():

@@ -27,7 +27,12 @@ from ..utils.errors import ConfigError
 from .legacy import LEGACY_ENV
 
 INT8_SUFFIX = "_int8"
-WEIGHT_QUANTIZE = "channel_wise_abs_max"  # one scale per output channel of each weight
+# One scale per weight tensor, not per output channel: Paddle Inference 3.3.1's quant_dequant_onednn_pass
+# (ConvertFromINT8ToFP32) reads the per-channel scales of a square weight (in == out, a ViT's
+# attention proj) as a conv filter's and applies them along the input axis. Measured on the trained
+# quickstart person model: feature cosine to fp32 0.9951 per channel, 0.9996 per tensor (the same
+# program run without oneDNN: 0.9998 either way); docs/notes/quantization.md, 2026-12-06 (2).
+WEIGHT_QUANTIZE = "abs_max"
 
 
 def int8_dir(float_dir):
@@ -42,14 +47,15 @@ def check_quant(config):
         raise ConfigError(f"Quant.int8_ops: expected a list of Paddle op type names (e.g. [fc]), got {ops!r}")
 
 
-def run_job(job, work_dir):
-    """Run ptq_job in a child process with LEGACY_ENV, its output passed on to stderr as it comes
-    (the calibration's progress bars); RuntimeError with the output's tail if it fails."""
+def run_job(job, work_dir, module="ppufo.slim.ptq_job"):
+    """Run ``module`` (ptq_job, or another job that traces legacy programs) on ``job`` in a child
+    process with LEGACY_ENV, its output passed on to stderr as it comes (the calibration's progress
+    bars); RuntimeError with the output's tail if it fails."""
     path = os.path.join(work_dir, "job.json")
     with open(path, "w") as f:
         json.dump(job, f)
     env = dict(os.environ, **LEGACY_ENV)
-    child = subprocess.Popen([sys.executable, "-m", "ppufo.slim.ptq_job", path], env=env,
+    child = subprocess.Popen([sys.executable, "-m", module, path], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail = b""
     while chunk := os.read(child.stdout.fileno(), 4096):  # chunks, not lines: tqdm redraws with \r
@@ -57,7 +63,7 @@ def run_job(job, work_dir):
         sys.stderr.flush()
         tail = (tail + chunk)[-3000:]
     if child.wait() != 0:
-        raise RuntimeError(f"int8 quantisation of task {job['task']} failed (python -m ppufo.slim.ptq_job, "
+        raise RuntimeError(f"int8 quantisation of task {job['task']} failed (python -m {module}, "
                            f"exit {child.returncode}):\n{tail.decode(errors='replace')}")
 
 
@@ -87,6 +93,12 @@ def quantize_task(model, config, task, float_dir, images=None):
     return out, images
 
 
+def int8_info(int8_ops):
+    """What inference.yml says of an int8 model: FeaturePredictor runs it on oneDNN's int8 kernels
+    for these op types (backends.is_int8 reads ``precision``)."""
+    return {"precision": "int8", "format": "legacy", "int8_ops": list(int8_ops)}
+
+
 def write_info(float_dir, out, config, task, num_images):
     """inference.yml of the int8 model: the float model's, plus how it was quantised."""
     with open(os.path.join(float_dir, "inference.yml")) as f:
@@ -94,7 +106,7 @@ def write_info(float_dir, out, config, task, num_images):
     q = config["Quant"]
     sources = [d.get("name") for d in config["Tasks"][task].get("datasets", [])]
     info.update({
-        "precision": "int8", "format": "legacy", "int8_ops": list(q["int8_ops"]),
+        **int8_info(q["int8_ops"]),
         "calibration": {"task": task, "datasets": sources, "images": int(num_images), "seed": q["seed"],
                         "algo": q["algo"], "weights": WEIGHT_QUANTIZE,
                         "transforms": "the eval transforms (as 'transforms' above)"},

@@ -252,7 +252,7 @@ SCHEMA = {
                             "fraction in (0, 1]}, e.g. {params: 0.75} (see docs/chip_search.md)"),
         "latency": Field(str, "auto", choices=("auto", "measure", "table"),
                          doc="measure with the chip's runtime, compose the chip's latency table, or "
-                             "auto: measure if the chip is present"),
+                             "auto: measure if the chip is present (an int8 chip: its table)"),
         "latency_table": Field(OPT_STR, None, doc="table file; null = the one shipped in ppufo/chips/tables/<chip>.json"),
         "batch_size": Field(int, 1, min=1, doc="batch size latency is measured/tabled at"),
         "warmup": Field(int, 10, min=0, doc="untimed runs before timing"),

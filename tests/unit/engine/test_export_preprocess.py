@@ -48,7 +48,7 @@ def tipc_configs():
     """(name, config) per TIPC chain: the train line's -c and -o (the exported config.yaml is the
     run's saved config, or an extracted subnet's, whose DataLoader is a copy of it)."""
     out = []
-    for txt in sorted(glob.glob(os.path.join(ROOT, "test_tipc/configs/*/train_infer_python.txt"))):
+    for txt in sorted(glob.glob(os.path.join(ROOT, "test_tipc/configs/*/train*_infer_python.txt"))):  # PTQ too
         line = next(ln for ln in open(txt) if ln.startswith("norm_train:"))
         args = shlex.split(line.split(":", 1)[1])
         overrides = [args[i + 1] for i, a in enumerate(args) if a == "-o"]

@@ -48,6 +48,12 @@ def test_every_chip_yaml_validates_and_inference_rec_is_cpu_x86_with_backend_aut
     assert [config_backend(cfgs[c]) for c in timed] == [chip_backend(c) for c in timed]
     assert [c for c in timed if chip_backend(c) == "onnxruntime"] == ["cpu_x86_ort"]
     assert (g["gpu_trt_fp16"]["precision"], g["gpu_trt_int8"]["precision"]) == ("fp16", "int8")
+    # cpu_x86_int8 is cpu_x86 serving an int8 model: the same settings, precision int8 (refuses a float model)
+    assert [c for c in CHIPS if g[c]["precision"] == "int8" and not g[c]["use_tensorrt"]] == ["cpu_x86_int8"]
+    same = ("model_dir", "precision", "use_onnx")
+    assert {k: v for k, v in g["cpu_x86_int8"].items() if k not in same} == \
+        {k: v for k, v in g["cpu_x86"].items() if k not in same}
+    assert g["cpu_x86_int8"]["model_dir"].endswith("person_int8") and g["cpu_x86_int8"]["use_onnx"] is False
     assert all(cfgs[c]["PreProcess"]["transform_ops"] is None for c in CHIPS)  # from inference.yml
 
 
@@ -113,6 +119,11 @@ def test_accelerator_targets_map_to_their_config_calls(exported, tmp_path):
     (["Global.use_gpu=true"], r"Global.use_gpu: PaddleClas key not used by ppufo; write Global.device: gpu"),
     (["Global.use_tensorrt=true"], r"Global.use_tensorrt: TensorRT runs on device gpu, not cpu"),
     (["Global.precision=fp16"], r"Global.precision: fp16 needs Global.use_tensorrt: true"),
+    (["Global.precision=fp16", "Global.device=gpu"], r"Global.precision: fp16 needs Global.use_tensorrt: true"),
+    (["Global.precision=int8", "Global.enable_mkldnn=false"], r"Global.precision: int8 on cpu runs oneDNN's int8"),
+    (["Global.precision=int8", "Global.ir_optim=false"], r"Global.precision: int8 on cpu .*and Global.ir_optim: true"),
+    (["Global.precision=int8", "Global.use_onnx=true"], r"Global.precision: int8 on cpu .*ONNX Runtime does not run ppufo's int8 models"),
+    (["Global.precision=int8", "Global.device=xpu"], r"Global.precision: int8 needs Global.use_tensorrt: true"),
     (["Global.trt_opt_batch_size=9"], r"Global.trt_opt_batch_size: expected 1..batch_size \(8\), got 9"),
     (["Global.use_onnx=true", "Global.device=xpu"], r"Global.use_onnx: ONNX Runtime runs on cpu or gpu"),
     (["Global.use_onnx=onnx"], r"Global.use_onnx: expected true, false or auto, got 'onnx'"),

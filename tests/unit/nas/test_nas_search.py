@@ -158,12 +158,33 @@ def test_shipped_tables_cover_the_quickstart_space_and_state_provenance():
     from ppufo.utils.config import load_config
     cfg = load_config(f"{ROOT}/configs/supernet_quickstart.yaml")
     sp = space()
-    for chip in ("cpu_x86", "cpu_x86_ort", "gpu", "xpu", "npu", "arm"):
+    for chip in ("cpu_x86", "cpu_x86_ort", "cpu_x86_int8", "gpu", "xpu", "npu", "arm"):
         t = load_table(chip, sp, cfg["Global"]["image_shape"], cfg["Search"]["batch_size"])
-        assert t.provenance["how"] and t.measured == (chip in ("cpu_x86", "cpu_x86_ort")), chip
+        assert t.provenance["how"] and t.measured == chip.startswith("cpu_x86"), chip
         assert t.latency(sp.smallest()) < t.latency(sp.largest())
     ort = load_table("cpu_x86_ort", sp, cfg["Global"]["image_shape"], cfg["Search"]["batch_size"]).provenance
     assert ort["how"].startswith("ONNX Runtime") and "BUILT UNDER LOAD" in ort["load"]  # as it was, here
+    int8 = load_table("cpu_x86_int8", sp, cfg["Global"]["image_shape"], cfg["Search"]["batch_size"]).provenance
+    assert "(cpu_x86_int8, 1 CPU thread(s)) on int8 probes (oneDNN int8 kernels for Quant.int8_ops ['fc']" in int8["how"]
+
+
+def test_a_search_on_the_int8_chip_reads_its_table_and_refuses_to_time_float_subnets(tmp_path):
+    """The search exports candidate subnets in float; timed on cpu_x86_int8 they would be refused (or,
+    without the refusal, timed in fp32 under the int8 chip's name), so it composes the chip's table."""
+    from ppufo.nas.latency import MeasuredLatency, TableLatency, build_latency
+    from ppufo.utils.config import load_config
+    cfg = load_config(f"{ROOT}/configs/supernet_quickstart.yaml", ["Search.chip=cpu_x86_int8"])
+
+    class Supernet:
+        space = space()
+
+    src = build_latency(cfg["Search"], cfg, Supernet, "person")  # Search.latency auto
+    assert isinstance(src, TableLatency) and src.measured and "cpu_x86_int8.json: tables" in src.table.where
+    with pytest.raises(ConfigError, match=r"Search.chip=cpu_x86_int8 runs int8 models, and the search does not "
+                                          r"quantise its candidate subnets yet; use Search.latency=table"):
+        build_latency(dict(cfg["Search"], latency="measure"), cfg, Supernet, "person")
+    with pytest.raises(ConfigError, match="Search.chip=gpu_trt_int8 runs int8 models"):
+        MeasuredLatency(cfg, Supernet, "person", "gpu_trt_int8")
 
 
 # -- search with counted measurements ----------------------------------------------------------------
@@ -406,8 +427,10 @@ def test_latency_is_the_configured_quantile_of_the_runs():
         MeasuredLatency({}, None, "person", "cpu_x86", quantile=1.5)
 
 
-@pytest.mark.parametrize("chip, runtime", [("cpu_x86", "Paddle Inference 3."), ("cpu_x86_ort", "ONNX Runtime 1.")])
+@pytest.mark.parametrize("chip, runtime", [("cpu_x86", "Paddle Inference 3."), ("cpu_x86_ort", "ONNX Runtime 1."),
+                                           ("cpu_x86_int8", "Paddle Inference 3.")])
 def test_build_latency_table_measures_every_entry_the_space_needs(tmp_path, chip, runtime):
+    import re
     import subprocess
     import sys
     if chip == "cpu_x86_ort":
@@ -425,6 +448,12 @@ def test_build_latency_table_measures_every_entry_the_space_needs(tmp_path, chip
     assert t.measured and "interleaved over 2 passes" in t.provenance["how"]
     assert t.provenance["how"].startswith(runtime) and f"({chip}, 1 CPU thread(s))" in t.provenance["how"]
     assert "1-minute load average" in t.provenance["load"]  # a table built under load says so
+    # an int8 chip times quantised probes: Paddle's pass statistics, one per predictor in build order,
+    # show each op probe's 2 copies x 2 Linear layers on oneDNN's int8 fc (the stem has none, its neck
+    # is a bias-free matmul that stays fp32, as in ppufo-quantize's models)
+    fc = [int(n) for n in re.findall(r"quantized (\d+) fc ops(?! with)", proc.stderr)]
+    assert fc == ([0] + [4] * 9 if chip == "cpu_x86_int8" else []), fc
+    assert ("on int8 probes" in t.provenance["how"]) == (chip == "cpu_x86_int8")
     assert sorted(t.ops["ffn"]) == required_entries(sp)["ffn"]
     # Tiny ops are noise-dominated, so width order is not asserted; composition is: one more block
     # of the same widths adds exactly that block's measured attention + FFN entries.
@@ -500,7 +529,9 @@ def test_chip_predictors_get_their_runtime_and_tensorrt_the_timed_batch(monkeypa
     latency.chip_predictor("m", "gpu_trt_fp16", 1, batch_size=4)
     latency.chip_predictor("m", "cpu_x86", 2, batch_size=4)
     latency.chip_predictor("m", "cpu_x86_ort", 3, batch_size=4)
-    (trt_backend, trt), (pi_backend, pi), ort = seen
+    latency.chip_predictor("m", "cpu_x86_int8", 1, batch_size=4)
+    (trt_backend, trt), (pi_backend, pi), ort, int8 = seen
+    assert int8 == ("paddle", {"device": "cpu", "enable_mkldnn": True, "precision": "int8", "cpu_threads": 1})
     assert (trt_backend, trt["use_tensorrt"], trt["max_batch_size"], trt["opt_batch_size"]) == ("paddle", True, 4, 4)
     assert (pi_backend, pi) == ("paddle", {"device": "cpu", "enable_mkldnn": True, "cpu_threads": 2})
     assert ort == ("onnxruntime", {"device": "cpu", "cpu_threads": 3})  # no Paddle Inference option reaches ORT
