@@ -10,9 +10,7 @@ saying int8 (slim.quantize.int8_info), which the int8 chip's predictor requires.
 job.json keys: config (the supernet config, dumped), task, copies, dirs (one output folder per
 probe: the stem, then latency_probes.probe_entries), work_dir, int8_ops, images (how many), algo, seed.
 """
-import json
 import os
-import sys
 
 import numpy as np
 
@@ -45,10 +43,8 @@ def run(job):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m ppufo.nas.int8_probes <job.json>")
-    with open(sys.argv[1]) as f:
-        run(json.load(f))
+    from ..slim.ptq_job import run_job_file
+    run_job_file(run, "ppufo.nas.int8_probes")
 
 
 if __name__ == "__main__":

@@ -71,11 +71,16 @@ def run(job):
     quantize_program(float_dir, images, job["out_dir"], job["algo"], job["batch_size"], job["weight_quantize_type"])
 
 
-def main():
+def run_job_file(run, module):
+    """A legacy-mode child's entry: ``python -m <module> <job.json>`` runs ``run(job)``."""
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m ppufo.slim.ptq_job <job.json>")
+        sys.exit(f"usage: python -m {module} <job.json>")
     with open(sys.argv[1]) as f:
         run(json.load(f))
+
+
+def main():
+    run_job_file(run, "ppufo.slim.ptq_job")
 
 
 if __name__ == "__main__":
