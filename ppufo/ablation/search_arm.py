@@ -61,7 +61,7 @@ def search_run(spec):
     from ..engine.eval_report import report_results
     from ..engine.evaluator import Evaluator
     from ..nas.budget import reductions
-    from ..nas.configured import build_search, extract_to_dir, write_result
+    from ..nas.configured import extract_to_dir, run_search, write_result
     from ..utils.config import load_config
     from .results import numbers_of, open_derived_run
 
@@ -71,7 +71,7 @@ def search_run(spec):
     t = time.time()
     supernet = load_trained_model(config)
     log.info(f"search space: {supernet.space.describe()}; task {task}")
-    res = build_search(config, supernet, [task], log).run()[task]
+    res = run_search(config, supernet, [task], log)[task]
     config["Extract"]["subnet"] = write_result(config, supernet.space, res, config["Search"]["save_dir"])
     subnet, model, _, diff = extract_to_dir(config, supernet, [task])
     log.info(f"extracted {subnet.to_json()} into {config['Extract']['save_dir']} (max |feature diff| vs the "

@@ -32,15 +32,19 @@ CHIP_NAMES = tuple(CHIPS)
 RUNTIME_CHOICES = {"cpu_x86_any": ("cpu_x86", "cpu_x86_ort")}
 SEARCH_CHIPS = CHIP_NAMES + tuple(RUNTIME_CHOICES)
 # chips that run an int8 model: a subnet is timed on them only once quantised (ppufo.slim), which
-# their latency tables' probes are (tools/build_latency_table.py) and the search's candidates are not
-# yet, so the search reads these chips' latency from their tables (docs/chip_search.md)
+# their latency tables' probes are (tools/build_latency_table.py) and the search's candidates are not,
+# so the search reads these chips' latency from their tables and simulates the candidates' int8
+# accuracy (ppufo.slim.fake_quant; docs/chip_search.md#quantised-candidates)
 QUANTIZED_CHIPS = ("cpu_x86_int8", "gpu_trt_int8")
+# a float chip -> the int8 chip of the same device (Search.int8_candidates searches both)
+INT8_OF = {"cpu_x86": "cpu_x86_int8", "gpu_trt_fp16": "gpu_trt_int8"}
 TABLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tables")
 
 
 def table_path(chip, path=None):
-    """The latency table of ``chip`` (``path`` if given, else the one shipped with ppufo)."""
-    return path or os.path.join(TABLES, f"{chip}.json")
+    """The latency table of ``chip``: ``path`` if given ("{chip}" in it stands for the chip's name, so
+    one Search.latency_table names the tables of several chips), else the one shipped with ppufo."""
+    return path.replace("{chip}", chip) if path else os.path.join(TABLES, f"{chip}.json")
 
 
 def runtime_chips(chip):

@@ -11,7 +11,8 @@ GP-NAS, verifies the best predicted candidates under the budget and writes, per 
 <save_dir>/<task>_<chip>.json ({"task", "chip", "runtime", "subnet", "predicted", "measured", ...}: feed it to
 tools/extract_subnet.py -o Extract.subnet=...) and <task>_<chip>_pareto.png. "runtime" names the
 chip (deploy config) to serve it with; Search.chip=cpu_x86_any picks it per subnet, the faster of
-Paddle Inference (cpu_x86) and ONNX Runtime (cpu_x86_ort).
+Paddle Inference (cpu_x86) and ONNX Runtime (cpu_x86_ort). Search.int8_candidates=true also
+searches quantised subnets on the chip's int8 sibling (docs/chip_search.md#quantised-candidates).
 """
 import os
 import sys
@@ -26,7 +27,7 @@ def main():
     from ..arch import is_supernet
     from ..arch.trained import load_trained_model
     from ..nas.budget import budget_type, reduction_text
-    from ..nas.configured import build_search, write_result
+    from ..nas.configured import run_search, write_result
     from ..utils.device import setup_device
     from ..utils.logger import init_logger
     try:
@@ -45,7 +46,7 @@ def main():
         setup_device(config)
         supernet = load_trained_model(config)
         log.info(f"search space: {supernet.space.describe()}; tasks {tasks}; chip {s['chip']}, {kind} budget")
-        results = build_search(config, supernet, tasks, log).run()
+        results = run_search(config, supernet, tasks, log)
         for task, res in results.items():
             path = write_result(config, supernet.space, res, s["save_dir"])
             p, m = res["predicted"], res["measured"]
@@ -58,8 +59,16 @@ def main():
                 each = ", ".join(f"{c} {ms:.4g} ms" for c, ms in r["latency_ms"].items())
                 log.info(f"[{task}] runtime: {r['chip']} ({r['backend']}; {each}): serve it with "
                          f"deploy/configs/{r['chip']}.yaml")
+            for p, r in res.get("by_precision", {}).items():
+                got = (f"{s['metric']} {r['measured']['accuracy']:.4f} at {r['measured'][kind]:.4g}" if r["subnet"]
+                       else f"none within budget (cheapest {r['cheapest']:.4g})")
+                log.info(f"[{task}] {p} candidates on {r['chip']}: {got}")
             log.info(f"[{task}] next: python tools/extract_subnet.py -c {args.config} -o Global.pretrained_model="
                      f"{config['Global']['pretrained_model']} -o Extract.task={task} Extract.subnet={path}")
+            if res["precision"] == "int8":  # the accuracy was simulated: ppufo-quantize writes and measures the int8 model
+                log.info(f"[{task}] then: python tools/quantize.py -c <Extract.save_dir>/config.yaml -o "
+                         f"Global.pretrained_model=<Extract.save_dir>/model -o Export.task={task}, and serve it "
+                         f"with deploy/configs/{res['chip']}.yaml")
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

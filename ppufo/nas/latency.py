@@ -115,9 +115,9 @@ class MeasuredLatency:
                  timer="wall", rounds=1, group=1, quantile=0.5):
         check_timer(timer, cpu_threads)
         if chip in QUANTIZED_CHIPS:  # its predictor would refuse (or mistime) the float export of a subnet
-            raise ConfigError(f"Search.chip={chip} runs int8 models, and the search does not quantise its candidate "
-                              f"subnets yet; use Search.latency=table (ppufo/chips/tables/{chip}.json, timed on "
-                              f"quantised probes)")
+            raise ConfigError(f"Search.chip={chip} runs int8 models, and the search exports its candidate subnets "
+                              f"in float (their int8 accuracy is simulated); use Search.latency=table "
+                              f"(ppufo/chips/tables/{chip}.json, timed on quantised probes)")
         if not measurable(chip):
             raise ConfigError(f"Search.chip={chip}: cannot be timed here; "
                               f"use Search.latency=table (ppufo/chips/tables/{chip}.json)")

@@ -82,7 +82,7 @@ class BudgetedSearch:
 
     def __init__(self, space, accuracy, budget_type, budget, latency=None, latency_exact=False,
                  num_samples=40, num_candidates=5000, num_verify=5, seed=0, features="both", log=print,
-                 verify_rounds=3, runtime_of=None):
+                 verify_rounds=3, runtime_of=None, required=True):
         spec = budget if isinstance(budget, Budget) else None
         budget = spec.value if spec else budget
         if budget_type not in BUDGETS:
@@ -101,7 +101,7 @@ class BudgetedSearch:
         if self.spec.type != budget_type:
             raise ConfigError(f"Search.budget is a {self.spec.type} budget; budget_type is {budget_type}")
         self.num_samples, self.num_candidates, self.num_verify = num_samples, num_candidates, num_verify
-        self.verify_rounds, self.runtime_of = verify_rounds, runtime_of
+        self.verify_rounds, self.runtime_of, self.required = verify_rounds, runtime_of, required
         self.rng, self.log = np.random.RandomState(seed), log
 
     # -- costs ---------------------------------------------------------------------------------
@@ -204,9 +204,14 @@ class BudgetedSearch:
             if cost_model is not None:
                 cost_model = self.fit_cost_model(pool_s, pool_c)
                 pred_cost = cost_model.predict(Xc_cost)
+        points = {"measured": [(float(c), float(a)) for _, a, c in pool],
+                  "predicted": [(float(c), float(a)) for c, a in zip(pred_cost, pred_acc)]}
         within = [(s, a, c) for s, a, c in pool if c <= self.budget]
         if not within:
             lowest = min(c for _, _, c in pool)
+            if not self.required:
+                return {"task": task, "subnet": None, "budget": self.spec, "cheapest": float(lowest),
+                        "verified": verified, "points": points}
             raise ConfigError(f"Search.budget: no measured subnet of {task} is within "
                               f"{self.spec.text()} (the cheapest measured costs {lowest:.4g}); raise the budget")
         best = max(within, key=lambda r: r[1])
@@ -223,6 +228,5 @@ class BudgetedSearch:
             # the verified are the top of the ranking, unseen by the fit (of their round): a held-out check
             "verify_quality": quality(v_pred, v_acc) if len(verified) >= 2 else None,
             "verify_levels": levels,  # per round: measured / re-timed references (None: nothing timed)
-            "points": {"measured": [(float(c), float(a)) for _, a, c in pool],
-                       "predicted": [(float(c), float(a)) for c, a in zip(pred_cost, pred_acc)]},
+            "points": points,
         }

@@ -250,10 +250,15 @@ SCHEMA = {
                         doc="required to search: ms per batch, backbone parameters, or FLOPs per image; or "
                             "relative to the All-in-One ViT of the supernet's full shape, {params|flops|latency_ms: "
                             "fraction in (0, 1]}, e.g. {params: 0.75} (see docs/chip_search.md)"),
+        "int8_candidates": Field(bool, False, doc="also search quantised subnets on the chip's int8 sibling (cpu_x86 -> "
+                                                   "cpu_x86_int8, gpu_trt_fp16 -> gpu_trt_int8): accuracy simulated in int8 "
+                                                   "(the Quant section's calibration), latency from both chips' tables; "
+                                                   "the choice is the more accurate within budget"),
         "latency": Field(str, "auto", choices=("auto", "measure", "table"),
                          doc="measure with the chip's runtime, compose the chip's latency table, or "
                              "auto: measure if the chip is present (an int8 chip: its table)"),
-        "latency_table": Field(OPT_STR, None, doc="table file; null = the one shipped in ppufo/chips/tables/<chip>.json"),
+        "latency_table": Field(OPT_STR, None, doc="table file (\"{chip}\" in it stands for the chip's name); null = "
+                                                  "the one shipped in ppufo/chips/tables/<chip>.json"),
         "batch_size": Field(int, 1, min=1, doc="batch size latency is measured/tabled at"),
         "warmup": Field(int, 10, min=0, doc="untimed runs before timing"),
         "repeats": Field(int, 30, min=1, doc="timed runs; latency is their Search.quantile"),

@@ -180,8 +180,9 @@ def test_a_search_on_the_int8_chip_reads_its_table_and_refuses_to_time_float_sub
 
     src = build_latency(cfg["Search"], cfg, Supernet, "person")  # Search.latency auto
     assert isinstance(src, TableLatency) and src.measured and "cpu_x86_int8.json: tables" in src.table.where
-    with pytest.raises(ConfigError, match=r"Search.chip=cpu_x86_int8 runs int8 models, and the search does not "
-                                          r"quantise its candidate subnets yet; use Search.latency=table"):
+    with pytest.raises(ConfigError, match=r"Search.chip=cpu_x86_int8 runs int8 models, and the search exports its "
+                                          r"candidate subnets in float \(their int8 accuracy is simulated\); use "
+                                          r"Search.latency=table"):
         build_latency(dict(cfg["Search"], latency="measure"), cfg, Supernet, "person")
     with pytest.raises(ConfigError, match="Search.chip=gpu_trt_int8 runs int8 models"):
         MeasuredLatency(cfg, Supernet, "person", "gpu_trt_int8")
