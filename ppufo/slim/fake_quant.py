@@ -3,7 +3,7 @@ model gives them, without exporting, quantising or running a predictor. The chip
 quantised candidate subnets with it (ppufo.nas.accuracy).
 
 What is simulated is what Paddle Inference 3.3.1 runs for Quant.int8_ops [fc], read off oneDNN's
-log of the int8 model (docs/notes/quantization.md, 2026-12-06 (3)):
+log of the int8 model (docs/notes/chip_search.md, 2026-12-06: quantised candidates):
 - every Linear of a ViT block is an s8 inner product: its input rounded to int8 at a threshold
   calibrated on the calibration images, per Quant.algo as Paddle's PostTrainingQuantization
   computes it (abs_max, avg, hist, KL); its weight, rounded per tensor by the quantisation
