@@ -99,3 +99,22 @@ def autocast_now():
     import sys
     s = sys.modules["paddle.amp.auto_cast"].amp_state()  # paddle.amp.auto_cast is the function
     return (s["enable"], s["dtype"], s["level"]) if s else None
+
+
+# the tiny model quantised as ppufo-quantize does, on 16 images (tests/unit/slim)
+TINY_QUANT = ["Quant.num_images=16", "Quant.batch_size=8", "Export.task=person",
+              "Tasks.person.test_sets=[{name: Market1501, root: market1501}]"]
+
+
+def quantized_tiny(demo_root, out):
+    """(config, model, float folder, int8 folder, calibration images) of a random tiny ViT (seed 0)."""
+    import paddle
+    from ppufo.arch import build_model
+    from ppufo.slim.quantize import quantize_task
+    cfg = tiny_config(demo_root, out, TINY_QUANT + [f"Export.save_dir={out / 'inf'}"])
+    paddle.seed(0)
+    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
+    model.eval()
+    float_dir = str(out / "inf" / "person")
+    q, images = quantize_task(model, cfg, "person", float_dir)
+    return cfg, model, float_dir, q, images

@@ -8,32 +8,22 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import tiny_config
-from ppufo.arch import build_model
+from helpers import TINY_QUANT, tiny_config
 from ppufo.engine.calibrate import task_images
 from ppufo.inference.predictor import FeaturePredictor
 from ppufo.slim.fake_quant import (LEVELS, ActivationStats, Int8Simulation, calibrate, fake_quantized, int8_weight,
                                    linear_roles)
-from ppufo.slim.quantize import quantize_task
 from ppufo.slim.report import cosine
 from ppufo.utils.errors import ConfigError
 
-QUANT = ["Quant.num_images=16", "Quant.batch_size=8", "Export.task=person",
-         "Tasks.person.test_sets=[{name: Market1501, root: market1501}]"]
 
 
 @pytest.fixture(scope="module")
-def real(demo_root, tmp_path_factory):
+def real(tiny_int8, demo_root):
     """(config, model, float folder, int8 folder, calibration images, test images): the tiny model
-    quantised for real once, as ppufo-quantize does."""
-    out = tmp_path_factory.mktemp("fq")
-    cfg = tiny_config(demo_root, out, QUANT + [f"Export.save_dir={out / 'inf'}"])
-    paddle.seed(0)
-    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
-    model.eval()
-    float_dir = str(out / "inf" / "person")
-    q, images = quantize_task(model, cfg, "person", float_dir)
-    return cfg, model, float_dir, q, images, task_images(cfg, "person", 48, seed=5)
+    quantised for real, as ppufo-quantize does."""
+    cfg = tiny_int8[0]
+    return (*tiny_int8, task_images(cfg, "person", 48, seed=5))
 
 
 def embed(model, x):
@@ -115,7 +105,7 @@ def test_unsupported_settings_are_named(real, demo_root, tmp_path):
             pass
     with pytest.raises(ConfigError, match="has no ViT block"):
         linear_roles(paddle.nn.Sequential(paddle.nn.Linear(4, 4)))
-    sim = Int8Simulation(tiny_config(demo_root, tmp_path, QUANT + ["Quant.seed=3"]), "person")
+    sim = Int8Simulation(tiny_config(demo_root, tmp_path, TINY_QUANT + ["Quant.seed=3"]), "person")
     assert sim.images.shape == (16, 3, 32, 32) and sim.context["seed"] == 3 and sim.context["algo"] == "hist"
     with pytest.raises(ConfigError, match="Int8Simulation of person asked to simulate task vehicle"):
         sim(model, "vehicle")

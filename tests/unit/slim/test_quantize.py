@@ -10,7 +10,7 @@ import paddle
 import pytest
 import yaml
 
-from helpers import ROOT, tiny_config
+from helpers import ROOT, TINY_QUANT, tiny_config
 from ppufo.arch import build_model
 from ppufo.engine.calibrate import task_images
 from ppufo.inference.backends import auto_backend, build_predictor
@@ -24,21 +24,13 @@ from ppufo.utils.errors import ConfigError
 # with per-tensor weight scales: mean 0.998, min 0.997; 0.989 / 0.983 per channel; the trained
 # quickstart model: mean 0.9996, docs/notes/quantization.md)
 MIN_MEAN_COSINE = 0.99
-QUANT = ["Quant.num_images=16", "Quant.batch_size=8", "Export.task=person",
-         "Tasks.person.test_sets=[{name: Market1501, root: market1501}]"]
+QUANT = TINY_QUANT
 
 
 @pytest.fixture(scope="module")
-def setup(demo_root, tmp_path_factory):
+def setup(tiny_int8):
     """(config, model, float folder, int8 folder, calibration images): the tiny model quantised once."""
-    out = tmp_path_factory.mktemp("quant")
-    cfg = tiny_config(demo_root, out, QUANT + [f"Export.save_dir={out / 'inf'}"])
-    paddle.seed(0)
-    model = build_model(cfg, {t: 10 for t in cfg["Tasks"]})
-    model.eval()
-    float_dir = str(out / "inf" / "person")
-    q, images = quantize_task(model, cfg, "person", float_dir)
-    return cfg, model, float_dir, q, images
+    return tiny_int8
 
 
 def test_int8_model_is_written_beside_the_float_one_and_says_how_it_was_calibrated(setup):
