@@ -2,7 +2,6 @@
 matches the gallery and the settings, otherwise rebuilt; never trusted when altered."""
 import json
 import hashlib
-import logging
 
 import faiss
 import numpy as np
@@ -14,16 +13,6 @@ from ppufo.inference.search_index import IndexSettings
 from test_gallery_index import build, clustered
 
 SETTINGS = {"ivf": {"nlist": 10, "nprobe": 3}, "hnsw": {"hnsw_m": 8, "ef_search": 16}}
-
-
-@pytest.fixture
-def ppufo_log():
-    seen = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())
-    logging.getLogger("ppufo").addHandler(handler)  # it does not propagate to caplog
-    yield seen
-    logging.getLogger("ppufo").removeHandler(handler)
 
 
 def refuse_builds(monkeypatch):

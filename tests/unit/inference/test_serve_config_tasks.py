@@ -36,15 +36,6 @@ def config_with(tmp_path, global_=None, index=None, name="serve.yaml"):
 TWO = {"person": {"model_dir": "m/p", "index_dir": "i/p"}, "vehicle": {"model_dir": "m/v"}}
 
 
-@pytest.fixture
-def built(monkeypatch):
-    """The deploy configs Recognizer.from_config is called with (it returns a name, builds nothing)."""
-    configs = []
-    monkeypatch.setattr(Recognizer, "from_config",
-                        classmethod(lambda cls, cfg: configs.append(copy.deepcopy(cfg)) or f"rec{len(configs)}"))
-    return configs
-
-
 def test_each_task_of_the_config_gets_the_config_with_its_own_folders_and_task_flags_add_more(tmp_path, built):
     path = config_with(tmp_path, {"tasks": TWO})
     s = serve_cli.service_settings(serve_cli.parse_args(["-c", path, "--task", "face=m/f:i/f"]))
