@@ -93,5 +93,9 @@ def lookup(index_dir, record, settings, exact):
             get_logger().info(f"{index_dir}: the saved index is for other settings or items; building the index")
             return None
         index = read(index_dir, record, len(ids))
-        return None if index is None else (record["spec"], index)
+        if index is None:
+            return None
+        get_logger().info(f"{os.path.join(index_dir, record['file'])}: the saved {record['spec']['kind']} index "
+                          f"matches the gallery; loaded, not built")
+        return record["spec"], index
     return find
