@@ -146,3 +146,27 @@ def test_an_edit_only_load_keeps_the_saved_index_for_the_next_reader(tmp_path, m
     reader = GalleryIndex.load(str(tmp_path), settings("ivf"))
     assert reader.from_cache and reader.search(-feats[:1], 1)[0][0]["label"] == "x"
     assert labels[0] not in reader.labels
+
+
+def test_changes_saved_by_the_service_leave_a_saved_index_that_matches(server, tmp_path, monkeypatch):
+    """POST /gallery/add and /gallery/remove with --save_gallery_updates: the next load takes the saved
+    IVF, which holds exactly the saved items (the stand-in model's feature is the mean colour)."""
+    from PIL import Image
+    from serving_fakes import encode, post
+    rs = np.random.RandomState(0)
+    feats = np.abs(rs.randn(80, 3)).astype(np.float32)
+    ivf = IndexSettings(index_type="ivf", nlist=2, nprobe=2)
+    GalleryIndex(feats / np.linalg.norm(feats, axis=1, keepdims=True), [f"g{i}" for i in range(80)],
+                 [""] * 80, settings=ivf).save(str(tmp_path))
+    served = GalleryIndex.load(str(tmp_path), ivf)
+    assert served.from_cache
+    srv = server(index=served, allow_updates=True, save_dir=str(tmp_path))
+    yellow = encode(Image.new("RGB", (20, 20), (200, 200, 10)))
+    status, body = post(srv.port, yellow, "/gallery/add?label=yellow")
+    assert status == 200 and body["saved"] is True
+    assert post(srv.port, b"", "/gallery/remove?id=0&id=1")[0] == 200
+    refuse_builds(monkeypatch)
+    again = GalleryIndex.load(str(tmp_path), ivf)
+    assert again.from_cache and len(again) == 79 and {0, 1}.isdisjoint(again.ids)
+    assert again.search(queries(20)[:, :3], 5) == served.search(queries(20)[:, :3], 5)
+    assert again.labels[-1] == "yellow" and again.search(np.array([[1, 1, 0.05]], np.float32), 1)[0][0]["id"] == body["id"]
