@@ -192,9 +192,9 @@ class GalleryIndex:
             with self._lock.read():
                 ids, items, next_id = list(self.items), list(self.items.values()), self.next_id
                 features = self._index.vectors(ids)
-                cache = (self._index.serialized(), self._spec or self._index.spec()) if self._index.cacheable() else None
-            if cache:
-                cache += (index_cache.content_hash(features, ids),)
+                cache = self._index.serialized() if self._index.cacheable() else None
+            if cache is not None:
+                cache = (cache, self._spec or self._index.spec(), index_cache.content_hash(features, ids))
             self.revision, self.where = write_gallery(
                 index_dir, features, ids, [label for label, _ in items], [path for _, path in items], next_id,
                 self.settings.to_json(), self.revision, cache)
