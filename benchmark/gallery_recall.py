@@ -13,10 +13,14 @@ its own identity for ~93% of queries: a ReID-like gallery, neither trivially sep
 recall@1: share of queries whose top-1 id is Flat's top-1; recall@10: mean share of Flat's top 10
 ids found in the top 10. Throughput: one query per search call, as the service searches, faiss on
 one thread; best of --repeats passes, the index types interleaved within each pass. Build: seconds
-to build each index from the features, as every load does. Last line: the index that index_type
-auto picks at --items (IVF from auto_flat_below on), at its defaults, against Flat; HNSW beside it.
+to build each index from the features. Load: seconds of GalleryIndex.load of the saved gallery, with
+the trained index saved beside it (index_cache.py) and without (built again), IVF and HNSW. Last
+line: the index that index_type auto picks at --items (IVF from auto_flat_below on), at its
+defaults, against Flat; HNSW beside it; then the load with the saved index against the rebuild.
 """
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -48,6 +52,20 @@ def qps(index, queries, k=10):
     return len(queries) / (time.perf_counter() - start)
 
 
+def load_seconds(index, kind, work, feats, names):
+    """(seconds with the saved index, seconds building it) to load ``index``'s gallery (``feats``) as ``kind``."""
+    cached, plain = os.path.join(work, kind), os.path.join(work, f"{kind}-plain")
+    index.save(cached)
+    GalleryIndex(feats, names, [""] * len(names), exact=True).save(plain)  # Flat: saved without an index
+    out = []
+    for folder in (cached, plain):
+        start = time.perf_counter()
+        loaded = GalleryIndex.load(folder, IndexSettings(index_type=kind))
+        out.append(time.perf_counter() - start)
+        assert loaded.from_cache == (folder == cached), folder
+    return tuple(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=100_000)
@@ -76,6 +94,12 @@ def main():
         indexes[kind] = GalleryIndex(feats, names, [""] * a.items, settings=IndexSettings(index_type=kind))
         builds[kind] = time.perf_counter() - start
         print(f"built {kind} over {a.items} x {a.dim} in {builds[kind]:.1f} s", flush=True)
+    loads = {}
+    with tempfile.TemporaryDirectory() as work:
+        for kind in ("ivf", "hnsw"):
+            loads[kind] = load_seconds(indexes[kind], kind, work, feats, names)
+            print(f"load {kind}: {loads[kind][0]:.2f} s with the saved index, {loads[kind][1]:.1f} s building it",
+                  flush=True)
     truth = top_ids(indexes["flat"], queries, 10)
     print(f"Flat top-1 is of the query's identity for {np.mean(labels[truth[:, 0]] == q_labels):.3f} of queries")
 
@@ -110,11 +134,13 @@ def main():
     pick, hnsw = (auto, knob[auto]), ("hnsw", knob["hnsw"])
     setting = {"flat": "exact", "ivf": f"nprobe {knob['ivf']} of {IndexSettings().nlist_for(a.items)} lists",
                "hnsw": f"ef_search {knob['hnsw']}"}[auto]
+    saved = auto if auto != "flat" else "ivf"  # Flat is never saved: it builds at once
     beside = (f"; HNSW ef_search {knob['hnsw']}: {best[hnsw] / flat_qps:.1f}x, recall@10 {recall[hnsw][1]:.3f}"
               if auto != "hnsw" and hnsw in best else "")
     print(f"{best[pick] / flat_qps:.1f}x faster than Flat at {a.items:.0e} items, {auto.upper()} recall@10 "
           f"{recall[pick][1]:.3f} (index_type auto's pick, {setting}, recall@1 {recall[pick][0]:.3f}{beside}; "
-          f"{a.dim}-d, one query per call, 1 thread)".replace("e+0", "e"))
+          f"{a.dim}-d, one query per call, 1 thread); {saved.upper()} loads in {loads[saved][0]:.2f} s with its saved "
+          f"index vs {loads[saved][1]:.1f} s rebuilt".replace("e+0", "e"))
 
 
 if __name__ == "__main__":

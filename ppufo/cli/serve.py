@@ -4,10 +4,12 @@ ppufo-serve --model_dir inference/quickstart/person [--backend onnxruntime]
 ppufo-serve -c deploy/configs/onnx.yaml --model_dir inference/quickstart/person
 ppufo-serve --task person=inference/quickstart/person:index/person --task vehicle=inference/quickstart/vehicle
 ppufo-serve --model_dir ... --index_dir index/person --allow_gallery_updates [--save_gallery_updates]
+ppufo-serve -c serve_tasks.yaml   # Global.tasks: {person: {model_dir: ..., index_dir: ...}, vehicle: {...}}
 With -c every model's predictor is built from the deploy config, as ppufo-predict builds it
 (Recognizer.from_config: device, TensorRT, oneDNN, ONNX Runtime, int8 models alike), and
 --model_dir, --index_dir, --index_type, --backend and --cpu_threads override its keys; each --task
-replaces Global.model_dir and IndexProcess.index_dir with its own. Concurrent requests to one model
+replaces Global.model_dir and IndexProcess.index_dir with its own, as each entry of the config's
+Global.tasks does (--task adds tasks to those). Concurrent requests to one model
 are batched (--batch_wait_ms, --max_batch; docs/deploy.md).
 """
 import argparse
@@ -148,12 +150,13 @@ def service_settings(a):
              "Global.cpu_num_threads": a.cpu_threads or None}
     shared = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     base = load_deploy_config(a.config, shared)
+    specs = config_tasks(a, base["Global"].get("tasks")) or specs
     max_batch = a.max_batch or base["Global"]["batch_size"]
     batching = batching_on(a.batch_wait_ms, max_batch)
     tasks = []
     for spec in specs:
-        own = {"Global.model_dir": spec.model_dir, "IndexProcess.index_dir": spec.index_dir}
-        if not a.task:  # --model_dir / --index_dir override the config's only when given
+        own = {"Global.model_dir": spec.model_dir, "IndexProcess.index_dir": spec.index_dir, "Global.tasks": None}
+        if spec.name is None:  # --model_dir / --index_dir override the config's only when given
             own = {k: v for k, v in own.items() if v is not None}
         own["Global.batch_size"] = max_batch if batching else 1
         cfg = load_deploy_config(a.config, shared + [f"{k}={json.dumps(v)}" for k, v in own.items()])
@@ -162,6 +165,20 @@ def service_settings(a):
     return Service(tasks, config_backend(base), base["Global"]["cpu_num_threads"],
                    IndexSettings.from_config(base["IndexProcess"]), max_batch,
                    a.threads or (2 * max_batch if batching else 2))
+
+
+def config_tasks(a, tasks):
+    """The config's Global.tasks as TaskSpecs, then the --task flags; None if it lists none."""
+    if not tasks:
+        return None
+    if a.model_dir or a.index_dir:
+        raise ValueError(f"--model_dir / --index_dir: {a.config} lists its task models under Global.tasks; add "
+                         f"another with --task NAME=MODEL_DIR[:INDEX_DIR]")
+    again = [t.name for t in a.task or () if t.name in tasks]
+    if again:
+        raise ValueError(f"--task {again[0]}=...: task {again[0]} is also in {a.config} (Global.tasks.{again[0]}); "
+                         f"define each task once")
+    return [TaskSpec(name, t["model_dir"], t["index_dir"]) for name, t in tasks.items()] + list(a.task or ())
 
 
 def describe(server, service, a):

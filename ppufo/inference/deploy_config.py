@@ -6,9 +6,10 @@ PaddleClas layout (``Global``, ``PreProcess``, ``IndexProcess``) with ppufo's ke
 import os
 
 from ..chips import DEVICES
-from ..utils.config import OPT_STR, Field, apply_override, check_schema, load_config
+from ..utils.config import OPT_STR, REQUIRED, Field, MapOf, apply_override, check_schema, load_config
 from ..utils.errors import ConfigError
 from .search_index import DEFAULTS as INDEX, INDEX_TYPES
+from .served_task import check_task_name
 
 INDEX_OPERATIONS = ("new", "append", "remove")
 
@@ -17,6 +18,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SCHEMA = {
     "Global": {
         "model_dir": Field(OPT_STR, None, doc="exported model folder (tools/export_model.py)"),
+        # ppufo-serve only; each task's predictor is built from the rest of the config
+        "tasks": MapOf({"model_dir": Field(str, REQUIRED, doc="the task's exported model folder"),
+                        "index_dir": Field(OPT_STR, None, doc="its gallery (null: none)")}),
         "infer_imgs": Field(OPT_STR, None, doc="an image or a folder of images"),
         "save_features": Field(OPT_STR, None, doc=".npz file for the features and image paths"),
         "batch_size": Field(int, 8, min=1),
@@ -93,8 +97,12 @@ def _check(cfg):
     if renamed:
         k = renamed[0]
         raise ConfigError(f"Global.{k}: PaddleClas key not used by ppufo; write Global.{RENAMED[k]}")
+    if isinstance(cfg.get("Global"), dict) and cfg["Global"].get("tasks", 0) is None:  # null: no tasks
+        cfg = dict(cfg, Global={k: v for k, v in cfg["Global"].items() if k != "tasks"})
     out = check_schema(cfg, SCHEMA, "")
     g = out["Global"]
+    if "tasks" in g:
+        _check_tasks(g["tasks"], g, out["IndexProcess"])
     if g["use_tensorrt"] and g["device"] != "gpu":
         raise ConfigError(f"Global.use_tensorrt: TensorRT runs on device gpu, not {g['device']}")
     opt = g["trt_opt_batch_size"]
@@ -124,6 +132,25 @@ def _check(cfg):
         from ..data.transforms import build_transforms
         build_transforms(ops, where="PreProcess.transform_ops")
     return out
+
+
+def _check_tasks(tasks, g, idx):
+    for name, task in tasks.items():
+        try:
+            check_task_name(name, "task name")
+        except ValueError as e:
+            raise ConfigError(f"Global.tasks.{name}: {e}") from None
+        if not task["model_dir"]:
+            raise ConfigError(f"Global.tasks.{name}.model_dir: expected the task's exported model folder, got ''")
+    if g["model_dir"]:
+        raise ConfigError("Global.tasks: names each task's model_dir; leave Global.model_dir null (it is the one "
+                          "model of a config without tasks)")
+    if idx["index_dir"]:
+        raise ConfigError("IndexProcess.index_dir: with Global.tasks each task names its own index_dir under "
+                          "Global.tasks.<name>; leave this one null")
+    if idx["index_operation"] != "new" or idx["data_file"]:
+        raise ConfigError("Global.tasks: ppufo-serve serves the galleries as they are; IndexProcess.data_file and "
+                          "index_operation are ppufo-predict's, for one model")
 
 
 def _check_index(idx):

@@ -1,6 +1,7 @@
 """Gallery index: features of labelled gallery images under stable integer ids, searched by inner
 product with faiss (search_index.py: Flat, IVF or HNSW), grown and shrunk by id, saved without pickle
-(gallery_files.py). Thread-safe: searches run side by side, an add or a remove alone.
+(gallery_files.py) with its trained index (index_cache.py). Thread-safe: searches run side by side, an
+add or a remove alone.
 """
 import os
 import threading
@@ -11,6 +12,7 @@ from ..data.datasets.image_list import is_image
 from ..utils.logger import get_logger
 from ..utils.rwlock import ReadWriteLock
 from ..utils.textfile import text_lines
+from . import index_cache
 from .gallery_files import read_gallery, write_gallery
 from .search_index import IdIndex, IndexSettings
 
@@ -79,10 +81,11 @@ class GalleryIndex:
     """``where`` names the gallery in errors (the features file once loaded). ``ids``: one int per
     item (default 0..n-1); ``next_id``: the id the next added item gets (default above every id), so
     an id never names two items. ``settings``: an IndexSettings (default: IndexProcess's defaults);
-    ``exact``: Flat whatever the settings say (a load that only edits and saves)."""
+    ``exact``: Flat whatever the settings say (a load that only edits and saves). ``cache``: see
+    index_cache.lookup; ``from_cache`` says whether the index came from it."""
 
     def __init__(self, features, labels, paths, where="gallery", ids=None, next_id=None, settings=None,
-                 exact=False):
+                 exact=False, cache=None):
         features = check_features(features, where, paths if len(paths) == len(features) else None)
         if len(features) != len(labels) or len(labels) != len(paths):
             raise ValueError(f"{where}: {len(features)} features, {len(labels)} labels, {len(paths)} paths")
@@ -97,7 +100,12 @@ class GalleryIndex:
         self.settings = settings or IndexSettings()
         self.where, self.dim, self.revision = where, features.shape[1], None
         self.kind = "flat" if exact else self.settings.kind_for(len(ids))
-        self._index = IdIndex(self.kind, features, ids, self.settings)
+        cached = cache(features, ids, self.kind) if cache else None
+        self.from_cache = cached is not None
+        self._spec = cached and cached[0]  # what the saved index was built for (its nlist setting)
+        if cached:
+            self.kind = cached[0]["kind"]
+        self._index = IdIndex(self.kind, features, ids, self.settings, prebuilt=cached and cached[1])
         self._lock, self._save_lock = ReadWriteLock(), threading.Lock()
 
     def __len__(self):
@@ -177,23 +185,30 @@ class GalleryIndex:
         return chosen
 
     def save(self, index_dir):
-        """Write features + gallery.json atomically (gallery_files.write_gallery). A gallery loaded
-        from disk refuses to save over one another writer saved since (GalleryChanged)."""
+        """Write features + gallery.json atomically (gallery_files.write_gallery), with the trained
+        index when there is one worth keeping. A gallery loaded from disk refuses to save over one
+        another writer saved since (GalleryChanged)."""
         with self._save_lock:  # saves in order: a later snapshot is never overwritten by an earlier one
             with self._lock.read():
                 ids, items, next_id = list(self.items), list(self.items.values()), self.next_id
                 features = self._index.vectors(ids)
+                cache = self._index.serialized() if self._index.cacheable() else None
+            if cache is not None:
+                cache = (cache, self._spec or self._index.spec(), index_cache.content_hash(features, ids))
             self.revision, self.where = write_gallery(
                 index_dir, features, ids, [label for label, _ in items], [path for _, path in items], next_id,
-                self.settings.to_json(), self.revision)
+                self.settings.to_json(), self.revision, cache)
 
     @classmethod
     def load(cls, index_dir, settings=None, exact=False):
         """The gallery saved in ``index_dir``, its faiss index built per ``settings`` (the caller's
-        config: not the saved ones, which record what its writer asked for); ``exact``: Flat, for a
-        load that only adds or removes items and saves."""
+        config: not the saved ones, which record what its writer asked for) or read from the saved
+        one if that matches them and the items; ``exact``: a load that only adds or removes items
+        and saves: the saved index whatever its settings, else Flat (builds at once)."""
         g = read_gallery(index_dir)
+        settings = settings or IndexSettings()
         index = cls(g["features"], g["labels"], g["paths"], where=g["where"], ids=g["ids"], next_id=g["next_id"],
-                    settings=settings, exact=exact)
+                    settings=settings, exact=exact,
+                    cache=index_cache.lookup(index_dir, g["index_cache"], settings, exact))
         index.revision = g["revision"]
         return index

@@ -1,6 +1,6 @@
 """A gallery on disk: ``gallery.json`` (ids, labels, paths, index settings) and the features file it
-names (a plain .npy, read without pickle). These two are the gallery; the faiss index is rebuilt
-from them on load (docs/deploy.md says why).
+names (a plain .npy, read without pickle). These two are the gallery; a trained IVF / HNSW index
+may be saved beside them (index_cache.py), used on load only if it matches them exactly.
 
 A save writes the features under the name the current gallery.json does not use (features.npy and
 features.1.npy alternate), then replaces gallery.json: that one rename is the commit, so a reader
@@ -17,6 +17,7 @@ import numpy as np
 
 from ..utils.errors import DataError
 from ..utils.pointer import fsync_dir, replace_file
+from . import index_cache
 
 META = "gallery.json"
 FEATURE_FILES = ("features.npy", "features.1.npy")
@@ -100,7 +101,8 @@ def read_gallery(index_dir):
     if len(ids) != len(labels):
         raise DataError(f"{meta}: {len(ids)} ids for {len(labels)} labels; expected one id per item")
     return {"features": features, "ids": ids, "labels": labels, "paths": paths, "next_id": next_id,
-            "revision": m.get("revision", 0), "settings": m.get("index"), "where": feats}
+            "revision": m.get("revision", 0), "settings": m.get("index"), "where": feats,
+            "index_cache": m.get("index_cache")}
 
 
 @contextmanager
@@ -123,9 +125,10 @@ def _current(meta):
     return (revision if type(revision) is int else 0), m.get("features", FEATURE_FILES[0])
 
 
-def write_gallery(index_dir, features, ids, labels, paths, next_id, settings, revision):
+def write_gallery(index_dir, features, ids, labels, paths, next_id, settings, revision, cache=None):
     """Save atomically (see the module doc); -> (new revision, features file). ``revision``: the one this
-    copy was loaded at, or None for a new gallery, which replaces whatever ``index_dir`` holds."""
+    copy was loaded at, or None for a new gallery, which replaces whatever ``index_dir`` holds.
+    ``cache``: (serialised faiss index, its spec, index_cache.content_hash of features + ids) or None."""
     os.makedirs(index_dir, exist_ok=True)
     meta = os.path.join(index_dir, META)
     with _locked(index_dir):
@@ -148,8 +151,15 @@ def write_gallery(index_dir, features, ids, labels, paths, next_id, settings, re
         record = {"format": FORMAT, "features": name, "dim": int(features.shape[1]),
                   "revision": new_revision, "next_id": next_id, "index": settings,
                   "ids": list(ids), "labels": list(labels), "paths": list(paths)}
+        cache_name = index_cache.FILES[name]
+        if cache is not None:
+            data, spec, content = cache
+            replace_file(os.path.join(index_dir, cache_name), lambda f: f.write(memoryview(data)))
+            record["index_cache"] = index_cache.record(cache_name, data, spec, content)
         replace_file(meta, lambda f: f.write(json.dumps(record).encode()))
         fsync_dir(index_dir)
-        if old and old != name and os.path.isfile(os.path.join(index_dir, old)):
-            os.remove(os.path.join(index_dir, old))
+        keep = {name, cache_name} if cache is not None else {name}
+        for stale in (set(FEATURE_FILES) | set(index_cache.FILES.values())) - keep:  # committed: none is named now
+            if os.path.isfile(os.path.join(index_dir, stale)):
+                os.remove(os.path.join(index_dir, stale))
     return new_revision, os.path.join(index_dir, name)

@@ -41,6 +41,9 @@ class Recognizer:
     def from_config(cls, cfg):
         """From a validated deploy config (deploy_config.load_deploy_config)."""
         g = cfg["Global"]
+        if g.get("tasks"):
+            raise ConfigError(f"Global.tasks: lists task models for ppufo-serve ({', '.join(g['tasks'])}); this "
+                              f"runs one model: give -o Global.model_dir=<folder> -o Global.tasks=null")
         if not g["model_dir"]:
             raise ConfigError("Global.model_dir: required (the folder written by tools/export_model.py)")
         return cls(g["model_dir"], g["batch_size"], cfg["PreProcess"]["transform_ops"],

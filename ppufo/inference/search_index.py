@@ -3,8 +3,8 @@ features, keyed by stable int64 ids so that items can be added and removed by id
 
 Which one a gallery gets is ``IndexSettings.kind_for(items)``; the defaults come from
 benchmark/gallery_recall.py (docs/deploy.md, "Index types"). HNSW cannot delete from its graph: a
-removed id is masked at search time and its vector stays in memory until the index is rebuilt,
-which every load does (gallery_files.py keeps only the features).
+removed id is masked at search time and its vector stays in memory until the index is rebuilt
+(such an index is not cached: index_cache.py).
 """
 import math
 
@@ -57,10 +57,14 @@ class IndexSettings:
 class IdIndex:
     """A faiss index from int64 ids to features. Not thread-safe: GalleryIndex locks around it."""
 
-    def __init__(self, kind, features, ids, settings):
+    def __init__(self, kind, features, ids, settings, prebuilt=None):
+        """``prebuilt``: a faiss index of this kind already holding ``features`` under ``ids`` (a cache)."""
         import faiss
         dim = features.shape[1]
         self.kind, self.settings, self.masked, self._mask = kind, settings, set(), None
+        if prebuilt is not None:
+            self._adopt(prebuilt)
+            return
         if kind == "flat":
             self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         elif kind == "hnsw":
@@ -76,6 +80,32 @@ class IdIndex:
         else:
             raise ValueError(f"index kind {kind!r}: expected one of {list(INDEX_TYPES[1:])}")
         self.add(features, ids)
+
+    def _adopt(self, index):
+        import faiss
+        self.index = index
+        if self.kind == "hnsw":
+            self.graph = faiss.downcast_index(index.index)
+        self.set_search(self.settings.nprobe, self.settings.ef_search)
+
+    def spec(self):
+        """What was built, as index_cache records it."""
+        spec = {"kind": self.kind, "metric": "inner_product", "dim": int(self.index.d)}
+        if self.kind == "ivf":
+            spec.update(factory=f"IVF{self.index.nlist},Flat", nlist=self.settings.nlist)
+        elif self.kind == "hnsw":
+            hnsw = self.graph.hnsw
+            m = hnsw.nb_neighbors(1)  # layers above 0 hold M neighbours, layer 0 2M
+            spec.update(factory=f"HNSW{m},Flat", hnsw_m=m, ef_construction=hnsw.efConstruction)
+        return spec
+
+    def cacheable(self):
+        """Worth saving: a trained index holding no masked (removed) vectors; Flat rebuilds at once."""
+        return self.kind == "ivf" or (self.kind == "hnsw" and not self.masked)
+
+    def serialized(self):
+        import faiss
+        return faiss.serialize_index(self.index)
 
     def set_search(self, nprobe=None, ef_search=None):
         """Change a built index's search-time knobs (what benchmark/gallery_recall.py sweeps)."""

@@ -1,6 +1,10 @@
+import copy
+import logging
+
 import paddle
 import pytest
 
+from ppufo.inference.recognizer import Recognizer
 from serving_fakes import start_server
 
 
@@ -29,3 +33,24 @@ def exported(demo_root, tmp_path_factory):
     model.eval()
     d = export_model(model, cfg)["person"][0]
     return model, d
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """The deploy configs Recognizer.from_config is called with (it returns a name, builds nothing)."""
+    configs = []
+    monkeypatch.setattr(Recognizer, "from_config",
+                        classmethod(lambda cls, cfg: configs.append(copy.deepcopy(cfg)) or f"rec{len(configs)}"))
+    return configs
+
+
+@pytest.fixture
+def ppufo_log():
+    """The messages the 'ppufo' logger emits during the test (it does not propagate to caplog)."""
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("ppufo")
+    logger.addHandler(handler)
+    yield seen
+    logger.removeHandler(handler)

@@ -1,6 +1,5 @@
 """The backend factory: Paddle Inference or ONNX Runtime from a deploy config or a name, the ONNX
 model converted on first use (and again when the model was exported anew), ORT's session options."""
-import logging
 import os
 import shutil
 
@@ -25,18 +24,6 @@ def model_dir(exported, tmp_path):
     d = tmp_path / "person"
     shutil.copytree(exported[1], d, ignore=shutil.ignore_patterns("inference.onnx*"))
     return str(d)
-
-
-@pytest.fixture
-def ppufo_log():
-    """The messages the 'ppufo' logger emits during the test (it does not propagate to caplog)."""
-    seen = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())
-    logger = logging.getLogger("ppufo")
-    logger.addHandler(handler)
-    yield seen
-    logger.removeHandler(handler)
 
 
 def batch(seed=1, n=3):

@@ -179,6 +179,28 @@ def test_append_then_remove_grows_and_shrinks_the_saved_gallery(model_dir, galle
     assert GalleryIndex.load(str(idx)).ids == [1, 2, 3]
 
 
+def test_append_and_remove_keep_the_saved_ivf_in_step_and_a_search_run_loads_it(model_dir, gallery, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    assert predict("--model_dir", model_dir, "--build_index", gallery, "--index_dir", idx, "--index_type", "ivf") is None
+    os.makedirs(tmp_path / "more" / "c")
+    for i in range(2):
+        Image.fromarray(np.full((64, 32, 3), 60 * i, np.uint8)).save(tmp_path / "more" / "c" / f"{i}.jpg")
+    assert predict("--model_dir", model_dir, "--append_index", tmp_path / "more", "--index_dir", idx) is None
+    assert predict("--index_dir", idx, "--remove_ids", "0") is None
+    saved = json.loads((idx / "gallery.json").read_text())
+    assert saved["index_cache"]["spec"]["kind"] == "ivf" and saved["ids"] == [1, 2, 3, 4, 5]
+    logged = Messages()
+    get_logger().addHandler(logged)
+    try:
+        assert predict("--model_dir", model_dir, "--index_dir", idx, "--images", tmp_path / "more" / "c", "--topk", "1",
+                       "--index_type", "ivf") is None
+    finally:
+        get_logger().removeHandler(logged)
+    assert any("the saved ivf index matches the gallery; loaded, not built" in m for m in logged.messages)
+    tops = [json.loads(line)["top"][0] for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(t["id"], t["label"]) for t in tops] == [(4, "c"), (5, "c")]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--build_index", "g", "--append_index", "h"], "--build_index and --append_index: one index operation per run"),
     (["--append_index", "h", "--remove_ids", "1"], "--append_index and --remove_ids/--remove_labels: one index"),

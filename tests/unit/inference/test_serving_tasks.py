@@ -18,7 +18,7 @@ from ppufo.cli import serve as serve_cli
 from ppufo.inference.backends import config_backend
 from ppufo.inference.deploy_config import load_deploy_config, predictor_kwargs
 from ppufo.inference.gallery import GalleryIndex
-from ppufo.inference.recognizer import FORMATS, Recognizer
+from ppufo.inference.recognizer import FORMATS
 from ppufo.inference.served_task import ServedTask
 from ppufo.inference.serving import TaskSpec
 from ppufo.io.image import decode_image
@@ -203,15 +203,6 @@ def test_task_flags_and_batching_defaults_without_a_config():
     assert (s.tasks, s.threads, s.cpu_threads) == ([TaskSpec(None, "m", None)], 2, max(1, cores // 2))  # as before
     s = serve_cli.service_settings(serve_cli.parse_args(["--model_dir", "m", "--max_batch", "4"]))
     assert (s.max_batch, s.threads, s.cpu_threads) == (4, 8, max(1, cores - 1))
-
-
-@pytest.fixture
-def built(monkeypatch):
-    """The deploy configs Recognizer.from_config is called with (it returns a name, builds nothing)."""
-    configs = []
-    monkeypatch.setattr(Recognizer, "from_config",
-                        classmethod(lambda cls, cfg: configs.append(copy.deepcopy(cfg)) or f"rec{len(configs)}"))
-    return configs
 
 
 @pytest.mark.parametrize("config", ["cpu_x86.yaml", "cpu_x86_ort.yaml", "onnx.yaml", "inference_rec.yaml", "gpu.yaml",

@@ -70,6 +70,20 @@ def test_a_body_trickling_in_is_cut_at_the_request_deadline_with_a_408(server):
     assert status == 408 and 1.9 < time.time() - start < 4.5
 
 
+def test_a_body_still_arriving_does_not_hold_back_another_clients_batch(server):
+    """Batched with a long wait: the batcher waits only for requests being decoded, and waitress hands a
+    request to a worker only once its body is in, so a slow upload is not one it waits for."""
+    srv = server(batch_wait_ms=3000, timeout=30, header_timeout=10, request_timeout=20)
+    slow = attacker(srv.port, sent=request(RED)[:-len(RED) + 10])  # headers and 10 bytes of the body
+    time.sleep(0.3)
+    status, took = timed_post(srv.port)
+    assert status == 200 and took < 1.0
+    slow.sendall(RED[10:])
+    assert read_answer(slow)[0] == 200
+    slow.close()
+    assert get(srv.port)[1]["batching"]["requests"] >= 2
+
+
 def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(server):
     srv = server(timeout=30, header_timeout=1, request_timeout=2)
     silent = attacker(srv.port, sent=b"")
