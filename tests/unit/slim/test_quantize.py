@@ -188,6 +188,7 @@ def test_gpu_trt_int8_takes_the_int8_model_and_refuses_the_float_one(setup, monk
     def build(model_dir):
         cfg = load_deploy_config(chip_yaml, [f"Global.model_dir={model_dir}"])
         return FeaturePredictor(model_dir, max_batch_size=cfg["Global"]["batch_size"], **predictor_kwargs(cfg))
+    assert load_deploy_config(chip_yaml)["Global"]["model_dir"].endswith("person_int8")  # as cpu_x86_int8.yaml
     with pytest.raises(trt.TensorRTUnavailable, match=r"gpu_trt_int8\.yaml.*CPU-only build") as e:
         build(q)
     assert "quantize_linear" not in str(e.value)
