@@ -162,3 +162,49 @@ def test_square_weights_with_uneven_channels_keep_their_accuracy_on_onednn_int8(
     q, _ = quantize_task(model, cfg, "person", float_dir, images=images)
     c = cosine(FeaturePredictor(float_dir)(images), FeaturePredictor(q)(images))
     assert c["mean"] > 0.99, c
+
+
+def test_gpu_trt_int8_takes_the_int8_model_and_refuses_the_float_one(setup, monkeypatch):
+    """gpu_trt_int8.yaml on ppufo-quantize's legacy int8 model gets past the quantised-model check
+    and stops only at this CPU-only wheel; the float export stops at the int8 check. With a GPU
+    build faked, the int8 folder itself reaches Paddle's Config on the .pdmodel route, as TensorRT
+    int8 without calibration (the scales are the model's), under the program's own input name."""
+    import paddle.inference as pi
+
+    import ppufo.inference.predictor as predictor
+    from ppufo.inference import trt
+    from ppufo.inference.deploy_config import load_deploy_config, predictor_kwargs
+    _, _, float_dir, q, _ = setup
+    chip_yaml = os.path.join(ROOT, "deploy", "configs", "gpu_trt_int8.yaml")
+
+    def build(model_dir):
+        cfg = load_deploy_config(chip_yaml, [f"Global.model_dir={model_dir}"])
+        return FeaturePredictor(model_dir, max_batch_size=cfg["Global"]["batch_size"], **predictor_kwargs(cfg))
+    assert load_deploy_config(chip_yaml)["Global"]["model_dir"].endswith("person_int8")  # as cpu_x86_int8.yaml
+    with pytest.raises(trt.TensorRTUnavailable, match=r"gpu_trt_int8\.yaml.*CPU-only build") as e:
+        build(q)
+    assert "quantize_linear" not in str(e.value)
+    with pytest.raises(trt.TensorRTUnavailable, match=r"in int8, but the model has no quantize_linear ops"):
+        build(float_dir)
+
+    gpu = {"paddle": "3.3.1", "cuda": True, "gpus": 1, "device_id": 0, "trt_compiled": (10, 5, 0),
+           "gpu_name": "a GPU", "paddle_tensorrt": True, "tensorrt_python": True}
+    monkeypatch.setattr(trt, "tensorrt_env", lambda device_id=0: gpu)
+    seen = []
+
+    def stop(model_dir, calls):
+        seen.append((model_dir, calls))
+        raise trt.TensorRTUnavailable("stop before paddle: no GPU here")
+    monkeypatch.setattr(predictor, "build_config", stop)
+    with pytest.raises(trt.TensorRTUnavailable, match="stop before paddle"):
+        build(q)
+    (model_dir, calls), = seen
+    assert model_dir == q  # the .pdmodel route loads the int8 model as it is
+    calls = {name: (args, kwargs) for name, args, kwargs in calls}
+    engine = calls["enable_tensorrt_engine"][1]
+    assert engine["precision_mode"] == pi.PrecisionType.Int8 and engine["use_calib_mode"] is False
+    assert not {"enable_mkldnn", "enable_mkldnn_int8"} & set(calls)
+    monkeypatch.undo()
+    inputs = pi.create_predictor(predictor.build_config(q, [])).get_input_names()
+    assert [list(shapes) for shapes in calls["set_trt_dynamic_shape_info"][0]] == [inputs] * 3
+    assert calls["set_trt_dynamic_shape_info"][0][2]["x"] == [8, 3, 32, 32]  # opt: the config's batch_size
